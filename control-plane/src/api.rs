@@ -1,0 +1,184 @@
+//! The admin REST API (axum). Handlers are thin: parse and validate the
+//! body ([`crate::model`]), turn it into a [`Change`](crate::store::Change),
+//! hand it to the [`Publisher`], and render the result. No SQL here.
+
+mod backends;
+pub mod error;
+pub mod extract;
+mod routes;
+mod status;
+mod upstreams;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::publish::Publisher;
+use error::ApiError;
+
+/// Shared state of the admin handlers.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub publisher: Arc<Publisher>,
+    /// When set, every `/admin` request must carry `Bearer <token>`.
+    pub token: Option<Arc<str>>,
+}
+
+/// The admin router: `/admin/...` (behind the token, if any).
+pub fn app(state: AdminState) -> Router {
+    let admin = Router::new()
+        .route("/admin/routes", get(routes::list).post(routes::create))
+        .route(
+            "/admin/routes/{name}",
+            get(routes::read)
+                .put(routes::replace)
+                .patch(routes::patch)
+                .delete(routes::remove),
+        )
+        .route(
+            "/admin/upstreams",
+            get(upstreams::list).post(upstreams::create),
+        )
+        .route(
+            "/admin/upstreams/{name}",
+            get(upstreams::read)
+                .put(upstreams::replace)
+                .patch(upstreams::patch)
+                .delete(upstreams::remove),
+        )
+        .route(
+            "/admin/upstreams/{name}/backends",
+            get(backends::list).post(backends::create),
+        )
+        .route(
+            "/admin/upstreams/{name}/backends/{id}",
+            get(backends::read)
+                .patch(backends::patch)
+                .delete(backends::remove),
+        )
+        .route("/admin/status", get(status::status))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    admin
+        .fallback(|| async { ApiError::NoEndpoint })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The version a client expects (`If-Match: "7"`); `*` or no header means
+/// any. A tag that is not one of ours can never match: 412.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().map_err(|_| ApiError::BadPrecondition)?.trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or(ApiError::BadPrecondition)
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+}
+
+/// Header carried by every mutation response: the config version now live.
+pub const CONFIG_VERSION_HEADER: &str = "x-config-version";
+
+/// A resource response with its `ETag` (= its version).
+fn resource<T: Serialize>(status: StatusCode, version: u64, body: &T) -> Response {
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(version));
+    resp
+}
+
+/// The response to a mutation that produced `body` at config `version`.
+fn mutated<T: Serialize>(
+    status: StatusCode,
+    version: u64,
+    body: &T,
+    location: Option<String>,
+) -> Response {
+    let mut resp = resource(status, version, body);
+    let h = resp.headers_mut();
+    h.insert(CONFIG_VERSION_HEADER, HeaderValue::from(version));
+    if let Some(loc) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
+        h.insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+/// The response to a delete at config `version`.
+fn deleted(version: u64) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(CONFIG_VERSION_HEADER, HeaderValue::from(version));
+    resp
+}
+
+/// Apply an RFC 7396 merge patch to a representation, dropping read-only
+/// fields first so the result can be validated like a PUT body.
+fn merge_patch<T: Serialize>(
+    current: &T,
+    patch: &serde_json::Value,
+    read_only: &[&str],
+) -> serde_json::Value {
+    let mut doc = serde_json::to_value(current).expect("a view serialises");
+    if let Some(obj) = doc.as_object_mut() {
+        for f in read_only {
+            obj.remove(*f);
+        }
+    }
+    json_patch::merge(&mut doc, patch);
+    doc
+}
+
+/// Run a read-merge-write `attempt` for PATCH. Each attempt writes only if
+/// the resource still has the version it read; when the client gave no
+/// `If-Match`, a concurrent change just means reading again.
+async fn patch_with_retry<F, Fut>(
+    explicit: Option<u64>,
+    mut attempt: F,
+) -> Result<(u64, crate::store::Applied), ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, crate::store::Applied), ApiError>>,
+{
+    const ATTEMPTS: usize = 8;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(ApiError::Publish(crate::publish::PublishError::Store(
+                crate::store::StoreError::PreconditionFailed { .. },
+            ))) if explicit.is_none() && tries < ATTEMPTS => continue,
+            other => return other,
+        }
+    }
+}

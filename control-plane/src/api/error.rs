@@ -1,0 +1,161 @@
+//! The one place admin errors become HTTP: RFC 9457 problem+json bodies
+//! `{type, title, status, detail, errors: [{pointer, detail}]}`.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::{self, HeaderValue};
+use serde::Serialize;
+
+use crate::model::FieldError;
+use crate::publish::PublishError;
+use crate::store::StoreError;
+use data_plane::BuildError;
+
+/// Everything an admin request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("the request body is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error("the request body must be at most {0} bytes")]
+    TooLarge(usize),
+    #[error("Content-Type must be {0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("a valid 'Authorization: Bearer <token>' header is required")]
+    Unauthorized,
+    #[error("no such endpoint")]
+    NoEndpoint,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("If-Match must be a quoted version like \"7\" or *")]
+    BadPrecondition,
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Publish(PublishError::Store(e))
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// Status, stable code (last part of `type`), title, field errors.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Vec<FieldError>) {
+        use StatusCode as S;
+        match self {
+            ApiError::Malformed(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON", vec![]),
+            ApiError::Invalid(errs) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-fields",
+                "Invalid fields",
+                errs.clone(),
+            ),
+            ApiError::TooLarge(_) => (
+                S::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request body too large",
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                vec![],
+            ),
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized", vec![]),
+            ApiError::NoEndpoint => (S::NOT_FOUND, "no-endpoint", "Not found", vec![]),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                vec![],
+            ),
+            ApiError::BadPrecondition
+            | ApiError::Publish(PublishError::Store(StoreError::PreconditionFailed { .. })) => (
+                S::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+                vec![],
+            ),
+            ApiError::Publish(PublishError::Store(e)) => match e {
+                StoreError::NotFound { .. } => (S::NOT_FOUND, "not-found", "Not found", vec![]),
+                StoreError::Duplicate { pointer, detail } => (
+                    S::CONFLICT,
+                    "conflict",
+                    "Conflict",
+                    vec![FieldError::new(*pointer, detail.clone())],
+                ),
+                StoreError::InUse { .. } => (S::CONFLICT, "in-use", "Resource in use", vec![]),
+                StoreError::UnknownUpstream(name) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "unknown-reference",
+                    "Unknown reference",
+                    vec![FieldError::new(
+                        "/upstream",
+                        format!("upstream {name:?} does not exist"),
+                    )],
+                ),
+                _ => (
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    vec![],
+                ),
+            },
+            ApiError::Publish(PublishError::Rejected(BuildError::Conflict(existing, _))) => (
+                S::CONFLICT,
+                "route-conflict",
+                "Route conflict",
+                vec![FieldError::new(
+                    "/path",
+                    format!("route {existing:?} already matches the same hosts, path and methods"),
+                )],
+            ),
+            ApiError::Publish(PublishError::Rejected(_)) => (
+                S::UNPROCESSABLE_ENTITY,
+                "rejected",
+                "Config rejected by the data plane",
+                vec![],
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title, errors) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "admin request failed");
+        }
+        let problem = Problem {
+            kind: format!("urn:switchyard:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors,
+        };
+        let body = serde_json::to_vec(&problem).expect("a problem serialises");
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,96 @@
+//! `/admin/routes` handlers.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
+
+use super::error::ApiError;
+use super::extract::{JsonBody, from_value};
+use super::{AdminState, deleted, if_match, merge_patch, mutated, patch_with_retry, resource};
+use crate::model::RouteSpec;
+use crate::store::{Applied, Change};
+use crate::view::{ListView, RouteView};
+
+pub async fn list(State(s): State<AdminState>) -> Result<Json<ListView<RouteView>>, ApiError> {
+    let (items, config_version) = s.publisher.store().list_routes().await?;
+    Ok(Json(ListView {
+        items,
+        config_version,
+    }))
+}
+
+pub async fn read(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = s.publisher.store().route(&name).await?;
+    Ok(resource(StatusCode::OK, view.version, &view))
+}
+
+fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -> Response {
+    match applied {
+        Applied::Route(view) => {
+            let loc = location.then(|| format!("/admin/routes/{}", view.name));
+            mutated(status, version, &view, loc)
+        }
+        _ => unreachable!("route changes produce routes"),
+    }
+}
+
+pub async fn create(
+    State(s): State<AdminState>,
+    JsonBody(spec): JsonBody<RouteSpec>,
+) -> Result<Response, ApiError> {
+    let route = spec.validate(None).map_err(ApiError::Invalid)?;
+    let (version, applied) = s.publisher.apply(Change::CreateRoute(route)).await?;
+    Ok(respond(StatusCode::CREATED, version, applied, true))
+}
+
+pub async fn replace(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<RouteSpec>,
+) -> Result<Response, ApiError> {
+    let expect = if_match(&headers)?;
+    let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
+    let (version, applied) = s
+        .publisher
+        .apply(Change::ReplaceRoute { route, expect })
+        .await?;
+    Ok(respond(StatusCode::OK, version, applied, false))
+}
+
+pub async fn patch(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let explicit = if_match(&headers)?;
+    let (version, applied) = patch_with_retry(explicit, || async {
+        let current = s.publisher.store().route(&name).await?;
+        let spec: RouteSpec = from_value(merge_patch(&current, &patch, &["version"]))?;
+        let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
+        let expect = Some(explicit.unwrap_or(current.version));
+        Ok(s.publisher
+            .apply(Change::ReplaceRoute { route, expect })
+            .await?)
+    })
+    .await?;
+    Ok(respond(StatusCode::OK, version, applied, false))
+}
+
+pub async fn remove(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let expect = if_match(&headers)?;
+    let (version, _) = s
+        .publisher
+        .apply(Change::DeleteRoute { name, expect })
+        .await?;
+    Ok(deleted(version))
+}

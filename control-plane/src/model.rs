@@ -1,0 +1,598 @@
+//! Admin API request types and their validation ("parse, don't validate").
+//!
+//! Request bodies deserialise into `*Spec` DTOs that reject unknown fields;
+//! `validate()` turns a DTO into a domain value ([`Route`], [`Upstream`],
+//! [`NewBackend`]) or into the list of every bad field, each named by JSON
+//! pointer. Only domain values reach the store.
+//!
+//! Rules (documented in openapi.yaml):
+//! - names: 1–63 characters of `A-Z a-z 0-9 . _ -`, starting with a letter
+//!   or digit;
+//! - route `path`: starts with `/`, at most 1024 bytes, already normal (no
+//!   `.`/`..` segments, no `//`, no `%` escapes, no `?`/`#`, no whitespace
+//!   or control characters);
+//! - `methods`: distinct, from GET HEAD POST PUT PATCH DELETE OPTIONS TRACE;
+//! - `hosts`: distinct DNS names or IPv4 addresses, no port, stored lower
+//!   case;
+//! - backend `url`: absolute `http://` or `https://` with a host, optional
+//!   port 1–65535, no path (a trailing `/` is dropped), query or user info;
+//! - `weight`: 0–1000, default 1; 0 drains the backend;
+//! - timeouts: `connect_ms` 1–60000, `response_header_ms` 1–3600000.
+
+use data_plane::config::{DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts};
+use data_plane::snapshot::parse_backend_url;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+pub const MAX_NAME_LEN: usize = 63;
+pub const MAX_PATH_LEN: usize = 1024;
+pub const MAX_WEIGHT: u32 = 1000;
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const MAX_CONNECT_MS: u64 = 60_000;
+pub const MAX_RESPONSE_HEADER_MS: u64 = 3_600_000;
+pub const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
+
+/// One invalid field: a JSON pointer into the request body and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub pointer: String,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Collects field errors while validating one body.
+#[derive(Debug, Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, pointer: impl Into<String>, detail: impl Into<String>) {
+        self.0.push(FieldError::new(pointer, detail));
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+// ---------------------------------------------------------------- DTOs ---
+
+/// Body of `POST /admin/routes` and `PUT /admin/routes/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub upstream: Option<String>,
+    pub backends: Option<Vec<BackendSpec>>,
+    pub strategy: Option<String>,
+    /// Read-only (the representation carries it); ignored on input.
+    #[serde(default, rename = "version")]
+    _version: Option<IgnoredAny>,
+}
+
+/// Body of `POST /admin/upstreams` and `PUT /admin/upstreams/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub name: Option<String>,
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    pub timeouts: Option<TimeoutsSpec>,
+    #[serde(default, rename = "version")]
+    _version: Option<IgnoredAny>,
+    #[serde(default, rename = "owner_route")]
+    _owner_route: Option<IgnoredAny>,
+}
+
+/// A backend in a request body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    pub url: Option<String>,
+    pub weight: Option<u32>,
+    #[serde(default, rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default, rename = "version")]
+    _version: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    pub connect_ms: Option<u64>,
+    pub response_header_ms: Option<u64>,
+}
+
+// ------------------------------------------------------- domain values ---
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// An existing upstream, by name.
+    Upstream(String),
+    /// Backends given inline: the route owns an upstream named after it.
+    Inline {
+        strategy: Strategy,
+        backends: Vec<NewBackend>,
+    },
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub methods: Vec<String>,
+    pub hosts: Vec<String>,
+    pub strip_prefix: bool,
+    pub target: RouteTarget,
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub strategy: Strategy,
+    pub backends: Vec<NewBackend>,
+    pub timeouts: Timeouts,
+}
+
+/// A validated backend (URL normalised to `scheme://authority`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBackend {
+    pub url: String,
+    pub weight: u32,
+}
+
+// ---------------------------------------------------------- validation ---
+
+/// Check a resource name; `Err` is the reason.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_len = !name.is_empty() && name.len() <= MAX_NAME_LEN;
+    let mut chars = name.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok_len && ok_first && ok_rest {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1-{MAX_NAME_LEN} characters of A-Z, a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+/// The name of a resource body: required on create; on replace it may be
+/// omitted but must match the URL when given.
+fn resolve_name(errors: &mut Errors, given: Option<String>, from_url: Option<&str>) -> String {
+    match (given, from_url) {
+        (Some(n), Some(u)) if n != u => {
+            errors.add(
+                "/name",
+                format!("must match the name in the URL ({u:?}); renaming is not supported"),
+            );
+            n
+        }
+        (Some(n), _) => {
+            if let Err(e) = check_name(&n) {
+                errors.add("/name", e);
+            }
+            n
+        }
+        (None, Some(u)) => u.to_string(),
+        (None, None) => {
+            errors.add("/name", "is required");
+            String::new()
+        }
+    }
+}
+
+fn check_path(errors: &mut Errors, path: Option<String>) -> String {
+    let Some(path) = path else {
+        errors.add("/path", "is required");
+        return String::new();
+    };
+    let reason = if !path.starts_with('/') {
+        Some("must start with '/'".to_string())
+    } else if path.len() > MAX_PATH_LEN {
+        Some(format!("must be at most {MAX_PATH_LEN} bytes"))
+    } else if path
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b > 0x7e)
+    {
+        Some("must not contain whitespace, control or non-ASCII characters".into())
+    } else if path.contains(['?', '#']) {
+        Some("must not contain a query or fragment".into())
+    } else if path.contains('%') {
+        Some("must not contain percent-escapes; give the decoded path".into())
+    } else if path.contains("//") {
+        Some("must not contain empty segments ('//')".into())
+    } else if path.split('/').any(|s| s == "." || s == "..") {
+        Some("must not contain '.' or '..' segments".into())
+    } else if path.contains('\\') {
+        Some("must not contain '\\'".into())
+    } else {
+        None
+    };
+    if let Some(r) = reason {
+        errors.add("/path", r);
+    }
+    path
+}
+
+fn check_methods(errors: &mut Errors, methods: Vec<String>) -> Vec<String> {
+    for (i, m) in methods.iter().enumerate() {
+        if !METHODS.contains(&m.as_str()) {
+            errors.add(
+                format!("/methods/{i}"),
+                format!("must be one of {}", METHODS.join(", ")),
+            );
+        } else if methods[..i].contains(m) {
+            errors.add(format!("/methods/{i}"), "is listed twice");
+        }
+    }
+    methods
+}
+
+fn is_host_name(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn check_hosts(errors: &mut Errors, hosts: Vec<String>) -> Vec<String> {
+    let hosts: Vec<String> = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        if !is_host_name(h) {
+            errors.add(
+                format!("/hosts/{i}"),
+                "must be a DNS name or IPv4 address without port or wildcard",
+            );
+        } else if hosts[..i].contains(h) {
+            errors.add(format!("/hosts/{i}"), "is listed twice");
+        }
+    }
+    hosts
+}
+
+fn check_strategy(errors: &mut Errors, pointer: &str, strategy: Option<String>) -> Strategy {
+    match strategy {
+        None => Strategy::default(),
+        Some(s) => Strategy::parse(&s).unwrap_or_else(|| {
+            errors.add(
+                pointer,
+                format!("must be one of {}", Strategy::ALL.join(", ")),
+            );
+            Strategy::default()
+        }),
+    }
+}
+
+/// Validate one backend; `base` is its JSON pointer ("" for a body).
+fn check_backend(errors: &mut Errors, base: &str, spec: BackendSpec) -> NewBackend {
+    let url = match spec.url {
+        None => {
+            errors.add(format!("{base}/url"), "is required");
+            String::new()
+        }
+        Some(raw) => match parse_backend_url(&raw) {
+            Ok((scheme, authority)) => format!("{scheme}://{authority}"),
+            Err(reason) => {
+                errors.add(format!("{base}/url"), reason);
+                raw
+            }
+        },
+    };
+    let weight = spec.weight.unwrap_or(DEFAULT_WEIGHT);
+    if weight > MAX_WEIGHT {
+        errors.add(
+            format!("{base}/weight"),
+            format!("must be between 0 and {MAX_WEIGHT}"),
+        );
+    }
+    NewBackend { url, weight }
+}
+
+fn check_backends(errors: &mut Errors, specs: Vec<BackendSpec>) -> Vec<NewBackend> {
+    let mut out: Vec<NewBackend> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.into_iter().enumerate() {
+        let b = check_backend(errors, &format!("/backends/{i}"), spec);
+        if !b.url.is_empty() && out.iter().any(|o| o.url == b.url) {
+            errors.add(
+                format!("/backends/{i}/url"),
+                "is listed twice in this upstream",
+            );
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn check_timeouts(errors: &mut Errors, spec: Option<TimeoutsSpec>) -> Timeouts {
+    let spec = spec.unwrap_or(TimeoutsSpec {
+        connect_ms: None,
+        response_header_ms: None,
+    });
+    let connect_ms = spec.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
+    if !(1..=MAX_CONNECT_MS).contains(&connect_ms) {
+        errors.add(
+            "/timeouts/connect_ms",
+            format!("must be between 1 and {MAX_CONNECT_MS}"),
+        );
+    }
+    let response_header_ms = spec
+        .response_header_ms
+        .unwrap_or(DEFAULT_RESPONSE_HEADER_MS);
+    if !(1..=MAX_RESPONSE_HEADER_MS).contains(&response_header_ms) {
+        errors.add(
+            "/timeouts/response_header_ms",
+            format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
+        );
+    }
+    Timeouts {
+        connect_ms,
+        response_header_ms,
+    }
+}
+
+impl RouteSpec {
+    /// Validate a route body. `url_name` is the name in the URL for PUT.
+    pub fn validate(self, url_name: Option<&str>) -> Result<Route, Vec<FieldError>> {
+        let mut e = Errors::default();
+        let name = resolve_name(&mut e, self.name, url_name);
+        let path = check_path(&mut e, self.path);
+        let methods = check_methods(&mut e, self.methods);
+        let hosts = check_hosts(&mut e, self.hosts);
+        let target = match (self.upstream, self.backends) {
+            (Some(_), Some(_)) => {
+                e.add(
+                    "/backends",
+                    "give either 'upstream' or 'backends', not both",
+                );
+                RouteTarget::Upstream(String::new())
+            }
+            (None, None) => {
+                e.add("/upstream", "either 'upstream' or 'backends' is required");
+                RouteTarget::Upstream(String::new())
+            }
+            (Some(u), None) => {
+                if self.strategy.is_some() {
+                    e.add(
+                        "/strategy",
+                        "only allowed with inline 'backends'; set it on the upstream",
+                    );
+                }
+                if let Err(r) = check_name(&u) {
+                    e.add("/upstream", r);
+                }
+                RouteTarget::Upstream(u)
+            }
+            (None, Some(backends)) => {
+                if backends.is_empty() {
+                    e.add("/backends", "must list at least one backend");
+                }
+                RouteTarget::Inline {
+                    strategy: check_strategy(&mut e, "/strategy", self.strategy),
+                    backends: check_backends(&mut e, backends),
+                }
+            }
+        };
+        e.finish(Route {
+            name,
+            path,
+            methods,
+            hosts,
+            strip_prefix: self.strip_prefix,
+            target,
+        })
+    }
+}
+
+impl UpstreamSpec {
+    /// Validate an upstream body. `url_name` is the name in the URL for PUT.
+    pub fn validate(self, url_name: Option<&str>) -> Result<Upstream, Vec<FieldError>> {
+        let mut e = Errors::default();
+        let name = resolve_name(&mut e, self.name, url_name);
+        let strategy = check_strategy(&mut e, "/strategy", self.strategy);
+        let backends = check_backends(&mut e, self.backends);
+        let timeouts = check_timeouts(&mut e, self.timeouts);
+        e.finish(Upstream {
+            name,
+            strategy,
+            backends,
+            timeouts,
+        })
+    }
+}
+
+impl BackendSpec {
+    /// Validate a single-backend body (`POST .../backends`, PATCH).
+    pub fn validate(self) -> Result<NewBackend, Vec<FieldError>> {
+        let mut e = Errors::default();
+        let b = check_backend(&mut e, "", self);
+        e.finish(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(json: serde_json::Value) -> Result<Route, Vec<FieldError>> {
+        serde_json::from_value::<RouteSpec>(json)
+            .unwrap()
+            .validate(None)
+    }
+
+    fn pointers(r: Result<impl std::fmt::Debug, Vec<FieldError>>) -> Vec<String> {
+        r.unwrap_err().into_iter().map(|e| e.pointer).collect()
+    }
+
+    #[test]
+    fn inline_route_is_valid() {
+        let r = route(serde_json::json!({
+            "name": "api", "path": "/api", "strip_prefix": true,
+            "backends": [{"url": "http://127.0.0.1:9001/"}, {"url": "http://127.0.0.1:9002", "weight": 3}]
+        }))
+        .unwrap();
+        let RouteTarget::Inline { backends, .. } = r.target else {
+            panic!("inline expected")
+        };
+        assert_eq!(
+            backends[0],
+            NewBackend {
+                url: "http://127.0.0.1:9001".into(),
+                weight: 1
+            }
+        );
+        assert_eq!(backends[1].weight, 3);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let errs = pointers(route(serde_json::json!({
+            "name": "-bad name", "path": "api/../x", "methods": ["GET", "FETCH", "GET"],
+            "hosts": ["Example.com:80", "ok.example"],
+            "backends": [{"url": "ftp://x"}, {"url": "http://y", "weight": 1001}]
+        })));
+        assert_eq!(
+            errs,
+            [
+                "/name",
+                "/path",
+                "/methods/1",
+                "/methods/2",
+                "/hosts/0",
+                "/backends/0/url",
+                "/backends/1/weight"
+            ]
+        );
+    }
+
+    #[test]
+    fn target_rules() {
+        assert_eq!(
+            pointers(route(serde_json::json!({"name": "a", "path": "/"}))),
+            ["/upstream"]
+        );
+        assert_eq!(
+            pointers(route(
+                serde_json::json!({"name": "a", "path": "/", "upstream": "u", "backends": []})
+            )),
+            ["/backends"]
+        );
+        assert_eq!(
+            pointers(route(
+                serde_json::json!({"name": "a", "path": "/", "backends": []})
+            )),
+            ["/backends"]
+        );
+        assert_eq!(
+            pointers(route(
+                serde_json::json!({"name": "a", "path": "/", "upstream": "u", "strategy": "round_robin"})
+            )),
+            ["/strategy"]
+        );
+    }
+
+    #[test]
+    fn paths() {
+        for bad in [
+            "x", "/a//b", "/a/./b", "/a/..", "/a b", "/a?b", "/a#b", "/a%2fb", "/a\\b", "/é",
+        ] {
+            assert_eq!(
+                pointers(route(
+                    serde_json::json!({"name": "a", "path": bad, "upstream": "u"})
+                )),
+                ["/path"],
+                "{bad}"
+            );
+        }
+        for good in ["/", "/api", "/api/", "/a.b/c-d_e~f", "/v1;x"] {
+            assert!(
+                route(serde_json::json!({"name": "a", "path": good, "upstream": "u"})).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("api").is_ok());
+        assert!(check_name("a.b_c-1").is_ok());
+        assert!(check_name(&"a".repeat(63)).is_ok());
+        assert!(check_name(&"a".repeat(64)).is_err());
+        assert!(check_name("").is_err());
+        assert!(check_name("_a").is_err());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name("a b").is_err());
+    }
+
+    #[test]
+    fn put_name_must_match_url() {
+        let spec: RouteSpec =
+            serde_json::from_value(serde_json::json!({"name": "b", "path": "/", "upstream": "u"}))
+                .unwrap();
+        assert_eq!(pointers(spec.validate(Some("a"))), ["/name"]);
+        let spec: RouteSpec =
+            serde_json::from_value(serde_json::json!({"path": "/", "upstream": "u"})).unwrap();
+        assert_eq!(spec.validate(Some("a")).unwrap().name, "a");
+    }
+
+    #[test]
+    fn upstream_timeouts_and_strategy() {
+        let spec: UpstreamSpec = serde_json::from_value(serde_json::json!({
+            "name": "u", "strategy": "random", "timeouts": {"connect_ms": 0, "response_header_ms": 3600001}
+        }))
+        .unwrap();
+        assert_eq!(
+            pointers(spec.validate(None)),
+            [
+                "/strategy",
+                "/timeouts/connect_ms",
+                "/timeouts/response_header_ms"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(
+            serde_json::from_value::<RouteSpec>(serde_json::json!({"name": "a", "pth": "/"}))
+                .is_err()
+        );
+        assert!(
+            serde_json::from_value::<BackendSpec>(
+                serde_json::json!({"url": "http://x", "wieght": 1})
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! Representations returned by the admin API (and read back for PATCH).
+//! `version` is the config version of the resource's last change; it is
+//! also its ETag. Field order here is the order clients see.
+
+use data_plane::config::Timeouts;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteView {
+    pub name: String,
+    pub path: String,
+    pub methods: Vec<String>,
+    pub hosts: Vec<String>,
+    pub strip_prefix: bool,
+    pub upstream: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamView {
+    pub name: String,
+    pub strategy: String,
+    pub backends: Vec<BackendView>,
+    pub timeouts: Timeouts,
+    /// The route that created this upstream from inline backends; it is
+    /// deleted with that route unless other routes use it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_route: Option<String>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendView {
+    pub id: u64,
+    pub url: String,
+    pub weight: u32,
+    pub version: u64,
+}
+
+/// A list of resources at one config version.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListView<T> {
+    pub items: Vec<T>,
+    pub config_version: u64,
+}

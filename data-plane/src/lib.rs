@@ -1,0 +1,142 @@
+//! Switchyard's data plane: everything that runs while requests flow.
+//!
+//! - [`config`]: `GatewayConfig`, the serde types the data plane runs on;
+//! - [`snapshot`]: compiles a config into an immutable [`Snapshot`];
+//! - [`routing`]: the pure route table (host map → path-segment trie) and
+//!   path normalisation;
+//! - [`balance`]: backend selection strategies behind one trait;
+//! - [`registry`]: live per-backend state that outlives snapshots;
+//! - [`proxy`]: the request handler (route, pick, forward, stream);
+//! - [`server`]: the listener with HTTP/1.1 + h2c and graceful drain.
+//!
+//! [`DataPlane`] ties them together: it holds the current snapshot in one
+//! `ArcSwap` and never lets an older config version replace a newer one.
+//! The data plane knows nothing of SQL or of the admin API.
+
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod config;
+pub mod proxy;
+pub mod registry;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use config::GatewayConfig;
+pub use registry::Registry;
+pub use snapshot::{BuildError, Snapshot};
+
+/// The live routing state: current snapshot plus the backend registry.
+#[derive(Debug)]
+pub struct DataPlane {
+    current: ArcSwap<Snapshot>,
+    registry: Registry,
+}
+
+/// A snapshot older than the one in force was offered and refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("snapshot version {offered} is older than live version {live}")]
+pub struct Stale {
+    pub offered: u64,
+    pub live: u64,
+}
+
+impl Default for DataPlane {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataPlane {
+    /// A data plane with the empty version-0 snapshot in force.
+    pub fn new() -> Self {
+        DataPlane {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            registry: Registry::new(),
+        }
+    }
+
+    /// The snapshot in force. Requests call this once and keep the result.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Compile `config` against this plane's live state, without installing
+    /// it. Cheap to throw away.
+    pub fn compile(&self, config: &GatewayConfig) -> Result<Snapshot, BuildError> {
+        Snapshot::build(config, &self.registry)
+    }
+
+    /// Put `snapshot` in force, unless a newer version already is. Backends
+    /// that left the config are then dropped from the registry.
+    pub fn install(&self, snapshot: Snapshot) -> Result<(), Stale> {
+        let offered = Arc::new(snapshot);
+        let previous = self.current.rcu(|live| {
+            if live.version() > offered.version() {
+                Arc::clone(live)
+            } else {
+                Arc::clone(&offered)
+            }
+        });
+        if previous.version() > offered.version() {
+            return Err(Stale {
+                offered: offered.version(),
+                live: previous.version(),
+            });
+        }
+        self.registry.retain(&self.snapshot().backend_keys());
+        Ok(())
+    }
+
+    /// Compile and install in one step.
+    pub fn publish(&self, config: &GatewayConfig) -> Result<(), PublishError> {
+        let snapshot = self.compile(config)?;
+        Ok(self.install(snapshot)?)
+    }
+}
+
+/// Why [`DataPlane::publish`] did not put a config in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Stale(#[from] Stale),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(version: u64) -> GatewayConfig {
+        GatewayConfig {
+            version,
+            ..GatewayConfig::default()
+        }
+    }
+
+    #[test]
+    fn older_versions_never_replace_newer() {
+        let plane = DataPlane::new();
+        plane.publish(&config(5)).unwrap();
+        assert_eq!(
+            plane.publish(&config(4)),
+            Err(PublishError::Stale(Stale {
+                offered: 4,
+                live: 5
+            }))
+        );
+        assert_eq!(plane.snapshot().version(), 5);
+        plane.publish(&config(6)).unwrap();
+        assert_eq!(plane.snapshot().version(), 6);
+    }
+}

@@ -1,0 +1,107 @@
+//! Proxy failures and the one place they become HTTP responses.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use super::headers::X_REQUEST_ID;
+use crate::routing::path::PathError;
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("upstream {0:?} has no backend available")]
+    NoBackend(Arc<str>),
+    #[error("could not connect to backend {backend}")]
+    Connect {
+        backend: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("backend {backend} did not answer in time")]
+    Timeout { backend: Arc<str> },
+    #[error("backend {backend} failed: {source}")]
+    Upstream {
+        backend: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl ProxyError {
+    /// Classify a client error: connect timeouts are timeouts (504), other
+    /// connect failures and protocol errors are 502.
+    pub fn from_client(backend: &Arc<str>, source: hyper_util::client::legacy::Error) -> Self {
+        let backend = Arc::clone(backend);
+        if source.is_connect() {
+            if caused_by_timeout(&source) {
+                ProxyError::Timeout { backend }
+            } else {
+                ProxyError::Connect { backend, source }
+            }
+        } else {
+            ProxyError::Upstream { backend, source }
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable machine-readable code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoBackend(_) => "no_backend",
+            ProxyError::Connect { .. } => "upstream_connect",
+            ProxyError::Upstream { .. } => "upstream_protocol",
+            ProxyError::Timeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The JSON error response, carrying the request ID in body and header.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "status": status.as_u16(),
+            "error": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id.to_str().unwrap_or_default(),
+        });
+        let mut resp = Response::new(ProxyBody::full(body.to_string()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(&X_REQUEST_ID, request_id.clone());
+        resp
+    }
+}
+
+fn caused_by_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

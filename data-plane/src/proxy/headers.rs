@@ -1,0 +1,190 @@
+//! Header rewriting between client and upstream (DESIGN: proxy semantics).
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrite a request's headers for the upstream. Runs after
+/// [`strip_hop_by_hop`], so a client cannot remove these with `Connection`.
+pub fn forward_request(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    host: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    let ip = HeaderValue::from_str(&client_ip.to_string()).expect("an IP is a valid header");
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prior}, {client_ip}")).unwrap_or_else(|_| ip.clone())
+        }
+        _ => ip.clone(),
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
+    headers.insert(&X_REAL_IP, ip);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
+        Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+    // The upstream connection's Host is the backend's; the client sets it.
+    headers.remove(header::HOST);
+}
+
+/// Rewrite an upstream response's headers for the client.
+pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::SERVER);
+    headers.remove(&X_POWERED_BY);
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+}
+
+/// The client's request ID if it sent a usable one, otherwise a new one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if is_usable_id(v.as_bytes()) => v.clone(),
+        _ => new_request_id(),
+    }
+}
+
+/// Short (≤ 128 bytes) and printable ASCII, so it is safe to log and echo.
+fn is_usable_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| (0x21..0x7f).contains(b))
+}
+
+/// A fresh 32-hex-digit ID: a random per-process prefix and a counter,
+/// unique without a syscall or lock per request.
+pub fn new_request_id() -> HeaderValue {
+    static PREFIX: LazyLock<u64> =
+        LazyLock::new(|| RandomState::new().hash_one(std::process::id()));
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    hex(*PREFIX, &mut buf[..16]);
+    hex(n, &mut buf[16..]);
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+}
+
+fn hex(mut v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_tokens_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers_survive_connection_tricks() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-forwarded-for, x-request-id"),
+        );
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        strip_hop_by_hop(&mut h);
+        let host = HeaderValue::from_static("example.com");
+        let id = HeaderValue::from_static("abc");
+        forward_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&host), &id);
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[&X_REQUEST_ID], "abc");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        let id = new_request_id();
+        forward_request(&mut h, "127.0.0.1".parse().unwrap(), None, &id);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn request_ids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("client-id-1"));
+        assert_eq!(request_id(&h), "client-id-1");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

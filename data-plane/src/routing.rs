@@ -1,0 +1,229 @@
+//! The compiled route table: pure, I/O-free matching of (host, method, path)
+//! to a route.
+//!
+//! Layout: one path-segment trie for routes without `hosts`, plus one trie
+//! per configured host name in a hash map. A lookup walks at most two tries,
+//! one node per path segment, so its cost depends on the depth of the
+//! request path, not on the number of routes.
+//!
+//! Semantics (the contract in DESIGN.md):
+//! - a route path is a prefix matched on segment boundaries: `/api` matches
+//!   `/api`, `/api/` and `/api/x`, never `/apix`;
+//! - the longest matching prefix wins; on equal length a route naming the
+//!   request's host beats a host-less route, and a route listing the method
+//!   beats a route that accepts any method;
+//! - the path given to [`RouteTable::find`] must already be normalised
+//!   ([`path::normalize`]).
+
+pub mod path;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use http::Method;
+
+/// The result of a successful lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Index of the route, as given to [`RouteTableBuilder::insert`].
+    pub route: usize,
+    /// Byte length of the matched prefix in the looked-up path (0 for `/`).
+    pub prefix_len: usize,
+}
+
+impl RouteMatch {
+    /// The path to forward when the matched prefix is stripped: the rest of
+    /// the path, or `/` when nothing is left.
+    pub fn strip<'p>(&self, path: &'p str) -> &'p str {
+        let rest = &path[self.prefix_len..];
+        if rest.is_empty() { "/" } else { rest }
+    }
+}
+
+/// Two routes that would answer exactly the same requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("routes #{existing} and #{new} have the same host, path and methods")]
+pub struct Conflict {
+    pub existing: usize,
+    pub new: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    route: usize,
+    /// `None` = any method.
+    methods: Option<Box<[Method]>>,
+}
+
+impl Entry {
+    fn accepts(&self, method: &Method) -> bool {
+        match &self.methods {
+            None => true,
+            Some(list) => list.iter().any(|m| m == method),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    /// Routes whose prefix ends at this node; method-specific ones first.
+    entries: Vec<Entry>,
+}
+
+impl Node {
+    fn entry_for(&self, method: &Method) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.accepts(method))
+    }
+}
+
+/// Immutable, compiled route table.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    any_host: Node,
+    by_host: HashMap<Box<str>, Node>,
+}
+
+/// Collects routes, then freezes them into a [`RouteTable`].
+#[derive(Debug, Default)]
+pub struct RouteTableBuilder {
+    table: RouteTable,
+}
+
+/// Segments of a route prefix: `/` → none, `/a/b/` → `a`, `b`.
+fn prefix_segments(prefix: &str) -> impl Iterator<Item = &str> {
+    prefix.split('/').filter(|s| !s.is_empty())
+}
+
+fn overlaps(a: &Option<Box<[Method]>>, b: &Option<Box<[Method]>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => false,
+    }
+}
+
+impl RouteTableBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add route number `route`. `hosts` empty = any host (host names are
+    /// compared case-insensitively, without port); `methods` empty = any.
+    pub fn insert(
+        &mut self,
+        route: usize,
+        prefix: &str,
+        hosts: &[String],
+        methods: &[Method],
+    ) -> Result<(), Conflict> {
+        let mut methods_sorted: Vec<Method> = methods.to_vec();
+        methods_sorted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        methods_sorted.dedup();
+        let methods = (!methods_sorted.is_empty()).then(|| methods_sorted.into_boxed_slice());
+        if hosts.is_empty() {
+            Self::insert_into(&mut self.table.any_host, route, prefix, methods)
+        } else {
+            for host in hosts {
+                let root = self
+                    .table
+                    .by_host
+                    .entry(host.to_ascii_lowercase().into_boxed_str())
+                    .or_default();
+                Self::insert_into(root, route, prefix, methods.clone())?;
+            }
+            Ok(())
+        }
+    }
+
+    fn insert_into(
+        root: &mut Node,
+        route: usize,
+        prefix: &str,
+        methods: Option<Box<[Method]>>,
+    ) -> Result<(), Conflict> {
+        let mut node = root;
+        for seg in prefix_segments(prefix) {
+            node = node.children.entry(seg.into()).or_default();
+        }
+        // Two "any method" routes, or two method lists sharing a method, at
+        // the same node would be ambiguous. "Any" beside a list is fine: the
+        // list is more specific and wins for its methods.
+        if let Some(existing) = node.entries.iter().find(|e| overlaps(&e.methods, &methods)) {
+            return Err(Conflict {
+                existing: existing.route,
+                new: route,
+            });
+        }
+        node.entries.push(Entry { route, methods });
+        node.entries.sort_by_key(|e| e.methods.is_none());
+        Ok(())
+    }
+
+    pub fn build(self) -> RouteTable {
+        self.table
+    }
+}
+
+impl RouteTable {
+    /// Find the route for a request. `host` is the request host without
+    /// port (any case); `path` must be normalised.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<RouteMatch> {
+        let specific = host
+            .and_then(|h| lookup_host(&self.by_host, h))
+            .and_then(|root| walk(root, method, path));
+        let general = walk(&self.any_host, method, path);
+        match (specific, general) {
+            (Some(s), Some(g)) if g.prefix_len > s.prefix_len => Some(g),
+            (Some(s), _) => Some(s),
+            (None, g) => g,
+        }
+    }
+
+    /// Whether the table holds no route at all.
+    pub fn is_empty(&self) -> bool {
+        self.by_host.is_empty()
+            && self.any_host.entries.is_empty()
+            && self.any_host.children.is_empty()
+    }
+}
+
+fn lookup_host<'t>(map: &'t HashMap<Box<str>, Node>, host: &str) -> Option<&'t Node> {
+    if map.is_empty() {
+        return None;
+    }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        map.get(host.to_ascii_lowercase().as_str())
+    } else {
+        map.get(host)
+    }
+}
+
+/// Walk one trie along `path`, remembering the deepest node with a route for
+/// `method`.
+fn walk(root: &Node, method: &Method, path: &str) -> Option<RouteMatch> {
+    let mut best = root.entry_for(method).map(|e| RouteMatch {
+        route: e.route,
+        prefix_len: 0,
+    });
+    let mut node = root;
+    let mut offset = 0; // byte offset of the '/' before the current segment
+    for seg in path[1..].split('/') {
+        if seg.is_empty() {
+            break;
+        }
+        let Some(child) = node.children.get(seg) else {
+            break;
+        };
+        node = child;
+        offset += 1 + seg.len();
+        if let Some(e) = node.entry_for(method) {
+            best = Some(RouteMatch {
+                route: e.route,
+                prefix_len: offset,
+            });
+        }
+    }
+    best
+}

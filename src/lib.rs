@@ -1,0 +1,133 @@
+//! Wiring of the Switchyard process: both planes in one process.
+//!
+//! [`start`] opens the store, publishes the committed config, then binds
+//! the admin and proxy listeners (the proxy accepts traffic only once a
+//! snapshot is live) and returns a [`Gateway`] handle; [`Gateway::shutdown`]
+//! stops accepting and drains. `main.rs` adds the CLI and signals; the
+//! end-to-end tests call [`start`] directly with ephemeral ports.
+
+#![forbid(unsafe_code)]
+
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use control_plane::ControlPlane;
+use data_plane::DataPlane;
+use data_plane::proxy::Proxy;
+use data_plane::server::{self, Drained};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the process needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub proxy_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub database_url: String,
+    pub admin_token: Option<String>,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain: Duration,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "--admin-listen {0} is not a loopback address: set --admin-token (or SWITCHYARD_ADMIN_TOKEN) to expose the admin API"
+    )]
+    TokenRequired(SocketAddr),
+    #[error("--admin-token must not be empty")]
+    EmptyToken,
+    #[error("cannot load the config: {0}")]
+    Config(#[from] control_plane::PublishError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub plane: Arc<DataPlane>,
+    stop: watch::Sender<bool>,
+    proxy: JoinHandle<Drained>,
+    admin: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Start both planes. Returns once both listeners accept connections and
+/// the stored config is live.
+pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
+    match settings.admin_token.as_deref() {
+        Some("") => return Err(StartError::EmptyToken),
+        None if !settings.admin_listen.ip().is_loopback() => {
+            return Err(StartError::TokenRequired(settings.admin_listen));
+        }
+        _ => {}
+    }
+    let plane = Arc::new(DataPlane::new());
+    let control = ControlPlane::start(&settings.database_url, Arc::clone(&plane)).await?;
+
+    let admin_listener = bind(settings.admin_listen).await?;
+    let proxy_listener = bind(settings.proxy_listen).await?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .expect("bound socket has an address");
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .expect("bound socket has an address");
+
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let router = control.router(settings.admin_token.as_deref());
+    let admin_stop = wait(stopped.clone());
+    let admin = tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, router)
+            .with_graceful_shutdown(admin_stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    let proxy = tokio::spawn(server::serve(
+        proxy_listener,
+        Proxy::new(Arc::clone(&plane)),
+        wait(stopped),
+        settings.drain,
+    ));
+    tracing::info!(%proxy_addr, %admin_addr, "switchyard listening");
+    Ok(Gateway {
+        proxy_addr,
+        admin_addr,
+        plane,
+        stop,
+        proxy,
+        admin,
+    })
+}
+
+impl Gateway {
+    /// Stop accepting, let in-flight requests finish (bounded by the drain
+    /// period), and wait for both listeners to close.
+    pub async fn shutdown(self) -> Drained {
+        let _ = self.stop.send(true);
+        let drained = self.proxy.await.unwrap_or(Drained::TimedOut);
+        let _ = self.admin.await;
+        drained
+    }
+}
