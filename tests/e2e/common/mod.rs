@@ -1,0 +1,238 @@
+//! Test harness: a gateway started in-process on ephemeral ports with a
+//! temporary database, fake backends, and small HTTP helpers. Everything
+//! listens on 127.0.0.1 only.
+
+pub mod backend;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use switchyard::{Gateway, Settings};
+use tempfile::TempDir;
+
+pub use backend::Backend;
+
+/// A running gateway plus its database directory.
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+    token: Option<String>,
+}
+
+pub fn settings(dir: &TempDir) -> Settings {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Settings {
+        proxy_listen: any,
+        admin_listen: any,
+        database_url: format!("sqlite://{}", dir.path().join("switchyard.db").display()),
+        admin_token: None,
+        drain: Duration::from_secs(5),
+    }
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), None).await
+    }
+
+    /// Start on the database in `dir` (reused across restarts).
+    pub async fn start_in(dir: TempDir, token: Option<&str>) -> Self {
+        let mut s = settings(&dir);
+        s.admin_token = token.map(str::to_string);
+        let gateway = switchyard::start(s).await.expect("gateway starts");
+        TestGateway {
+            gateway: Some(gateway),
+            dir,
+            http: reqwest::Client::new(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway().proxy_addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway().admin_addr, path)
+    }
+
+    /// GET through the proxy; returns status and body text.
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self.http.get(self.proxy_url(path)).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// GET through the proxy and parse the fake backend's JSON echo.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let (status, text) = self.get(path).await;
+        let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        (status, v)
+    }
+
+    /// An admin request with an optional JSON body.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut req = self.http.request(method, self.admin_url(path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// An admin request whose JSON answer is returned with its status.
+    pub async fn admin_json(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let r = self.admin(method, path, body).await;
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        (status, v)
+    }
+
+    /// Create a route that must succeed.
+    pub async fn create_route(&self, body: Value) -> Value {
+        let (status, v) = self.admin_json(Method::POST, "/admin/routes", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// Stop the gateway, keeping the database directory for a restart.
+    pub async fn stop(mut self) -> TempDir {
+        self.gateway.take().unwrap().shutdown().await;
+        self.dir
+    }
+}
+
+/// Poll `check` until it returns `Some` or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Send `request` (raw bytes) to `addr` over a fresh connection and return
+/// the status code and body of the answer. For bytes that an HTTP client
+/// library would rewrite before sending (dot segments, escapes).
+pub async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `GET path` with the path bytes exactly as given.
+pub async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")).await
+}
+
+/// The real `switchyard` binary running as a child process.
+pub struct Process {
+    pub child: std::process::Child,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl Process {
+    /// Start the binary with `args` (listeners on 127.0.0.1:0) and wait for
+    /// its "listening" log line to learn the ports.
+    pub fn start(database_url: &str, args: &[&str]) -> Process {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--database-url", database_url])
+            .args(args)
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("switchyard listening")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway logs its listeners within 30 s");
+        let addr = |key: &str| -> SocketAddr {
+            let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        Process {
+            proxy_addr: addr("proxy_addr="),
+            admin_addr: addr("admin_addr="),
+            child,
+        }
+    }
+
+    /// Send a signal by PID (`kill -SIG pid`).
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Wait for the process to exit, at most `deadline`.
+    pub async fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        eventually(deadline, || {
+            let r = child.try_wait().unwrap();
+            async move { r }
+        })
+        .await
+        .expect("process exits in time")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

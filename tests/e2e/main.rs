@@ -1,0 +1,8 @@
+//! End-to-end tests: the gateway on real sockets (127.0.0.1, ephemeral
+//! ports) with real fake backends. One binary, a module per feature.
+
+mod admin;
+mod common;
+mod live;
+mod process;
+mod proxy;
