@@ -24,9 +24,13 @@ async fn no_request_fails_while_200_changes_are_made() {
     let a = Backend::named("a").start().await;
     let b = Backend::named("b").start().await;
     let c = Backend::named("c").start().await;
-    gw.create_route(json!({"name": "live", "path": "/live", "backends": [{"url": a.url}, {"url": b.url}]}))
+    gw.create_route(
+        json!({"name": "live", "path": "/live", "backends": [{"url": a.url}, {"url": b.url}]}),
+    )
+    .await;
+    let (_, up) = gw
+        .admin_json(Method::GET, "/admin/upstreams/live", None)
         .await;
-    let (_, up) = gw.admin_json(Method::GET, "/admin/upstreams/live", None).await;
     let a_id = up["backends"][0]["id"].as_u64().unwrap();
     let start_version = up["version"].as_u64().unwrap();
 
@@ -64,22 +68,38 @@ async fn no_request_fails_while_200_changes_are_made() {
         let (status, body) = match i % 5 {
             0 => {
                 let path = format!("/admin/upstreams/live/backends/{a_id}");
-                gw.admin_json(Method::PATCH, &path, Some(json!({"weight": 1 + i % 4}))).await
+                gw.admin_json(Method::PATCH, &path, Some(json!({"weight": 1 + i % 4})))
+                    .await
             }
             1 => {
                 let body = json!({"name": format!("other-{i}"), "path": format!("/other/{i}"), "backends": [{"url": c.url}]});
-                gw.admin_json(Method::POST, "/admin/routes", Some(body)).await
+                gw.admin_json(Method::POST, "/admin/routes", Some(body))
+                    .await
             }
-            2 => gw.admin_json(Method::DELETE, &format!("/admin/routes/other-{}", i - 1), None).await,
+            2 => {
+                gw.admin_json(
+                    Method::DELETE,
+                    &format!("/admin/routes/other-{}", i - 1),
+                    None,
+                )
+                .await
+            }
             3 => {
                 let r = gw
-                    .admin_json(Method::POST, "/admin/upstreams/live/backends", Some(json!({"url": c.url})))
+                    .admin_json(
+                        Method::POST,
+                        "/admin/upstreams/live/backends",
+                        Some(json!({"url": c.url})),
+                    )
                     .await;
                 c_backend = r.1["id"].as_u64();
                 r
             }
             _ => {
-                let path = format!("/admin/upstreams/live/backends/{}", c_backend.take().unwrap());
+                let path = format!(
+                    "/admin/upstreams/live/backends/{}",
+                    c_backend.take().unwrap()
+                );
                 gw.admin_json(Method::DELETE, &path, None).await
             }
         };
@@ -91,7 +111,10 @@ async fn no_request_fails_while_200_changes_are_made() {
     }
 
     let (_, status) = gw.admin_json(Method::GET, "/admin/status", None).await;
-    assert_eq!(status["config_version"].as_u64().unwrap(), start_version + CHANGES as u64);
+    assert_eq!(
+        status["config_version"].as_u64().unwrap(),
+        start_version + CHANGES as u64
+    );
     let (ok, non_2xx, errors) = (
         tally.ok.load(Ordering::Relaxed),
         tally.non_2xx.load(Ordering::Relaxed),
@@ -99,7 +122,10 @@ async fn no_request_fails_while_200_changes_are_made() {
     );
     eprintln!("{ok} requests succeeded during {CHANGES} changes");
     assert_eq!((non_2xx, errors), (0, 0), "{ok} ok");
-    assert!(ok > CLIENTS * 10, "too little traffic to mean anything: {ok}");
+    assert!(
+        ok > CLIENTS * 10,
+        "too little traffic to mean anything: {ok}"
+    );
     assert!(c.hits() > 0, "the backend added live received traffic");
 }
 
@@ -108,11 +134,17 @@ async fn config_survives_a_restart_on_the_same_database() {
     let a = Backend::named("a").start().await;
     let gw = TestGateway::start().await;
     let (status, _) = gw
-        .admin_json(Method::POST, "/admin/upstreams", Some(json!({"name": "pool", "backends": [{"url": a.url, "weight": 4}]})))
+        .admin_json(
+            Method::POST,
+            "/admin/upstreams",
+            Some(json!({"name": "pool", "backends": [{"url": a.url, "weight": 4}]})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    gw.create_route(json!({"name": "kept", "path": "/kept", "strip_prefix": true, "upstream": "pool"}))
-        .await;
+    gw.create_route(
+        json!({"name": "kept", "path": "/kept", "strip_prefix": true, "upstream": "pool"}),
+    )
+    .await;
     let (_, before_routes) = gw.admin_json(Method::GET, "/admin/routes", None).await;
     let (_, before_upstreams) = gw.admin_json(Method::GET, "/admin/upstreams", None).await;
     let dir = gw.stop().await;
@@ -133,15 +165,21 @@ async fn config_survives_a_restart_on_the_same_database() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
     let gw = TestGateway::start().await;
-    let slow = Backend::named("slow").delay(Duration::from_millis(500)).start().await;
-    gw.create_route(json!({"name": "s", "path": "/", "backends": [{"url": slow.url}]})).await;
+    let slow = Backend::named("slow")
+        .delay(Duration::from_millis(500))
+        .start()
+        .await;
+    gw.create_route(json!({"name": "s", "path": "/", "backends": [{"url": slow.url}]}))
+        .await;
     let url = gw.proxy_url("/drain");
     let proxy_addr = gw.gateway().proxy_addr;
     let in_flight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
     assert!(
-        eventually(Duration::from_secs(5), || async { (slow.hits() == 1).then_some(()) })
-            .await
-            .is_some()
+        eventually(Duration::from_secs(5), || async {
+            (slow.hits() == 1).then_some(())
+        })
+        .await
+        .is_some()
     );
     let drained = gw.stop().await;
     drop(drained);

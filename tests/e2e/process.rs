@@ -29,7 +29,12 @@ fn help_documents_every_flag() {
 fn public_admin_listener_without_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = switchyard()
-        .args(["--admin-listen", "0.0.0.0:0", "--proxy-listen", "127.0.0.1:0"])
+        .args([
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--database-url")
         .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
         .env_remove("SWITCHYARD_ADMIN_TOKEN")
@@ -46,7 +51,10 @@ fn public_admin_listener_without_token_refuses_to_start() {
 fn bad_flag_values_are_one_line_errors() {
     let out = switchyard().args(["--workers", "0"]).output().unwrap();
     assert!(!out.status.success());
-    let out = switchyard().args(["--proxy-listen", "not-an-address"]).output().unwrap();
+    let out = switchyard()
+        .args(["--proxy-listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy-listen"));
 }
@@ -59,7 +67,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("gw.db").display());
     let mut gw = Process::start(&db, &["--drain-seconds", "10"]);
-    let slow = Backend::named("slow").delay(Duration::from_millis(700)).start().await;
+    let slow = Backend::named("slow")
+        .delay(Duration::from_millis(700))
+        .start()
+        .await;
     let http = reqwest::Client::new();
     let r = http
         .post(format!("http://{}/admin/routes", gw.admin_addr))
@@ -72,12 +83,18 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let url = format!("http://{}/in-flight", gw.proxy_addr);
     let in_flight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
     assert!(
-        eventually(Duration::from_secs(5), || async { (slow.hits() == 1).then_some(()) })
-            .await
-            .is_some()
+        eventually(Duration::from_secs(5), || async {
+            (slow.hits() == 1).then_some(())
+        })
+        .await
+        .is_some()
     );
     gw.signal("TERM");
-    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the in-flight request finished"
+    );
     let status = gw.wait(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
 }

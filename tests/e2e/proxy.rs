@@ -25,8 +25,10 @@ async fn a_posted_route_is_used_by_the_very_next_request() {
 async fn strip_prefix_keeps_the_query() {
     let gw = TestGateway::start().await;
     let a = Backend::named("a").start().await;
-    gw.create_route(json!({"name": "api", "path": "/api", "strip_prefix": true, "backends": [{"url": a.url}]}))
-        .await;
+    gw.create_route(
+        json!({"name": "api", "path": "/api", "strip_prefix": true, "backends": [{"url": a.url}]}),
+    )
+    .await;
     let (_, echo) = gw.get_json("/api/users/7?fields=a,b&x=%20y").await;
     assert_eq!(echo["path"], "/users/7");
     assert_eq!(echo["query"], "fields=a,b&x=%20y");
@@ -44,11 +46,18 @@ async fn round_robin_alternates_exactly() {
     let gw = TestGateway::start().await;
     let a = Backend::named("a").start().await;
     let b = Backend::named("b").start().await;
-    gw.create_route(json!({"name": "rr", "path": "/", "backends": [{"url": a.url}, {"url": b.url}]}))
-        .await;
+    gw.create_route(
+        json!({"name": "rr", "path": "/", "backends": [{"url": a.url}, {"url": b.url}]}),
+    )
+    .await;
     let mut seen = Vec::new();
     for _ in 0..10 {
-        seen.push(gw.get_json("/").await.1["backend"].as_str().unwrap().to_string());
+        seen.push(
+            gw.get_json("/").await.1["backend"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let first = seen[0].clone();
     let other = if first == "a" { "b" } else { "a" };
@@ -64,9 +73,13 @@ async fn weight_zero_drains_a_backend() {
     let a = Backend::named("a").start().await;
     let b = Backend::named("b").start().await;
     let _ = gw
-        .create_route(json!({"name": "d", "path": "/", "backends": [{"url": a.url}, {"url": b.url}]}))
+        .create_route(
+            json!({"name": "d", "path": "/", "backends": [{"url": a.url}, {"url": b.url}]}),
+        )
         .await;
-    let (_, up) = gw.admin_json(reqwest::Method::GET, "/admin/upstreams/d", None).await;
+    let (_, up) = gw
+        .admin_json(reqwest::Method::GET, "/admin/upstreams/d", None)
+        .await;
     let id = up["backends"][0]["id"].as_u64().unwrap();
     let (status, _) = gw
         .admin_json(
@@ -89,7 +102,9 @@ async fn deleting_a_route_gives_404_json() {
     gw.create_route(json!({"name": "gone", "path": "/gone", "backends": [{"url": a.url}]}))
         .await;
     assert_eq!(gw.get("/gone").await.0, StatusCode::OK);
-    let r = gw.admin(reqwest::Method::DELETE, "/admin/routes/gone", None).await;
+    let r = gw
+        .admin(reqwest::Method::DELETE, "/admin/routes/gone", None)
+        .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = gw.http.get(gw.proxy_url("/gone")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -98,7 +113,9 @@ async fn deleting_a_route_gives_404_json() {
     assert_eq!(body["error"], "no_route");
     assert_eq!(body["request_id"], id);
     // Its inline upstream went with it.
-    let (status, _) = gw.admin_json(reqwest::Method::GET, "/admin/upstreams/gone", None).await;
+    let (status, _) = gw
+        .admin_json(reqwest::Method::GET, "/admin/upstreams/gone", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -126,7 +143,10 @@ async fn dead_backend_gives_502_json_with_request_id() {
 #[tokio::test]
 async fn slow_backend_gives_504_after_the_response_header_timeout() {
     let gw = TestGateway::start().await;
-    let slow = Backend::named("slow").delay(Duration::from_secs(5)).start().await;
+    let slow = Backend::named("slow")
+        .delay(Duration::from_secs(5))
+        .start()
+        .await;
     let (status, _) = gw
         .admin_json(
             reqwest::Method::POST,
@@ -135,7 +155,8 @@ async fn slow_backend_gives_504_after_the_response_header_timeout() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    gw.create_route(json!({"name": "slow", "path": "/", "upstream": "slow"})).await;
+    gw.create_route(json!({"name": "slow", "path": "/", "upstream": "slow"}))
+        .await;
     let (status, body) = gw.get_json("/").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(body["error"], "upstream_timeout");
@@ -145,10 +166,15 @@ async fn slow_backend_gives_504_after_the_response_header_timeout() {
 async fn empty_upstream_gives_503() {
     let gw = TestGateway::start().await;
     let (status, _) = gw
-        .admin_json(reqwest::Method::POST, "/admin/upstreams", Some(json!({"name": "empty"})))
+        .admin_json(
+            reqwest::Method::POST,
+            "/admin/upstreams",
+            Some(json!({"name": "empty"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    gw.create_route(json!({"name": "e", "path": "/", "upstream": "empty"})).await;
+    gw.create_route(json!({"name": "e", "path": "/", "upstream": "empty"}))
+        .await;
     let (status, body) = gw.get_json("/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "no_backend");
@@ -158,7 +184,8 @@ async fn empty_upstream_gives_503() {
 async fn headers_are_rewritten_both_ways() {
     let gw = TestGateway::start().await;
     let a = Backend::named("a").start().await;
-    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": a.url}]})).await;
+    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
     let r = gw
         .http
         .get(gw.proxy_url("/h"))
@@ -177,7 +204,10 @@ async fn headers_are_rewritten_both_ways() {
     assert!(r.headers().get("x-powered-by").is_none());
     let echo: serde_json::Value = r.json().await.unwrap();
     let h = &echo["headers"];
-    assert!(h.get("x-secret").is_none(), "Connection-named header stripped");
+    assert!(
+        h.get("x-secret").is_none(),
+        "Connection-named header stripped"
+    );
     assert!(h.get("keep-alive").is_none());
     // Listed in Connection, but the gateway's own value is set after stripping.
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
@@ -185,14 +215,19 @@ async fn headers_are_rewritten_both_ways() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example:8443");
     assert_eq!(h["x-request-id"], id.as_str());
-    assert_eq!(h["host"], a.addr.to_string(), "Host is rewritten to the backend");
+    assert_eq!(
+        h["host"],
+        a.addr.to_string(),
+        "Host is rewritten to the backend"
+    );
 }
 
 #[tokio::test]
 async fn forwarded_for_is_appended_and_request_id_kept() {
     let gw = TestGateway::start().await;
     let a = Backend::named("a").start().await;
-    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": a.url}]})).await;
+    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
     let r = gw
         .http
         .get(gw.proxy_url("/"))
@@ -214,16 +249,38 @@ async fn hosts_and_methods_route_requests() {
     let b = Backend::named("b").start().await;
     gw.create_route(json!({"name": "shop", "path": "/", "hosts": ["shop.example"], "backends": [{"url": a.url}]}))
         .await;
-    gw.create_route(json!({"name": "writes", "path": "/", "methods": ["POST"], "backends": [{"url": b.url}]}))
-        .await;
+    gw.create_route(
+        json!({"name": "writes", "path": "/", "methods": ["POST"], "backends": [{"url": b.url}]}),
+    )
+    .await;
     let get = |host: &'static str| {
         let req = gw.http.get(gw.proxy_url("/p")).header("host", host);
         async move { req.send().await.unwrap() }
     };
-    assert_eq!(get("shop.example").await.json::<serde_json::Value>().await.unwrap()["backend"], "a");
-    assert_eq!(get("SHOP.example:80").await.json::<serde_json::Value>().await.unwrap()["backend"], "a");
+    assert_eq!(
+        get("shop.example")
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["backend"],
+        "a"
+    );
+    assert_eq!(
+        get("SHOP.example:80")
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["backend"],
+        "a"
+    );
     assert_eq!(get("other.example").await.status(), StatusCode::NOT_FOUND);
-    let r = gw.http.post(gw.proxy_url("/p")).body("payload").send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.proxy_url("/p"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["backend"], "b");
     assert_eq!(echo["body"], "payload", "request body streamed through");
@@ -233,14 +290,29 @@ async fn hosts_and_methods_route_requests() {
 async fn encoded_paths_are_normalised_before_matching() {
     let gw = TestGateway::start().await;
     let a = Backend::named("public").start().await;
-    gw.create_route(json!({"name": "pub", "path": "/pub", "backends": [{"url": a.url}]})).await;
+    gw.create_route(json!({"name": "pub", "path": "/pub", "backends": [{"url": a.url}]}))
+        .await;
     let addr = gw.gateway().proxy_addr;
     // Nothing routes /admin: every spelling of it must miss.
-    for trick in ["/pub/../admin", "/pub/%2e%2e/admin", "/pub/%2E%2e/admin", "//admin", "/./admin", "/%61dmin", "/admin;x"] {
+    for trick in [
+        "/pub/../admin",
+        "/pub/%2e%2e/admin",
+        "/pub/%2E%2e/admin",
+        "//admin",
+        "/./admin",
+        "/%61dmin",
+        "/admin;x",
+    ] {
         let (status, body) = raw_get(addr, trick).await;
         assert_eq!(status, 404, "{trick}: {body}");
     }
-    for refused in ["/pub/a%2fb", "/admin%2f", "/pub/%5c", "/pub/%00", "/pub/%zz"] {
+    for refused in [
+        "/pub/a%2fb",
+        "/admin%2f",
+        "/pub/%5c",
+        "/pub/%00",
+        "/pub/%zz",
+    ] {
         let (status, body) = raw_get(addr, refused).await;
         assert_eq!(status, 400, "{refused}: {body}");
         assert!(body.contains("bad_path"), "{body}");
@@ -257,22 +329,33 @@ async fn encoded_paths_are_normalised_before_matching() {
 async fn h2c_clients_are_served() {
     let gw = TestGateway::start().await;
     let a = Backend::named("a").start().await;
-    gw.create_route(json!({"name": "h2", "path": "/", "backends": [{"url": a.url}]})).await;
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    gw.create_route(json!({"name": "h2", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let r = client.get(gw.proxy_url("/two")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), StatusCode::OK);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["path"], "/two");
-    assert_eq!(echo["headers"]["x-forwarded-host"], gw.gateway().proxy_addr.to_string());
+    assert_eq!(
+        echo["headers"]["x-forwarded-host"],
+        gw.gateway().proxy_addr.to_string()
+    );
 }
 
 #[tokio::test]
 async fn upstream_error_statuses_pass_through_untouched() {
     let gw = TestGateway::start().await;
     let broken = Backend::named("broken").status(500).start().await;
-    gw.create_route(json!({"name": "b", "path": "/", "backends": [{"url": broken.url}]})).await;
+    gw.create_route(json!({"name": "b", "path": "/", "backends": [{"url": broken.url}]}))
+        .await;
     let (status, echo) = gw.get_json("/boom").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(echo["backend"], "broken", "the backend's own body, not a gateway error");
+    assert_eq!(
+        echo["backend"], "broken",
+        "the backend's own body, not a gateway error"
+    );
 }

@@ -87,7 +87,11 @@ impl BackendBuilder {
                         async move {
                             counter.fetch_add(1, Ordering::SeqCst);
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }

@@ -78,7 +78,12 @@ impl TestGateway {
     }
 
     /// An admin request with an optional JSON body.
-    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
         let mut req = self.http.request(method, self.admin_url(path));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -90,17 +95,28 @@ impl TestGateway {
     }
 
     /// An admin request whose JSON answer is returned with its status.
-    pub async fn admin_json(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let r = self.admin(method, path, body).await;
         let status = r.status();
         let text = r.text().await.unwrap();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
         (status, v)
     }
 
     /// Create a route that must succeed.
     pub async fn create_route(&self, body: Value) -> Value {
-        let (status, v) = self.admin_json(Method::POST, "/admin/routes", Some(body)).await;
+        let (status, v) = self
+            .admin_json(Method::POST, "/admin/routes", Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
         v
     }
@@ -148,13 +164,20 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// `GET path` with the path bytes exactly as given.
 pub async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")).await
+    raw_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// The real `switchyard` binary running as a child process.
@@ -170,7 +193,12 @@ impl Process {
     pub fn start(database_url: &str, args: &[&str]) -> Process {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--database-url", database_url])
             .args(args)
             .env("SWITCHYARD_LOG", "info")
@@ -195,7 +223,8 @@ impl Process {
             .recv_timeout(Duration::from_secs(30))
             .expect("the gateway logs its listeners within 30 s");
         let addr = |key: &str| -> SocketAddr {
-            let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+            let rest =
+                &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
             rest.split_whitespace().next().unwrap().parse().unwrap()
         };
         Process {
