@@ -31,6 +31,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
+    /// A whole-config document applied only to a never-configured database.
+    pub bootstrap: Option<std::path::PathBuf>,
 }
 
 /// Why the gateway could not start.
@@ -44,6 +46,8 @@ pub enum StartError {
     EmptyToken,
     #[error("cannot load the config: {0}")]
     Config(#[from] control_plane::PublishError),
+    #[error("bootstrap file {path}: {reason}")]
+    Bootstrap { path: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -80,6 +84,25 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     }
     let plane = Arc::new(DataPlane::new());
     let control = ControlPlane::start(&settings.database_url, Arc::clone(&plane)).await?;
+    if let Some(path) = &settings.bootstrap {
+        let failed = |reason: String| StartError::Bootstrap {
+            path: path.display().to_string(),
+            reason,
+        };
+        let document = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+        match control
+            .bootstrap(&document)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+        {
+            Some(version) => {
+                tracing::info!(path = %path.display(), version, "bootstrap config applied")
+            }
+            None => {
+                tracing::info!(path = %path.display(), "database already configured: bootstrap file ignored")
+            }
+        }
+    }
 
     let admin_listener = bind(settings.admin_listen).await?;
     let proxy_listener = bind(settings.proxy_listen).await?;

@@ -46,6 +46,11 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 
+    /// Whole-config JSON document (the format of GET /admin/config) applied
+    /// only when the database has never been configured.
+    #[arg(long, env = "SWITCHYARD_BOOTSTRAP")]
+    bootstrap: Option<std::path::PathBuf>,
+
     /// Seconds in-flight requests may take to finish on SIGTERM/SIGINT.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
@@ -128,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     database_url: cli.database_url,
                     admin_token: cli.admin_token,
                     drain: Duration::from_secs(cli.drain_seconds),
+                    bootstrap: cli.bootstrap,
                 })
                 .await?;
                 termination().await;

@@ -3,6 +3,7 @@
 //! hand it to the [`Publisher`], and render the result. No SQL here.
 
 mod backends;
+pub mod config;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -65,6 +66,8 @@ pub fn app(state: AdminState) -> Router {
                 .delete(backends::remove),
         )
         .route("/admin/status", get(status::status))
+        .route("/admin/config", get(config::export).put(config::replace))
+        .route("/admin/openapi.yaml", get(config::openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     admin

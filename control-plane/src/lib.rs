@@ -26,6 +26,23 @@ pub use api::{AdminState, app};
 pub use publish::{PublishError, Publisher};
 pub use store::{Store, StoreError};
 
+/// Why a bootstrap document was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("not valid JSON: {0}")]
+    Malformed(String),
+    #[error("{}", .0.iter().map(|e| format!("{}: {}", if e.pointer.is_empty() { "/" } else { &e.pointer }, e.detail)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<model::FieldError>),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl From<StoreError> for BootstrapError {
+    fn from(e: StoreError) -> Self {
+        BootstrapError::Publish(PublishError::Store(e))
+    }
+}
+
 /// A started control plane bound to one data plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
@@ -41,6 +58,32 @@ impl ControlPlane {
         let version = publisher.publish_current().await?;
         tracing::info!(version, "config loaded and published");
         Ok(ControlPlane { publisher })
+    }
+
+    /// Apply a whole-config document (JSON, the format of `GET
+    /// /admin/config`) if the database has never been configured (config
+    /// version 0). Returns the new version, or `None` when the database
+    /// already had a config and the document was ignored.
+    pub async fn bootstrap(&self, document: &str) -> Result<Option<u64>, BootstrapError> {
+        let value: serde_json::Value =
+            serde_json::from_str(document).map_err(|e| BootstrapError::Malformed(e.to_string()))?;
+        let config = model::parse::<model::ConfigSpec>(value)
+            .map_err(BootstrapError::Invalid)?
+            .validate()
+            .map_err(|e| match e {
+                model::DocumentError::Invalid(errors) => BootstrapError::Invalid(errors),
+                model::DocumentError::Conflict(error) => BootstrapError::Invalid(vec![error]),
+            })?;
+        if self.publisher.store().config_version().await? != 0 {
+            return Ok(None);
+        }
+        let change = store::Change::ReplaceConfig {
+            config,
+            // Only over the never-configured state, even if a write raced us.
+            expect: Some(0),
+        };
+        let (version, _) = self.publisher.apply(change).await?;
+        Ok(Some(version))
     }
 
     /// The admin router, with `token` required when given.

@@ -19,6 +19,12 @@
 //! - `weight`: 0–1000, default 1; 0 drains the backend;
 //! - timeouts: `connect_ms` 1–60000, `response_header_ms` 1–3600000.
 
+mod document;
+mod parse;
+
+pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
+pub use parse::{Shape, parse};
+
 use data_plane::config::{DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts};
 use data_plane::snapshot::parse_backend_url;
 use serde::Deserialize;
@@ -101,8 +107,10 @@ pub struct UpstreamSpec {
     pub timeouts: Option<TimeoutsSpec>,
     #[serde(default, rename = "version")]
     _version: Option<IgnoredAny>,
-    #[serde(default, rename = "owner_route")]
-    _owner_route: Option<IgnoredAny>,
+    /// Read-only in the upstream endpoints (ignored there); meaningful in
+    /// a whole-config document.
+    #[serde(default)]
+    pub owner_route: Option<String>,
 }
 
 /// A backend in a request body.
@@ -115,6 +123,18 @@ pub struct BackendSpec {
     _id: Option<IgnoredAny>,
     #[serde(default, rename = "version")]
     _version: Option<IgnoredAny>,
+}
+
+impl Shape for RouteSpec {
+    const OBJECTS: &'static [&'static str] = &["", "/backends/*"];
+}
+
+impl Shape for UpstreamSpec {
+    const OBJECTS: &'static [&'static str] = &["", "/backends/*", "/timeouts"];
+}
+
+impl Shape for BackendSpec {
+    const OBJECTS: &'static [&'static str] = &[""];
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -19,8 +19,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use crate::model::{NewBackend, Route, RouteTarget, Upstream};
-use crate::view::{BackendView, RouteView, UpstreamView};
+use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
+use crate::view::{
+    BackendView, ConfigBackendView, ConfigRouteView, ConfigUpstreamView, ConfigView, RouteView,
+    UpstreamView,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,11 @@ pub enum Change {
         id: u64,
         expect: Option<u64>,
     },
+    /// Replace the whole config; `expect` is the global config version.
+    ReplaceConfig {
+        config: Config,
+        expect: Option<u64>,
+    },
 }
 
 /// What a change produced: the resource as it now is, or nothing (delete).
@@ -91,6 +99,7 @@ pub enum Applied {
     Route(RouteView),
     Upstream(UpstreamView),
     Backend(BackendView),
+    Config(ConfigView),
     Deleted,
 }
 
@@ -185,6 +194,12 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         get_backend(&mut conn, upstream, id).await
     }
+
+    /// The whole config as one importable document.
+    pub async fn export(&self) -> Result<ConfigView, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        export(&mut tx).await
+    }
 }
 
 /// Bump the global config version inside `tx`; returns the new version.
@@ -219,19 +234,7 @@ pub async fn apply(
                 });
             }
             let upstream = resolve_target(conn, &route, version).await?;
-            sqlx::query(
-                "INSERT INTO routes (name, path, methods, hosts, strip_prefix, upstream, version)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&route.name)
-            .bind(&route.path)
-            .bind(json_list(&route.methods))
-            .bind(json_list(&route.hosts))
-            .bind(route.strip_prefix)
-            .bind(&upstream)
-            .bind(version as i64)
-            .execute(&mut *conn)
-            .await?;
+            insert_route(conn, &route, &upstream, version).await?;
             Ok(Applied::Route(get_route(conn, &route.name).await?))
         }
         Change::ReplaceRoute { route, expect } => {
@@ -343,7 +346,127 @@ pub async fn apply(
             touch_upstream(conn, &upstream, version).await?;
             Ok(Applied::Deleted)
         }
+        Change::ReplaceConfig { config, expect } => {
+            // `version` was bumped in this transaction: the client saw the one before.
+            check_expect(expect, version - 1)?;
+            replace_config(conn, config, version).await?;
+            Ok(Applied::Config(export(conn).await?))
+        }
     }
+}
+
+/// Make the stored config exactly `config`. Upstreams that stay keep their
+/// backends' ids (matched by URL); everything written gets `version`.
+async fn replace_config(
+    conn: &mut SqliteConnection,
+    config: Config,
+    version: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM routes")
+        .execute(&mut *conn)
+        .await?;
+    let existing: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams")
+        .fetch_all(&mut *conn)
+        .await?;
+    for (name,) in existing {
+        if !config.upstreams.iter().any(|u| u.upstream.name == name) {
+            sqlx::query("DELETE FROM upstreams WHERE name = ?")
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for u in &config.upstreams {
+        let up = &u.upstream;
+        if upstream_exists(conn, &up.name).await? {
+            update_upstream(conn, &up.name, up.strategy, up.timeouts, version).await?;
+            sqlx::query("UPDATE upstreams SET owner_route = ? WHERE name = ?")
+                .bind(u.owner_route.as_deref())
+                .bind(&up.name)
+                .execute(&mut *conn)
+                .await?;
+            sync_backends(conn, &up.name, &up.backends, version).await?;
+        } else {
+            insert_upstream(conn, up, u.owner_route.as_deref(), version).await?;
+        }
+    }
+    for route in &config.routes {
+        let RouteTarget::Upstream(upstream) = &route.target else {
+            unreachable!("a validated config document has no inline backends");
+        };
+        insert_route(conn, route, upstream, version).await?;
+    }
+    Ok(())
+}
+
+async fn insert_route(
+    conn: &mut SqliteConnection,
+    route: &Route,
+    upstream: &str,
+    version: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, upstream, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&route.name)
+    .bind(&route.path)
+    .bind(json_list(&route.methods))
+    .bind(json_list(&route.hosts))
+    .bind(route.strip_prefix)
+    .bind(upstream)
+    .bind(version as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The whole config as one document, in a stable order (names; backends by id).
+async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, StoreError> {
+    let version = config_version(conn).await?;
+    let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut upstreams = Vec::with_capacity(names.len());
+    for (name,) in names {
+        let u = get_upstream(conn, &name).await?;
+        upstreams.push(ConfigUpstreamView {
+            name: u.name,
+            strategy: u.strategy,
+            backends: u
+                .backends
+                .into_iter()
+                .map(|b| ConfigBackendView {
+                    url: b.url,
+                    weight: b.weight,
+                })
+                .collect(),
+            timeouts: u.timeouts,
+            owner_route: u.owner_route,
+        });
+    }
+    let rows: Vec<RouteRow> = sqlx::query_as(ROUTE_SELECT_ALL)
+        .fetch_all(&mut *conn)
+        .await?;
+    let routes = rows
+        .into_iter()
+        .map(|row| {
+            let v = route_view(row)?;
+            Ok(ConfigRouteView {
+                name: v.name,
+                path: v.path,
+                methods: v.methods,
+                hosts: v.hosts,
+                strip_prefix: v.strip_prefix,
+                upstream: v.upstream,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(ConfigView {
+        version,
+        upstreams,
+        routes,
+    })
 }
 
 /// The upstream a route will use, creating or refreshing its own upstream

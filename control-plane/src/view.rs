@@ -43,3 +43,37 @@ pub struct ListView<T> {
     pub items: Vec<T>,
     pub config_version: u64,
 }
+
+/// The whole config (`GET /admin/config`): importable as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigView {
+    pub version: u64,
+    pub upstreams: Vec<ConfigUpstreamView>,
+    pub routes: Vec<ConfigRouteView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigUpstreamView {
+    pub name: String,
+    pub strategy: String,
+    pub backends: Vec<ConfigBackendView>,
+    pub timeouts: Timeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_route: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigBackendView {
+    pub url: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigRouteView {
+    pub name: String,
+    pub path: String,
+    pub methods: Vec<String>,
+    pub hosts: Vec<String>,
+    pub strip_prefix: bool,
+    pub upstream: String,
+}

@@ -3,6 +3,9 @@
 
 mod admin;
 mod common;
+mod concurrency;
+mod config;
+mod durability;
 mod live;
 mod process;
 mod proxy;

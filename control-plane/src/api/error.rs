@@ -30,6 +30,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("If-Match must be a quoted version like \"7\" or *")]
     BadPrecondition,
+    #[error("{}", .0.detail)]
+    Conflict(FieldError),
     #[error(transparent)]
     Publish(#[from] PublishError),
 }
@@ -75,6 +77,7 @@ impl ApiError {
                 vec![],
             ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized", vec![]),
+            ApiError::Conflict(e) => (S::CONFLICT, "conflict", "Conflict", vec![e.clone()]),
             ApiError::NoEndpoint => (S::NOT_FOUND, "no-endpoint", "Not found", vec![]),
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,

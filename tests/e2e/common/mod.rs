@@ -31,6 +31,7 @@ pub fn settings(dir: &TempDir) -> Settings {
         database_url: format!("sqlite://{}", dir.path().join("switchyard.db").display()),
         admin_token: None,
         drain: Duration::from_secs(5),
+        bootstrap: None,
     }
 }
 
@@ -221,7 +222,7 @@ impl Process {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the gateway logs its listeners within 30 s");
+            .expect("the gateway did not log its listeners within 30 s (did it exit?)");
         let addr = |key: &str| -> SocketAddr {
             let rest =
                 &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];

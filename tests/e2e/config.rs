@@ -1,0 +1,221 @@
+//! Whole-config export/import and --bootstrap.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Process, TestGateway};
+
+fn without_version(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("version");
+    v
+}
+
+fn document(a: &str, b: &str) -> Value {
+    json!({
+        "upstreams": [
+            {"name": "api", "strategy": "round_robin",
+             "backends": [{"url": a, "weight": 3}, {"url": b, "weight": 1}],
+             "timeouts": {"connect_ms": 1500, "response_header_ms": 20000}},
+            {"name": "web", "strategy": "round_robin", "backends": [{"url": b, "weight": 1}],
+             "timeouts": {"connect_ms": 2000, "response_header_ms": 30000}, "owner_route": "web"}
+        ],
+        "routes": [
+            {"name": "api", "path": "/api", "methods": ["GET", "POST"], "hosts": [], "strip_prefix": true, "upstream": "api"},
+            {"name": "web", "path": "/", "methods": [], "hosts": ["www.example"], "strip_prefix": false, "upstream": "web"}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn export_of_an_import_is_identical() {
+    let gw = TestGateway::start().await;
+    let a = Backend::named("a").start().await;
+    let b = Backend::named("b").start().await;
+    let doc = document(&a.url, &b.url);
+    let r = gw
+        .admin(Method::PUT, "/admin/config", Some(doc.clone()))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    assert_eq!(r.headers()["x-config-version"], "1");
+    let answered: Value = r.json().await.unwrap();
+    assert_eq!(answered["version"], 1);
+    assert_eq!(without_version(answered.clone()), doc);
+
+    let r = gw.admin(Method::GET, "/admin/config", None).await;
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let exported: Value = r.json().await.unwrap();
+    assert_eq!(exported, answered);
+
+    // Re-importing the export changes nothing but the version.
+    let (status, again) = gw
+        .admin_json(Method::PUT, "/admin/config", Some(exported.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["version"], 2);
+    assert_eq!(without_version(again), without_version(exported));
+
+    // And it is live.
+    assert_eq!(gw.get_json("/api/x").await.1["path"], "/x");
+    let r = gw
+        .http
+        .get(gw.proxy_url("/"))
+        .header("host", "www.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["backend"], "b");
+    // The owned upstream goes with its route.
+    let r = gw.admin(Method::DELETE, "/admin/routes/web", None).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (status, _) = gw
+        .admin_json(Method::GET, "/admin/upstreams/web", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_bad_document_changes_nothing() {
+    let gw = TestGateway::start().await;
+    let a = Backend::named("a").start().await;
+    gw.create_route(json!({"name": "keep", "path": "/keep", "backends": [{"url": a.url}]}))
+        .await;
+    let (_, before) = gw.admin_json(Method::GET, "/admin/config", None).await;
+
+    let mut dangling = document(&a.url, "http://127.0.0.1:1");
+    dangling["routes"][1]["upstream"] = json!("missing");
+    let mut bad_url = document(&a.url, "http://127.0.0.1:1");
+    bad_url["upstreams"][0]["backends"][1]["url"] = json!("gopher://x");
+    let mut dup = document(&a.url, "http://127.0.0.1:1");
+    dup["routes"][1]["name"] = json!("api");
+    let mut clash = document(&a.url, "http://127.0.0.1:1");
+    clash["routes"][1] =
+        json!({"name": "clash", "path": "/api/", "methods": ["POST"], "upstream": "web"});
+    clash["upstreams"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("owner_route");
+    let cases = [
+        (
+            dangling,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/routes/1/upstream",
+        ),
+        (
+            bad_url,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/upstreams/0/backends/1/url",
+        ),
+        (dup, StatusCode::CONFLICT, "/routes/1/name"),
+        (clash, StatusCode::CONFLICT, "/routes/1/path"),
+        (
+            json!({"routes": {}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/routes",
+        ),
+    ];
+    for (doc, status, pointer) in cases {
+        let (got, problem) = gw.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
+        assert_eq!(got, status, "{problem}");
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+    }
+    // Stale If-Match.
+    let r = gw
+        .http
+        .put(gw.admin_url("/admin/config"))
+        .header("if-match", "\"0\"")
+        .json(&document(&a.url, "http://127.0.0.1:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+
+    let (_, after) = gw.admin_json(Method::GET, "/admin/config", None).await;
+    assert_eq!(before, after);
+    assert_eq!(gw.get("/keep").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bootstrap_applies_only_to_a_new_database() {
+    let a = Backend::named("a").start().await;
+    let b = Backend::named("b").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bootstrap.json");
+    std::fs::write(&file, document(&a.url, &b.url).to_string()).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let file_arg = file.to_str().unwrap();
+
+    let mut gw = Process::start(&db, &["--bootstrap", file_arg]);
+    let http = reqwest::Client::new();
+    let export = format!("http://{}/admin/config", gw.admin_addr);
+    let first: Value = http
+        .get(&export)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["version"], 1);
+    assert_eq!(without_version(first.clone()), document(&a.url, &b.url));
+    let r = http
+        .get(format!("http://{}/api/z", gw.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // An operator change, then a restart with the same flag: the file is ignored.
+    let r = http
+        .delete(format!("http://{}/admin/routes/api", gw.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    gw.signal("TERM");
+    assert!(gw.wait(std::time::Duration::from_secs(15)).await.success());
+
+    let gw = Process::start(&db, &["--bootstrap", file_arg]);
+    let export = format!("http://{}/admin/config", gw.admin_addr);
+    let second: Value = http
+        .get(&export)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["version"], 2);
+    assert_eq!(second["routes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_invalid_bootstrap_file_stops_start_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"routes": [{"name": "r", "path": "nope", "upstream": "u"}]}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", dir.path().join("gw.db").display()))
+        .arg("--bootstrap")
+        .arg(&file)
+        .env("SWITCHYARD_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.json") && err.contains("/routes/0/path"),
+        "{err}"
+    );
+}
