@@ -4,6 +4,8 @@
 
 mod backends;
 pub mod config;
+#[cfg(test)]
+mod contract_tests;
 pub mod error;
 pub mod extract;
 mod routes;

@@ -1,12 +1,12 @@
 //! `/admin/upstreams/{name}/backends` handlers.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
-use super::extract::{JsonBody, from_value};
+use super::extract::{ApiPath, JsonBody, from_value};
 use super::{AdminState, deleted, if_match, merge_patch, mutated, patch_with_retry, resource};
 use crate::model::BackendSpec;
 use crate::store::{Applied, Change};
@@ -14,7 +14,7 @@ use crate::view::{BackendView, ListView};
 
 pub async fn list(
     State(s): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ListView<BackendView>>, ApiError> {
     let store = s.publisher.store();
     let config_version = store.config_version().await?;
@@ -27,7 +27,7 @@ pub async fn list(
 
 pub async fn read(
     State(s): State<AdminState>,
-    Path((name, id)): Path<(String, u64)>,
+    ApiPath((name, id)): ApiPath<(String, u64)>,
 ) -> Result<Response, ApiError> {
     let view = s.publisher.store().backend(&name, id).await?;
     Ok(resource(StatusCode::OK, view.version, &view))
@@ -51,7 +51,7 @@ fn respond(
 
 pub async fn create(
     State(s): State<AdminState>,
-    Path(upstream): Path<String>,
+    ApiPath(upstream): ApiPath<String>,
     JsonBody(spec): JsonBody<BackendSpec>,
 ) -> Result<Response, ApiError> {
     let backend = spec.validate().map_err(ApiError::Invalid)?;
@@ -71,7 +71,7 @@ pub async fn create(
 
 pub async fn patch(
     State(s): State<AdminState>,
-    Path((upstream, id)): Path<(String, u64)>,
+    ApiPath((upstream, id)): ApiPath<(String, u64)>,
     headers: HeaderMap,
     JsonBody(patch): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
@@ -95,7 +95,7 @@ pub async fn patch(
 
 pub async fn remove(
     State(s): State<AdminState>,
-    Path((upstream, id)): Path<(String, u64)>,
+    ApiPath((upstream, id)): ApiPath<(String, u64)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;

@@ -26,6 +26,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("no such endpoint")]
     NoEndpoint,
+    #[error("no such resource: {0}")]
+    NotFound(String),
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
     #[error("If-Match must be a quoted version like \"7\" or *")]
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized", vec![]),
             ApiError::Conflict(e) => (S::CONFLICT, "conflict", "Conflict", vec![e.clone()]),
             ApiError::NoEndpoint => (S::NOT_FOUND, "no-endpoint", "Not found", vec![]),
+            ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found", vec![]),
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

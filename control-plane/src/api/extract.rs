@@ -1,9 +1,10 @@
 //! Request extractors that answer with the API's own problem+json errors
 //! instead of axum's plain-text rejections.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use http::HeaderMap;
 use http::header;
+use http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -55,4 +56,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Parse `value` into `T`, every failure a field error (422).
 pub fn from_value<T: DeserializeOwned + Shape>(value: Value) -> Result<T, ApiError> {
     parse(value).map_err(ApiError::Invalid)
+}
+
+/// Path parameters; a value that does not parse (a non-numeric backend id,
+/// bad percent-encoding) names no resource: 404 problem+json.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(e) => Err(ApiError::NotFound(e.body_text())),
+        }
+    }
 }

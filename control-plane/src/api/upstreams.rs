@@ -1,12 +1,12 @@
 //! `/admin/upstreams` handlers.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
-use super::extract::{JsonBody, from_value};
+use super::extract::{ApiPath, JsonBody, from_value};
 use super::{AdminState, deleted, if_match, merge_patch, mutated, patch_with_retry, resource};
 use crate::model::UpstreamSpec;
 use crate::store::{Applied, Change};
@@ -25,7 +25,7 @@ pub async fn list(State(s): State<AdminState>) -> Result<Json<ListView<UpstreamV
 
 pub async fn read(
     State(s): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let view = s.publisher.store().upstream(&name).await?;
     Ok(resource(StatusCode::OK, view.version, &view))
@@ -52,7 +52,7 @@ pub async fn create(
 
 pub async fn replace(
     State(s): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     JsonBody(spec): JsonBody<UpstreamSpec>,
 ) -> Result<Response, ApiError> {
@@ -67,7 +67,7 @@ pub async fn replace(
 
 pub async fn patch(
     State(s): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     JsonBody(patch): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
@@ -87,7 +87,7 @@ pub async fn patch(
 
 pub async fn remove(
     State(s): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
