@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Contract test: run Schemathesis against a live gateway with
+# openapi/openapi.yaml and fail on any response that breaks the contract.
+#
+# - installs Schemathesis into target/schemathesis-venv (reused if present);
+# - builds the gateway (debug) and starts it on 127.0.0.1 with a free admin
+#   port and a throw-away database;
+# - runs the standard response checks; stops the gateway on exit.
+#
+# Tunables (environment): PYTHON (default python3), SCHEMATHESIS_MAX_EXAMPLES
+# (default 25, test cases per operation and phase), SCHEMATHESIS_SEED (fixed
+# seed to reproduce a run), SCHEMATHESIS_WORKERS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCHEMATHESIS_VERSION=4.32.5
+PYTHON=${PYTHON:-python3}
+MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-25}
+WORKERS=${SCHEMATHESIS_WORKERS:-2}
+VENV=target/schemathesis-venv
+SPEC=openapi/openapi.yaml
+
+# --- Schemathesis ----------------------------------------------------------
+if [[ "$("$VENV/bin/schemathesis" --version 2>/dev/null || true)" != *" $SCHEMATHESIS_VERSION" ]]; then
+    echo "== installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"
+    mkdir -p target
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+"$VENV/bin/schemathesis" --version
+
+# --- gateway ---------------------------------------------------------------
+echo "== cargo build"
+cargo build --bin switchyard
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/debug/switchyard"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-schemathesis.XXXXXX")
+gateway_pid=""
+cleanup() {
+    local status=$?
+    if [[ -n "$gateway_pid" ]] && kill -0 "$gateway_pid" 2>/dev/null; then
+        kill -TERM "$gateway_pid" 2>/dev/null || true
+        wait "$gateway_pid" 2>/dev/null || true
+    fi
+    if [[ $status -ne 0 && -s "$work/gateway.log" ]]; then
+        echo "== gateway log (last 50 lines)"
+        tail -n 50 "$work/gateway.log" || true
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port that was free a moment ago (the proxy takes an ephemeral one).
+port=$("$VENV/bin/python" -c '
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()')
+base="http://127.0.0.1:$port"
+
+echo "== starting the gateway, admin API on $base"
+SWITCHYARD_LOG=${SWITCHYARD_LOG:-warn} "$bin" \
+    --proxy-listen 127.0.0.1:0 \
+    --admin-listen "127.0.0.1:$port" \
+    --database-url "sqlite://$work/switchyard.db" \
+    --drain-seconds 1 \
+    >"$work/gateway.log" 2>&1 &
+gateway_pid=$!
+
+# Ready when /admin/status answers; give up after 60 s or if it exits.
+"$VENV/bin/python" - "$base/admin/status" "$gateway_pid" <<'EOF'
+import os, sys, time, urllib.request
+url, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+        # A zombie still accepts signals: check it is not a finished child.
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().split(") ")[-1].startswith("Z"):
+                raise ProcessLookupError
+    except (ProcessLookupError, FileNotFoundError):
+        sys.exit("the gateway exited before it was ready")
+    if time.monotonic() > deadline:
+        sys.exit(f"the gateway did not answer {url} within 60 s")
+    time.sleep(0.1)
+EOF
+
+# --- contract test ---------------------------------------------------------
+echo "== schemathesis run $SPEC"
+args=(
+    run "$SPEC"
+    --url "$base"
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance
+    --max-examples "$MAX_EXAMPLES"
+    --workers "$WORKERS"
+    --generation-database none
+    --request-timeout 10
+    --no-color
+)
+if [[ -n "${SCHEMATHESIS_SEED:-}" ]]; then
+    args+=(--seed "$SCHEMATHESIS_SEED")
+fi
+"$VENV/bin/schemathesis" "${args[@]}"

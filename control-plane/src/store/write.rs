@@ -1,0 +1,456 @@
+//! Applying [`Change`]s inside a write transaction.
+
+use data_plane::config::{Strategy, Timeouts};
+use sqlx::sqlite::SqliteConnection;
+
+use super::read::{export, get_backend, get_route, get_upstream, json_list};
+use super::{Applied, Change, StoreError};
+use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
+
+fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
+    match expect {
+        Some(e) if e != current => Err(StoreError::PreconditionFailed { current }),
+        _ => Ok(()),
+    }
+}
+
+/// Apply one change at config version `version` inside a write transaction.
+pub async fn apply(
+    conn: &mut SqliteConnection,
+    change: Change,
+    version: u64,
+) -> Result<Applied, StoreError> {
+    match change {
+        Change::CreateRoute(route) => {
+            if route_exists(conn, &route.name).await? {
+                return Err(StoreError::Duplicate {
+                    pointer: "/name",
+                    detail: format!("route {:?} already exists", route.name),
+                });
+            }
+            let upstream = resolve_target(conn, &route, version).await?;
+            insert_route(conn, &route, &upstream, version).await?;
+            Ok(Applied::Route(get_route(conn, &route.name).await?))
+        }
+        Change::ReplaceRoute { route, expect } => {
+            let old = get_route(conn, &route.name).await?;
+            check_expect(expect, old.version)?;
+            let upstream = resolve_target(conn, &route, version).await?;
+            sqlx::query(
+                "UPDATE routes SET path = ?, methods = ?, hosts = ?, strip_prefix = ?, upstream = ?, version = ?
+                 WHERE name = ?",
+            )
+            .bind(&route.path)
+            .bind(json_list(&route.methods))
+            .bind(json_list(&route.hosts))
+            .bind(route.strip_prefix)
+            .bind(&upstream)
+            .bind(version as i64)
+            .bind(&route.name)
+            .execute(&mut *conn)
+            .await?;
+            if old.upstream != upstream {
+                release_owned(conn, &old.upstream, &route.name).await?;
+            }
+            Ok(Applied::Route(get_route(conn, &route.name).await?))
+        }
+        Change::DeleteRoute { name, expect } => {
+            let old = get_route(conn, &name).await?;
+            check_expect(expect, old.version)?;
+            sqlx::query("DELETE FROM routes WHERE name = ?")
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+            release_owned(conn, &old.upstream, &name).await?;
+            Ok(Applied::Deleted)
+        }
+        Change::CreateUpstream(u) => {
+            insert_upstream(conn, &u, None, version).await?;
+            Ok(Applied::Upstream(get_upstream(conn, &u.name).await?))
+        }
+        Change::ReplaceUpstream {
+            upstream: u,
+            expect,
+        } => {
+            let old = get_upstream(conn, &u.name).await?;
+            check_expect(expect, old.version)?;
+            update_upstream(conn, &u.name, u.strategy, u.timeouts, version).await?;
+            sync_backends(conn, &u.name, &u.backends, version).await?;
+            Ok(Applied::Upstream(get_upstream(conn, &u.name).await?))
+        }
+        Change::DeleteUpstream { name, expect } => {
+            let old = get_upstream(conn, &name).await?;
+            check_expect(expect, old.version)?;
+            let routes = routes_using(conn, &name).await?;
+            if !routes.is_empty() {
+                return Err(StoreError::InUse { name, routes });
+            }
+            sqlx::query("DELETE FROM upstreams WHERE name = ?")
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Applied::Deleted)
+        }
+        Change::AddBackend { upstream, backend } => {
+            get_upstream(conn, &upstream).await?;
+            ensure_url_free(conn, &upstream, &backend.url, None).await?;
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO backends (upstream, url, weight, version) VALUES (?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&upstream)
+            .bind(&backend.url)
+            .bind(backend.weight as i64)
+            .bind(version as i64)
+            .fetch_one(&mut *conn)
+            .await?;
+            touch_upstream(conn, &upstream, version).await?;
+            Ok(Applied::Backend(
+                get_backend(conn, &upstream, id as u64).await?,
+            ))
+        }
+        Change::UpdateBackend {
+            upstream,
+            id,
+            backend,
+            expect,
+        } => {
+            let old = get_backend(conn, &upstream, id).await?;
+            check_expect(expect, old.version)?;
+            ensure_url_free(conn, &upstream, &backend.url, Some(id)).await?;
+            sqlx::query("UPDATE backends SET url = ?, weight = ?, version = ? WHERE id = ?")
+                .bind(&backend.url)
+                .bind(backend.weight as i64)
+                .bind(version as i64)
+                .bind(id as i64)
+                .execute(&mut *conn)
+                .await?;
+            touch_upstream(conn, &upstream, version).await?;
+            Ok(Applied::Backend(get_backend(conn, &upstream, id).await?))
+        }
+        Change::RemoveBackend {
+            upstream,
+            id,
+            expect,
+        } => {
+            let old = get_backend(conn, &upstream, id).await?;
+            check_expect(expect, old.version)?;
+            sqlx::query("DELETE FROM backends WHERE id = ?")
+                .bind(id as i64)
+                .execute(&mut *conn)
+                .await?;
+            touch_upstream(conn, &upstream, version).await?;
+            Ok(Applied::Deleted)
+        }
+        Change::ReplaceConfig { config, expect } => {
+            // `version` was bumped in this transaction: the client saw the one before.
+            check_expect(expect, version - 1)?;
+            replace_config(conn, config, version).await?;
+            Ok(Applied::Config(export(conn).await?))
+        }
+    }
+}
+
+/// Make the stored config exactly `config`. Upstreams that stay keep their
+/// backends' ids (matched by URL); everything written gets `version`.
+async fn replace_config(
+    conn: &mut SqliteConnection,
+    config: Config,
+    version: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM routes")
+        .execute(&mut *conn)
+        .await?;
+    let existing: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams")
+        .fetch_all(&mut *conn)
+        .await?;
+    for (name,) in existing {
+        if !config.upstreams.iter().any(|u| u.upstream.name == name) {
+            sqlx::query("DELETE FROM upstreams WHERE name = ?")
+                .bind(&name)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for u in &config.upstreams {
+        let up = &u.upstream;
+        if upstream_exists(conn, &up.name).await? {
+            update_upstream(conn, &up.name, up.strategy, up.timeouts, version).await?;
+            sqlx::query("UPDATE upstreams SET owner_route = ? WHERE name = ?")
+                .bind(u.owner_route.as_deref())
+                .bind(&up.name)
+                .execute(&mut *conn)
+                .await?;
+            sync_backends(conn, &up.name, &up.backends, version).await?;
+        } else {
+            insert_upstream(conn, up, u.owner_route.as_deref(), version).await?;
+        }
+    }
+    for route in &config.routes {
+        let RouteTarget::Upstream(upstream) = &route.target else {
+            unreachable!("a validated config document has no inline backends");
+        };
+        insert_route(conn, route, upstream, version).await?;
+    }
+    Ok(())
+}
+
+async fn insert_route(
+    conn: &mut SqliteConnection,
+    route: &Route,
+    upstream: &str,
+    version: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, upstream, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&route.name)
+    .bind(&route.path)
+    .bind(json_list(&route.methods))
+    .bind(json_list(&route.hosts))
+    .bind(route.strip_prefix)
+    .bind(upstream)
+    .bind(version as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The upstream a route will use, creating or refreshing its own upstream
+/// when the route gives backends inline.
+async fn resolve_target(
+    conn: &mut SqliteConnection,
+    route: &Route,
+    version: u64,
+) -> Result<String, StoreError> {
+    match &route.target {
+        RouteTarget::Upstream(name) => {
+            if !upstream_exists(conn, name).await? {
+                return Err(StoreError::UnknownUpstream(name.clone()));
+            }
+            Ok(name.clone())
+        }
+        RouteTarget::Inline { strategy, backends } => {
+            let owner: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT owner_route FROM upstreams WHERE name = ?")
+                    .bind(&route.name)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            match owner {
+                None => {
+                    let u = Upstream {
+                        name: route.name.clone(),
+                        strategy: *strategy,
+                        backends: backends.clone(),
+                        timeouts: Timeouts::default(),
+                    };
+                    insert_upstream(conn, &u, Some(&route.name), version).await?;
+                }
+                Some((Some(owner),)) if owner == route.name => {
+                    let old = get_upstream(conn, &route.name).await?;
+                    update_upstream(conn, &route.name, *strategy, old.timeouts, version).await?;
+                    sync_backends(conn, &route.name, backends, version).await?;
+                }
+                Some(_) => {
+                    return Err(StoreError::Duplicate {
+                        pointer: "/backends",
+                        detail: format!(
+                            "an upstream named {:?} already exists; refer to it with \"upstream\" instead of inline backends",
+                            route.name
+                        ),
+                    });
+                }
+            }
+            Ok(route.name.clone())
+        }
+    }
+}
+
+/// After route `route` stopped using `upstream`: if the route owned it,
+/// delete it, or just disown it when other routes still use it.
+async fn release_owned(
+    conn: &mut SqliteConnection,
+    upstream: &str,
+    route: &str,
+) -> Result<(), StoreError> {
+    let owned: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM upstreams WHERE name = ? AND owner_route = ?")
+            .bind(upstream)
+            .bind(route)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if owned.is_none() {
+        return Ok(());
+    }
+    if routes_using(conn, upstream).await?.is_empty() {
+        sqlx::query("DELETE FROM upstreams WHERE name = ?")
+            .bind(upstream)
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        sqlx::query("UPDATE upstreams SET owner_route = NULL WHERE name = ?")
+            .bind(upstream)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_upstream(
+    conn: &mut SqliteConnection,
+    u: &Upstream,
+    owner: Option<&str>,
+    version: u64,
+) -> Result<(), StoreError> {
+    if upstream_exists(conn, &u.name).await? {
+        return Err(StoreError::Duplicate {
+            pointer: "/name",
+            detail: format!("upstream {:?} already exists", u.name),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms, owner_route, version)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&u.name)
+    .bind(u.strategy.as_str())
+    .bind(u.timeouts.connect_ms as i64)
+    .bind(u.timeouts.response_header_ms as i64)
+    .bind(owner)
+    .bind(version as i64)
+    .execute(&mut *conn)
+    .await?;
+    sync_backends(conn, &u.name, &u.backends, version).await
+}
+
+async fn update_upstream(
+    conn: &mut SqliteConnection,
+    name: &str,
+    strategy: Strategy,
+    timeouts: Timeouts,
+    version: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE upstreams SET strategy = ?, connect_timeout_ms = ?, response_header_timeout_ms = ?, version = ?
+         WHERE name = ?",
+    )
+    .bind(strategy.as_str())
+    .bind(timeouts.connect_ms as i64)
+    .bind(timeouts.response_header_ms as i64)
+    .bind(version as i64)
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn touch_upstream(
+    conn: &mut SqliteConnection,
+    name: &str,
+    version: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE upstreams SET version = ? WHERE name = ?")
+        .bind(version as i64)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Make the backends of `upstream` exactly `wanted`: backends whose URL
+/// stays keep their id (and version, unless their weight changed).
+async fn sync_backends(
+    conn: &mut SqliteConnection,
+    upstream: &str,
+    wanted: &[NewBackend],
+    version: u64,
+) -> Result<(), StoreError> {
+    let existing: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = ?")
+            .bind(upstream)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (id, url, _) in &existing {
+        if !wanted.iter().any(|w| &w.url == url) {
+            sqlx::query("DELETE FROM backends WHERE id = ?")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for w in wanted {
+        match existing.iter().find(|(_, url, _)| url == &w.url) {
+            Some((id, _, weight)) if *weight != w.weight as i64 => {
+                sqlx::query("UPDATE backends SET weight = ?, version = ? WHERE id = ?")
+                    .bind(w.weight as i64)
+                    .bind(version as i64)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query(
+                    "INSERT INTO backends (upstream, url, weight, version) VALUES (?, ?, ?, ?)",
+                )
+                .bind(upstream)
+                .bind(&w.url)
+                .bind(w.weight as i64)
+                .bind(version as i64)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_url_free(
+    conn: &mut SqliteConnection,
+    upstream: &str,
+    url: &str,
+    except: Option<u64>,
+) -> Result<(), StoreError> {
+    let other: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM backends WHERE upstream = ? AND url = ? AND id != ?")
+            .bind(upstream)
+            .bind(url)
+            .bind(except.map_or(-1, |id| id as i64))
+            .fetch_optional(&mut *conn)
+            .await?;
+    match other {
+        Some((id,)) => Err(StoreError::Duplicate {
+            pointer: "/url",
+            detail: format!("upstream {upstream:?} already has backend {url} (id {id})"),
+        }),
+        None => Ok(()),
+    }
+}
+
+async fn route_exists(conn: &mut SqliteConnection, name: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM routes WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.is_some())
+}
+
+async fn upstream_exists(conn: &mut SqliteConnection, name: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM upstreams WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.is_some())
+}
+
+async fn routes_using(
+    conn: &mut SqliteConnection,
+    upstream: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM routes WHERE upstream = ? ORDER BY name")
+            .bind(upstream)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
