@@ -57,6 +57,7 @@ pub fn app(state: AdminState) -> Router {
                 .patch(upstreams::patch)
                 .delete(upstreams::remove),
         )
+        .route("/admin/upstreams/{name}/health", get(status::upstream))
         .route(
             "/admin/upstreams/{name}/backends",
             get(backends::list).post(backends::create),

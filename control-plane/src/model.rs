@@ -21,9 +21,11 @@
 
 mod document;
 mod parse;
+mod policy;
 
 pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
 pub use parse::{Shape, parse};
+pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec};
 
 use data_plane::config::{DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts};
 use data_plane::snapshot::parse_backend_url;
@@ -58,7 +60,7 @@ impl FieldError {
 
 /// Collects field errors while validating one body.
 #[derive(Debug, Default)]
-struct Errors(Vec<FieldError>);
+pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn add(&mut self, pointer: impl Into<String>, detail: impl Into<String>) {
@@ -105,6 +107,11 @@ pub struct UpstreamSpec {
     #[serde(default)]
     pub backends: Vec<BackendSpec>,
     pub timeouts: Option<TimeoutsSpec>,
+    pub hash_on: Option<String>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub outlier_detection: Option<OutlierSpec>,
+    pub retries: Option<u32>,
+    pub fail_open: Option<bool>,
     #[serde(default, rename = "version")]
     _version: Option<IgnoredAny>,
     /// Read-only in the upstream endpoints (ignored there); meaningful in
@@ -130,7 +137,13 @@ impl Shape for RouteSpec {
 }
 
 impl Shape for UpstreamSpec {
-    const OBJECTS: &'static [&'static str] = &["", "/backends/*", "/timeouts"];
+    const OBJECTS: &'static [&'static str] = &[
+        "",
+        "/backends/*",
+        "/timeouts",
+        "/health_check",
+        "/outlier_detection",
+    ];
 }
 
 impl Shape for BackendSpec {
@@ -176,6 +189,7 @@ pub struct Upstream {
     pub strategy: Strategy,
     pub backends: Vec<NewBackend>,
     pub timeouts: Timeouts,
+    pub policy: Policy,
 }
 
 /// A validated backend (URL normalised to `scheme://authority`).
@@ -418,8 +432,15 @@ impl RouteSpec {
                 if backends.is_empty() {
                     e.add("/backends", "must list at least one backend");
                 }
+                let strategy = check_strategy(&mut e, "/strategy", self.strategy);
+                if strategy == Strategy::ConsistentHash {
+                    e.add(
+                        "/strategy",
+                        "consistent_hash needs hash_on: define an upstream for it",
+                    );
+                }
                 RouteTarget::Inline {
-                    strategy: check_strategy(&mut e, "/strategy", self.strategy),
+                    strategy,
                     backends: check_backends(&mut e, backends),
                 }
             }
@@ -443,11 +464,20 @@ impl UpstreamSpec {
         let strategy = check_strategy(&mut e, "/strategy", self.strategy);
         let backends = check_backends(&mut e, self.backends);
         let timeouts = check_timeouts(&mut e, self.timeouts);
+        let policy = PolicySpec {
+            hash_on: self.hash_on,
+            health_check: self.health_check,
+            outlier_detection: self.outlier_detection,
+            retries: self.retries,
+            fail_open: self.fail_open,
+        }
+        .validate(&mut e, strategy);
         e.finish(Upstream {
             name,
             strategy,
             backends,
             timeouts,
+            policy,
         })
     }
 }

@@ -5,6 +5,8 @@
 use data_plane::config::Timeouts;
 use serde::Serialize;
 
+use crate::model::Policy;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteView {
     pub name: String,
@@ -22,6 +24,10 @@ pub struct UpstreamView {
     pub strategy: String,
     pub backends: Vec<BackendView>,
     pub timeouts: Timeouts,
+    /// `hash_on`, `health_check` (omitted when absent), `outlier_detection`,
+    /// `retries`, `fail_open`.
+    #[serde(flatten)]
+    pub policy: Policy,
     /// The route that created this upstream from inline backends; it is
     /// deleted with that route unless other routes use it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +64,8 @@ pub struct ConfigUpstreamView {
     pub strategy: String,
     pub backends: Vec<ConfigBackendView>,
     pub timeouts: Timeouts,
+    #[serde(flatten)]
+    pub policy: Policy,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_route: Option<String>,
 }

@@ -13,6 +13,8 @@ pub const DEFAULT_CONNECT_MS: u64 = 2_000;
 /// Default time allowed between sending a request upstream and receiving the
 /// response headers.
 pub const DEFAULT_RESPONSE_HEADER_MS: u64 = 30_000;
+/// Default extra attempts on another backend after a retryable failure.
+pub const DEFAULT_RETRIES: u32 = 1;
 
 /// One complete, versioned configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,160 @@ pub struct UpstreamConfig {
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The request key `consistent_hash` hashes; required by that strategy.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// Active health checking; `None` = no probes (passive detection only).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    /// Extra attempts on a different backend after a retryable failure.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// When no backend is healthy: `true` sends traffic to all of them
+    /// anyway (fail open), `false` answers 503 (fail closed, the default).
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+/// What `consistent_hash` hashes. Written `"header:NAME"`, `"cookie:NAME"`
+/// or `"client_ip"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum HashOn {
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+impl TryFrom<String> for HashOn {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "client_ip" {
+            return Ok(HashOn::ClientIp);
+        }
+        if let Some(name) = s.strip_prefix("header:") {
+            return http::HeaderName::from_bytes(name.as_bytes())
+                .map(HashOn::Header)
+                .map_err(|_| format!("{name:?} is not a valid header name"));
+        }
+        if let Some(name) = s.strip_prefix("cookie:")
+            && !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return Ok(HashOn::Cookie(name.to_string()));
+        }
+        Err("must be \"client_ip\", \"header:NAME\" or \"cookie:NAME\"".to_string())
+    }
+}
+
+impl From<HashOn> for String {
+    fn from(h: HashOn) -> String {
+        match h {
+            HashOn::Header(n) => format!("header:{n}"),
+            HashOn::Cookie(n) => format!("cookie:{n}"),
+            HashOn::ClientIp => "client_ip".to_string(),
+        }
+    }
+}
+
+/// Active health check of every backend of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path probed with `GET` (default `/healthz`).
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_probe_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive passing probes that make an unhealthy backend healthy.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failing probes that make a healthy backend unhealthy.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Statuses that pass; empty = any 200–399.
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+}
+
+fn default_health_path() -> String {
+    "/healthz".to_string()
+}
+fn default_interval_ms() -> u64 {
+    2_000
+}
+fn default_probe_timeout_ms() -> u64 {
+    1_000
+}
+fn default_threshold() -> u32 {
+    2
+}
+
+impl HealthCheck {
+    pub fn passes(&self, status: u16) -> bool {
+        if self.expected_statuses.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            self.expected_statuses.contains(&status)
+        }
+    }
+}
+
+/// Passive outlier detection: eject a backend after consecutive failures
+/// seen on real traffic. On by default with conservative values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Consecutive connect failures or 5xx answers that eject a backend.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection period; the n-th consecutive ejection lasts n times
+    /// as long (capped at [`MAX_EJECTION_MS`]).
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u64,
+    /// Never eject more than this share of an upstream's backends.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u8,
+}
+
+/// Longest ejection, however often a backend is ejected.
+pub const MAX_EJECTION_MS: u64 = 300_000;
+
+fn default_true() -> bool {
+    true
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection_ms() -> u64 {
+    10_000
+}
+fn default_max_ejection_percent() -> u8 {
+    50
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            enabled: true,
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection_ms: default_base_ejection_ms(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
 }
 
 /// One backend of an upstream.
@@ -72,25 +228,49 @@ pub struct BackendConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
+    /// Every backend in turn (weights other than 0 ignored).
     #[default]
     RoundRobin,
+    /// Smooth weighted round robin (nginx): 5:1:1 gives a a b a c a a.
+    WeightedRoundRobin,
+    /// Fewest in-flight requests relative to weight; ties in turn.
+    LeastConnections,
+    /// Power of two random choices on peak-EWMA latency × load.
+    P2cEwma,
+    /// Maglev consistent hashing on `hash_on`.
+    ConsistentHash,
 }
 
 impl Strategy {
     /// Every strategy this build knows, as spelled in the API.
-    pub const ALL: &'static [&'static str] = &["round_robin"];
+    pub const ALL: &'static [&'static str] = &[
+        "round_robin",
+        "weighted_round_robin",
+        "least_connections",
+        "p2c_ewma",
+        "consistent_hash",
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::RoundRobin => "round_robin",
+            Strategy::WeightedRoundRobin => "weighted_round_robin",
+            Strategy::LeastConnections => "least_connections",
+            Strategy::P2cEwma => "p2c_ewma",
+            Strategy::ConsistentHash => "consistent_hash",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "round_robin" => Some(Strategy::RoundRobin),
-            _ => None,
-        }
+        Strategy::ALL.iter().position(|name| *name == s).map(|i| {
+            [
+                Strategy::RoundRobin,
+                Strategy::WeightedRoundRobin,
+                Strategy::LeastConnections,
+                Strategy::P2cEwma,
+                Strategy::ConsistentHash,
+            ][i]
+        })
     }
 }
 

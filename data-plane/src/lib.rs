@@ -6,6 +6,7 @@
 //!   path normalisation;
 //! - [`balance`]: backend selection strategies behind one trait;
 //! - [`registry`]: live per-backend state that outlives snapshots;
+//! - [`health`]: the active health-check scheduler, reconciled per snapshot;
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
 //! - [`server`]: the listener with HTTP/1.1 + h2c and graceful drain.
 //!
@@ -17,6 +18,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod health;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
@@ -36,6 +38,7 @@ pub use snapshot::{BuildError, Snapshot};
 pub struct DataPlane {
     current: ArcSwap<Snapshot>,
     registry: Registry,
+    health: health::HealthChecker,
 }
 
 /// A snapshot older than the one in force was offered and refused.
@@ -58,6 +61,7 @@ impl DataPlane {
         DataPlane {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             registry: Registry::new(),
+            health: health::HealthChecker::new(),
         }
     }
 
@@ -76,8 +80,14 @@ impl DataPlane {
         Snapshot::build(config, &self.registry)
     }
 
+    pub fn health(&self) -> &health::HealthChecker {
+        &self.health
+    }
+
     /// Put `snapshot` in force, unless a newer version already is. Backends
-    /// that left the config are then dropped from the registry.
+    /// that left the config are then dropped from the registry, and health
+    /// checks are reconciled (call inside a tokio runtime when the config
+    /// has health checks).
     pub fn install(&self, snapshot: Snapshot) -> Result<(), Stale> {
         let offered = Arc::new(snapshot);
         let previous = self.current.rcu(|live| {
@@ -93,7 +103,9 @@ impl DataPlane {
                 live: previous.version(),
             });
         }
-        self.registry.retain(&self.snapshot().backend_keys());
+        let live = self.snapshot();
+        self.registry.retain(&live.backend_keys());
+        self.health.reconcile(&live);
         Ok(())
     }
 

@@ -9,9 +9,9 @@
 //! reach the state through the `Arc` the snapshot holds.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::proxy::client::{self, UpstreamClient};
 
@@ -22,11 +22,93 @@ pub struct BackendKey {
     pub url: String,
 }
 
-/// Counters of one backend, shared by every snapshot that contains it.
-#[derive(Debug, Default)]
+/// Monotonic nanoseconds since the first call in this process.
+pub fn now_ns() -> u64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    EPOCH.elapsed().as_nanos() as u64
+}
+
+/// Active health state of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not probed yet (or no health check): takes traffic.
+    Unknown = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// Details of active checking, for status pages (never read per request).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProbeRecord {
+    /// Unix milliseconds of the last health flip (or first sight).
+    pub since_unix_ms: u64,
+    pub last_probe_unix_ms: Option<u64>,
+    /// `"ok 200"`, `"status 503"`, `"timeout"`, `"error: …"`.
+    pub last_result: Option<String>,
+    pub last_latency_ms: Option<f64>,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+}
+
+/// Initial peak-EWMA latency of a backend never measured: low, so new
+/// backends are tried and measured.
+const EWMA_INITIAL_NS: u64 = 1_000_000;
+/// Decay time constant of the latency EWMA.
+const EWMA_TAU_NS: f64 = 10e9;
+
+/// Live state of one backend, shared by every snapshot that contains it.
+#[derive(Debug)]
 pub struct BackendState {
     in_flight: AtomicU64,
     requests: AtomicU64,
+    health: AtomicU8,
+    /// `now_ns()` until which passive detection keeps it out; 0 = not.
+    ejected_until_ns: AtomicU64,
+    /// Consecutive failures seen on real traffic.
+    passive_failures: AtomicU32,
+    /// Ejections in a row (reset by a success or a passing probe).
+    ejection_streak: AtomicU32,
+    ejections_total: AtomicU64,
+    ewma_ns: AtomicU64,
+    ewma_stamp_ns: AtomicU64,
+    probes: Mutex<ProbeRecord>,
+}
+
+impl Default for BackendState {
+    fn default() -> Self {
+        BackendState {
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            health: AtomicU8::new(Health::Unknown as u8),
+            ejected_until_ns: AtomicU64::new(0),
+            passive_failures: AtomicU32::new(0),
+            ejection_streak: AtomicU32::new(0),
+            ejections_total: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(EWMA_INITIAL_NS),
+            ewma_stamp_ns: AtomicU64::new(0),
+            probes: Mutex::new(ProbeRecord {
+                since_unix_ms: unix_ms(),
+                ..ProbeRecord::default()
+            }),
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl BackendState {
@@ -45,6 +127,139 @@ impl BackendState {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Whether passive detection has it ejected right now.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ns.load(Ordering::Relaxed);
+        until != 0 && now_ns() < until
+    }
+
+    /// Whether it may take new requests: not unhealthy, not ejected.
+    /// Two atomic loads (and a clock read only while ejected).
+    pub fn is_available(&self) -> bool {
+        self.health() != Health::Unhealthy && !self.is_ejected()
+    }
+
+    pub fn ejections(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
+    }
+
+    /// Peak-EWMA latency to response headers, in nanoseconds.
+    pub fn ewma_ns(&self) -> u64 {
+        self.ewma_ns.load(Ordering::Relaxed)
+    }
+
+    /// Fold one observed latency into the peak EWMA: a slower observation
+    /// is taken at once, faster ones decay in with time constant 10 s.
+    /// Lock-free; concurrent updates may lose one sample, which is fine for
+    /// an estimate.
+    pub fn observe_latency(&self, rtt_ns: u64) {
+        let now = now_ns();
+        let prev = self.ewma_ns.load(Ordering::Relaxed);
+        let stamp = self.ewma_stamp_ns.swap(now, Ordering::Relaxed);
+        let next = if rtt_ns >= prev {
+            rtt_ns
+        } else {
+            let w = (-(now.saturating_sub(stamp) as f64) / EWMA_TAU_NS).exp();
+            (prev as f64 * w + rtt_ns as f64 * (1.0 - w)) as u64
+        };
+        self.ewma_ns.store(next.max(1), Ordering::Relaxed);
+    }
+
+    /// A request got a good answer: clears the passive failure streak.
+    pub fn record_success(&self) {
+        if self.passive_failures.load(Ordering::Relaxed) != 0 {
+            self.passive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.ejection_streak.load(Ordering::Relaxed) != 0 && !self.is_ejected() {
+            self.ejection_streak.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request failed (connect error or 5xx). Returns the new length of
+    /// the failure streak.
+    pub fn record_failure(&self) -> u32 {
+        self.passive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Eject for `base` × (ejections in a row), at most `max`. Returns how
+    /// long.
+    pub fn eject(&self, base: Duration, max: Duration) -> Duration {
+        let streak = self.ejection_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let period = base.saturating_mul(streak).min(max);
+        self.ejected_until_ns
+            .store(now_ns() + period.as_nanos() as u64, Ordering::Relaxed);
+        self.passive_failures.store(0, Ordering::Relaxed);
+        self.ejections_total.fetch_add(1, Ordering::Relaxed);
+        period
+    }
+
+    /// Record one active probe. Returns the new health if it flipped.
+    /// From `Unknown` the first probe decides at once; afterwards the
+    /// thresholds apply. A passing probe also ends an ejection.
+    pub fn record_probe(
+        &self,
+        passed: bool,
+        result: String,
+        latency: Duration,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> Option<Health> {
+        let mut rec = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        rec.last_probe_unix_ms = Some(unix_ms());
+        rec.last_result = Some(result);
+        rec.last_latency_ms = Some(latency.as_secs_f64() * 1e3);
+        if passed {
+            rec.consecutive_successes += 1;
+            rec.consecutive_failures = 0;
+            self.ejected_until_ns.store(0, Ordering::Relaxed);
+            self.ejection_streak.store(0, Ordering::Relaxed);
+            self.passive_failures.store(0, Ordering::Relaxed);
+        } else {
+            rec.consecutive_failures += 1;
+            rec.consecutive_successes = 0;
+        }
+        let current = self.health();
+        let next = match (current, passed) {
+            (Health::Unknown, true) => Health::Healthy,
+            (Health::Unknown, false) => Health::Unhealthy,
+            (Health::Unhealthy, true) if rec.consecutive_successes >= healthy_threshold => {
+                Health::Healthy
+            }
+            (Health::Healthy, false) if rec.consecutive_failures >= unhealthy_threshold => {
+                Health::Unhealthy
+            }
+            (h, _) => h,
+        };
+        if next == current {
+            return None;
+        }
+        self.health.store(next as u8, Ordering::Relaxed);
+        rec.since_unix_ms = unix_ms();
+        Some(next)
+    }
+
+    /// Forget active health (the upstream stopped health checking).
+    pub fn reset_health(&self) {
+        if self.health.swap(Health::Unknown as u8, Ordering::Relaxed) != Health::Unknown as u8 {
+            self.probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .since_unix_ms = unix_ms();
+        }
+    }
+
+    /// A copy of the probe record, for status pages.
+    pub fn probe_record(&self) -> ProbeRecord {
+        self.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -13,8 +13,10 @@ use std::time::Duration;
 use http::Method;
 use http::uri::{Authority, Scheme, Uri};
 
-use crate::balance::{self, Balancer, Candidate};
-use crate::config::{GatewayConfig, UpstreamConfig};
+use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
+use crate::config::{
+    GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, UpstreamConfig,
+};
 use crate::proxy::client::UpstreamClient;
 use crate::registry::{BackendKey, BackendState, Registry};
 use crate::routing::{RouteMatch, RouteTable, RouteTableBuilder, path};
@@ -71,12 +73,94 @@ pub struct CompiledUpstream {
     balancer: Box<dyn Balancer>,
     pub response_header_timeout: Duration,
     pub client: UpstreamClient,
+    pub strategy: crate::config::Strategy,
+    pub hash_on: Option<HashOn>,
+    pub health_check: Option<HealthCheck>,
+    pub outlier_detection: OutlierDetection,
+    pub retries: u32,
+    pub fail_open: bool,
+}
+
+/// The balancer's view of the backends for one pick.
+struct View<'a> {
+    backends: &'a [CompiledBackend],
+    tried: &'a [usize],
+    ignore_health: bool,
+}
+
+impl Backends for View<'_> {
+    fn len(&self) -> usize {
+        self.backends.len()
+    }
+    fn eligible(&self, i: usize) -> bool {
+        let b = &self.backends[i];
+        b.weight > 0 && (self.ignore_health || b.state.is_available()) && !self.tried.contains(&i)
+    }
+    fn in_flight(&self, i: usize) -> u64 {
+        self.backends[i].state.in_flight()
+    }
+    fn ewma_ns(&self, i: usize) -> u64 {
+        self.backends[i].state.ewma_ns()
+    }
 }
 
 impl CompiledUpstream {
-    /// The backend for the next request, if any can take traffic.
-    pub fn pick(&self) -> Option<&CompiledBackend> {
-        self.balancer.pick().map(|i| &self.backends[i])
+    /// The index of the backend for the next attempt of a request, skipping
+    /// `tried`. Unhealthy and ejected backends are passed over; when none
+    /// is left and the upstream fails open, they are used anyway.
+    pub fn pick(&self, ctx: &PickContext, tried: &[usize]) -> Option<usize> {
+        let view = View {
+            backends: &self.backends,
+            tried,
+            ignore_health: false,
+        };
+        self.balancer.pick(&view, ctx).or_else(|| {
+            self.fail_open.then(|| {
+                let view = View {
+                    ignore_health: true,
+                    ..view
+                };
+                self.balancer.pick(&view, ctx)
+            })?
+        })
+    }
+
+    /// Record that backend `i` answered well.
+    pub fn report_success(&self, i: usize) {
+        self.backends[i].state.record_success();
+    }
+
+    /// Record a failure of backend `i` (connect error, timeout or 5xx) and
+    /// eject it when the streak reaches the threshold, unless that would
+    /// eject more than `max_ejection_percent` of the upstream.
+    pub fn report_failure(&self, i: usize) {
+        let od = &self.outlier_detection;
+        let b = &self.backends[i];
+        let streak = b.state.record_failure();
+        if !od.enabled || streak < od.consecutive_failures || b.state.is_ejected() {
+            return;
+        }
+        let ejected = self
+            .backends
+            .iter()
+            .filter(|x| x.state.is_ejected())
+            .count();
+        if (ejected + 1) * 100 > od.max_ejection_percent as usize * self.backends.len() {
+            tracing::warn!(
+                upstream = %self.name, backend = %b.url, streak,
+                "backend keeps failing but is not ejected: max_ejection_percent reached"
+            );
+            return;
+        }
+        let period = b.state.eject(
+            Duration::from_millis(od.base_ejection_ms),
+            Duration::from_millis(MAX_EJECTION_MS),
+        );
+        tracing::warn!(
+            upstream = %self.name, backend = %b.url, streak,
+            ejected_for_ms = period.as_millis() as u64,
+            "backend ejected after consecutive failures"
+        );
     }
 }
 
@@ -225,14 +309,24 @@ fn compile_upstream(
     }
     let candidates: Vec<Candidate> = backends
         .iter()
-        .map(|b| Candidate { weight: b.weight })
+        .map(|b| Candidate {
+            weight: b.weight,
+            key: &b.url,
+        })
         .collect();
+    let balancer = balance::build(u.strategy, &candidates);
     Ok(CompiledUpstream {
         name: u.name.as_str().into(),
-        balancer: balance::build(u.strategy, &candidates),
+        balancer,
         backends: backends.into_boxed_slice(),
         response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
         client: registry.client(Duration::from_millis(u.timeouts.connect_ms)),
+        strategy: u.strategy,
+        hash_on: u.hash_on.clone(),
+        health_check: u.health_check.clone(),
+        outlier_detection: u.outlier_detection,
+        retries: u.retries,
+        fail_open: u.fail_open,
     })
 }
 
@@ -293,6 +387,11 @@ mod tests {
                     weight,
                 }],
                 timeouts: Timeouts::default(),
+                hash_on: None,
+                health_check: None,
+                outlier_detection: Default::default(),
+                retries: 1,
+                fail_open: false,
             }],
         }
     }

@@ -2,10 +2,12 @@
 //! ports) with real fake backends. One binary, a module per feature.
 
 mod admin;
+mod balance;
 mod common;
 mod concurrency;
 mod config;
 mod durability;
+mod health;
 mod live;
 mod process;
 mod proxy;

@@ -28,6 +28,8 @@ impl Shape for ConfigSpec {
         "/upstreams/*",
         "/upstreams/*/backends/*",
         "/upstreams/*/timeouts",
+        "/upstreams/*/health_check",
+        "/upstreams/*/outlier_detection",
         "/routes/*",
         "/routes/*/backends/*",
     ];

@@ -149,3 +149,92 @@ fn unknown_fields_are_refused() {
             .is_err()
     );
 }
+
+fn upstream(json: serde_json::Value) -> Result<Upstream, Vec<FieldError>> {
+    serde_json::from_value::<UpstreamSpec>(json)
+        .unwrap()
+        .validate(None)
+}
+
+#[test]
+fn policy_defaults() {
+    let u = upstream(serde_json::json!({"name": "u"})).unwrap();
+    assert_eq!(u.policy, Policy::default());
+    assert_eq!(u.policy.retries, 1);
+    assert!(u.policy.outlier_detection.enabled);
+    assert!(!u.policy.fail_open);
+    let u = upstream(serde_json::json!({"name": "u", "health_check": {}})).unwrap();
+    let h = u.policy.health_check.unwrap();
+    assert_eq!(
+        (h.path.as_str(), h.interval_ms, h.timeout_ms),
+        ("/healthz", 2000, 1000)
+    );
+    assert!(h.passes(204) && h.passes(302) && !h.passes(404));
+}
+
+#[test]
+fn hash_on_goes_with_consistent_hash() {
+    assert_eq!(
+        pointers(upstream(
+            serde_json::json!({"name": "u", "strategy": "consistent_hash"})
+        )),
+        ["/hash_on"]
+    );
+    assert_eq!(
+        pointers(upstream(
+            serde_json::json!({"name": "u", "strategy": "round_robin", "hash_on": "client_ip"})
+        )),
+        ["/hash_on"]
+    );
+    for bad in ["ip", "header:", "header:bad name", "cookie:", "cookie:a;b"] {
+        assert_eq!(
+            pointers(upstream(
+                serde_json::json!({"name": "u", "strategy": "consistent_hash", "hash_on": bad})
+            )),
+            ["/hash_on"],
+            "{bad}"
+        );
+    }
+    for good in ["client_ip", "header:x-user-id", "cookie:session"] {
+        assert!(
+            upstream(
+                serde_json::json!({"name": "u", "strategy": "consistent_hash", "hash_on": good})
+            )
+            .is_ok()
+        );
+    }
+    // Inline route backends cannot say what to hash.
+    assert_eq!(
+        pointers(route(
+            serde_json::json!({"name": "a", "path": "/", "strategy": "consistent_hash", "backends": [{"url": "http://h"}]})
+        )),
+        ["/strategy"]
+    );
+}
+
+#[test]
+fn policy_limits_name_their_fields() {
+    let errs = pointers(upstream(serde_json::json!({
+        "name": "u", "retries": 6, "fail_open": true,
+        "health_check": {"path": "healthz", "interval_ms": 50, "timeout_ms": 100000, "healthy_threshold": 0,
+                         "unhealthy_threshold": 101, "expected_statuses": [200, 99, 600]},
+        "outlier_detection": {"consecutive_failures": 0, "base_ejection_ms": 300001, "max_ejection_percent": 101}
+    })));
+    assert_eq!(
+        errs,
+        [
+            "/health_check/path",
+            "/health_check/interval_ms",
+            "/health_check/timeout_ms",
+            "/health_check/timeout_ms",
+            "/health_check/healthy_threshold",
+            "/health_check/unhealthy_threshold",
+            "/health_check/expected_statuses/1",
+            "/health_check/expected_statuses/2",
+            "/outlier_detection/consecutive_failures",
+            "/outlier_detection/base_ejection_ms",
+            "/outlier_detection/max_ejection_percent",
+            "/retries",
+        ]
+    );
+}

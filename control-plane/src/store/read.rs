@@ -8,6 +8,7 @@ use data_plane::config::{
 use sqlx::sqlite::SqliteConnection;
 
 use super::{StoreError, config_version, not_found};
+use crate::model::Policy;
 use crate::view::{
     BackendView, ConfigBackendView, ConfigRouteView, ConfigUpstreamView, ConfigView, RouteView,
     UpstreamView,
@@ -52,6 +53,13 @@ pub(super) async fn get_route(
     route_view(row.ok_or_else(|| not_found("route", name))?)
 }
 
+/// name, strategy, connect ms, response-header ms, policy JSON, owner, version.
+type UpstreamRow = (String, String, i64, i64, String, Option<String>, i64);
+
+fn parse_policy(raw: &str) -> Result<Policy, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("bad policy {raw:?}: {e}")))
+}
+
 fn parse_strategy(raw: &str) -> Result<Strategy, StoreError> {
     Strategy::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("unknown strategy {raw:?}")))
 }
@@ -60,14 +68,14 @@ pub(super) async fn get_upstream(
     conn: &mut SqliteConnection,
     name: &str,
 ) -> Result<UpstreamView, StoreError> {
-    let row: Option<(String, String, i64, i64, Option<String>, i64)> = sqlx::query_as(
-        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms, owner_route, version
+    let row: Option<UpstreamRow> = sqlx::query_as(
+        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms, policy, owner_route, version
          FROM upstreams WHERE name = ?",
     )
     .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
-    let (name, strategy, connect, header, owner_route, version) =
+    let (name, strategy, connect, header, policy, owner_route, version) =
         row.ok_or_else(|| not_found("upstream", name))?;
     let backends: Vec<(i64, String, i64, i64)> = sqlx::query_as(
         "SELECT id, url, weight, version FROM backends WHERE upstream = ? ORDER BY id",
@@ -90,6 +98,7 @@ pub(super) async fn get_upstream(
             connect_ms: connect as u64,
             response_header_ms: header as u64,
         },
+        policy: parse_policy(&policy)?,
         owner_route,
         version: version as u64,
         name,
@@ -134,14 +143,15 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
             weight: weight as u32,
         });
     }
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms FROM upstreams ORDER BY name",
+    let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
+        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms, policy FROM upstreams ORDER BY name",
     )
     .fetch_all(&mut *conn)
     .await?;
     let upstreams = rows
         .into_iter()
-        .map(|(name, strategy, connect, header)| {
+        .map(|(name, strategy, connect, header, policy)| {
+            let policy = parse_policy(&policy)?;
             Ok(UpstreamConfig {
                 strategy: parse_strategy(&strategy)?,
                 backends: backends.remove(&name).unwrap_or_default(),
@@ -149,6 +159,11 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
                     connect_ms: connect as u64,
                     response_header_ms: header as u64,
                 },
+                hash_on: policy.hash_on,
+                health_check: policy.health_check,
+                outlier_detection: policy.outlier_detection,
+                retries: policy.retries,
+                fail_open: policy.fail_open,
                 name,
             })
         })
@@ -198,6 +213,7 @@ pub(super) async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, St
                 })
                 .collect(),
             timeouts: u.timeouts,
+            policy: u.policy,
             owner_route: u.owner_route,
         });
     }

@@ -1,11 +1,11 @@
 //! Applying [`Change`]s inside a write transaction.
 
-use data_plane::config::{Strategy, Timeouts};
+use data_plane::config::Timeouts;
 use sqlx::sqlite::SqliteConnection;
 
 use super::read::{export, get_backend, get_route, get_upstream, json_list};
 use super::{Applied, Change, StoreError};
-use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
+use crate::model::{Config, NewBackend, Policy, Route, RouteTarget, Upstream};
 
 fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
     match expect {
@@ -74,7 +74,7 @@ pub async fn apply(
         } => {
             let old = get_upstream(conn, &u.name).await?;
             check_expect(expect, old.version)?;
-            update_upstream(conn, &u.name, u.strategy, u.timeouts, version).await?;
+            update_upstream(conn, &u, version).await?;
             sync_backends(conn, &u.name, &u.backends, version).await?;
             Ok(Applied::Upstream(get_upstream(conn, &u.name).await?))
         }
@@ -174,7 +174,7 @@ async fn replace_config(
     for u in &config.upstreams {
         let up = &u.upstream;
         if upstream_exists(conn, &up.name).await? {
-            update_upstream(conn, &up.name, up.strategy, up.timeouts, version).await?;
+            update_upstream(conn, up, version).await?;
             sqlx::query("UPDATE upstreams SET owner_route = ? WHERE name = ?")
                 .bind(u.owner_route.as_deref())
                 .bind(&up.name)
@@ -243,12 +243,22 @@ async fn resolve_target(
                         strategy: *strategy,
                         backends: backends.clone(),
                         timeouts: Timeouts::default(),
+                        policy: Policy::default(),
                     };
                     insert_upstream(conn, &u, Some(&route.name), version).await?;
                 }
                 Some((Some(owner),)) if owner == route.name => {
+                    // The route sets strategy and backends; settings made on
+                    // the upstream itself (timeouts, policy) are kept.
                     let old = get_upstream(conn, &route.name).await?;
-                    update_upstream(conn, &route.name, *strategy, old.timeouts, version).await?;
+                    let u = Upstream {
+                        name: route.name.clone(),
+                        strategy: *strategy,
+                        backends: backends.clone(),
+                        timeouts: old.timeouts,
+                        policy: old.policy,
+                    };
+                    update_upstream(conn, &u, version).await?;
                     sync_backends(conn, &route.name, backends, version).await?;
                 }
                 Some(_) => {
@@ -309,13 +319,14 @@ async fn insert_upstream(
         });
     }
     sqlx::query(
-        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms, owner_route, version)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms, policy, owner_route, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&u.name)
     .bind(u.strategy.as_str())
     .bind(u.timeouts.connect_ms as i64)
     .bind(u.timeouts.response_header_ms as i64)
+    .bind(policy_json(&u.policy))
     .bind(owner)
     .bind(version as i64)
     .execute(&mut *conn)
@@ -323,22 +334,26 @@ async fn insert_upstream(
     sync_backends(conn, &u.name, &u.backends, version).await
 }
 
+fn policy_json(policy: &Policy) -> String {
+    serde_json::to_string(policy).expect("a policy serialises")
+}
+
+/// Write an upstream's settings (not its backends).
 async fn update_upstream(
     conn: &mut SqliteConnection,
-    name: &str,
-    strategy: Strategy,
-    timeouts: Timeouts,
+    u: &Upstream,
     version: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE upstreams SET strategy = ?, connect_timeout_ms = ?, response_header_timeout_ms = ?, version = ?
-         WHERE name = ?",
+        "UPDATE upstreams SET strategy = ?, connect_timeout_ms = ?, response_header_timeout_ms = ?, policy = ?,
+         version = ? WHERE name = ?",
     )
-    .bind(strategy.as_str())
-    .bind(timeouts.connect_ms as i64)
-    .bind(timeouts.response_header_ms as i64)
+    .bind(u.strategy.as_str())
+    .bind(u.timeouts.connect_ms as i64)
+    .bind(u.timeouts.response_header_ms as i64)
+    .bind(policy_json(&u.policy))
     .bind(version as i64)
-    .bind(name)
+    .bind(&u.name)
     .execute(&mut *conn)
     .await?;
     Ok(())

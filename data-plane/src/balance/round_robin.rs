@@ -1,67 +1,67 @@
-//! Plain round robin: every backend with a non-zero weight in turn, one
-//! atomic counter per upstream. Weight 0 drains a backend.
+//! Plain round robin: every backend in turn, one atomic counter per
+//! upstream. Weight 0 drains a backend; other weights are ignored (use
+//! `weighted_round_robin` for weights).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Balancer, Candidate};
+use super::{Backends, Balancer, Candidate, PickContext, first_eligible_from};
 
 #[derive(Debug)]
 pub struct RoundRobin {
-    eligible: Box<[usize]>,
     next: AtomicUsize,
 }
 
 impl RoundRobin {
-    pub fn new(backends: &[Candidate]) -> Self {
-        let eligible = backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.weight > 0)
-            .map(|(i, _)| i)
-            .collect();
+    pub fn new(_candidates: &[Candidate<'_>]) -> Self {
         RoundRobin {
-            eligible,
             next: AtomicUsize::new(0),
         }
     }
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self) -> Option<usize> {
-        if self.eligible.is_empty() {
+    fn pick(&self, backends: &dyn Backends, _ctx: &PickContext) -> Option<usize> {
+        let n = backends.len();
+        if n == 0 {
             return None;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.eligible[n % self.eligible.len()])
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        first_eligible_from(backends, start)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rr(weights: &[u32]) -> RoundRobin {
-        let c: Vec<Candidate> = weights.iter().map(|&weight| Candidate { weight }).collect();
-        RoundRobin::new(&c)
-    }
+    use crate::balance::fake::Fake;
 
     #[test]
     fn cycles_in_order() {
-        let b = rr(&[1, 1, 1]);
-        let picks: Vec<_> = (0..7).map(|_| b.pick().unwrap()).collect();
+        let b = RoundRobin::new(&[]);
+        let f = Fake::new(3);
+        let picks: Vec<_> = (0..7)
+            .map(|_| b.pick(&f, &PickContext::default()).unwrap())
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
     }
 
     #[test]
-    fn weight_zero_is_drained() {
-        let b = rr(&[1, 0, 5]);
-        let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap()).collect();
-        assert_eq!(picks, [0, 2, 0, 2]);
+    fn skips_ineligible() {
+        let b = RoundRobin::new(&[]);
+        let mut f = Fake::new(3);
+        f.eligible[1] = false;
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.pick(&f, &PickContext::default()).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 2, 2, 0]);
     }
 
     #[test]
     fn nothing_to_pick() {
-        assert_eq!(rr(&[]).pick(), None);
-        assert_eq!(rr(&[0, 0]).pick(), None);
+        let b = RoundRobin::new(&[]);
+        assert_eq!(b.pick(&Fake::new(0), &PickContext::default()), None);
+        let mut f = Fake::new(2);
+        f.eligible = vec![false, false];
+        assert_eq!(b.pick(&f, &PickContext::default()), None);
     }
 }

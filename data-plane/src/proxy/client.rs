@@ -4,15 +4,16 @@
 
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::request_body::RequestBody;
+
 /// Client used to forward requests upstream (request bodies stream from the
 /// downstream connection).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);

@@ -1,11 +1,13 @@
 //! Builder-style fake backends: `Backend::named("a").start().await`.
 //! Each answers every request with a JSON echo of what it received and
-//! counts the requests it saw.
+//! counts the requests it saw. `GET /healthz` is counted apart and answers
+//! 200 or 503 as set with [`Backend::set_healthy`]. [`Backend::kill`]
+//! closes the listener and every open connection at once, like a crash.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,18 +20,29 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+#[derive(Clone)]
 pub struct BackendBuilder {
     name: String,
     delay: Duration,
     status: u16,
 }
 
-/// A running fake backend; stops when dropped.
+/// What the serving tasks share with the handle.
+struct Shared {
+    name: String,
+    delay: Duration,
+    status: u16,
+    hits: AtomicUsize,
+    health_hits: AtomicUsize,
+    healthy: AtomicBool,
+}
+
+/// A running fake backend; stops when dropped or killed.
 pub struct Backend {
     pub addr: SocketAddr,
     pub url: String,
-    hits: Arc<AtomicUsize>,
-    _stop: watch::Sender<()>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
 }
 
 impl Backend {
@@ -41,9 +54,48 @@ impl Backend {
         }
     }
 
-    /// Requests received so far.
+    /// Requests received so far (health probes not included).
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Health probes (`GET /healthz`) received so far.
+    pub fn health_hits(&self) -> usize {
+        self.shared.health_hits.load(Ordering::SeqCst)
+    }
+
+    /// Make `/healthz` answer 200 (true) or 503 (false).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.shared.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Close the listener and every open connection now.
+    pub fn kill(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Start a fresh backend with the same settings on the same address.
+    pub async fn restart(&self) -> Backend {
+        self.kill();
+        let builder = BackendBuilder {
+            name: self.shared.name.clone(),
+            delay: self.shared.delay,
+            status: self.shared.status,
+        };
+        // The old listener may take a moment to be released.
+        for _ in 0..200 {
+            if let Ok(listener) = TcpListener::bind(self.addr).await {
+                return builder.serve(listener);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("cannot bind {} again", self.addr);
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 
@@ -55,8 +107,52 @@ pub async fn dead_url() -> String {
     format!("http://{addr}")
 }
 
+async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/healthz" {
+        shared.health_hits.fetch_add(1, Ordering::SeqCst);
+        let ok = shared.healthy.load(Ordering::SeqCst);
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+        *resp.status_mut() = if ok {
+            hyper::StatusCode::OK
+        } else {
+            hyper::StatusCode::SERVICE_UNAVAILABLE
+        };
+        return resp;
+    }
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !shared.delay.is_zero() {
+        tokio::time::sleep(shared.delay).await;
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let echo = serde_json::json!({
+        "backend": shared.name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(echo.to_string())));
+    *resp.status_mut() = hyper::StatusCode::from_u16(shared.status).unwrap();
+    let h = resp.headers_mut();
+    h.insert("content-type", "application/json".parse().unwrap());
+    h.insert("server", "fake/1.0".parse().unwrap());
+    h.insert("x-powered-by", "tests".parse().unwrap());
+    resp
+}
+
 impl BackendBuilder {
-    /// Wait this long before answering.
+    /// Wait this long before answering (not for `/healthz`).
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = d;
         self
@@ -68,66 +164,53 @@ impl BackendBuilder {
     }
 
     pub async fn start(self) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.serve(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn serve(self, listener: TcpListener) -> Backend {
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (stop, mut stopped) = watch::channel(());
-        let name: Arc<str> = self.name.into();
-        let (delay, status, counter) = (self.delay, self.status, Arc::clone(&hits));
+        let shared = Arc::new(Shared {
+            name: self.name,
+            delay: self.delay,
+            status: self.status,
+            hits: AtomicUsize::new(0),
+            health_hits: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let accept_shared = Arc::clone(&shared);
+        let mut accept_stop = stopped.clone();
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
-                    r = listener.accept() => r.unwrap().0,
-                    _ = stopped.changed() => return,
+                    r = listener.accept() => match r {
+                        Ok((s, _)) => s,
+                        Err(_) => continue,
+                    },
+                    _ = accept_stop.wait_for(|s| *s) => return,
                 };
-                let (name, counter) = (Arc::clone(&name), Arc::clone(&counter));
+                let shared = Arc::clone(&accept_shared);
+                let mut conn_stop = stopped.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (name, counter) = (Arc::clone(&name), Arc::clone(&counter));
-                        async move {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let headers: serde_json::Map<String, serde_json::Value> = parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
-                                .collect();
-                            let echo = serde_json::json!({
-                                "backend": &*name,
-                                "method": parts.method.as_str(),
-                                "path": parts.uri.path(),
-                                "query": parts.uri.query(),
-                                "headers": headers,
-                                "body": String::from_utf8_lossy(&body),
-                            });
-                            let mut resp = Response::new(Full::new(Bytes::from(echo.to_string())));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            let h = resp.headers_mut();
-                            h.insert("content-type", "application/json".parse().unwrap());
-                            h.insert("server", "fake/1.0".parse().unwrap());
-                            h.insert("x-powered-by", "tests".parse().unwrap());
-                            Ok::<_, Infallible>(resp)
-                        }
+                    let svc = service_fn(move |req| {
+                        let shared = Arc::clone(&shared);
+                        async move { Ok::<_, Infallible>(answer(shared, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    // Dropping the connection on kill closes the socket.
+                    tokio::select! {
+                        _ = conn => {},
+                        _ = conn_stop.wait_for(|s| *s) => {},
+                    }
                 });
             }
         });
         Backend {
             url: format!("http://{addr}"),
             addr,
-            hits,
-            _stop: stop,
+            shared,
+            stop,
         }
     }
 }

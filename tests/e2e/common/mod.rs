@@ -122,6 +122,42 @@ impl TestGateway {
         v
     }
 
+    /// Create an upstream that must succeed.
+    pub async fn create_upstream(&self, body: Value) -> Value {
+        let (status, v) = self
+            .admin_json(Method::POST, "/admin/upstreams", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// The live health of one upstream's backends (`/admin/upstreams/{name}/health`).
+    pub async fn health(&self, upstream: &str) -> Value {
+        let path = format!("/admin/upstreams/{upstream}/health");
+        let (status, v) = self.admin_json(Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// The health entry of the backend with `url`.
+    pub async fn backend_health(&self, upstream: &str, url: &str) -> Value {
+        let h = self.health(upstream).await;
+        h["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["url"] == url)
+            .cloned()
+            .unwrap_or_else(|| panic!("{url} not in {h}"))
+    }
+
+    /// The backend name answering a GET through the proxy.
+    pub async fn backend_of(&self, path: &str) -> String {
+        let (status, v) = self.get_json(path).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v["backend"].as_str().unwrap().to_string()
+    }
+
     /// Stop the gateway, keeping the database directory for a restart.
     pub async fn stop(mut self) -> TempDir {
         self.gateway.take().unwrap().shutdown().await;

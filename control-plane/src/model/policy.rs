@@ -1,0 +1,242 @@
+//! Upstream policy: how an upstream balances, checks, ejects and retries.
+//! Request DTOs, their validation, and the validated [`Policy`] (which is
+//! also how the store keeps it, as JSON).
+//!
+//! Limits (documented in openapi.yaml): `retries` 0–5 (default 1);
+//! `health_check.interval_ms` 100–3600000, `timeout_ms` 1–60000 and not
+//! above the interval, thresholds 1–100, `expected_statuses` 100–599 (at
+//! most 32); `outlier_detection.consecutive_failures` 1–1000,
+//! `base_ejection_ms` 100–300000, `max_ejection_percent` 0–100.
+
+use data_plane::config::{
+    DEFAULT_RETRIES, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, Strategy,
+};
+use serde::{Deserialize, Serialize};
+
+use super::Errors;
+
+pub const MAX_RETRIES: u32 = (data_plane::proxy::MAX_ATTEMPTS - 1) as u32;
+
+/// A validated upstream policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            hash_on: None,
+            health_check: None,
+            outlier_detection: OutlierDetection::default(),
+            retries: DEFAULT_RETRIES,
+            fail_open: false,
+        }
+    }
+}
+
+/// `health_check` in a request body; omitted fields take their defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub expected_statuses: Option<Vec<u16>>,
+}
+
+/// `outlier_detection` in a request body.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSpec {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_ms: Option<u64>,
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// The policy fields of an upstream body, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySpec {
+    pub hash_on: Option<String>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub outlier_detection: Option<OutlierSpec>,
+    pub retries: Option<u32>,
+    pub fail_open: Option<bool>,
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    e: &mut Errors,
+    pointer: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> T {
+    if value < lo || value > hi {
+        e.add(pointer, format!("must be between {lo} and {hi}"));
+    }
+    value
+}
+
+fn check_health(e: &mut Errors, spec: HealthCheckSpec) -> HealthCheck {
+    let d = HealthCheck {
+        path: "/healthz".into(),
+        interval_ms: 2_000,
+        timeout_ms: 1_000,
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+        expected_statuses: vec![],
+    };
+    let path = spec.path.unwrap_or(d.path);
+    if !path.starts_with('/')
+        || path.len() > 1024
+        || path.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'#')
+    {
+        e.add(
+            "/health_check/path",
+            "must start with '/', be at most 1024 bytes and contain no whitespace, control characters or '#'",
+        );
+    }
+    let interval_ms = in_range(
+        e,
+        "/health_check/interval_ms",
+        spec.interval_ms.unwrap_or(d.interval_ms),
+        100,
+        3_600_000,
+    );
+    let timeout_ms = in_range(
+        e,
+        "/health_check/timeout_ms",
+        spec.timeout_ms.unwrap_or(d.timeout_ms),
+        1,
+        60_000,
+    );
+    if timeout_ms > interval_ms {
+        e.add(
+            "/health_check/timeout_ms",
+            "must not be longer than interval_ms",
+        );
+    }
+    let healthy_threshold = in_range(
+        e,
+        "/health_check/healthy_threshold",
+        spec.healthy_threshold.unwrap_or(d.healthy_threshold),
+        1,
+        100,
+    );
+    let unhealthy_threshold = in_range(
+        e,
+        "/health_check/unhealthy_threshold",
+        spec.unhealthy_threshold.unwrap_or(d.unhealthy_threshold),
+        1,
+        100,
+    );
+    let expected_statuses = spec.expected_statuses.unwrap_or_default();
+    if expected_statuses.len() > 32 {
+        e.add(
+            "/health_check/expected_statuses",
+            "must list at most 32 statuses",
+        );
+    }
+    for (i, s) in expected_statuses.iter().enumerate() {
+        in_range(
+            e,
+            &format!("/health_check/expected_statuses/{i}"),
+            *s,
+            100,
+            599,
+        );
+    }
+    HealthCheck {
+        path,
+        interval_ms,
+        timeout_ms,
+        healthy_threshold,
+        unhealthy_threshold,
+        expected_statuses,
+    }
+}
+
+fn check_outlier(e: &mut Errors, spec: OutlierSpec) -> OutlierDetection {
+    let d = OutlierDetection::default();
+    OutlierDetection {
+        enabled: spec.enabled.unwrap_or(d.enabled),
+        consecutive_failures: in_range(
+            e,
+            "/outlier_detection/consecutive_failures",
+            spec.consecutive_failures.unwrap_or(d.consecutive_failures),
+            1,
+            1000,
+        ),
+        base_ejection_ms: in_range(
+            e,
+            "/outlier_detection/base_ejection_ms",
+            spec.base_ejection_ms.unwrap_or(d.base_ejection_ms),
+            100,
+            MAX_EJECTION_MS,
+        ),
+        max_ejection_percent: in_range(
+            e,
+            "/outlier_detection/max_ejection_percent",
+            spec.max_ejection_percent
+                .unwrap_or(d.max_ejection_percent as u32),
+            0,
+            100,
+        ) as u8,
+    }
+}
+
+impl PolicySpec {
+    /// Validate against the upstream's `strategy`.
+    pub(super) fn validate(self, e: &mut Errors, strategy: Strategy) -> Policy {
+        let hash_on = match self.hash_on {
+            None if strategy == Strategy::ConsistentHash => {
+                e.add("/hash_on", "is required by the consistent_hash strategy");
+                None
+            }
+            None => None,
+            Some(_) if strategy != Strategy::ConsistentHash => {
+                e.add("/hash_on", "is only used by the consistent_hash strategy");
+                None
+            }
+            Some(raw) => match HashOn::try_from(raw) {
+                Ok(h) => Some(h),
+                Err(reason) => {
+                    e.add("/hash_on", reason);
+                    None
+                }
+            },
+        };
+        Policy {
+            hash_on,
+            health_check: self.health_check.map(|h| check_health(e, h)),
+            outlier_detection: self
+                .outlier_detection
+                .map(|o| check_outlier(e, o))
+                .unwrap_or_default(),
+            retries: in_range(
+                e,
+                "/retries",
+                self.retries.unwrap_or(DEFAULT_RETRIES),
+                0,
+                MAX_RETRIES,
+            ),
+            fail_open: self.fail_open.unwrap_or(false),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Active health checking.
+//!
+//! One [`HealthChecker`] is the scheduler: after every snapshot install it
+//! reconciles the set of probe tasks against the snapshot — a backend that
+//! appears is probed at once, one that leaves stops being probed, and one
+//! that stays (with the same check settings) keeps its schedule. A change
+//! of an upstream's check settings restarts its probes but keeps the
+//! backends' health. Probes in flight are bounded by one semaphore.
+//!
+//! Health itself lives in the backend's [`BackendState`] in the registry,
+//! so it survives every snapshot swap. Initial state is `unknown`, which
+//! takes traffic: a new route is usable at once, and the first probe (sent
+//! immediately) decides healthy or unhealthy on its own, so a dead backend
+//! gets at most the requests that arrive before that probe fails — and
+//! passive detection plus retries cover those.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Uri, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::HealthCheck;
+use crate::registry::{BackendKey, BackendState, Health};
+use crate::snapshot::Snapshot;
+
+/// Probes in flight at once, across all upstreams.
+pub const MAX_CONCURRENT_PROBES: usize = 64;
+/// Bytes of a probe answer read (then the connection is reused).
+const PROBE_BODY_LIMIT: usize = 64 * 1024;
+
+type ProbeClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+#[derive(Debug)]
+struct Task {
+    check: HealthCheck,
+    handle: JoinHandle<()>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// The health-check scheduler.
+#[derive(Debug)]
+pub struct HealthChecker {
+    tasks: Mutex<HashMap<BackendKey, Task>>,
+    client: ProbeClient,
+    permits: Arc<Semaphore>,
+}
+
+impl Default for HealthChecker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthChecker {
+    pub fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        HealthChecker {
+            tasks: Mutex::new(HashMap::new()),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+        }
+    }
+
+    /// Number of backends being probed.
+    pub fn probing(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Make the probe tasks match `snapshot`. Must run inside a tokio
+    /// runtime when the snapshot has health checks.
+    pub fn reconcile(&self, snapshot: &Snapshot) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wanted: HashMap<BackendKey, (HealthCheck, Uri, Arc<BackendState>)> = HashMap::new();
+        for u in snapshot.upstreams() {
+            for b in u.backends.iter() {
+                let key = BackendKey {
+                    upstream: u.name.to_string(),
+                    url: b.url.to_string(),
+                };
+                match &u.health_check {
+                    Some(check) => {
+                        let uri = Uri::builder()
+                            .scheme(b.scheme.clone())
+                            .authority(b.authority.clone())
+                            .path_and_query(check.path.as_str())
+                            .build();
+                        match uri {
+                            Ok(uri) => {
+                                wanted.insert(key, (check.clone(), uri, Arc::clone(&b.state)));
+                            }
+                            Err(e) => {
+                                tracing::error!(upstream = %u.name, error = %e, "bad health check path")
+                            }
+                        }
+                    }
+                    // Checking was switched off: forget what it found.
+                    None if tasks.contains_key(&key) => b.state.reset_health(),
+                    None => {}
+                }
+            }
+        }
+        tasks.retain(|key, task| {
+            wanted
+                .get(key)
+                .is_some_and(|(check, _, _)| *check == task.check)
+        });
+        for (key, (check, uri, state)) in wanted {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let probe = Probe {
+                key: key.clone(),
+                check: check.clone(),
+                uri,
+                state,
+                client: self.client.clone(),
+                permits: Arc::clone(&self.permits),
+            };
+            let handle = tokio::spawn(probe.run());
+            tasks.insert(key, Task { check, handle });
+        }
+    }
+}
+
+struct Probe {
+    key: BackendKey,
+    check: HealthCheck,
+    uri: Uri,
+    state: Arc<BackendState>,
+    client: ProbeClient,
+    permits: Arc<Semaphore>,
+}
+
+impl Probe {
+    async fn run(self) {
+        let interval = Duration::from_millis(self.check.interval_ms);
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep_until(next).await;
+            next += interval;
+            let (passed, result, latency) = {
+                let Ok(_permit) = self.permits.acquire().await else {
+                    return;
+                };
+                self.probe_once().await
+            };
+            if let Some(now) = self.state.record_probe(
+                passed,
+                result.clone(),
+                latency,
+                self.check.healthy_threshold,
+                self.check.unhealthy_threshold,
+            ) {
+                let level_unhealthy = now == Health::Unhealthy;
+                if level_unhealthy {
+                    tracing::warn!(upstream = %self.key.upstream, backend = %self.key.url, to = "unhealthy", reason = %result, "backend health changed");
+                } else {
+                    tracing::info!(upstream = %self.key.upstream, backend = %self.key.url, to = "healthy", reason = %result, "backend health changed");
+                }
+            }
+        }
+    }
+
+    /// One probe: pass/fail, a short description, latency.
+    async fn probe_once(&self) -> (bool, String, Duration) {
+        let started = Instant::now();
+        let req = Request::get(self.uri.clone())
+            .header(header::USER_AGENT, "switchyard-health-check")
+            .body(Empty::new())
+            .expect("a GET with a valid URI builds");
+        let timeout = Duration::from_millis(self.check.timeout_ms);
+        let outcome = tokio::time::timeout(timeout, async {
+            let resp = self.client.request(req).await?;
+            let status = resp.status().as_u16();
+            // Read (a bounded amount of) the body so the connection is reused.
+            let _ = Limited::new(resp.into_body(), PROBE_BODY_LIMIT)
+                .collect()
+                .await;
+            Ok::<u16, hyper_util::client::legacy::Error>(status)
+        })
+        .await;
+        let latency = started.elapsed();
+        match outcome {
+            Err(_) => (
+                false,
+                format!("timeout after {} ms", self.check.timeout_ms),
+                latency,
+            ),
+            Ok(Err(e)) => (false, format!("error: {}", error_chain(&e)), latency),
+            Ok(Ok(status)) if self.check.passes(status) => (true, format!("ok {status}"), latency),
+            Ok(Ok(status)) => (false, format!("status {status}"), latency),
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
