@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use control_plane::ControlPlane;
 use data_plane::DataPlane;
+pub use data_plane::proxy::ProxySettings;
+pub use data_plane::server::ServerConfig;
+
 use data_plane::proxy::Proxy;
 use data_plane::server::{self, Drained};
 use tokio::net::TcpListener;
@@ -33,6 +36,10 @@ pub struct Settings {
     pub drain: Duration,
     /// A whole-config document applied only to a never-configured database.
     pub bootstrap: Option<std::path::PathBuf>,
+    /// Forwarding headers, request limits, tunnels.
+    pub proxy: ProxySettings,
+    /// Proxy listener limits and TLS.
+    pub server: ServerConfig,
 }
 
 /// Why the gateway could not start.
@@ -129,7 +136,8 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     });
     let proxy = tokio::spawn(server::serve(
         proxy_listener,
-        Proxy::new(Arc::clone(&plane)),
+        Proxy::new(Arc::clone(&plane), settings.proxy),
+        settings.server,
         wait(stopped),
         settings.drain,
     ));

@@ -3,8 +3,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use data_plane::{proxy, server};
 
 /// Switchyard: a dynamic HTTP gateway. Routes, upstream pools, backends and
 /// weights change live through the admin API; the config lives in SQLite.
@@ -51,9 +54,60 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_BOOTSTRAP")]
     bootstrap: Option<std::path::PathBuf>,
 
-    /// Seconds in-flight requests may take to finish on SIGTERM/SIGINT.
+    /// Seconds in-flight requests and open WebSockets may take to finish on
+    /// SIGTERM/SIGINT.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
+
+    /// PEM certificate chain: terminate TLS on the proxy listener (needs
+    /// --tls-key). ALPN offers h2 and http/1.1.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Comma-separated CIDRs of proxies in front of Switchyard whose
+    /// X-Forwarded-*, X-Real-IP and Forwarded headers are kept and extended
+    /// (default: none — those headers are replaced).
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Also send an RFC 7239 Forwarded header upstream.
+    #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER")]
+    forwarded_header: bool,
+
+    /// Largest request head in bytes (431 past it; at least 8192).
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", default_value_t = server::DEFAULT_MAX_HEADER_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(8192..=16 * 1024 * 1024))]
+    max_header_bytes: u64,
+
+    /// Longest request target (path and query) in bytes (414 past it).
+    #[arg(long, env = "SWITCHYARD_MAX_URI_BYTES", default_value_t = proxy::DEFAULT_MAX_URI_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(256..=1024 * 1024))]
+    max_uri_bytes: u64,
+
+    /// Request body limit of routes that set no max_body_bytes (413 past it).
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = proxy::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: u64,
+
+    /// Milliseconds a client has to send a request head; also the longest
+    /// idle time of a keep-alive connection between requests.
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_ms: u64,
+
+    /// Most client connections open at once (more wait in the backlog).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// Seconds without traffic after which a WebSocket (upgraded) connection
+    /// is closed.
+    #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_SECONDS", default_value_t = proxy::DEFAULT_TUNNEL_IDLE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    tunnel_idle_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +181,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             None => {
+                let tls = match (&cli.tls_cert, &cli.tls_key) {
+                    (Some(cert), Some(key)) => Some(server::tls_config(cert, key)?),
+                    _ => None,
+                };
                 let gateway = switchyard::start(switchyard::Settings {
                     proxy_listen: cli.proxy_listen,
                     admin_listen: cli.admin_listen,
@@ -134,6 +192,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     admin_token: cli.admin_token,
                     drain: Duration::from_secs(cli.drain_seconds),
                     bootstrap: cli.bootstrap,
+                    proxy: switchyard::ProxySettings {
+                        trusted_proxies: cli.trusted_proxies,
+                        forwarded_header: cli.forwarded_header,
+                        max_uri_bytes: cli.max_uri_bytes as usize,
+                        max_body_bytes: cli.max_body_bytes,
+                        tunnel_idle: Duration::from_secs(cli.tunnel_idle_seconds),
+                    },
+                    server: switchyard::ServerConfig {
+                        max_header_bytes: cli.max_header_bytes as usize,
+                        header_read_timeout: Duration::from_millis(cli.header_read_timeout_ms),
+                        max_connections: cli.max_connections as usize,
+                        tls,
+                    },
                 })
                 .await?;
                 termination().await;

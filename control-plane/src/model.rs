@@ -27,7 +27,9 @@ pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
 pub use parse::{Shape, parse};
 pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec};
 
-use data_plane::config::{DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts};
+use data_plane::config::{
+    DEFAULT_BODY_IDLE_MS, DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts,
+};
 use data_plane::snapshot::parse_backend_url;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -35,6 +37,8 @@ use serde::de::IgnoredAny;
 pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_WEIGHT: u32 = 1000;
+/// Largest per-route body limit that can be configured (1 TiB).
+pub const MAX_BODY_LIMIT: u64 = 1 << 40;
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const MAX_CONNECT_MS: u64 = 60_000;
 pub const MAX_RESPONSE_HEADER_MS: u64 = 3_600_000;
@@ -90,6 +94,9 @@ pub struct RouteSpec {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub strip_prefix: bool,
+    #[serde(default)]
+    pub preserve_host: bool,
+    pub max_body_bytes: Option<u64>,
     pub upstream: Option<String>,
     pub backends: Option<Vec<BackendSpec>>,
     pub strategy: Option<String>,
@@ -155,6 +162,7 @@ impl Shape for BackendSpec {
 pub struct TimeoutsSpec {
     pub connect_ms: Option<u64>,
     pub response_header_ms: Option<u64>,
+    pub body_idle_ms: Option<u64>,
 }
 
 // ------------------------------------------------------- domain values ---
@@ -179,6 +187,8 @@ pub struct Route {
     pub methods: Vec<String>,
     pub hosts: Vec<String>,
     pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub max_body_bytes: Option<u64>,
     pub target: RouteTarget,
 }
 
@@ -373,6 +383,7 @@ fn check_timeouts(errors: &mut Errors, spec: Option<TimeoutsSpec>) -> Timeouts {
     let spec = spec.unwrap_or(TimeoutsSpec {
         connect_ms: None,
         response_header_ms: None,
+        body_idle_ms: None,
     });
     let connect_ms = spec.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
     if !(1..=MAX_CONNECT_MS).contains(&connect_ms) {
@@ -390,9 +401,17 @@ fn check_timeouts(errors: &mut Errors, spec: Option<TimeoutsSpec>) -> Timeouts {
             format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
         );
     }
+    let body_idle_ms = spec.body_idle_ms.unwrap_or(DEFAULT_BODY_IDLE_MS);
+    if !(1..=MAX_RESPONSE_HEADER_MS).contains(&body_idle_ms) {
+        errors.add(
+            "/timeouts/body_idle_ms",
+            format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
+        );
+    }
     Timeouts {
         connect_ms,
         response_header_ms,
+        body_idle_ms,
     }
 }
 
@@ -404,6 +423,12 @@ impl RouteSpec {
         let path = check_path(&mut e, self.path);
         let methods = check_methods(&mut e, self.methods);
         let hosts = check_hosts(&mut e, self.hosts);
+        if self.max_body_bytes.is_some_and(|n| n > MAX_BODY_LIMIT) {
+            e.add(
+                "/max_body_bytes",
+                format!("must be between 0 and {MAX_BODY_LIMIT}"),
+            );
+        }
         let target = match (self.upstream, self.backends) {
             (Some(_), Some(_)) => {
                 e.add(
@@ -451,6 +476,8 @@ impl RouteSpec {
             methods,
             hosts,
             strip_prefix: self.strip_prefix,
+            preserve_host: self.preserve_host,
+            max_body_bytes: self.max_body_bytes,
             target,
         })
     }

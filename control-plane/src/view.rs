@@ -14,6 +14,9 @@ pub struct RouteView {
     pub methods: Vec<String>,
     pub hosts: Vec<String>,
     pub strip_prefix: bool,
+    pub preserve_host: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
     pub upstream: String,
     pub version: u64,
 }
@@ -83,5 +86,8 @@ pub struct ConfigRouteView {
     pub methods: Vec<String>,
     pub hosts: Vec<String>,
     pub strip_prefix: bool,
+    pub preserve_host: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
     pub upstream: String,
 }

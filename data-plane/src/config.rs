@@ -13,6 +13,8 @@ pub const DEFAULT_CONNECT_MS: u64 = 2_000;
 /// Default time allowed between sending a request upstream and receiving the
 /// response headers.
 pub const DEFAULT_RESPONSE_HEADER_MS: u64 = 30_000;
+/// Default longest pause between two pieces of an upstream response body.
+pub const DEFAULT_BODY_IDLE_MS: u64 = 60_000;
 /// Default extra attempts on another backend after a retryable failure.
 pub const DEFAULT_RETRIES: u32 = 1;
 
@@ -42,6 +44,13 @@ pub struct RouteConfig {
     /// Remove the matched prefix before forwarding (`/api/x` → `/x`).
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Send the client's `Host` upstream instead of the backend's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Largest request body accepted (413 past it, counted while
+    /// streaming); `None` = the gateway-wide default.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     /// Name of the upstream this route forwards to.
     pub upstream: String,
 }
@@ -282,6 +291,14 @@ pub struct Timeouts {
     pub connect_ms: u64,
     #[serde(default = "default_response_header_ms")]
     pub response_header_ms: u64,
+    /// Longest pause while streaming the response body; past it the
+    /// response is aborted.
+    #[serde(default = "default_body_idle_ms")]
+    pub body_idle_ms: u64,
+}
+
+fn default_body_idle_ms() -> u64 {
+    DEFAULT_BODY_IDLE_MS
 }
 
 fn default_connect_ms() -> u64 {
@@ -297,6 +314,7 @@ impl Default for Timeouts {
         Timeouts {
             connect_ms: DEFAULT_CONNECT_MS,
             response_header_ms: DEFAULT_RESPONSE_HEADER_MS,
+            body_idle_ms: DEFAULT_BODY_IDLE_MS,
         }
     }
 }

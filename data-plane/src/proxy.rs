@@ -1,26 +1,32 @@
 //! The proxy service: one request in, one response out.
 //!
-//! Per request: load the snapshot once, normalise the path, route, pick a
-//! backend, rewrite the head, and hand the streaming body to the pooled
-//! client. No lock, no database, no buffering: the request and response
-//! bodies are passed through frame by frame.
+//! Per request: load the snapshot once, check the request line, normalise
+//! the path, route, pick a backend, rewrite the head, and hand the
+//! streaming body to the pooled client; retry on another backend when that
+//! is safe. No lock, no database, no buffering: bodies pass through frame
+//! by frame. Upgrades (WebSocket) become tunnels once the backend says 101.
 
 pub mod body;
 pub mod client;
 pub mod error;
 pub mod headers;
 pub mod request_body;
+pub mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use ipnet::IpNet;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
+pub use tunnel::Tunnels;
 
 use crate::balance::{self, PickContext};
 use crate::config::HashOn;
@@ -29,22 +35,73 @@ use crate::snapshot::Snapshot;
 use crate::{DataPlane, registry};
 use request_body::RequestBody;
 
+/// Gateway-wide proxy settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Peers whose `X-Forwarded-*`, `X-Real-IP` and `Forwarded` are kept
+    /// and extended; from anyone else they are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Also send RFC 7239 `Forwarded` upstream.
+    pub forwarded_header: bool,
+    /// Longest request target (path and query) accepted: 414 past it.
+    pub max_uri_bytes: usize,
+    /// Request body limit of routes that set none: 413 past it.
+    pub max_body_bytes: u64,
+    /// An upgraded connection (WebSocket) with no traffic for this long is
+    /// closed.
+    pub tunnel_idle: Duration,
+}
+
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(300);
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            trusted_proxies: Vec::new(),
+            forwarded_header: false,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE,
+        }
+    }
+}
+
+/// What the listener knows of a client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The client came over TLS.
+    pub tls: bool,
+}
+
 /// The request handler of the proxy listener.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     plane: Arc<DataPlane>,
+    settings: Arc<ProxySettings>,
+    tunnels: Tunnels,
 }
 
 impl Proxy {
-    pub fn new(plane: Arc<DataPlane>) -> Self {
-        Proxy { plane }
+    pub fn new(plane: Arc<DataPlane>, settings: ProxySettings) -> Self {
+        Proxy {
+            plane,
+            settings: Arc::new(settings),
+            tunnels: Tunnels::new(),
+        }
+    }
+
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// Proxy one request. Never fails: errors become JSON responses.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let request_id = headers::request_id(req.headers());
         let snapshot = self.plane.snapshot();
-        match forward(&snapshot, req, peer, &request_id).await {
+        match self.forward(&snapshot, req, conn, &request_id).await {
             Ok(resp) => resp,
             Err(err) => {
                 tracing::debug!(request_id = ?request_id, error = %err, "proxy error");
@@ -104,129 +161,231 @@ fn hash_key(hash_on: &HashOn, headers: &HeaderMap, peer: SocketAddr) -> Option<u
     }
 }
 
+/// The protocol a client asks to switch to (`Connection: upgrade` plus
+/// `Upgrade`), unless it is `h2c`, which a proxy must not pass on.
+fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = headers.get(header::UPGRADE)?;
+    let h2c = upgrade
+        .to_str()
+        .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")))
+        .unwrap_or(true);
+    (wants && !h2c).then(|| upgrade.clone())
+}
+
+/// Refuse request lines and heads a gateway must not pass on.
+fn check_request(parts: &http::request::Parts, settings: &ProxySettings) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > settings.max_uri_bytes {
+        return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
+    }
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(ProxyError::BadHost("more than one Host header"));
+    }
+    if hosts == 0 && parts.version == Version::HTTP_11 && parts.uri.authority().is_none() {
+        return Err(ProxyError::BadHost("HTTP/1.1 request without Host"));
+    }
+    Ok(())
+}
+
+/// `Content-Length` if the client declared one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Most attempts a request can make (1 + the largest `retries` allowed).
 pub const MAX_ATTEMPTS: usize = 6;
 
-async fn forward(
-    snapshot: &Snapshot,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    let path = path::normalize(parts.uri.path())?;
-    let host_header = parts.headers.get(header::HOST);
-    let host = request_host(&parts.uri, host_header);
-    let (matched, route) = snapshot
-        .find(host, &parts.method, &path)
-        .ok_or(ProxyError::NoRoute)?;
-    let upstream = &snapshot.upstreams()[route.upstream];
-
-    let forward_path = if route.strip_prefix {
-        matched.strip(&path)
-    } else {
-        &path
-    };
-    let path_and_query = match (forward_path == parts.uri.path(), parts.uri.query()) {
-        (true, _) => parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        (false, None) => PathAndQuery::try_from(forward_path).map_err(|_| path_error())?,
-        (false, Some(q)) => {
-            PathAndQuery::try_from(format!("{forward_path}?{q}")).map_err(|_| path_error())?
-        }
-    };
-    let forwarded_host = host_header.cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::forward_request(
-        &mut parts.headers,
-        peer.ip(),
-        forwarded_host.as_ref(),
-        request_id,
-    );
-    let ctx = PickContext {
-        hash: upstream
-            .hash_on
-            .as_ref()
-            .and_then(|h| hash_key(h, &parts.headers, peer)),
-    };
-    let body = request_body::share(body);
-    let idempotent = is_idempotent(&parts.method);
-    let attempts = (upstream.retries as usize + 1).min(MAX_ATTEMPTS);
-    let mut tried = [usize::MAX; MAX_ATTEMPTS];
-    let mut headers = Some(parts.headers);
-    let mut last_failure = None;
-
-    for attempt in 0..attempts {
-        let Some(i) = upstream.pick(&ctx, &tried[..attempt]) else {
-            break;
-        };
-        tried[attempt] = i;
-        let backend = &upstream.backends[i];
-        let last = attempt + 1 == attempts;
-        let mut req = Request::new(RequestBody::attempt(body.as_ref()));
-        *req.method_mut() = parts.method.clone();
-        *req.version_mut() = Version::HTTP_11;
-        *req.uri_mut() = Uri::builder()
-            .scheme(backend.scheme.clone())
-            .authority(backend.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|_| path_error())?;
-        // Only a request that may be sent again keeps a copy of its head.
-        *req.headers_mut() = if last {
-            headers.take().unwrap_or_default()
-        } else {
-            headers.clone().unwrap_or_default()
-        };
-
-        let in_flight = backend.state.start();
-        let started = registry::now_ns();
-        let sent = upstream.client.request(req);
-        let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
-            Ok(Ok(resp)) => {
-                backend.state.observe_latency(registry::now_ns() - started);
-                if resp.status().is_server_error() {
-                    upstream.report_failure(i);
-                } else {
-                    upstream.report_success(i);
-                }
-                let (mut head, body) = resp.into_parts();
-                headers::forward_response(&mut head.headers, request_id);
-                return Ok(Response::from_parts(
-                    head,
-                    ProxyBody::upstream(body, in_flight),
-                ));
-            }
-            Ok(Err(e)) => ProxyError::from_client(&backend.url, e),
-            Err(_elapsed) => ProxyError::Timeout {
-                backend: Arc::clone(&backend.url),
-            },
-        };
-        drop(in_flight);
-        upstream.report_failure(i);
-        // Retry on another backend only when nothing reached this one (a
-        // refused connection), or for an idempotent request whose body has
-        // not started streaming.
-        let body_intact = body.as_ref().is_none_or(|slot| !slot.taken());
-        let nothing_sent = matches!(failure, ProxyError::Connect { .. });
-        let retryable = body_intact && (nothing_sent || idempotent);
-        if last || !retryable {
-            return Err(failure);
-        }
-        tracing::debug!(upstream = %upstream.name, backend = %backend.url, error = %failure, "retrying on another backend");
-        last_failure = Some(failure);
+impl Proxy {
+    fn trusted(&self, ip: IpAddr) -> bool {
+        let proxies = &self.settings.trusted_proxies;
+        !proxies.is_empty() && proxies.iter().any(|net| net.contains(&ip))
     }
-    // Every backend was tried (or none is available): the last failure
-    // says more than "no backend".
-    Err(last_failure.unwrap_or_else(|| ProxyError::NoBackend(Arc::clone(&upstream.name))))
+
+    async fn forward(
+        &self,
+        snapshot: &Snapshot,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        check_request(&parts, &self.settings)?;
+        let path = path::normalize(parts.uri.path())?;
+        let host_header = parts.headers.get(header::HOST);
+        let host = request_host(&parts.uri, host_header);
+        let (matched, route) = snapshot
+            .find(host, &parts.method, &path)
+            .ok_or(ProxyError::NoRoute)?;
+        let upstream = &snapshot.upstreams()[route.upstream];
+        let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
+        if declared_length(&parts.headers).is_some_and(|n| n > body_limit) {
+            return Err(ProxyError::BodyTooLarge(body_limit));
+        }
+
+        let forward_path = if route.strip_prefix {
+            matched.strip(&path)
+        } else {
+            &path
+        };
+        let path_and_query = match (forward_path == parts.uri.path(), parts.uri.query()) {
+            (true, _) => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            (false, None) => PathAndQuery::try_from(forward_path).map_err(|_| path_error())?,
+            (false, Some(q)) => {
+                PathAndQuery::try_from(format!("{forward_path}?{q}")).map_err(|_| path_error())?
+            }
+        };
+        let client_host = host_header.cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let upgrade = requested_upgrade(&parts.headers);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::forward_request(
+            &mut parts.headers,
+            &headers::Origin {
+                client_ip: conn.peer.ip(),
+                trusted: self.trusted(conn.peer.ip()),
+                proto: if conn.tls { "https" } else { "http" },
+                host: client_host.as_ref(),
+                request_id,
+                forwarded: self.settings.forwarded_header,
+            },
+        );
+        if route.preserve_host {
+            if let Some(h) = &client_host {
+                parts.headers.insert(header::HOST, h.clone());
+            }
+        } else {
+            // The client library sets the backend's own Host.
+            parts.headers.remove(header::HOST);
+        }
+        if let Some(proto) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        let ctx = PickContext {
+            hash: upstream
+                .hash_on
+                .as_ref()
+                .and_then(|h| hash_key(h, &parts.headers, conn.peer)),
+        };
+        let body = request_body::share(body, body_limit);
+        // An upgrade is a conversation: once sent, never repeat it.
+        let idempotent = is_idempotent(&parts.method) && upgrade.is_none();
+        let attempts = (upstream.retries as usize + 1).min(MAX_ATTEMPTS);
+        let mut tried = [usize::MAX; MAX_ATTEMPTS];
+        let mut head_headers = Some(parts.headers);
+        let mut last_failure = None;
+
+        for attempt in 0..attempts {
+            let Some(i) = upstream.pick(&ctx, &tried[..attempt]) else {
+                break;
+            };
+            tried[attempt] = i;
+            let backend = &upstream.backends[i];
+            let last = attempt + 1 == attempts;
+            let mut req = Request::new(RequestBody::attempt(body.as_ref()));
+            *req.method_mut() = parts.method.clone();
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = Uri::builder()
+                .scheme(backend.scheme.clone())
+                .authority(backend.authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .map_err(|_| path_error())?;
+            // Only a request that may be sent again keeps a copy of its head.
+            *req.headers_mut() = if last {
+                head_headers.take().unwrap_or_default()
+            } else {
+                head_headers.clone().unwrap_or_default()
+            };
+
+            let in_flight = backend.state.start();
+            let started = registry::now_ns();
+            let sent = upstream.client.request(req);
+            let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
+                Ok(Ok(mut resp)) => {
+                    backend.state.observe_latency(registry::now_ns() - started);
+                    if resp.status().is_server_error() {
+                        upstream.report_failure(i);
+                    } else {
+                        upstream.report_success(i);
+                    }
+                    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+                    let accepted = resp.headers().get(header::UPGRADE).cloned();
+                    let (mut head, resp_body) = resp.into_parts();
+                    headers::forward_response(&mut head.headers, request_id);
+                    if let (Some(client_side), Some(backend_side), Some(proto)) =
+                        (client_upgrade, backend_upgrade, accepted)
+                    {
+                        head.headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        head.headers.insert(header::UPGRADE, proto);
+                        self.tunnels.spawn(
+                            client_side,
+                            backend_side,
+                            self.settings.tunnel_idle,
+                            in_flight,
+                            Arc::clone(&backend.url),
+                        );
+                        return Ok(Response::from_parts(head, ProxyBody::empty()));
+                    }
+                    let body =
+                        ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
+                    return Ok(Response::from_parts(head, body));
+                }
+                Ok(Err(e)) if body.as_ref().is_some_and(|b| b.too_large()) => {
+                    drop(e);
+                    return Err(ProxyError::BodyTooLarge(body_limit));
+                }
+                Ok(Err(e)) => ProxyError::from_client(&backend.url, e),
+                Err(_elapsed) => ProxyError::Timeout {
+                    backend: Arc::clone(&backend.url),
+                },
+            };
+            drop(in_flight);
+            upstream.report_failure(i);
+            // Retry on another backend only when nothing reached this one (a
+            // refused connection), or for an idempotent request whose body
+            // has not started streaming.
+            let body_intact = body.as_ref().is_none_or(|slot| !slot.taken());
+            let nothing_sent = matches!(failure, ProxyError::Connect { .. });
+            let retryable = body_intact && (nothing_sent || idempotent);
+            if last || !retryable {
+                return Err(failure);
+            }
+            tracing::debug!(upstream = %upstream.name, backend = %backend.url, error = %failure, "retrying on another backend");
+            last_failure = Some(failure);
+        }
+        // Every backend was tried (or none is available): the last failure
+        // says more than "no backend".
+        Err(last_failure.unwrap_or_else(|| ProxyError::NoBackend(Arc::clone(&upstream.name))))
+    }
 }
 
 fn path_error() -> ProxyError {

@@ -1,40 +1,142 @@
-//! The proxy listener: accepts connections, serves HTTP/1.1 and h2c
-//! (auto-detected) with the [`Proxy`] service, and drains on shutdown.
+//! The proxy listener: accepts connections (optionally TLS, with ALPN h2
+//! and http/1.1), serves HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or
+//! negotiated over TLS) with the [`Proxy`] service, and drains on shutdown.
+//!
+//! Limits: at most `max_connections` client connections (further ones
+//! wait in the kernel backlog), request heads of at most
+//! `max_header_bytes` (431), and `header_read_timeout` to receive a head,
+//! which also bounds the idle time of a keep-alive connection between
+//! requests, so slowloris and idle connections are closed.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
-use crate::proxy::Proxy;
+use crate::proxy::{ConnInfo, Proxy};
 
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {
-    /// Every connection finished its in-flight requests.
+    /// Every connection and tunnel finished in time.
     Clean,
     /// The drain period ran out with connections still open.
     TimedOut,
 }
 
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request head (431 past it; at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Time to receive a request head, and the longest idle time of a
+    /// keep-alive connection.
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// Terminate TLS with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
+        }
+    }
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate chain {path}: {reason}")]
+    Cert { path: String, reason: String },
+    #[error("cannot read private key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("certificate and key do not make a valid TLS config: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// A server TLS config from PEM files, offering h2 and http/1.1 by ALPN.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| TlsError::Cert {
+            path: cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Cert {
+            path: cert.display().to_string(),
+            reason: "no certificate in the file".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Serve `listener` until `shutdown` resolves; then stop accepting, let
-/// in-flight requests finish for at most `drain`, and return.
+/// in-flight requests and open tunnels finish for at most `drain`, and
+/// return.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
+    config: ServerConfig,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Drained {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // A head that does not fit the read buffer is answered 431.
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let tls = config.tls.map(TlsAcceptor::from);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    // Connection tasks watch `stopping` to finish gracefully; `connections`
+    // tells when they all have.
+    let (stop, stopping) = watch::channel(false);
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -49,24 +151,85 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let (proxy, builder, stopping, tls) = (
+            proxy.clone(),
+            Arc::clone(&builder),
+            stopping.clone(),
+            tls.clone(),
+        );
+        let handshake_timeout = config.header_read_timeout;
+        connections.spawn(async move {
+            let _permit = permit;
+            let result = match tls {
+                None => {
+                    let info = ConnInfo { peer, tls: false };
+                    serve_conn(&builder, stopping, stream, proxy, info).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let info = ConnInfo { peer, tls: true };
+                            serve_conn(&builder, stopping, tls_stream, proxy, info).await
+                        }
+                        Ok(Err(e)) => Err(Box::new(e) as _),
+                        Err(_) => Err(Box::new(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        )) as _),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let _ = stop.send(true);
+    connections.close();
+    let started = tokio::time::Instant::now();
+    let conns_done = tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_ok();
+    let tunnels = proxy.tunnels().clone();
+    let left = drain.saturating_sub(started.elapsed());
+    let tunnels_done = tunnels.drain(left).await;
+    if conns_done && tunnels_done {
+        Drained::Clean
+    } else {
+        Drained::TimedOut
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serve one connection; when `stopping` turns true, finish the request in
+/// flight (no new ones on this connection) and close.
+async fn serve_conn<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    mut stopping: watch::Receiver<bool>,
+    io: I,
+    proxy: Proxy,
+    info: ConnInfo,
+) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Drop the watch guard at once: it must not live across an await.
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await.map(|_| ());
+    };
     tokio::select! {
-        () = graceful.shutdown() => Drained::Clean,
-        () = tokio::time::sleep(drain) => Drained::TimedOut,
+        r = conn.as_mut() => r,
+        () = stop => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }

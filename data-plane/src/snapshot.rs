@@ -52,6 +52,8 @@ pub struct CompiledRoute {
     /// Index into [`Snapshot::upstreams`].
     pub upstream: usize,
     pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub max_body_bytes: Option<u64>,
 }
 
 /// One backend with its parsed address and live state.
@@ -72,6 +74,7 @@ pub struct CompiledUpstream {
     pub backends: Box<[CompiledBackend]>,
     balancer: Box<dyn Balancer>,
     pub response_header_timeout: Duration,
+    pub body_idle_timeout: Duration,
     pub client: UpstreamClient,
     pub strategy: crate::config::Strategy,
     pub hash_on: Option<HashOn>,
@@ -233,6 +236,8 @@ impl Snapshot {
                 name: r.name.as_str().into(),
                 upstream,
                 strip_prefix: r.strip_prefix,
+                preserve_host: r.preserve_host,
+                max_body_bytes: r.max_body_bytes,
             });
         }
 
@@ -320,6 +325,7 @@ fn compile_upstream(
         balancer,
         backends: backends.into_boxed_slice(),
         response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
+        body_idle_timeout: Duration::from_millis(u.timeouts.body_idle_ms),
         client: registry.client(Duration::from_millis(u.timeouts.connect_ms)),
         strategy: u.strategy,
         hash_on: u.hash_on.clone(),
@@ -376,6 +382,8 @@ mod tests {
                 methods: vec![],
                 hosts: vec![],
                 strip_prefix: true,
+                preserve_host: false,
+                max_body_bytes: None,
                 upstream: "pool".into(),
             }],
             upstreams: vec![UpstreamConfig {

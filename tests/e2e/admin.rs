@@ -50,7 +50,7 @@ async fn route_crud_with_etags() {
     let created: Value = r.json().await.unwrap();
     assert_eq!(
         created,
-        json!({"name": "api", "path": "/api", "methods": [], "hosts": [], "strip_prefix": false, "upstream": "api", "version": 1})
+        json!({"name": "api", "path": "/api", "methods": [], "hosts": [], "strip_prefix": false, "preserve_host": false, "upstream": "api", "version": 1})
     );
 
     let r = gw.admin(Method::GET, "/admin/routes/api", None).await;
@@ -123,7 +123,7 @@ async fn upstreams_and_backends() {
     assert_eq!(up["strategy"], "round_robin");
     assert_eq!(
         up["timeouts"],
-        json!({"connect_ms": 2000, "response_header_ms": 30000})
+        json!({"connect_ms": 2000, "response_header_ms": 30000, "body_idle_ms": 60000})
     );
     assert_eq!(up["backends"][0]["weight"], 2);
 

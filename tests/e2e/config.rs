@@ -15,21 +15,23 @@ fn document(a: &str, b: &str) -> Value {
         "upstreams": [
             {"name": "api", "strategy": "weighted_round_robin",
              "backends": [{"url": a, "weight": 3}, {"url": b, "weight": 1}],
-             "timeouts": {"connect_ms": 1500, "response_header_ms": 20000},
+             "timeouts": {"connect_ms": 1500, "response_header_ms": 20000, "body_idle_ms": 15000},
              "health_check": {"path": "/healthz", "interval_ms": 5000, "timeout_ms": 500,
                               "healthy_threshold": 2, "unhealthy_threshold": 3, "expected_statuses": [200]},
              "outlier_detection": {"enabled": false, "consecutive_failures": 5, "base_ejection_ms": 10000,
                                    "max_ejection_percent": 50},
              "retries": 2, "fail_open": true},
             {"name": "web", "strategy": "consistent_hash", "backends": [{"url": b, "weight": 1}],
-             "timeouts": {"connect_ms": 2000, "response_header_ms": 30000}, "hash_on": "header:x-user",
+             "timeouts": {"connect_ms": 2000, "response_header_ms": 30000, "body_idle_ms": 60000}, "hash_on": "header:x-user",
              "outlier_detection": {"enabled": true, "consecutive_failures": 5, "base_ejection_ms": 10000,
                                    "max_ejection_percent": 50},
              "retries": 1, "fail_open": false, "owner_route": "web"}
         ],
         "routes": [
-            {"name": "api", "path": "/api", "methods": ["GET", "POST"], "hosts": [], "strip_prefix": true, "upstream": "api"},
-            {"name": "web", "path": "/", "methods": [], "hosts": ["www.example"], "strip_prefix": false, "upstream": "web"}
+            {"name": "api", "path": "/api", "methods": ["GET", "POST"], "hosts": [], "strip_prefix": true,
+             "preserve_host": false, "max_body_bytes": 1048576, "upstream": "api"},
+            {"name": "web", "path": "/", "methods": [], "hosts": ["www.example"], "strip_prefix": false,
+             "preserve_host": true, "upstream": "web"}
         ]
     })
 }

@@ -223,7 +223,7 @@ async fn headers_are_rewritten_both_ways() {
 }
 
 #[tokio::test]
-async fn forwarded_for_is_appended_and_request_id_kept() {
+async fn forwarding_headers_from_untrusted_clients_are_replaced() {
     let gw = TestGateway::start().await;
     let a = Backend::named("a").start().await;
     gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": a.url}]}))
@@ -232,14 +232,73 @@ async fn forwarded_for_is_appended_and_request_id_kept() {
         .http
         .get(gw.proxy_url("/"))
         .header("x-forwarded-for", "203.0.113.7")
+        .header("x-real-ip", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=203.0.113.7")
         .header("x-request-id", "abc-123")
         .send()
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
+    assert_eq!(r.headers()["via"], "1.1 switchyard");
     let echo: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(echo["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-    assert_eq!(echo["headers"]["x-request-id"], "abc-123");
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert!(h.get("forwarded").is_none());
+    assert_eq!(h["x-request-id"], "abc-123");
+    assert_eq!(h["via"], "1.1 switchyard");
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_extended_and_forwarded_is_sent() {
+    let gw = TestGateway::start_with(|s| {
+        s.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        s.proxy.forwarded_header = true;
+    })
+    .await;
+    let a = Backend::named("a").start().await;
+    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
+    let r = gw
+        .http
+        .get(gw.proxy_url("/"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=203.0.113.7;proto=https")
+        .header("host", "shop.example")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(
+        h["forwarded"],
+        "for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=shop.example"
+    );
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host() {
+    let gw = TestGateway::start().await;
+    let a = Backend::named("a").start().await;
+    gw.create_route(
+        json!({"name": "p", "path": "/", "preserve_host": true, "backends": [{"url": a.url}]}),
+    )
+    .await;
+    let r = gw
+        .http
+        .get(gw.proxy_url("/"))
+        .header("host", "shop.example")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["host"], "shop.example");
+    assert_eq!(echo["headers"]["x-forwarded-host"], "shop.example");
 }
 
 #[tokio::test]

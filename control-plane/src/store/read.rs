@@ -14,9 +14,22 @@ use crate::view::{
     UpstreamView,
 };
 
-pub(super) type RouteRow = (String, String, String, String, bool, String, i64);
-pub(super) const ROUTE_SELECT_ALL: &str =
-    "SELECT name, path, methods, hosts, strip_prefix, upstream, version FROM routes ORDER BY name";
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RouteRow {
+    name: String,
+    path: String,
+    methods: String,
+    hosts: String,
+    strip_prefix: bool,
+    preserve_host: bool,
+    max_body_bytes: Option<i64>,
+    upstream: String,
+    version: i64,
+}
+const ROUTE_COLUMNS: &str =
+    "name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes, upstream, version";
+pub(super) const ROUTE_SELECT_ALL: &str = "SELECT name, path, methods, hosts, strip_prefix, preserve_host, \
+     max_body_bytes, upstream, version FROM routes ORDER BY name";
 
 pub(super) fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).expect("a list of strings serialises")
@@ -28,15 +41,16 @@ fn parse_list(raw: &str) -> Result<Vec<String>, StoreError> {
 }
 
 pub(super) fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
-    let (name, path, methods, hosts, strip_prefix, upstream, version) = row;
     Ok(RouteView {
-        name,
-        path,
-        methods: parse_list(&methods)?,
-        hosts: parse_list(&hosts)?,
-        strip_prefix,
-        upstream,
-        version: version as u64,
+        methods: parse_list(&row.methods)?,
+        hosts: parse_list(&row.hosts)?,
+        name: row.name,
+        path: row.path,
+        strip_prefix: row.strip_prefix,
+        preserve_host: row.preserve_host,
+        max_body_bytes: row.max_body_bytes.map(|n| n as u64),
+        upstream: row.upstream,
+        version: row.version as u64,
     })
 }
 
@@ -44,17 +58,39 @@ pub(super) async fn get_route(
     conn: &mut SqliteConnection,
     name: &str,
 ) -> Result<RouteView, StoreError> {
-    let row: Option<RouteRow> = sqlx::query_as(
-        "SELECT name, path, methods, hosts, strip_prefix, upstream, version FROM routes WHERE name = ?",
-    )
+    let row: Option<RouteRow> = sqlx::query_as(&format!(
+        "SELECT {ROUTE_COLUMNS} FROM routes WHERE name = ?"
+    ))
     .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
     route_view(row.ok_or_else(|| not_found("route", name))?)
 }
 
-/// name, strategy, connect ms, response-header ms, policy JSON, owner, version.
-type UpstreamRow = (String, String, i64, i64, String, Option<String>, i64);
+#[derive(Debug, sqlx::FromRow)]
+struct UpstreamRow {
+    name: String,
+    strategy: String,
+    connect_timeout_ms: i64,
+    response_header_timeout_ms: i64,
+    body_idle_timeout_ms: i64,
+    policy: String,
+    owner_route: Option<String>,
+    version: i64,
+}
+
+const UPSTREAM_COLUMNS: &str = "name, strategy, connect_timeout_ms, response_header_timeout_ms, \
+     body_idle_timeout_ms, policy, owner_route, version";
+
+impl UpstreamRow {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect_ms: self.connect_timeout_ms as u64,
+            response_header_ms: self.response_header_timeout_ms as u64,
+            body_idle_ms: self.body_idle_timeout_ms as u64,
+        }
+    }
+}
 
 fn parse_policy(raw: &str) -> Result<Policy, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("bad policy {raw:?}: {e}")))
@@ -68,15 +104,14 @@ pub(super) async fn get_upstream(
     conn: &mut SqliteConnection,
     name: &str,
 ) -> Result<UpstreamView, StoreError> {
-    let row: Option<UpstreamRow> = sqlx::query_as(
-        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms, policy, owner_route, version
-         FROM upstreams WHERE name = ?",
-    )
+    let row: Option<UpstreamRow> = sqlx::query_as(&format!(
+        "SELECT {UPSTREAM_COLUMNS} FROM upstreams WHERE name = ?"
+    ))
     .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
-    let (name, strategy, connect, header, policy, owner_route, version) =
-        row.ok_or_else(|| not_found("upstream", name))?;
+    let row = row.ok_or_else(|| not_found("upstream", name))?;
+    let name = row.name.clone();
     let backends: Vec<(i64, String, i64, i64)> = sqlx::query_as(
         "SELECT id, url, weight, version FROM backends WHERE upstream = ? ORDER BY id",
     )
@@ -84,7 +119,7 @@ pub(super) async fn get_upstream(
     .fetch_all(&mut *conn)
     .await?;
     Ok(UpstreamView {
-        strategy: parse_strategy(&strategy)?.as_str().to_string(),
+        strategy: parse_strategy(&row.strategy)?.as_str().to_string(),
         backends: backends
             .into_iter()
             .map(|(id, url, weight, version)| BackendView {
@@ -94,13 +129,10 @@ pub(super) async fn get_upstream(
                 version: version as u64,
             })
             .collect(),
-        timeouts: Timeouts {
-            connect_ms: connect as u64,
-            response_header_ms: header as u64,
-        },
-        policy: parse_policy(&policy)?,
-        owner_route,
-        version: version as u64,
+        timeouts: row.timeouts(),
+        policy: parse_policy(&row.policy)?,
+        owner_route: row.owner_route,
+        version: row.version as u64,
         name,
     })
 }
@@ -143,28 +175,25 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
             weight: weight as u32,
         });
     }
-    let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
-        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms, policy FROM upstreams ORDER BY name",
-    )
+    let rows: Vec<UpstreamRow> = sqlx::query_as(&format!(
+        "SELECT {UPSTREAM_COLUMNS} FROM upstreams ORDER BY name"
+    ))
     .fetch_all(&mut *conn)
     .await?;
     let upstreams = rows
         .into_iter()
-        .map(|(name, strategy, connect, header, policy)| {
-            let policy = parse_policy(&policy)?;
+        .map(|row| {
+            let policy = parse_policy(&row.policy)?;
             Ok(UpstreamConfig {
-                strategy: parse_strategy(&strategy)?,
-                backends: backends.remove(&name).unwrap_or_default(),
-                timeouts: Timeouts {
-                    connect_ms: connect as u64,
-                    response_header_ms: header as u64,
-                },
+                strategy: parse_strategy(&row.strategy)?,
+                backends: backends.remove(&row.name).unwrap_or_default(),
+                timeouts: row.timeouts(),
                 hash_on: policy.hash_on,
                 health_check: policy.health_check,
                 outlier_detection: policy.outlier_detection,
                 retries: policy.retries,
                 fail_open: policy.fail_open,
-                name,
+                name: row.name,
             })
         })
         .collect::<Result<_, StoreError>>()?;
@@ -181,6 +210,8 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
                 methods: v.methods,
                 hosts: v.hosts,
                 strip_prefix: v.strip_prefix,
+                preserve_host: v.preserve_host,
+                max_body_bytes: v.max_body_bytes,
                 upstream: v.upstream,
             })
         })
@@ -230,6 +261,8 @@ pub(super) async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, St
                 methods: v.methods,
                 hosts: v.hosts,
                 strip_prefix: v.strip_prefix,
+                preserve_host: v.preserve_host,
+                max_body_bytes: v.max_body_bytes,
                 upstream: v.upstream,
             })
         })

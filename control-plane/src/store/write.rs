@@ -37,13 +37,16 @@ pub async fn apply(
             check_expect(expect, old.version)?;
             let upstream = resolve_target(conn, &route, version).await?;
             sqlx::query(
-                "UPDATE routes SET path = ?, methods = ?, hosts = ?, strip_prefix = ?, upstream = ?, version = ?
+                "UPDATE routes SET path = ?, methods = ?, hosts = ?, strip_prefix = ?, preserve_host = ?,
+                 max_body_bytes = ?, upstream = ?, version = ?
                  WHERE name = ?",
             )
             .bind(&route.path)
             .bind(json_list(&route.methods))
             .bind(json_list(&route.hosts))
             .bind(route.strip_prefix)
+            .bind(route.preserve_host)
+            .bind(route.max_body_bytes.map(|n| n as i64))
             .bind(&upstream)
             .bind(version as i64)
             .bind(&route.name)
@@ -201,14 +204,16 @@ async fn insert_route(
     version: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, upstream, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes, upstream,
+         version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&route.name)
     .bind(&route.path)
     .bind(json_list(&route.methods))
     .bind(json_list(&route.hosts))
     .bind(route.strip_prefix)
+    .bind(route.preserve_host)
+    .bind(route.max_body_bytes.map(|n| n as i64))
     .bind(upstream)
     .bind(version as i64)
     .execute(&mut *conn)
@@ -319,13 +324,14 @@ async fn insert_upstream(
         });
     }
     sqlx::query(
-        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms, policy, owner_route, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms,
+         body_idle_timeout_ms, policy, owner_route, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&u.name)
     .bind(u.strategy.as_str())
     .bind(u.timeouts.connect_ms as i64)
     .bind(u.timeouts.response_header_ms as i64)
+    .bind(u.timeouts.body_idle_ms as i64)
     .bind(policy_json(&u.policy))
     .bind(owner)
     .bind(version as i64)
@@ -345,12 +351,13 @@ async fn update_upstream(
     version: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE upstreams SET strategy = ?, connect_timeout_ms = ?, response_header_timeout_ms = ?, policy = ?,
-         version = ? WHERE name = ?",
+        "UPDATE upstreams SET strategy = ?, connect_timeout_ms = ?, response_header_timeout_ms = ?,
+         body_idle_timeout_ms = ?, policy = ?, version = ? WHERE name = ?",
     )
     .bind(u.strategy.as_str())
     .bind(u.timeouts.connect_ms as i64)
     .bind(u.timeouts.response_header_ms as i64)
+    .bind(u.timeouts.body_idle_ms as i64)
     .bind(policy_json(&u.policy))
     .bind(version as i64)
     .bind(&u.name)

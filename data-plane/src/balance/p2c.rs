@@ -11,9 +11,6 @@ pub struct P2cEwma {
     weights: Box<[u64]>,
 }
 
-/// Random draws tried before falling back to a scan.
-const DRAWS: usize = 8;
-
 impl P2cEwma {
     pub fn new(candidates: &[Candidate<'_>]) -> Self {
         P2cEwma {
@@ -28,6 +25,16 @@ impl P2cEwma {
     }
 }
 
+impl P2cEwma {
+    fn cheaper(&self, backends: &dyn Backends, a: usize, b: usize) -> usize {
+        if self.cost(backends, b) < self.cost(backends, a) {
+            b
+        } else {
+            a
+        }
+    }
+}
+
 impl Balancer for P2cEwma {
     fn pick(&self, backends: &dyn Backends, _ctx: &PickContext) -> Option<usize> {
         let n = backends.len().min(self.weights.len());
@@ -36,24 +43,24 @@ impl Balancer for P2cEwma {
             1 => return backends.eligible(0).then_some(0),
             _ => {}
         }
-        let mut first = None;
-        for _ in 0..DRAWS {
-            let i = fastrand::usize(..n);
-            if !backends.eligible(i) || first == Some(i) {
-                continue;
-            }
-            match first {
-                None => first = Some(i),
-                Some(a) => {
-                    return Some(if self.cost(backends, i) < self.cost(backends, a) {
-                        i
-                    } else {
-                        a
-                    });
+        // Two distinct indices, uniformly.
+        let a = fastrand::usize(..n);
+        let mut b = fastrand::usize(..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        match (backends.eligible(a), backends.eligible(b)) {
+            (true, true) => Some(self.cheaper(backends, a, b)),
+            // Some are out: compare the first two eligible ones found from a
+            // random point instead.
+            _ => {
+                let x = first_eligible_from(backends, a)?;
+                match first_eligible_from(backends, (x + 1) % n) {
+                    Some(y) if y != x => Some(self.cheaper(backends, x, y)),
+                    _ => Some(x),
                 }
             }
         }
-        first.or_else(|| first_eligible_from(backends, fastrand::usize(..n)))
     }
 }
 

@@ -16,6 +16,14 @@ pub enum ProxyError {
     BadPath(#[from] PathError),
     #[error("no route matches the request")]
     NoRoute,
+    #[error("CONNECT is not supported")]
+    MethodNotAllowed,
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("bad Host: {0}")]
+    BadHost(&'static str),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     #[error("upstream {0:?} has no backend available")]
     NoBackend(Arc<str>),
     #[error("could not connect to backend {backend}")]
@@ -52,8 +60,11 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -64,7 +75,11 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::BadPath(_) => "bad_path",
+            ProxyError::BadHost(_) => "bad_host",
             ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::UriTooLong(_) => "uri_too_long",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::NoBackend(_) => "no_backend",
             ProxyError::Connect { .. } => "upstream_connect",
             ProxyError::Upstream { .. } => "upstream_protocol",

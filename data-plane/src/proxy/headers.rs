@@ -48,31 +48,92 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What the gateway knows of a request's origin, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub client_ip: IpAddr,
+    /// The peer is a trusted proxy: its forwarding headers are extended,
+    /// not replaced.
+    pub trusted: bool,
+    /// `http` or `https` (how the client reached the gateway).
+    pub proto: &'static str,
+    /// The host the client asked for (`Host` or `:authority`).
+    pub host: Option<&'a HeaderValue>,
+    pub request_id: &'a HeaderValue,
+    /// Also send RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+}
+
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// What the gateway adds to `Via` in both directions (RFC 9110 §7.6.3).
+const VIA_ENTRY: &str = "1.1 switchyard";
+
+fn append(headers: &mut HeaderMap, name: &HeaderName, entry: &str) {
+    let value = match headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {entry}"),
+        _ => entry.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+/// A value for a `Forwarded` parameter: a token as is, anything else quoted.
+fn forwarded_value(v: &str) -> String {
+    let token = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        v.to_string()
+    } else {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
 /// Rewrite a request's headers for the upstream. Runs after
 /// [`strip_hop_by_hop`], so a client cannot remove these with `Connection`.
-pub fn forward_request(
-    headers: &mut HeaderMap,
-    client_ip: IpAddr,
-    host: Option<&HeaderValue>,
-    request_id: &HeaderValue,
-) {
-    let ip = HeaderValue::from_str(&client_ip.to_string()).expect("an IP is a valid header");
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prior}, {client_ip}")).unwrap_or_else(|_| ip.clone())
+/// From an untrusted peer, incoming `X-Forwarded-*`, `X-Real-IP` and
+/// `Forwarded` are replaced; from a trusted proxy they are kept and
+/// extended.
+pub fn forward_request(headers: &mut HeaderMap, origin: &Origin<'_>) {
+    let ip = origin.client_ip.to_string();
+    let ip_value = HeaderValue::from_str(&ip).expect("an IP is a valid header");
+    if origin.trusted {
+        append(headers, &X_FORWARDED_FOR, &ip);
+    } else {
+        headers.insert(&X_FORWARDED_FOR, ip_value.clone());
+    }
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| origin.trusted && headers.contains_key(name);
+    if !keep(headers, &X_REAL_IP) {
+        headers.insert(&X_REAL_IP, ip_value);
+    }
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        match origin.host {
+            Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if !origin.trusted {
+        headers.remove(&FORWARDED);
+    }
+    if origin.forwarded {
+        let for_value = match origin.client_ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut element = format!("for={for_value};proto={}", origin.proto);
+        if let Some(host) = origin.host.and_then(|h| h.to_str().ok()) {
+            element.push_str(";host=");
+            element.push_str(&forwarded_value(host));
         }
-        _ => ip.clone(),
-    };
-    headers.insert(&X_FORWARDED_FOR, xff);
-    headers.insert(&X_REAL_IP, ip);
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match host {
-        Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
-    headers.insert(&X_REQUEST_ID, request_id.clone());
-    // The upstream connection's Host is the backend's; the client sets it.
-    headers.remove(header::HOST);
+        append(headers, &FORWARDED, &element);
+    }
+    append(headers, &header::VIA, VIA_ENTRY);
+    headers.insert(&X_REQUEST_ID, origin.request_id.clone());
 }
 
 /// Rewrite an upstream response's headers for the client.
@@ -80,6 +141,7 @@ pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     strip_hop_by_hop(headers);
     headers.remove(header::SERVER);
     headers.remove(&X_POWERED_BY);
+    append(headers, &header::VIA, VIA_ENTRY);
     headers.insert(&X_REQUEST_ID, request_id.clone());
 }
 
@@ -141,6 +203,17 @@ mod tests {
         assert_eq!(h["x-keep"], "yes");
     }
 
+    fn origin<'a>(trusted: bool, host: Option<&'a HeaderValue>, id: &'a HeaderValue) -> Origin<'a> {
+        Origin {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            trusted,
+            proto: "http",
+            host,
+            request_id: id,
+            forwarded: false,
+        }
+    }
+
     #[test]
     fn forwarded_headers_survive_connection_tricks() {
         let mut h = HeaderMap::new();
@@ -152,22 +225,66 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let host = HeaderValue::from_static("example.com");
         let id = HeaderValue::from_static("abc");
-        forward_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&host), &id);
+        forward_request(&mut h, &origin(false, Some(&host), &id));
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&X_REQUEST_ID], "abc");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_REAL_IP], "127.0.0.1");
+        assert_eq!(h[header::VIA], "1.1 switchyard");
     }
 
     #[test]
-    fn forwarded_for_is_appended() {
+    fn untrusted_peers_cannot_forge_forwarding_headers() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&FORWARDED, HeaderValue::from_static("for=203.0.113.9"));
         let id = new_request_id();
-        forward_request(&mut h, "127.0.0.1".parse().unwrap(), None, &id);
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        forward_request(&mut h, &origin(false, None, &id));
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert!(!h.contains_key(&FORWARDED));
         assert!(!h.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn trusted_proxies_are_extended() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(
+            &FORWARDED,
+            HeaderValue::from_static("for=203.0.113.9;proto=https"),
+        );
+        h.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
+        let id = new_request_id();
+        let host = HeaderValue::from_static("shop.example:8443");
+        let mut o = origin(true, Some(&host), &id);
+        o.forwarded = true;
+        forward_request(&mut h, &o);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h[&X_REAL_IP], "203.0.113.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(
+            h[&FORWARDED],
+            "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"shop.example:8443\""
+        );
+        assert_eq!(h[header::VIA], "1.1 edge, 1.1 switchyard");
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6() {
+        let mut h = HeaderMap::new();
+        let id = new_request_id();
+        let mut o = origin(false, None, &id);
+        o.client_ip = "::1".parse().unwrap();
+        o.forwarded = true;
+        forward_request(&mut h, &o);
+        assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
     }
 
     #[test]

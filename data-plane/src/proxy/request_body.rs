@@ -1,5 +1,5 @@
 //! The request body sent upstream, with just enough bookkeeping to retry
-//! safely.
+//! safely and to enforce the route's body limit while streaming.
 //!
 //! A body is never buffered. An empty body (most GETs) can be sent any
 //! number of times. A non-empty body lives in a [`BodySlot`] shared by the
@@ -9,12 +9,20 @@
 //! (a refused connection) leaves the body in the slot for the next one.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::body::BoxError;
+
+/// The client sent more body than the route allows.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
 
 /// Holds a request body until one attempt starts streaming it. Locked once
 /// per attempt of a request that has a body, never across requests.
@@ -22,6 +30,8 @@ use hyper::body::Incoming;
 pub struct BodySlot {
     body: Mutex<Option<Incoming>>,
     hint: SizeHint,
+    limit: u64,
+    too_large: AtomicBool,
 }
 
 impl BodySlot {
@@ -31,6 +41,11 @@ impl BodySlot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
+    }
+
+    /// Whether streaming stopped because the body passed the limit.
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(Ordering::Relaxed)
     }
 
     fn take(&self) -> Option<Incoming> {
@@ -48,19 +63,26 @@ pub struct RequestBody {
 enum State {
     Empty,
     Waiting(Arc<BodySlot>),
-    Streaming(Incoming),
+    Streaming {
+        body: Incoming,
+        slot: Arc<BodySlot>,
+        seen: u64,
+    },
     Gone,
 }
 
 /// Split a downstream body into what attempts share: `None` if it is
-/// empty (freely repeatable), otherwise the slot.
-pub fn share(body: Incoming) -> Option<Arc<BodySlot>> {
+/// empty (freely repeatable), otherwise the slot. `limit` is the most
+/// bytes the body may have.
+pub fn share(body: Incoming, limit: u64) -> Option<Arc<BodySlot>> {
     if body.is_end_stream() {
         return None;
     }
     Some(Arc::new(BodySlot {
         hint: body.size_hint(),
         body: Mutex::new(Some(body)),
+        limit,
+        too_large: AtomicBool::new(false),
     }))
 }
 
@@ -78,22 +100,41 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
             match &mut this.state {
                 State::Empty | State::Gone => return Poll::Ready(None),
-                State::Streaming(body) => return Pin::new(body).poll_frame(cx),
+                State::Streaming { body, slot, seen } => {
+                    return match Pin::new(body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            *seen += frame.data_ref().map_or(0, |d| d.remaining() as u64);
+                            if *seen > slot.limit {
+                                slot.too_large.store(true, Ordering::Relaxed);
+                                Poll::Ready(Some(Err(BodyTooLarge(slot.limit).into())))
+                            } else {
+                                Poll::Ready(Some(Ok(frame)))
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                        other => other.map_err(Into::into),
+                    };
+                }
                 State::Waiting(slot) => {
                     // Another attempt already took it: nothing to send (that
                     // attempt's request is the one that counts).
+                    let slot = Arc::clone(slot);
                     this.state = match slot.take() {
-                        Some(body) => State::Streaming(body),
+                        Some(body) => State::Streaming {
+                            body,
+                            slot,
+                            seen: 0,
+                        },
                         None => State::Gone,
                     };
                 }
@@ -105,7 +146,7 @@ impl Body for RequestBody {
         match &self.state {
             State::Empty | State::Gone => true,
             State::Waiting(_) => false,
-            State::Streaming(body) => body.is_end_stream(),
+            State::Streaming { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -113,7 +154,7 @@ impl Body for RequestBody {
         match &self.state {
             State::Empty | State::Gone => SizeHint::with_exact(0),
             State::Waiting(slot) => slot.hint,
-            State::Streaming(body) => body.size_hint(),
+            State::Streaming { body, .. } => body.size_hint(),
         }
     }
 }

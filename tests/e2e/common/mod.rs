@@ -32,12 +32,28 @@ pub fn settings(dir: &TempDir) -> Settings {
         admin_token: None,
         drain: Duration::from_secs(5),
         bootstrap: None,
+        proxy: Default::default(),
+        server: Default::default(),
     }
 }
 
 impl TestGateway {
     pub async fn start() -> Self {
         Self::start_in(tempfile::tempdir().unwrap(), None).await
+    }
+
+    /// Start with settings adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(&dir);
+        adjust(&mut s);
+        let gateway = switchyard::start(s).await.expect("gateway starts");
+        TestGateway {
+            gateway: Some(gateway),
+            dir,
+            http: reqwest::Client::new(),
+            token: None,
+        }
     }
 
     /// Start on the database in `dir` (reused across restarts).
