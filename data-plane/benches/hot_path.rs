@@ -61,13 +61,11 @@ fn route_lookup(c: &mut Criterion) {
     hit.throughput(Throughput::Elements(1));
     for n in [10usize, 1_000, 10_000, 100_000] {
         let t = table(n);
-        // A deep request path under a route in the middle of the table.
-        let i = (n / 2) | 2; // i % 4 == 2 or 3 -> a two/three-segment prefix
-        let req = if i % 4 == 2 {
-            format!("/svc-{i}/v2/items/42/detail")
-        } else {
-            format!("/api/svc-{i}/users/42")
-        };
+        // The same shape of request at every size: a five-segment path
+        // under a three-segment route (`/svc-<i>/v2/items`, i % 4 == 2) in
+        // the middle of the table.
+        let i = n / 2 - (n / 2) % 4 + 2;
+        let req = format!("/svc-{i}/v2/items/42/detail");
         assert!(
             t.find(Some("example.org"), &Method::GET, &req).is_some(),
             "{req} must match"

@@ -1,0 +1,357 @@
+//! Streaming, upgrades (WebSocket tunnels), cancellation and timeouts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{Backend, TestGateway, eventually};
+
+/// A raw backend: for each connection, read the request head, then run
+/// `script` on the socket. Returns its URL and a connection counter.
+async fn raw_backend<F, Fut>(script: F) -> (String, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let script = Arc::clone(&script);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                script(s, String::from_utf8_lossy(&head).into_owned()).await;
+            });
+        }
+    });
+    (url, count)
+}
+
+/// Read an HTTP response head from `s` (up to the blank line).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "closed before the head ended: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A backend that accepts WebSocket upgrades and then echoes bytes back
+/// upper-cased; it closes when the client half-closes.
+async fn upgrade_echo_backend() -> String {
+    raw_backend(|mut s, head| async move {
+        if !head.to_ascii_lowercase().contains("upgrade: websocket") {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno").await;
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = s.shutdown().await;
+                    return;
+                }
+                Ok(n) => {
+                    let _ = s.write_all(&buf[..n].to_ascii_uppercase()).await;
+                }
+            }
+        }
+    })
+    .await
+    .0
+}
+
+const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled_both_ways_with_half_close() {
+    let gw = TestGateway::start().await;
+    let url = upgrade_echo_backend().await;
+    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(UPGRADE.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in ["hello", "second frame"] {
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg.to_ascii_uppercase().as_bytes());
+    }
+    // Half-close: our FIN reaches the backend, whose close reaches us.
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(matches!(n, Ok(Ok(0))), "{n:?}");
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_never_becomes_a_tunnel_and_h2c_is_stripped() {
+    let gw = TestGateway::start().await;
+    let plain = Backend::named("plain").start().await;
+    gw.create_route(json!({"name": "p", "path": "/", "backends": [{"url": plain.url}]}))
+        .await;
+    // The backend answers 200 to an upgrade request: an ordinary response.
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(UPGRADE.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("upgrade:"), "{head}");
+    // h2c upgrade tokens are not passed on.
+    let r = gw
+        .http
+        .get(gw.proxy_url("/"))
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert!(echo["headers"].get("upgrade").is_none(), "{echo}");
+    assert!(echo["headers"].get("http2-settings").is_none(), "{echo}");
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed() {
+    let gw = TestGateway::start_with(|s| s.proxy.tunnel_idle = Duration::from_millis(300)).await;
+    let url = upgrade_echo_backend().await;
+    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(UPGRADE.as_bytes()).await.unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn shutdown_drains_open_websockets() {
+    let gw = TestGateway::start().await;
+    let url = upgrade_echo_backend().await;
+    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(UPGRADE.as_bytes()).await.unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    let stopping = tokio::spawn(gw.stop());
+    // During the drain the tunnel still works.
+    s.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"STILL HERE");
+    assert!(
+        !stopping.is_finished(),
+        "shutdown did not wait for the open tunnel"
+    );
+    // Once the client is done, shutdown completes.
+    drop(s);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn event_streams_are_flushed_per_event() {
+    let gw = TestGateway::start().await;
+    let (url, _) = raw_backend(|mut s, _| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let _ = s.write_all(b"d\r\ndata: first\n\n\r\n").await;
+        // The second event comes much later.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _ = s.write_all(b"e\r\ndata: second\n\n\r\n0\r\n\r\n").await;
+    })
+    .await;
+    gw.create_route(json!({"name": "sse", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let mut r = gw.http.get(gw.proxy_url("/events")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+        .await
+        .expect("the first event arrives before the stream ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"data: first\n\n");
+}
+
+#[tokio::test]
+async fn an_upstream_that_dies_mid_body_aborts_the_response() {
+    let gw = TestGateway::start().await;
+    let (url, _) = raw_backend(|mut s, _| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly a little")
+            .await;
+        // Then the backend crashes.
+    })
+    .await;
+    gw.create_upstream(json!({"name": "u", "retries": 0, "backends": [{"url": url}]}))
+        .await;
+    gw.create_route(json!({"name": "r", "path": "/", "upstream": "u"}))
+        .await;
+    let r = gw.http.get(gw.proxy_url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "a short body must not look complete"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_aborted_after_body_idle() {
+    let gw = TestGateway::start().await;
+    let (url, _) = raw_backend(|mut s, _| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nstart")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    gw.create_upstream(
+        json!({"name": "u", "timeouts": {"body_idle_ms": 400}, "backends": [{"url": url}]}),
+    )
+    .await;
+    gw.create_route(json!({"name": "r", "path": "/", "upstream": "u"}))
+        .await;
+    let r = gw.http.get(gw.proxy_url("/")).send().await.unwrap();
+    let started = Instant::now();
+    assert!(r.bytes().await.is_err());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(360) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn response_header_timeout_is_kept_within_ten_percent() {
+    let gw = TestGateway::start().await;
+    let slow = Backend::named("slow")
+        .delay(Duration::from_secs(10))
+        .start()
+        .await;
+    gw.create_upstream(json!({"name": "u", "retries": 0, "timeouts": {"response_header_ms": 1000}, "backends": [{"url": slow.url}]}))
+        .await;
+    gw.create_route(json!({"name": "r", "path": "/", "upstream": "u"}))
+        .await;
+    let started = Instant::now();
+    let (status, body) = gw.get_json("/").await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        took >= Duration::from_millis(900) && took <= Duration::from_millis(1100),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn connect_timeout_is_kept_within_ten_percent() {
+    // A listener whose backlog is full drops further SYNs: connects hang.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let gw = TestGateway::start().await;
+    gw.create_upstream(
+        json!({"name": "u", "retries": 0, "timeouts": {"connect_ms": 800},
+        "backends": [{"url": format!("http://{addr}")}]}),
+    )
+    .await;
+    gw.create_route(json!({"name": "r", "path": "/", "upstream": "u"}))
+        .await;
+    let started = Instant::now();
+    let (status, body) = gw.get_json("/").await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"], "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(720) && took <= Duration::from_millis(880),
+        "{took:?}"
+    );
+    drop(listener);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_upstream_request() {
+    let gw = TestGateway::start().await;
+    let closed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&closed);
+    let (url, conns) = raw_backend(move |mut s, _| {
+        let seen = Arc::clone(&seen);
+        async move {
+            // Never answer; notice when the gateway hangs up.
+            let mut buf = [0u8; 64];
+            if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await
+            {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let mut client = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    client
+        .write_all(b"GET /long HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            (conns.load(Ordering::SeqCst) == 1).then_some(())
+        })
+        .await
+        .is_some()
+    );
+    drop(client);
+    let cancelled = eventually(Duration::from_secs(5), || async {
+        (closed.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    assert!(
+        cancelled.is_some(),
+        "the upstream request outlived its client"
+    );
+}
