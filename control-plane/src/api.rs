@@ -72,20 +72,23 @@ pub fn app(state: AdminState) -> Router {
         .route("/admin/config", get(config::export).put(config::replace))
         .route("/admin/openapi.yaml", get(config::openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .fallback(|| async { ApiError::NoEndpoint });
+    // The token guards unknown paths too, so they cannot be probed.
     admin
-        .fallback(|| async { ApiError::NoEndpoint })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             return ApiError::Unauthorized.into_response();
         }

@@ -25,7 +25,7 @@ mod policy;
 
 pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
 pub use parse::{Shape, parse};
-pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec};
+pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec, TlsSpec};
 
 use data_plane::config::{
     DEFAULT_BODY_IDLE_MS, DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts,
@@ -119,6 +119,8 @@ pub struct UpstreamSpec {
     pub outlier_detection: Option<OutlierSpec>,
     pub retries: Option<u32>,
     pub fail_open: Option<bool>,
+    pub tls: Option<TlsSpec>,
+    pub http2: Option<bool>,
     #[serde(default, rename = "version")]
     _version: Option<IgnoredAny>,
     /// Read-only in the upstream endpoints (ignored there); meaningful in
@@ -298,7 +300,7 @@ fn check_methods(errors: &mut Errors, methods: Vec<String>) -> Vec<String> {
     methods
 }
 
-fn is_host_name(h: &str) -> bool {
+pub(crate) fn is_host_name(h: &str) -> bool {
     h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()
@@ -339,6 +341,21 @@ fn check_strategy(errors: &mut Errors, pointer: &str, strategy: Option<String>) 
     }
 }
 
+/// `scheme://host[:port]` with the host in lower case and the scheme's
+/// default port left out, so one server has one spelling.
+fn normal_url(scheme: &http::uri::Scheme, authority: &http::uri::Authority) -> String {
+    let host = authority.host().to_ascii_lowercase();
+    let default = if *scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
+    match authority.port_u16() {
+        Some(p) if p != default => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    }
+}
+
 /// Validate one backend; `base` is its JSON pointer ("" for a body).
 fn check_backend(errors: &mut Errors, base: &str, spec: BackendSpec) -> NewBackend {
     let url = match spec.url {
@@ -347,7 +364,7 @@ fn check_backend(errors: &mut Errors, base: &str, spec: BackendSpec) -> NewBacke
             String::new()
         }
         Some(raw) => match parse_backend_url(&raw) {
-            Ok((scheme, authority)) => format!("{scheme}://{authority}"),
+            Ok((scheme, authority)) => normal_url(&scheme, &authority),
             Err(reason) => {
                 errors.add(format!("{base}/url"), reason);
                 raw
@@ -497,6 +514,8 @@ impl UpstreamSpec {
             outlier_detection: self.outlier_detection,
             retries: self.retries,
             fail_open: self.fail_open,
+            tls: self.tls,
+            http2: self.http2,
         }
         .validate(&mut e, strategy);
         e.finish(Upstream {

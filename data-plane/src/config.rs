@@ -80,6 +80,30 @@ pub struct UpstreamConfig {
     /// anyway (fail open), `false` answers 503 (fail closed, the default).
     #[serde(default)]
     pub fail_open: bool,
+    /// TLS settings for `https://` backends.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// Speak HTTP/2 to the backends (over TLS by ALPN, or h2c by prior
+    /// knowledge for `http://`).
+    #[serde(default)]
+    pub http2: bool,
+}
+
+/// How to verify `https://` backends. Verification is always on unless
+/// `insecure_skip_verify` is set explicitly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of CA certificates trusted in addition to the webpki roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Name sent as SNI and checked against the certificate, instead of the
+    /// backend URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any certificate. For tests and broken backends only.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 fn default_retries() -> u32 {

@@ -178,6 +178,16 @@ fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     (wants && !h2c).then(|| upgrade.clone())
 }
 
+/// Whether the client said `TE: trailers`.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// Refuse request lines and heads a gateway must not pass on.
 fn check_request(parts: &http::request::Parts, settings: &ProxySettings) -> Result<(), ProxyError> {
     if parts.method == Method::CONNECT {
@@ -258,6 +268,7 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let upgrade = requested_upgrade(&parts.headers);
+        let wants_trailers = accepts_trailers(&parts.headers);
         let client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
@@ -280,6 +291,13 @@ impl Proxy {
         } else {
             // The client library sets the backend's own Host.
             parts.headers.remove(header::HOST);
+        }
+        if wants_trailers {
+            // TE is hop-by-hop, but a client that takes trailers gets them
+            // only if the backend is told so too.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if let Some(proto) = &upgrade {
             parts

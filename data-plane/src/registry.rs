@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::proxy::client::{self, UpstreamClient};
+use crate::proxy::client::{self, ClientError, ClientKey, UpstreamClient};
 
 /// Stable identity of a backend across snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -277,9 +277,9 @@ impl Drop for InFlight {
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
-    /// Upstream HTTP clients (connection pools) by connect timeout, so pools
+    /// Upstream HTTP clients (connection pools) by their settings, so pools
     /// survive snapshot swaps.
-    clients: Mutex<HashMap<Duration, UpstreamClient>>,
+    clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -303,12 +303,15 @@ impl Registry {
         s
     }
 
-    /// A pooled client whose connections time out after `connect`.
-    pub fn client(&self, connect: Duration) -> UpstreamClient {
-        lock(&self.clients)
-            .entry(connect)
-            .or_insert_with(|| client::new(connect))
-            .clone()
+    /// The pooled client for these connection settings.
+    pub fn client(&self, key: &ClientKey) -> Result<UpstreamClient, ClientError> {
+        let mut clients = lock(&self.clients);
+        if let Some(c) = clients.get(key) {
+            return Ok(c.clone());
+        }
+        let c = client::new(key)?;
+        clients.insert(key.clone(), c.clone());
+        Ok(c)
     }
 
     /// Forget every backend not in `live`. Requests still running against

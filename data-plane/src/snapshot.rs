@@ -17,7 +17,7 @@ use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
     GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, UpstreamConfig,
 };
-use crate::proxy::client::UpstreamClient;
+use crate::proxy::client::{ClientKey, UpstreamClient};
 use crate::registry::{BackendKey, BackendState, Registry};
 use crate::routing::{RouteMatch, RouteTable, RouteTableBuilder, path};
 
@@ -37,6 +37,11 @@ pub enum BuildError {
     BadMethod { route: String, method: String },
     #[error("routes {0:?} and {1:?} match the same host, path and methods")]
     Conflict(String, String),
+    #[error("upstream {upstream:?}: {source}")]
+    Client {
+        upstream: String,
+        source: crate::proxy::client::ClientError,
+    },
     #[error("upstream {upstream:?} has an invalid backend URL {url:?}: {reason}")]
     BadBackendUrl {
         upstream: String,
@@ -326,7 +331,16 @@ fn compile_upstream(
         backends: backends.into_boxed_slice(),
         response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
         body_idle_timeout: Duration::from_millis(u.timeouts.body_idle_ms),
-        client: registry.client(Duration::from_millis(u.timeouts.connect_ms)),
+        client: registry
+            .client(&ClientKey {
+                connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
+                tls: u.tls.clone(),
+                http2: u.http2,
+            })
+            .map_err(|source| BuildError::Client {
+                upstream: u.name.clone(),
+                source,
+            })?,
         strategy: u.strategy,
         hash_on: u.hash_on.clone(),
         health_check: u.health_check.clone(),
@@ -400,6 +414,8 @@ mod tests {
                 outlier_detection: Default::default(),
                 retries: 1,
                 fail_open: false,
+                tls: Default::default(),
+                http2: false,
             }],
         }
     }

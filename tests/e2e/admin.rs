@@ -422,3 +422,41 @@ async fn admin_token_is_required_when_set() {
     // The admin API is not reachable through the proxy listener.
     assert_eq!(gw.get("/admin/routes").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_inline_route_update_leaves_its_upstream_saveable() {
+    let gw = TestGateway::start().await;
+    gw.create_route(
+        json!({"name": "shop", "path": "/shop", "backends": [{"url": "http://127.0.0.1:9"}]}),
+    )
+    .await;
+    let (status, _) = gw
+        .admin_json(
+            Method::PATCH,
+            "/admin/upstreams/shop",
+            Some(json!({"strategy": "consistent_hash", "hash_on": "client_ip"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = gw
+        .admin_json(
+            Method::PUT,
+            "/admin/routes/shop",
+            Some(json!({"path": "/shop", "backends": [{"url": "http://127.0.0.1:9"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, up) = gw
+        .admin_json(
+            Method::PATCH,
+            "/admin/upstreams/shop",
+            Some(json!({"retries": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{up}");
+    assert_eq!(up["strategy"], "round_robin");
+    assert!(up.get("hash_on").is_none(), "{up}");
+    let (_, doc) = gw.admin_json(Method::GET, "/admin/config", None).await;
+    let (status, again) = gw.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+}

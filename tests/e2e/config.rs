@@ -20,12 +20,13 @@ fn document(a: &str, b: &str) -> Value {
                               "healthy_threshold": 2, "unhealthy_threshold": 3, "expected_statuses": [200]},
              "outlier_detection": {"enabled": false, "consecutive_failures": 5, "base_ejection_ms": 10000,
                                    "max_ejection_percent": 50},
-             "retries": 2, "fail_open": true},
+             "retries": 2, "fail_open": true, "tls": {"insecure_skip_verify": false}, "http2": false},
             {"name": "web", "strategy": "consistent_hash", "backends": [{"url": b, "weight": 1}],
              "timeouts": {"connect_ms": 2000, "response_header_ms": 30000, "body_idle_ms": 60000}, "hash_on": "header:x-user",
              "outlier_detection": {"enabled": true, "consecutive_failures": 5, "base_ejection_ms": 10000,
                                    "max_ejection_percent": 50},
-             "retries": 1, "fail_open": false, "owner_route": "web"}
+             "retries": 1, "fail_open": false, "tls": {"server_name": "web.internal", "insecure_skip_verify": false},
+             "http2": true, "owner_route": "web"}
         ],
         "routes": [
             {"name": "api", "path": "/api", "methods": ["GET", "POST"], "hosts": [], "strip_prefix": true,

@@ -233,7 +233,7 @@ async fn an_upstream_that_dies_mid_body_aborts_the_response() {
 }
 
 #[tokio::test]
-async fn a_stalled_body_is_aborted_after_body_idle() {
+async fn a_stalled_body_is_aborted_after_body_idle_within_ten_percent() {
     let gw = TestGateway::start().await;
     let (url, _) = raw_backend(|mut s, _| async move {
         let _ = s
@@ -354,4 +354,68 @@ async fn a_client_that_goes_away_cancels_its_upstream_request() {
         cancelled.is_some(),
         "the upstream request outlived its client"
     );
+}
+
+#[tokio::test]
+async fn trailers_are_relayed_to_clients_that_accept_them() {
+    let gw = TestGateway::start().await;
+    let saw_te = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&saw_te);
+    let (url, _) = raw_backend(move |mut s, head| {
+        let seen = Arc::clone(&seen);
+        async move {
+            if head.to_ascii_lowercase().contains("te: trailers") {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n")
+                .await;
+        }
+    })
+    .await;
+    gw.create_route(json!({"name": "t", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(text.contains("hello"), "{text}");
+    assert!(text.contains("x-checksum: abc123"), "{text}");
+    assert_eq!(
+        saw_te.load(Ordering::SeqCst),
+        1,
+        "the backend was told trailers are welcome"
+    );
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body() {
+    let gw = TestGateway::start().await;
+    let a = Backend::named("a").start().await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // The client holds its body until it hears 100 Continue.
+    let interim = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .expect("100 Continue arrives");
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    s.write_all(b"hello").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body\":\"hello\""), "{text}");
 }

@@ -99,3 +99,104 @@ fn bad_certificate_files_are_refused_clearly() {
         .to_string();
     assert!(err.contains("empty.pem"), "{err}");
 }
+
+/// An HTTPS backend (h2 and http/1.1 by ALPN) whose certificate names
+/// `backend.test`; it answers with the HTTP version it saw. Returns its
+/// URL and the PEM of its certificate (to use as a CA file).
+async fn https_backend() -> (String, String) {
+    use hyper_util::server::conn::auto;
+    let cert = rcgen::generate_simple_self_signed(vec!["backend.test".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{{\"version\":\"{:?}\"}}", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (url, cert.cert.pem())
+}
+
+#[tokio::test]
+async fn https_backends_are_verified_unless_told_otherwise() {
+    let gw = TestGateway::start().await;
+    let (url, ca_pem) = https_backend().await;
+    let ca_file = gw.dir.path().join("backend-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let ca = ca_file.to_str().unwrap();
+    let cases = [
+        // Unknown issuer: refused.
+        ("plain", json!({}), false, 502),
+        // Trusted CA, but the certificate does not name 127.0.0.1.
+        ("ca-only", json!({"tls": {"ca_file": ca}}), false, 502),
+        (
+            "ca-and-name",
+            json!({"tls": {"ca_file": ca, "server_name": "backend.test"}}),
+            false,
+            200,
+        ),
+        (
+            "insecure",
+            json!({"tls": {"insecure_skip_verify": true}}),
+            false,
+            200,
+        ),
+        (
+            "h2",
+            json!({"tls": {"ca_file": ca, "server_name": "backend.test"}, "http2": true}),
+            true,
+            200,
+        ),
+    ];
+    for (name, extra, h2, want) in cases {
+        let mut body = json!({"name": name, "retries": 0, "backends": [{"url": url}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        gw.create_upstream(body).await;
+        gw.create_route(json!({"name": name, "path": format!("/{name}"), "upstream": name}))
+            .await;
+        let (status, text) = gw.get(&format!("/{name}")).await;
+        assert_eq!(status.as_u16(), want, "{name}: {text}");
+        if want == 200 {
+            let expected = if h2 { "HTTP/2.0" } else { "HTTP/1.1" };
+            assert!(text.contains(expected), "{name}: {text}");
+        }
+    }
+    // A CA file that cannot be read is refused when configured, not at request time.
+    let (status, problem) = gw
+        .admin_json(
+            reqwest::Method::POST,
+            "/admin/upstreams",
+            Some(json!({"name": "bad-ca", "tls": {"ca_file": "/nonexistent/ca.pem"}, "backends": [{"url": url}]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/tls/ca_file");
+}

@@ -34,8 +34,27 @@ pub enum ApiError {
     BadPrecondition,
     #[error("{}", .0.detail)]
     Conflict(FieldError),
+    #[error("{}", .0.detail)]
+    RouteConflict(FieldError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+}
+
+impl ApiError {
+    /// A route change refused because it would match the same requests as
+    /// another route: name the other one.
+    pub fn for_route(err: PublishError, this: &str) -> ApiError {
+        match err {
+            PublishError::Rejected(BuildError::Conflict(a, b)) => {
+                let other = if a == this { b } else { a };
+                ApiError::RouteConflict(FieldError::new(
+                    "/path",
+                    format!("route {other:?} already matches the same hosts, path and methods"),
+                ))
+            }
+            other => ApiError::Publish(other),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -80,6 +99,12 @@ impl ApiError {
             ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized", vec![]),
             ApiError::Conflict(e) => (S::CONFLICT, "conflict", "Conflict", vec![e.clone()]),
+            ApiError::RouteConflict(e) => (
+                S::CONFLICT,
+                "route-conflict",
+                "Route conflict",
+                vec![e.clone()],
+            ),
             ApiError::NoEndpoint => (S::NOT_FOUND, "no-endpoint", "Not found", vec![]),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found", vec![]),
             ApiError::MethodNotAllowed => (
@@ -120,13 +145,25 @@ impl ApiError {
                     vec![],
                 ),
             },
-            ApiError::Publish(PublishError::Rejected(BuildError::Conflict(existing, _))) => (
+            ApiError::Publish(PublishError::Rejected(BuildError::Conflict(a, b))) => (
                 S::CONFLICT,
                 "route-conflict",
                 "Route conflict",
                 vec![FieldError::new(
                     "/path",
-                    format!("route {existing:?} already matches the same hosts, path and methods"),
+                    format!("routes {a:?} and {b:?} would match the same hosts, path and methods"),
+                )],
+            ),
+            ApiError::Publish(PublishError::Rejected(BuildError::Client { source, .. })) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-fields",
+                "Invalid fields",
+                vec![FieldError::new(
+                    match source {
+                        data_plane::proxy::client::ClientError::CaFile { .. } => "/tls/ca_file",
+                        data_plane::proxy::client::ClientError::ServerName(_) => "/tls/server_name",
+                    },
+                    source.to_string(),
                 )],
             ),
             ApiError::Publish(PublishError::Rejected(_)) => (

@@ -43,7 +43,12 @@ pub async fn create(
     JsonBody(spec): JsonBody<RouteSpec>,
 ) -> Result<Response, ApiError> {
     let route = spec.validate(None).map_err(ApiError::Invalid)?;
-    let (version, applied) = s.publisher.apply(Change::CreateRoute(route)).await?;
+    let name = route.name.clone();
+    let (version, applied) = s
+        .publisher
+        .apply(Change::CreateRoute(route))
+        .await
+        .map_err(|e| ApiError::for_route(e, &name))?;
     Ok(respond(StatusCode::CREATED, version, applied, true))
 }
 
@@ -58,7 +63,8 @@ pub async fn replace(
     let (version, applied) = s
         .publisher
         .apply(Change::ReplaceRoute { route, expect })
-        .await?;
+        .await
+        .map_err(|e| ApiError::for_route(e, &name))?;
     Ok(respond(StatusCode::OK, version, applied, false))
 }
 

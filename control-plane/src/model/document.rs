@@ -30,6 +30,7 @@ impl Shape for ConfigSpec {
         "/upstreams/*/timeouts",
         "/upstreams/*/health_check",
         "/upstreams/*/outlier_detection",
+        "/upstreams/*/tls",
         "/routes/*",
         "/routes/*/backends/*",
     ];

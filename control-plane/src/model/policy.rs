@@ -9,7 +9,7 @@
 //! `base_ejection_ms` 100–300000, `max_ejection_percent` 0–100.
 
 use data_plane::config::{
-    DEFAULT_RETRIES, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, Strategy,
+    DEFAULT_RETRIES, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, Strategy, UpstreamTls,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,10 @@ pub struct Policy {
     pub retries: u32,
     #[serde(default)]
     pub fail_open: bool,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    #[serde(default)]
+    pub http2: bool,
 }
 
 fn default_retries() -> u32 {
@@ -44,8 +48,19 @@ impl Default for Policy {
             outlier_detection: OutlierDetection::default(),
             retries: DEFAULT_RETRIES,
             fail_open: false,
+            tls: UpstreamTls::default(),
+            http2: false,
         }
     }
+}
+
+/// `tls` in a request body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `health_check` in a request body; omitted fields take their defaults.
@@ -78,6 +93,27 @@ pub struct PolicySpec {
     pub outlier_detection: Option<OutlierSpec>,
     pub retries: Option<u32>,
     pub fail_open: Option<bool>,
+    pub tls: Option<TlsSpec>,
+    pub http2: Option<bool>,
+}
+
+fn check_tls(e: &mut Errors, spec: TlsSpec) -> UpstreamTls {
+    if let Some(path) = &spec.ca_file
+        && (path.is_empty() || path.len() > 4096 || !path.starts_with('/') || path.contains('\0'))
+    {
+        e.add("/tls/ca_file", "must be an absolute file path");
+    }
+    if let Some(name) = &spec.server_name
+        && !super::is_host_name(&name.to_ascii_lowercase())
+        && name.parse::<std::net::IpAddr>().is_err()
+    {
+        e.add("/tls/server_name", "must be a DNS name or IP address");
+    }
+    UpstreamTls {
+        ca_file: spec.ca_file,
+        server_name: spec.server_name.map(|n| n.to_ascii_lowercase()),
+        insecure_skip_verify: spec.insecure_skip_verify.unwrap_or(false),
+    }
 }
 
 fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -237,6 +273,8 @@ impl PolicySpec {
                 MAX_RETRIES,
             ),
             fail_open: self.fail_open.unwrap_or(false),
+            tls: self.tls.map(|t| check_tls(e, t)).unwrap_or_default(),
+            http2: self.http2.unwrap_or(false),
         }
     }
 }

@@ -238,3 +238,37 @@ fn policy_limits_name_their_fields() {
         ]
     );
 }
+
+#[test]
+fn backend_urls_have_one_spelling() {
+    let url = |raw: &str| {
+        serde_json::from_value::<BackendSpec>(serde_json::json!({"url": raw}))
+            .unwrap()
+            .validate()
+            .unwrap()
+            .url
+    };
+    assert_eq!(url("http://A.Example:80/"), "http://a.example");
+    assert_eq!(url("https://x:443"), "https://x");
+    assert_eq!(url("http://x:8080"), "http://x:8080");
+    assert_eq!(url("https://x:80"), "https://x:80");
+    assert_eq!(url("http://[::1]:9000"), "http://[::1]:9000");
+}
+
+#[test]
+fn tls_settings() {
+    let ok = upstream(serde_json::json!({"name": "u", "http2": true,
+        "tls": {"ca_file": "/etc/ca.pem", "server_name": "Backend.Internal", "insecure_skip_verify": false}}))
+    .unwrap();
+    assert_eq!(
+        ok.policy.tls.server_name.as_deref(),
+        Some("backend.internal")
+    );
+    assert!(ok.policy.http2);
+    assert_eq!(
+        pointers(upstream(
+            serde_json::json!({"name": "u", "tls": {"ca_file": "relative.pem", "server_name": "bad name"}})
+        )),
+        ["/tls/ca_file", "/tls/server_name"]
+    );
+}

@@ -193,6 +193,8 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
                 outlier_detection: policy.outlier_detection,
                 retries: policy.retries,
                 fail_open: policy.fail_open,
+                tls: policy.tls,
+                http2: policy.http2,
                 name: row.name,
             })
         })

@@ -254,14 +254,19 @@ async fn resolve_target(
                 }
                 Some((Some(owner),)) if owner == route.name => {
                     // The route sets strategy and backends; settings made on
-                    // the upstream itself (timeouts, policy) are kept.
+                    // the upstream itself (timeouts, policy) are kept, except
+                    // `hash_on`, which only a consistent_hash upstream has (an
+                    // inline strategy never is one).
                     let old = get_upstream(conn, &route.name).await?;
                     let u = Upstream {
                         name: route.name.clone(),
                         strategy: *strategy,
                         backends: backends.clone(),
                         timeouts: old.timeouts,
-                        policy: old.policy,
+                        policy: Policy {
+                            hash_on: None,
+                            ..old.policy
+                        },
                     };
                     update_upstream(conn, &u, version).await?;
                     sync_backends(conn, &route.name, backends, version).await?;

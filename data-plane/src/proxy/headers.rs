@@ -16,15 +16,16 @@ static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [&HeaderName; 9] = [
+/// Headers that describe one connection, never forwarded (RFC 9110
+/// §7.6.1), plus proxy credentials meant for this hop. `Trailer` is
+/// end-to-end: it declares the trailer fields that follow the body.
+static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
     &header::PROXY_AUTHENTICATE,
     &header::PROXY_AUTHORIZATION,
     &header::TE,
-    &header::TRAILER,
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];

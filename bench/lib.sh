@@ -1,0 +1,214 @@
+# Shared helpers for bench/run.sh and bench/reconfig.sh (sourced, not run).
+# Every process started here is recorded in BENCH_PIDS and stopped by PID
+# in bench_cleanup (installed as an EXIT/INT/TERM trap by the callers).
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(dirname "$BENCH_DIR")
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+# BENCH_SWITCHYARD_BIN: measure this prebuilt gateway binary instead of building one.
+SWITCHYARD_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
+BACKEND_BIN=$TARGET_DIR/release/bench-backend
+PORT_BASE=${BENCH_PORT_BASE:-19080}
+BACKEND_PORT=$PORT_BASE
+NGINX_PORT=$((PORT_BASE + 1))
+HAPROXY_PORT=$((PORT_BASE + 2))
+SY_PORT=$((PORT_BASE + 3))
+SY_ADMIN_PORT=$((PORT_BASE + 4))
+BACKEND2_PORT=$((PORT_BASE + 5))
+# CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.
+PROXY_CPU=${BENCH_PROXY_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+BENCH_PIDS=()
+BENCH_TMP=
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+bench_tmp() {
+  if [[ -z $BENCH_TMP ]]; then
+    BENCH_TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+  fi
+}
+
+# Stop every process started so far: TERM, up to 5 s, then KILL.
+stop_all() {
+  local pid
+  for pid in "${BENCH_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${BENCH_PIDS[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  BENCH_PIDS=()
+}
+
+bench_cleanup() {
+  local rc=$?
+  stop_all
+  if [[ -n $BENCH_TMP && -d $BENCH_TMP ]]; then
+    if [[ $rc -eq 0 && -z ${BENCH_KEEP_TMP:-} ]]; then
+      rm -rf "$BENCH_TMP"
+    else
+      log "logs kept in $BENCH_TMP"
+    fi
+  fi
+  return $rc
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# Install nginx-light, haproxy, wrk (and curl, python3) from Debian when
+# missing, without letting the packages start their services.
+install_deps() {
+  local missing=()
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  ((${#missing[@]} == 0)) && return 0
+  log "installing from Debian: ${missing[*]}"
+  local had_policy=0
+  [[ -e /usr/sbin/policy-rc.d ]] && had_policy=1
+  if ((had_policy == 0)); then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+  fi
+  local rc=0
+  as_root apt-get update -qq || rc=$?
+  if ((rc == 0)); then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  fi
+  ((had_policy == 0)) && as_root rm -f /usr/sbin/policy-rc.d
+  ((rc == 0)) || die "apt-get failed ($rc)"
+}
+
+build_all() {
+  if [[ -z ${BENCH_SWITCHYARD_BIN:-} ]]; then
+    log "cargo build --release (gateway, target $TARGET_DIR)"
+    (cd "$REPO_ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet)
+  fi
+  log "cargo build --release (bench/backend)"
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --locked \
+    --manifest-path "$BENCH_DIR/backend/Cargo.toml"
+  [[ -x $SWITCHYARD_BIN && -x $BACKEND_BIN ]] || die "build outputs missing"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 pid=$2 name=$3
+  for _ in $(seq 200); do
+    port_open "$port" && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name exited during start (see $BENCH_TMP)"
+    sleep 0.05
+  done
+  die "$name did not listen on port $port"
+}
+
+check_ports_free() {
+  local p
+  for p in "$@"; do
+    port_open "$p" && die "port $p is already in use (set BENCH_PORT_BASE)"
+  done
+  return 0
+}
+
+# start_bg NAME CPU CMD... : start pinned, record PID in BENCH_PIDS and in
+# the variable PID_<NAME>.
+start_bg() {
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$BENCH_TMP/$name.log" 2>&1 &
+  local pid=$!
+  BENCH_PIDS+=("$pid")
+  printf -v "PID_$name" '%s' "$pid"
+}
+
+start_backend() { # NAME PORT
+  start_bg "$1" "$LOAD_CPU" "$BACKEND_BIN" "127.0.0.1:$2"
+  local v="PID_$1"
+  wait_port "$2" "${!v}" "$1"
+}
+
+start_nginx() {
+  mkdir -p "$BENCH_TMP/nginx"
+  cat >"$BENCH_TMP/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $BENCH_TMP/nginx/nginx.pid;
+error_log $BENCH_TMP/nginx/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $BENCH_TMP/nginx/body;
+  proxy_temp_path $BENCH_TMP/nginx/proxy;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256;
+                     keepalive_requests 1000000; keepalive_timeout 60s; }
+  server { listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / { proxy_pass http://backend; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; } } }
+CONF
+  # One process (no master): the worker is the PID we pin and measure.
+  start_bg nginx "$PROXY_CPU" /usr/sbin/nginx -p "$BENCH_TMP/nginx" -e "$BENCH_TMP/nginx/error.log" \
+    -c "$BENCH_TMP/nginx/nginx.conf" -g 'daemon off; master_process off;'
+  wait_port "$NGINX_PORT" "$PID_nginx" nginx
+}
+
+start_haproxy() {
+  cat >"$BENCH_TMP/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse safe
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+backend be
+    server s1 127.0.0.1:$BACKEND_PORT
+CONF
+  start_bg haproxy "$PROXY_CPU" /usr/sbin/haproxy -db -f "$BENCH_TMP/haproxy.cfg"
+  wait_port "$HAPROXY_PORT" "$PID_haproxy" haproxy
+}
+
+start_switchyard() {
+  rm -f "$BENCH_TMP"/sy.db*
+  start_bg switchyard "$PROXY_CPU" env SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$SWITCHYARD_BIN" \
+    --proxy-listen "127.0.0.1:$SY_PORT" --admin-listen "127.0.0.1:$SY_ADMIN_PORT" \
+    --database-url "sqlite://$BENCH_TMP/sy.db" --workers 1 --drain-seconds 1
+  wait_port "$SY_ADMIN_PORT" "$PID_switchyard" switchyard
+  wait_port "$SY_PORT" "$PID_switchyard" switchyard
+}
+
+# admin METHOD PATH [JSON]: call the admin API, fail on a non-2xx answer.
+admin() {
+  local method=$1 path=$2 body=${3:-}
+  local args=(-sS -X "$method" --fail-with-body "http://127.0.0.1:$SY_ADMIN_PORT$path")
+  [[ -n $body ]] && args+=(-H 'content-type: application/json' -d "$body")
+  curl "${args[@]}"
+}
+
+# wait_proxied PORT PATH: until a GET answers 200 (max 5 s).
+wait_proxied() {
+  for _ in $(seq 100); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$2") == 200 ]] && return 0
+    sleep 0.05
+  done
+  die "no 200 from 127.0.0.1:$1$2"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Proxy benchmark rounds for bench/run.sh (stdlib only).
+
+Peers are already running; this runs wrk against each, round by round with
+the order rotated, reads CPU time from /proc, and prints/writes the report.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_ticks(pid):
+    """utime + stime of a whole process (all threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])  # fields 14 and 15
+
+
+def cpu_busy(cpus):
+    """(busy, total) jiffies per CPU index from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+) (.*)", line)
+            if m and int(m.group(1)) in cpus:
+                v = [int(x) for x in m.group(2).split()]
+                total = sum(v[:8])
+                out[int(m.group(1))] = (total - v[3] - v[4], total)
+    return out
+
+
+def all_tids(pid):
+    return os.listdir(f"/proc/{pid}/task")
+
+
+def pin(pid, cpu):
+    """Move every thread of pid to one CPU."""
+    for tid in all_tids(pid):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+
+
+def run_wrk(args, port, conns, duration):
+    cmd = [
+        "taskset", "-c", str(args.load_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
+        "--latency", "-s", args.lua, f"http://127.0.0.1:{port}/",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("WRKJSON "):
+            return json.loads(line[8:])
+    raise RuntimeError(f"no WRKJSON line in wrk output:\n{out}")
+
+
+def measure(args, peer, conns, duration, one_core):
+    pid = peer.get("pid")
+    if pid and one_core:
+        pin(pid, args.load_cpu)
+    try:
+        t0 = proc_cpu_ticks(pid) if pid else None
+        c0 = cpu_busy({args.proxy_cpu, args.load_cpu})
+        w = run_wrk(args, peer["port"], conns, duration)
+        c1 = cpu_busy({args.proxy_cpu, args.load_cpu})
+        t1 = proc_cpu_ticks(pid) if pid else None
+    finally:
+        if pid and one_core:
+            pin(pid, args.proxy_cpu)
+    rec = {
+        "peer": peer["name"], "conns": conns, "duration_s": duration, "one_core": one_core,
+        **w,
+        "rps": w["requests"] / (w["duration_us"] / 1e6),
+        "errors": w["connect_errors"] + w["read_errors"] + w["write_errors"]
+        + w["timeouts"] + w["non2xx"],
+    }
+    for cpu, key in ((args.proxy_cpu, "proxy_core_busy"), (args.load_cpu, "load_core_busy")):
+        b = c1[cpu][0] - c0[cpu][0]
+        t = c1[cpu][1] - c0[cpu][1]
+        rec[key] = b / t if t else None
+    if pid:
+        rec["proxy_cpu_s"] = (t1 - t0) / CLK_TCK
+        rec["cpu_us_per_req"] = rec["proxy_cpu_s"] * 1e6 / max(w["requests"], 1)
+    return rec
+
+
+def median_range(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(records, peers, rounds):
+    """Per peer: medians of each metric, and same-round ratios vs nginx."""
+    metrics = {
+        "rps": ("c64", "rps"),
+        "cpu_us_per_req": ("c64", "cpu_us_per_req"),
+        "p50_us": ("c64", "p50_us"),
+        "p99_us": ("c64", "p99_us"),
+        "p999_us": ("c64", "p999_us"),
+        "c1_p50_us": ("c1", "p50_us"),
+        "c1_p99_us": ("c1", "p99_us"),
+        "proxy_core_busy": ("c64", "proxy_core_busy"),
+        "load_core_busy": ("c64", "load_core_busy"),
+    }
+    idx = {(r["round"], r["peer"], r["kind"]): r for r in records}
+    out = {}
+    for p in peers:
+        name = p["name"]
+        s = {"errors": sum(r["errors"] for r in records if r["peer"] == name)}
+        for m, (kind, key) in metrics.items():
+            vals = [idx[(i, name, kind)].get(key) for i in range(rounds) if (i, name, kind) in idx]
+            s[m] = median_range(vals)
+            ratios = []
+            for i in range(rounds):
+                a, b = idx.get((i, name, kind)), idx.get((i, "nginx", kind))
+                if a and b and a.get(key) and b.get(key):
+                    ratios.append(a[key] / b[key])
+            s[m + "_vs_nginx"] = median_range(ratios)
+        out[name] = s
+    return out
+
+
+def fmt_ratio(r):
+    if not r:
+        return "—"
+    if abs(r["max"] - r["min"]) < 0.005:
+        return f"{r['median']:.2f}×"
+    return f"{r['median']:.2f}× ({r['min']:.2f}–{r['max']:.2f})"
+
+
+def fmt(v, scale=1.0, digits=1, unit=""):
+    if not v:
+        return "—"
+    return f"{v['median'] * scale:.{digits}f}{unit}"
+
+
+def table(summary, peers):
+    rows = [[
+        "peer", "rps c64", "rps ÷ nginx", "CPU µs/req", "CPU ÷ nginx",
+        "p50/p99/p99.9 c64 (µs)", "c1 p50/p99 (µs)", "c1 p99 ÷ nginx", "proxy/load core busy", "errors",
+    ]]
+    for p in peers:
+        s = summary[p["name"]]
+        lat = "/".join(fmt(s[k], digits=0) for k in ("p50_us", "p99_us", "p999_us"))
+        c1 = "/".join(fmt(s[k], digits=0) for k in ("c1_p50_us", "c1_p99_us"))
+        busy = f"{fmt(s['proxy_core_busy'], 100, 0, '%')}/{fmt(s['load_core_busy'], 100, 0, '%')}"
+        rows.append([
+            p["name"], fmt(s["rps"], 1e-3, 1, "k"), fmt_ratio(s["rps_vs_nginx"]),
+            fmt(s["cpu_us_per_req"], digits=1), fmt_ratio(s["cpu_us_per_req_vs_nginx"]),
+            lat, c1, fmt_ratio(s["c1_p99_us_vs_nginx"]), busy, str(s["errors"]),
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def tool_version(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except Exception as e:  # noqa: BLE001 - informational only
+        return f"unknown ({e})"
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cpu_model": model, "cpus": os.cpu_count(), "kernel": platform.release(),
+        "nginx": tool_version(["/usr/sbin/nginx", "-v"]),
+        "haproxy": tool_version(["/usr/sbin/haproxy", "-v"]),
+        "wrk": tool_version(["wrk", "-v"]),
+        "rustc": tool_version(["rustc", "-V"]),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peer", action="append", required=True, help="name:port[:pid]")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--c1-duration", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--proxy-cpu", type=int, default=0)
+    ap.add_argument("--load-cpu", type=int, default=1)
+    ap.add_argument("--lua", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--git", default="")
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args()
+
+    peers = []
+    for spec in args.peer:
+        parts = spec.split(":")
+        peers.append({"name": parts[0], "port": int(parts[1]),
+                      "pid": int(parts[2]) if len(parts) > 2 and parts[2] else None})
+
+    if args.warmup > 0:
+        for p in peers:
+            print(f"warm-up {p['name']} ({args.warmup} s)", file=sys.stderr, flush=True)
+            run_wrk(args, p["port"], args.conns, args.warmup)
+
+    records = []
+    started = time.time()
+    for rnd in range(args.rounds):
+        order = peers[rnd % len(peers):] + peers[: rnd % len(peers)]
+        for kind, conns, dur, one_core in (
+            ("c64", args.conns, args.duration, False),
+            ("c1", 1, args.c1_duration, True),
+        ):
+            for p in order:
+                rec = measure(args, p, conns, dur, one_core)
+                rec.update(round=rnd, kind=kind)
+                records.append(rec)
+                print(
+                    f"round {rnd + 1}/{args.rounds} {kind:3} {p['name']:10} "
+                    f"{rec['rps'] / 1e3:7.1f}k rps  p99 {rec['p99_us']:6d} µs"
+                    + (f"  {rec['cpu_us_per_req']:5.1f} µs CPU/req" if "cpu_us_per_req" in rec else "")
+                    + (f"  ERRORS {rec['errors']}" if rec["errors"] else ""),
+                    file=sys.stderr, flush=True,
+                )
+
+    summary = summarise(records, peers, args.rounds)
+    report = {
+        "started_unix": started, "git": args.git, "smoke": args.smoke,
+        "settings": {k: getattr(args, k) for k in
+                     ("rounds", "duration", "c1_duration", "warmup", "conns", "proxy_cpu", "load_cpu")},
+        "machine": machine(), "summary": summary, "records": records,
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print()
+    print(f"Pinned layout: proxies on CPU {args.proxy_cpu} (1 worker), wrk + backend on CPU {args.load_cpu}; "
+          f"{args.rounds} round(s) × {args.duration} s at {args.conns} connections, "
+          f"{args.c1_duration} s at 1 connection (one-core layout). Medians; ratios are medians of "
+          f"same-round ratios vs nginx (min–max).")
+    print(table(summary, peers))
+    print(f"\nJSON: {args.out}")
+    bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]
+    if bad:
+        print(f"FAILED requests for: {', '.join(bad)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Switchyard proxy benchmark: direct backend, nginx, haproxy and Switchyard
+# measured in one run, pinned, rounds interleaved with the order rotated.
+# See BENCHMARKS.md. Usage:
+#   bench/run.sh [--rounds N] [--duration S] [--c1-duration S] [--warmup S]
+#                [--smoke] [--no-reconfig] [--no-install] [--no-build]
+# Env equivalents: BENCH_ROUNDS, BENCH_DURATION, BENCH_C1_DURATION,
+# BENCH_WARMUP, BENCH_PORT_BASE (default 19080), BENCH_PROXY_CPU (0),
+# BENCH_LOAD_CPU (1), CARGO_TARGET_DIR, BENCH_KEEP_TMP=1 (keep logs).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS=${BENCH_ROUNDS:-5}
+DURATION=${BENCH_DURATION:-10}
+C1_DURATION=${BENCH_C1_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-3}
+SMOKE=0
+RECONFIG=1
+INSTALL=1
+BUILD=1
+while (($#)); do
+  case $1 in
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --c1-duration) C1_DURATION=$2; shift ;;
+    --warmup) WARMUP=$2; shift ;;
+    --smoke) SMOKE=1 ;;
+    --no-reconfig) RECONFIG=0 ;;
+    --no-install) INSTALL=0 ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+  shift
+done
+if ((SMOKE)); then
+  ROUNDS=1 DURATION=1 C1_DURATION=1 WARMUP=0
+fi
+
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+((INSTALL)) && install_deps
+((BUILD)) && build_all
+bench_tmp
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+check_ports_free "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT"
+
+log "starting peers (proxies on CPU $PROXY_CPU, backend + wrk on CPU $LOAD_CPU); logs in $BENCH_TMP"
+start_backend backend "$BACKEND_PORT"
+start_nginx
+start_haproxy
+start_switchyard
+admin POST /admin/routes "{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}" >/dev/null
+for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT"; do
+  wait_proxied "$port" /
+done
+
+mkdir -p "$BENCH_DIR/results"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH_DIR/results/$STAMP.json
+GIT=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+[[ -n ${BENCH_SWITCHYARD_BIN:-} ]] && GIT="prebuilt $BENCH_SWITCHYARD_BIN (tree $GIT)"
+SMOKE_ARG=()
+((SMOKE)) && SMOKE_ARG=(--smoke)
+log "measuring: $ROUNDS round(s) of ${DURATION}s (c64) + ${C1_DURATION}s (c1), warm-up ${WARMUP}s"
+python3 "$BENCH_DIR/measure.py" \
+  --peer "direct:$BACKEND_PORT" \
+  --peer "nginx:$NGINX_PORT:$PID_nginx" \
+  --peer "haproxy:$HAPROXY_PORT:$PID_haproxy" \
+  --peer "switchyard:$SY_PORT:$PID_switchyard" \
+  --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
+  --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
+  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"
+
+# Stop the peers before the reconfiguration run (it starts its own).
+stop_all
+
+if ((RECONFIG)); then
+  RECONFIG_ARGS=(--no-install --no-build --out "$BENCH_DIR/results/$STAMP-reconfig.json")
+  ((SMOKE)) && RECONFIG_ARGS+=(--smoke)
+  "$BENCH_DIR/reconfig.sh" "${RECONFIG_ARGS[@]}"
+fi
