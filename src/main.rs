@@ -108,6 +108,15 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_SECONDS", default_value_t = proxy::DEFAULT_TUNNEL_IDLE.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     tunnel_idle_seconds: u64,
+
+    /// Do not write one access-log line per proxied request.
+    #[arg(long, env = "SWITCHYARD_NO_ACCESS_LOG")]
+    no_access_log: bool,
+
+    /// Do not count requests per route and backend (/metrics then has only
+    /// config, health and process metrics). For measuring their cost.
+    #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS")]
+    no_request_metrics: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,6 +207,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         max_uri_bytes: cli.max_uri_bytes as usize,
                         max_body_bytes: cli.max_body_bytes,
                         tunnel_idle: Duration::from_secs(cli.tunnel_idle_seconds),
+                        metrics: !cli.no_request_metrics,
+                        access_log: !cli.no_access_log,
                     },
                     server: switchyard::ServerConfig {
                         max_header_bytes: cli.max_header_bytes as usize,

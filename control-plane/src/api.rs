@@ -72,11 +72,90 @@ pub fn app(state: AdminState) -> Router {
         .route("/admin/config", get(config::export).put(config::replace))
         .route("/admin/openapi.yaml", get(config::openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .fallback(|| async { ApiError::NoEndpoint });
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .fallback(unmatched);
     // The token guards unknown paths too, so they cannot be probed.
-    admin
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+    let admin = admin.layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Prometheus scrapes without credentials, as it does elsewhere.
+    Router::new()
+        .route("/metrics", get(metrics))
+        .merge(admin)
         .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let (content_type, body) = state.publisher.metrics().render();
+    let mut resp = body.into_response();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Method label: a fixed set, never request data.
+fn method_label(m: &http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Count every admin request by route template, and write one audit line
+/// per mutation.
+async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let resource = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    state
+        .publisher
+        .metrics()
+        .admin_requests
+        .with_label_values(&[method_label(&method), &endpoint, status.as_str()])
+        .inc();
+    if !matches!(
+        method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) {
+        let version = resp
+            .headers()
+            .get(CONFIG_VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info!(
+            target: "switchyard::audit",
+            method = %method,
+            endpoint = %endpoint,
+            resource = %resource,
+            status = status.as_u16(),
+            config_version = version,
+            result = if status.is_success() { "applied" } else { "refused" },
+        );
+    }
+    resp
+}
+
+/// Paths that are no endpoint: counted, then 404.
+async fn unmatched(State(state): State<AdminState>, method: http::Method) -> ApiError {
+    state
+        .publisher
+        .metrics()
+        .admin_requests
+        .with_label_values(&[method_label(&method), "unmatched", "404"])
+        .inc();
+    ApiError::NoEndpoint
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {

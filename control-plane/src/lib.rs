@@ -5,7 +5,8 @@
 //!   loading the whole config as a `GatewayConfig`;
 //! - [`publish`]: store → compile snapshot → commit → swap, serialised;
 //! - [`api`]: the axum admin router with problem+json errors;
-//! - [`view`]: the representations the API returns.
+//! - [`view`]: the representations the API returns;
+//! - [`metrics`]: the `/metrics` registry.
 //!
 //! [`ControlPlane::start`] opens the store, publishes the committed config
 //! to the data plane and returns what [`api::app`] needs.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod metrics;
 pub mod model;
 pub mod publish;
 pub mod store;
@@ -54,7 +56,8 @@ impl ControlPlane {
     /// `plane`. Returns once the snapshot is live.
     pub async fn start(database_url: &str, plane: Arc<DataPlane>) -> Result<Self, PublishError> {
         let store = Store::open(database_url).await?;
-        let publisher = Arc::new(Publisher::new(store, plane));
+        let metrics = metrics::Metrics::new(Arc::clone(&plane));
+        let publisher = Arc::new(Publisher::new(store, plane, metrics));
         let version = publisher.publish_current().await?;
         tracing::info!(version, "config loaded and published");
         Ok(ControlPlane { publisher })

@@ -15,6 +15,7 @@ use std::time::Instant;
 use data_plane::{BuildError, DataPlane};
 use tokio::sync::Mutex;
 
+use crate::metrics::Metrics;
 use crate::store::{self, Applied, Change, Store, StoreError};
 
 /// Why a change was not published.
@@ -33,15 +34,21 @@ pub struct Publisher {
     store: Store,
     plane: Arc<DataPlane>,
     gate: Mutex<()>,
+    metrics: Metrics,
 }
 
 impl Publisher {
-    pub fn new(store: Store, plane: Arc<DataPlane>) -> Self {
+    pub fn new(store: Store, plane: Arc<DataPlane>, metrics: Metrics) -> Self {
         Publisher {
             store,
             plane,
             gate: Mutex::new(()),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {
@@ -70,6 +77,23 @@ impl Publisher {
     /// what the change produced.
     pub async fn apply(&self, change: Change) -> Result<(u64, Applied), PublishError> {
         let _gate = self.gate.lock().await;
+        let started = Instant::now();
+        let result = self.apply_locked(change).await;
+        self.metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(PublishError::Store(
+                StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_),
+            )) => "error",
+            Err(_) => "rejected",
+        };
+        self.metrics.publish_total.with_label_values(&[label]).inc();
+        result
+    }
+
+    async fn apply_locked(&self, change: Change) -> Result<(u64, Applied), PublishError> {
         let started = Instant::now();
         let mut tx = self.store.begin_write().await?;
         let version = store::bump_version(&mut tx).await?;

@@ -7,6 +7,7 @@
 //! - [`balance`]: backend selection strategies behind one trait;
 //! - [`registry`]: live per-backend state that outlives snapshots;
 //! - [`health`]: the active health-check scheduler, reconciled per snapshot;
+//! - [`metrics`]: lock-free counters and the Prometheus collector;
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
 //! - [`server`]: the listener with HTTP/1.1 + h2c and graceful drain.
 //!
@@ -19,6 +20,7 @@
 pub mod balance;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
@@ -39,6 +41,7 @@ pub struct DataPlane {
     current: ArcSwap<Snapshot>,
     registry: Registry,
     health: health::HealthChecker,
+    stats: metrics::PlaneStats,
 }
 
 /// A snapshot older than the one in force was offered and refused.
@@ -62,6 +65,7 @@ impl DataPlane {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             registry: Registry::new(),
             health: health::HealthChecker::new(),
+            stats: metrics::PlaneStats::default(),
         }
     }
 
@@ -78,6 +82,10 @@ impl DataPlane {
     /// it. Cheap to throw away.
     pub fn compile(&self, config: &GatewayConfig) -> Result<Snapshot, BuildError> {
         Snapshot::build(config, &self.registry)
+    }
+
+    pub fn stats(&self) -> &metrics::PlaneStats {
+        &self.stats
     }
 
     pub fn health(&self) -> &health::HealthChecker {
@@ -104,7 +112,7 @@ impl DataPlane {
             });
         }
         let live = self.snapshot();
-        self.registry.retain(&live.backend_keys());
+        self.registry.retain(&live);
         self.health.reconcile(&live);
         Ok(())
     }

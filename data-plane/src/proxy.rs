@@ -15,6 +15,7 @@ pub mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -30,6 +31,7 @@ pub use tunnel::Tunnels;
 
 use crate::balance::{self, PickContext};
 use crate::config::HashOn;
+use crate::metrics::ErrorKind;
 use crate::routing::path;
 use crate::snapshot::Snapshot;
 use crate::{DataPlane, registry};
@@ -50,6 +52,10 @@ pub struct ProxySettings {
     /// An upgraded connection (WebSocket) with no traffic for this long is
     /// closed.
     pub tunnel_idle: Duration,
+    /// Count requests per route and backend for `/metrics`.
+    pub metrics: bool,
+    /// Write one access-log line per request.
+    pub access_log: bool,
 }
 
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
@@ -64,6 +70,8 @@ impl Default for ProxySettings {
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tunnel_idle: DEFAULT_TUNNEL_IDLE,
+            metrics: true,
+            access_log: true,
         }
     }
 }
@@ -97,18 +105,85 @@ impl Proxy {
         &self.tunnels
     }
 
+    /// Count an open client connection until the guard is dropped.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.plane
+            .stats()
+            .open_connections
+            .fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(Arc::clone(&self.plane))
+    }
+
     /// Proxy one request. Never fails: errors become JSON responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let started = registry::now_ns();
         let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
+        let path = self
+            .settings
+            .access_log
+            .then(|| req.uri().path().to_string());
         let snapshot = self.plane.snapshot();
-        match self.forward(&snapshot, req, conn, &request_id).await {
+        let mut outcome = Outcome::default();
+        let mut resp = match self
+            .forward(&snapshot, req, conn, &request_id, &mut outcome)
+            .await
+        {
             Ok(resp) => resp,
             Err(err) => {
                 tracing::debug!(request_id = ?request_id, error = %err, "proxy error");
                 err.into_response(&request_id)
             }
+        };
+        let route = outcome.route.map(|i| &snapshot.routes()[i]);
+        if self.settings.metrics {
+            let stats = route.map_or(&self.plane.stats().unrouted, |r| &*r.stats);
+            stats.record(&method, resp.status(), registry::now_ns() - started);
         }
+        if let Some(path) = path {
+            let status = resp.status().as_u16();
+            let upstream = route.map(|r| &snapshot.upstreams()[r.upstream]);
+            resp.body_mut().log_when_done(Box::new(body::AccessEntry {
+                request_id,
+                client: conn.peer.ip(),
+                method,
+                path,
+                route: route.map(|r| Arc::clone(&r.name)),
+                upstream: upstream.map(|u| Arc::clone(&u.name)),
+                backend: upstream
+                    .zip(outcome.backend)
+                    .map(|(u, b)| Arc::clone(&u.backends[b].url)),
+                status,
+                retries: outcome.retries,
+                started_ns: started,
+                request_body: outcome.body,
+                bytes_out: 0,
+            }));
+        }
+        resp
     }
+}
+
+/// Counts an open client connection (see [`Proxy::connection`]).
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<DataPlane>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .stats()
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What `forward` found out, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Outcome {
+    route: Option<usize>,
+    backend: Option<usize>,
+    retries: u32,
+    body: Option<Arc<request_body::BodySlot>>,
 }
 
 /// The request's host name without port: the URI authority (absolute-form
@@ -230,6 +305,7 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
         request_id: &HeaderValue,
+        outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         check_request(&parts, &self.settings)?;
@@ -239,6 +315,7 @@ impl Proxy {
         let (matched, route) = snapshot
             .find(host, &parts.method, &path)
             .ok_or(ProxyError::NoRoute)?;
+        outcome.route = Some(matched.route);
         let upstream = &snapshot.upstreams()[route.upstream];
         let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         if declared_length(&parts.headers).is_some_and(|n| n > body_limit) {
@@ -312,6 +389,9 @@ impl Proxy {
                 .and_then(|h| hash_key(h, &parts.headers, conn.peer)),
         };
         let body = request_body::share(body, body_limit);
+        if self.settings.access_log {
+            outcome.body.clone_from(&body);
+        }
         // An upgrade is a conversation: once sent, never repeat it.
         let idempotent = is_idempotent(&parts.method) && upgrade.is_none();
         let attempts = (upstream.retries as usize + 1).min(MAX_ATTEMPTS);
@@ -324,6 +404,7 @@ impl Proxy {
                 break;
             };
             tried[attempt] = i;
+            outcome.backend = Some(i);
             let backend = &upstream.backends[i];
             let last = attempt + 1 == attempts;
             let mut req = Request::new(RequestBody::attempt(body.as_ref()));
@@ -347,8 +428,13 @@ impl Proxy {
             let sent = upstream.client.request(req);
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
                 Ok(Ok(mut resp)) => {
-                    backend.state.observe_latency(registry::now_ns() - started);
+                    let took = registry::now_ns() - started;
+                    backend.state.observe_latency(took);
+                    if self.settings.metrics {
+                        backend.state.stats().duration.observe_ns(took);
+                    }
                     if resp.status().is_server_error() {
+                        backend.state.stats().error(ErrorKind::Status5xx);
                         upstream.report_failure(i);
                     } else {
                         upstream.report_success(i);
@@ -387,6 +473,11 @@ impl Proxy {
                 },
             };
             drop(in_flight);
+            backend.state.stats().error(match failure {
+                ProxyError::Connect { .. } => ErrorKind::Connect,
+                ProxyError::Timeout { .. } => ErrorKind::Timeout,
+                _ => ErrorKind::Protocol,
+            });
             upstream.report_failure(i);
             // Retry on another backend only when nothing reached this one (a
             // refused connection), or for an idempotent request whose body
@@ -398,6 +489,8 @@ impl Proxy {
                 return Err(failure);
             }
             tracing::debug!(upstream = %upstream.name, backend = %backend.url, error = %failure, "retrying on another backend");
+            upstream.stats.retried();
+            outcome.retries += 1;
             last_failure = Some(failure);
         }
         // Every backend was tried (or none is available): the last failure

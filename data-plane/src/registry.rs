@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::metrics::{BackendStats, RequestStats};
 use crate::proxy::client::{self, ClientError, ClientKey, UpstreamClient};
 
 /// Stable identity of a backend across snapshots.
@@ -83,6 +84,7 @@ pub struct BackendState {
     ewma_ns: AtomicU64,
     ewma_stamp_ns: AtomicU64,
     probes: Mutex<ProbeRecord>,
+    stats: BackendStats,
 }
 
 impl Default for BackendState {
@@ -101,6 +103,7 @@ impl Default for BackendState {
                 since_unix_ms: unix_ms(),
                 ..ProbeRecord::default()
             }),
+            stats: BackendStats::default(),
         }
     }
 }
@@ -127,6 +130,11 @@ impl BackendState {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
     }
 
     pub fn health(&self) -> Health {
@@ -196,6 +204,7 @@ impl BackendState {
             .store(now_ns() + period.as_nanos() as u64, Ordering::Relaxed);
         self.passive_failures.store(0, Ordering::Relaxed);
         self.ejections_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.flips[2].fetch_add(1, Ordering::Relaxed);
         period
     }
 
@@ -210,6 +219,7 @@ impl BackendState {
         healthy_threshold: u32,
         unhealthy_threshold: u32,
     ) -> Option<Health> {
+        self.stats.probes[usize::from(!passed)].fetch_add(1, Ordering::Relaxed);
         let mut rec = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         rec.last_probe_unix_ms = Some(unix_ms());
         rec.last_result = Some(result);
@@ -241,6 +251,8 @@ impl BackendState {
         }
         self.health.store(next as u8, Ordering::Relaxed);
         rec.since_unix_ms = unix_ms();
+        let flip = if next == Health::Healthy { 0 } else { 1 };
+        self.stats.flips[flip].fetch_add(1, Ordering::Relaxed);
         Some(next)
     }
 
@@ -273,10 +285,36 @@ impl Drop for InFlight {
     }
 }
 
+/// Counters of one upstream.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    retries: AtomicU64,
+}
+
+impl UpstreamStats {
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+/// Identity of a route's request counters: a route moved to another
+/// upstream, or renamed, starts fresh series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub route: String,
+    pub upstream: String,
+}
+
 /// Owner of all live state that must outlive a snapshot.
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
+    routes: Mutex<HashMap<RouteKey, Arc<RequestStats>>>,
+    upstreams: Mutex<HashMap<String, Arc<UpstreamStats>>>,
     /// Upstream HTTP clients (connection pools) by their settings, so pools
     /// survive snapshot swaps.
     clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
@@ -303,6 +341,16 @@ impl Registry {
         s
     }
 
+    /// The request counters of a route, created on first sight.
+    pub fn route(&self, key: &RouteKey) -> Arc<RequestStats> {
+        Arc::clone(lock(&self.routes).entry(key.clone()).or_default())
+    }
+
+    /// The counters of an upstream, created on first sight.
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamStats> {
+        Arc::clone(lock(&self.upstreams).entry(name.to_string()).or_default())
+    }
+
     /// The pooled client for these connection settings.
     pub fn client(&self, key: &ClientKey) -> Result<UpstreamClient, ClientError> {
         let mut clients = lock(&self.clients);
@@ -314,10 +362,23 @@ impl Registry {
         Ok(c)
     }
 
-    /// Forget every backend not in `live`. Requests still running against
-    /// a dropped backend keep its state alive until they finish.
-    pub fn retain(&self, live: &HashSet<BackendKey>) {
-        lock(&self.backends).retain(|k, _| live.contains(k));
+    /// Forget every backend, route and upstream not in `snapshot`.
+    /// Requests still running against a dropped one keep its state alive
+    /// until they finish.
+    pub fn retain(&self, snapshot: &crate::Snapshot) {
+        let backends = snapshot.backend_keys();
+        lock(&self.backends).retain(|k, _| backends.contains(k));
+        let routes: HashSet<RouteKey> = snapshot
+            .routes()
+            .iter()
+            .map(|r| RouteKey {
+                route: r.name.to_string(),
+                upstream: snapshot.upstreams()[r.upstream].name.to_string(),
+            })
+            .collect();
+        lock(&self.routes).retain(|k, _| routes.contains(k));
+        let upstreams: HashSet<&str> = snapshot.upstreams().iter().map(|u| &*u.name).collect();
+        lock(&self.upstreams).retain(|k, _| upstreams.contains(k.as_str()));
     }
 
     /// Number of backends tracked (for tests and status).

@@ -160,6 +160,7 @@ pub async fn serve(
         let handshake_timeout = config.header_read_timeout;
         connections.spawn(async move {
             let _permit = permit;
+            let _open = proxy.connection();
             let result = match tls {
                 None => {
                     let info = ConnInfo { peer, tls: false };

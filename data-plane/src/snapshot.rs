@@ -17,8 +17,9 @@ use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
     GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, UpstreamConfig,
 };
+use crate::metrics::RequestStats;
 use crate::proxy::client::{ClientKey, UpstreamClient};
-use crate::registry::{BackendKey, BackendState, Registry};
+use crate::registry::{BackendKey, BackendState, Registry, RouteKey, UpstreamStats};
 use crate::routing::{RouteMatch, RouteTable, RouteTableBuilder, path};
 
 /// Why a config cannot be compiled. The control plane validates first, so
@@ -59,6 +60,8 @@ pub struct CompiledRoute {
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub max_body_bytes: Option<u64>,
+    /// Request counters (kept across snapshots by the registry).
+    pub stats: Arc<RequestStats>,
 }
 
 /// One backend with its parsed address and live state.
@@ -87,6 +90,7 @@ pub struct CompiledUpstream {
     pub outlier_detection: OutlierDetection,
     pub retries: u32,
     pub fail_open: bool,
+    pub stats: Arc<UpstreamStats>,
 }
 
 /// The balancer's view of the backends for one pick.
@@ -243,6 +247,10 @@ impl Snapshot {
                 strip_prefix: r.strip_prefix,
                 preserve_host: r.preserve_host,
                 max_body_bytes: r.max_body_bytes,
+                stats: registry.route(&RouteKey {
+                    route: r.name.clone(),
+                    upstream: r.upstream.clone(),
+                }),
             });
         }
 
@@ -347,6 +355,7 @@ fn compile_upstream(
         outlier_detection: u.outlier_detection,
         retries: u.retries,
         fail_open: u.fail_open,
+        stats: registry.upstream(&u.name),
     })
 }
 

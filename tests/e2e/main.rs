@@ -10,6 +10,7 @@ mod durability;
 mod hardening;
 mod health;
 mod live;
+mod observability;
 mod process;
 mod proxy;
 mod streaming;

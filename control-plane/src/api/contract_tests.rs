@@ -61,7 +61,9 @@ async fn every_path_serves_exactly_the_documented_methods() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("c.db").display());
     let store = Store::open(&url).await.unwrap();
-    let publisher = Arc::new(Publisher::new(store, Arc::new(DataPlane::new())));
+    let plane = Arc::new(DataPlane::new());
+    let metrics = crate::metrics::Metrics::new(Arc::clone(&plane));
+    let publisher = Arc::new(Publisher::new(store, plane, metrics));
     let router = app(AdminState {
         publisher,
         token: None,

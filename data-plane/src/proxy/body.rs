@@ -27,6 +27,49 @@ pub struct BodyIdle(pub Duration);
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
+    /// Written when the body is done (only when access logging is on).
+    access: Option<Box<AccessEntry>>,
+}
+
+/// One access-log line, written when the response body is finished or
+/// abandoned, so it carries the real byte counts and duration.
+#[derive(Debug)]
+pub struct AccessEntry {
+    pub request_id: http::HeaderValue,
+    pub client: std::net::IpAddr,
+    pub method: http::Method,
+    pub path: String,
+    pub route: Option<std::sync::Arc<str>>,
+    pub upstream: Option<std::sync::Arc<str>>,
+    pub backend: Option<std::sync::Arc<str>>,
+    pub status: u16,
+    pub retries: u32,
+    pub started_ns: u64,
+    pub request_body: Option<std::sync::Arc<super::request_body::BodySlot>>,
+    pub bytes_out: u64,
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        let Some(e) = self.access.take() else { return };
+        let elapsed_ms = crate::registry::now_ns().saturating_sub(e.started_ns) as f64 / 1e6;
+        tracing::info!(
+            target: "switchyard::access",
+            request_id = e.request_id.to_str().unwrap_or(""),
+            client = %e.client,
+            method = %e.method,
+            path = %e.path,
+            route = e.route.as_deref().unwrap_or("-"),
+            upstream = e.upstream.as_deref().unwrap_or("-"),
+            backend = e.backend.as_deref().unwrap_or("-"),
+            status = e.status,
+            duration_ms = elapsed_ms,
+            bytes_in = e.request_body.as_ref().map_or(0, |b| b.sent()),
+            bytes_out = e.bytes_out,
+            retries = e.retries,
+            complete = matches!(self.kind, Kind::Full(None)) || self.is_end_stream(),
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -52,6 +95,7 @@ impl ProxyBody {
                 idle,
                 timer: None,
             },
+            access: None,
         }
     }
 
@@ -59,13 +103,20 @@ impl ProxyBody {
         let bytes = bytes.into();
         ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            access: None,
         }
     }
 
     pub fn empty() -> Self {
         ProxyBody {
             kind: Kind::Full(None),
+            access: None,
         }
+    }
+
+    /// Write `entry` to the access log when this body is done.
+    pub fn log_when_done(&mut self, entry: Box<AccessEntry>) {
+        self.access = Some(entry);
     }
 }
 
@@ -77,28 +128,12 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().kind {
-            Kind::Upstream {
-                body, idle, timer, ..
-            } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(t) = timer {
-                        t.as_mut().reset(Instant::now() + *idle);
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => {
-                    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
-                    match t.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(*idle).into()))),
-                        Poll::Pending => Poll::Pending,
-                    }
-                }
-            },
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let polled = poll_kind(&mut this.kind, cx);
+        if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
+            entry.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -113,5 +148,33 @@ impl Body for ProxyBody {
             Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
+    }
+}
+
+fn poll_kind(
+    kind: &mut Kind,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match kind {
+        Kind::Upstream {
+            body, idle, timer, ..
+        } => match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = timer {
+                    t.as_mut().reset(Instant::now() + *idle);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                match t.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(*idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        },
+        Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
     }
 }

@@ -9,7 +9,7 @@
 //! (a refused connection) leaves the body in the slot for the next one.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -32,6 +32,8 @@ pub struct BodySlot {
     hint: SizeHint,
     limit: u64,
     too_large: AtomicBool,
+    /// Bytes streamed upstream (for the access log).
+    sent: AtomicU64,
 }
 
 impl BodySlot {
@@ -41,6 +43,11 @@ impl BodySlot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
+    }
+
+    /// Bytes of body streamed upstream so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Whether streaming stopped because the body passed the limit.
@@ -83,6 +90,7 @@ pub fn share(body: Incoming, limit: u64) -> Option<Arc<BodySlot>> {
         body: Mutex::new(Some(body)),
         limit,
         too_large: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
     }))
 }
 
@@ -113,7 +121,9 @@ impl Body for RequestBody {
                 State::Streaming { body, slot, seen } => {
                     return match Pin::new(body).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
-                            *seen += frame.data_ref().map_or(0, |d| d.remaining() as u64);
+                            let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+                            *seen += n;
+                            slot.sent.fetch_add(n, Ordering::Relaxed);
                             if *seen > slot.limit {
                                 slot.too_large.store(true, Ordering::Relaxed);
                                 Poll::Ready(Some(Err(BodyTooLarge(slot.limit).into())))

@@ -174,6 +174,18 @@ impl TestGateway {
         v["backend"].as_str().unwrap().to_string()
     }
 
+    /// Scrape `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.unwrap()
+    }
+
     /// Stop the gateway, keeping the database directory for a restart.
     pub async fn stop(mut self) -> TempDir {
         self.gateway.take().unwrap().shutdown().await;
@@ -238,6 +250,8 @@ pub struct Process {
     pub child: std::process::Child,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Every line the process wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -261,6 +275,8 @@ impl Process {
             .expect("binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in std::io::BufReader::new(stderr).lines() {
@@ -268,14 +284,20 @@ impl Process {
                 if line.contains("switchyard listening")
                     && let Some(tx) = tx.take()
                 {
-                    let _ = tx.send(line);
+                    let _ = tx.send(line.clone());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the gateway did not log its listeners within 30 s (did it exit?)");
+        // The line is text (`proxy_addr=…`) or JSON (`"proxy_addr":"…"`).
         let addr = |key: &str| -> SocketAddr {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let field = key.trim_end_matches('=');
+                return v["fields"][field].as_str().unwrap().parse().unwrap();
+            }
             let rest =
                 &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
             rest.split_whitespace().next().unwrap().parse().unwrap()
@@ -284,6 +306,7 @@ impl Process {
             proxy_addr: addr("proxy_addr="),
             admin_addr: addr("admin_addr="),
             child,
+            log,
         }
     }
 
@@ -317,4 +340,25 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The value of the sample `name{labels…}` in a Prometheus text exposition
+/// (all given labels must match; others may be present).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name).then_some((rest, value))
+        })
+        .find(|(rest, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, v)| v.parse().ok())
 }
