@@ -23,7 +23,7 @@ use crate::model::{Config, NewBackend, Route, Upstream};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
 pub use read::load_config;
-use read::{ROUTE_SELECT_ALL, RouteRow, export, get_backend, get_route, get_upstream, route_view};
+use read::{all_routes, export, get_backend, get_route, get_upstream};
 pub use write::apply;
 
 /// Why a store operation failed.
@@ -156,8 +156,7 @@ impl Store {
     pub async fn list_routes(&self) -> Result<(Vec<RouteView>, u64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let version = config_version(&mut tx).await?;
-        let rows: Vec<RouteRow> = sqlx::query_as(ROUTE_SELECT_ALL).fetch_all(&mut *tx).await?;
-        let views = rows.into_iter().map(route_view).collect::<Result<_, _>>()?;
+        let views = all_routes(&mut tx).await?;
         Ok((views, version))
     }
 

@@ -91,3 +91,33 @@ pub struct ConfigRouteView {
     pub max_body_bytes: Option<u64>,
     pub upstream: String,
 }
+
+impl From<RouteView> for ConfigRouteView {
+    fn from(v: RouteView) -> Self {
+        ConfigRouteView {
+            name: v.name,
+            path: v.path,
+            methods: v.methods,
+            hosts: v.hosts,
+            strip_prefix: v.strip_prefix,
+            preserve_host: v.preserve_host,
+            max_body_bytes: v.max_body_bytes,
+            upstream: v.upstream,
+        }
+    }
+}
+
+impl From<RouteView> for data_plane::config::RouteConfig {
+    fn from(v: RouteView) -> Self {
+        data_plane::config::RouteConfig {
+            name: v.name,
+            path: v.path,
+            methods: v.methods,
+            hosts: v.hosts,
+            strip_prefix: v.strip_prefix,
+            preserve_host: v.preserve_host,
+            max_body_bytes: v.max_body_bytes,
+            upstream: v.upstream,
+        }
+    }
+}

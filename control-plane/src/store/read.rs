@@ -15,7 +15,7 @@ use crate::view::{
 };
 
 #[derive(Debug, sqlx::FromRow)]
-pub(super) struct RouteRow {
+struct RouteRow {
     name: String,
     path: String,
     methods: String,
@@ -28,7 +28,7 @@ pub(super) struct RouteRow {
 }
 const ROUTE_COLUMNS: &str =
     "name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes, upstream, version";
-pub(super) const ROUTE_SELECT_ALL: &str = "SELECT name, path, methods, hosts, strip_prefix, preserve_host, \
+const ROUTE_SELECT_ALL: &str = "SELECT name, path, methods, hosts, strip_prefix, preserve_host, \
      max_body_bytes, upstream, version FROM routes ORDER BY name";
 
 pub(super) fn json_list(items: &[String]) -> String {
@@ -40,7 +40,15 @@ fn parse_list(raw: &str) -> Result<Vec<String>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("bad JSON list {raw:?}: {e}")))
 }
 
-pub(super) fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
+/// Every route, by name.
+pub(super) async fn all_routes(conn: &mut SqliteConnection) -> Result<Vec<RouteView>, StoreError> {
+    let rows: Vec<RouteRow> = sqlx::query_as(ROUTE_SELECT_ALL)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(route_view).collect()
+}
+
+fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
     Ok(RouteView {
         methods: parse_list(&row.methods)?,
         hosts: parse_list(&row.hosts)?,
@@ -199,25 +207,11 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
             })
         })
         .collect::<Result<_, StoreError>>()?;
-    let rows: Vec<RouteRow> = sqlx::query_as(ROUTE_SELECT_ALL)
-        .fetch_all(&mut *conn)
-        .await?;
-    let routes = rows
+    let routes = all_routes(conn)
+        .await?
         .into_iter()
-        .map(|row| {
-            let v = route_view(row)?;
-            Ok(RouteConfig {
-                name: v.name,
-                path: v.path,
-                methods: v.methods,
-                hosts: v.hosts,
-                strip_prefix: v.strip_prefix,
-                preserve_host: v.preserve_host,
-                max_body_bytes: v.max_body_bytes,
-                upstream: v.upstream,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+        .map(RouteConfig::from)
+        .collect();
     Ok(GatewayConfig {
         version,
         routes,
@@ -250,25 +244,11 @@ pub(super) async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, St
             owner_route: u.owner_route,
         });
     }
-    let rows: Vec<RouteRow> = sqlx::query_as(ROUTE_SELECT_ALL)
-        .fetch_all(&mut *conn)
-        .await?;
-    let routes = rows
+    let routes = all_routes(conn)
+        .await?
         .into_iter()
-        .map(|row| {
-            let v = route_view(row)?;
-            Ok(ConfigRouteView {
-                name: v.name,
-                path: v.path,
-                methods: v.methods,
-                hosts: v.hosts,
-                strip_prefix: v.strip_prefix,
-                preserve_host: v.preserve_host,
-                max_body_bytes: v.max_body_bytes,
-                upstream: v.upstream,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+        .map(ConfigRouteView::from)
+        .collect();
     Ok(ConfigView {
         version,
         upstreams,
