@@ -15,6 +15,10 @@ HAPROXY_PORT=$((PORT_BASE + 2))
 SY_PORT=$((PORT_BASE + 3))
 SY_ADMIN_PORT=$((PORT_BASE + 4))
 BACKEND2_PORT=$((PORT_BASE + 5))
+# A second Switchyard, identical but for --no-request-metrics: the cost of
+# per-request metrics, measured in the same rounds.
+SY_BARE_PORT=$((PORT_BASE + 6))
+SY_BARE_ADMIN_PORT=$((PORT_BASE + 7))
 # CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
@@ -185,19 +189,24 @@ CONF
   wait_port "$HAPROXY_PORT" "$PID_haproxy" haproxy
 }
 
+# start_switchyard [NAME PORT ADMIN_PORT EXTRA_ARGS...]: one worker, no
+# access log (like the nginx config), everything else as shipped.
 start_switchyard() {
-  rm -f "$BENCH_TMP"/sy.db*
-  start_bg switchyard "$PROXY_CPU" env SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$SWITCHYARD_BIN" \
-    --proxy-listen "127.0.0.1:$SY_PORT" --admin-listen "127.0.0.1:$SY_ADMIN_PORT" \
-    --database-url "sqlite://$BENCH_TMP/sy.db" --workers 1 --drain-seconds 1
-  wait_port "$SY_ADMIN_PORT" "$PID_switchyard" switchyard
-  wait_port "$SY_PORT" "$PID_switchyard" switchyard
+  local name=${1:-switchyard} port=${2:-$SY_PORT} admin_port=${3:-$SY_ADMIN_PORT}
+  (($# >= 3)) && shift 3
+  rm -f "$BENCH_TMP/$name".db*
+  start_bg "$name" "$PROXY_CPU" env SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$SWITCHYARD_BIN" \
+    --proxy-listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+    --database-url "sqlite://$BENCH_TMP/$name.db" --workers 1 --drain-seconds 1 --no-access-log "$@"
+  local v="PID_$name"
+  wait_port "$admin_port" "${!v}" "$name"
+  wait_port "$port" "${!v}" "$name"
 }
 
 # admin METHOD PATH [JSON]: call the admin API, fail on a non-2xx answer.
 admin() {
   local method=$1 path=$2 body=${3:-}
-  local args=(-sS -X "$method" --fail-with-body "http://127.0.0.1:$SY_ADMIN_PORT$path")
+  local args=(-sS -X "$method" --fail-with-body "http://127.0.0.1:${ADMIN_PORT:-$SY_ADMIN_PORT}$path")
   [[ -n $body ]] && args+=(-H 'content-type: application/json' -d "$body")
   curl "${args[@]}"
 }

@@ -130,6 +130,20 @@ def summarise(records, peers, rounds):
     return out
 
 
+def same_round_ratio(records, rounds, a_name, b_name):
+    """Median (min–max) of a ÷ b over rounds, for rps and CPU per request at c64."""
+    idx = {(r["round"], r["peer"], r["kind"]): r for r in records}
+    out = {}
+    for key in ("rps", "cpu_us_per_req"):
+        ratios = []
+        for i in range(rounds):
+            a, b = idx.get((i, a_name, "c64")), idx.get((i, b_name, "c64"))
+            if a and b and a.get(key) and b.get(key):
+                ratios.append(a[key] / b[key])
+        out[key] = median_range(ratios)
+    return out
+
+
 def fmt_ratio(r):
     if not r:
         return "—"
@@ -240,8 +254,10 @@ def main():
                 )
 
     summary = summarise(records, peers, args.rounds)
+    metrics_cost = same_round_ratio(records, args.rounds, "switchyard", "switchyard_no_metrics")
     report = {
         "started_unix": started, "git": args.git, "smoke": args.smoke,
+        "metrics_cost": metrics_cost,
         "settings": {k: getattr(args, k) for k in
                      ("rounds", "duration", "c1_duration", "warmup", "conns", "proxy_cpu", "load_cpu")},
         "machine": machine(), "summary": summary, "records": records,
@@ -255,6 +271,10 @@ def main():
           f"{args.c1_duration} s at 1 connection (one-core layout). Medians; ratios are medians of "
           f"same-round ratios vs nginx (min–max).")
     print(table(summary, peers))
+    if metrics_cost["rps"]:
+        rps, cpu = metrics_cost["rps"], metrics_cost["cpu_us_per_req"]
+        print(f"\nPer-request metrics (switchyard ÷ switchyard --no-request-metrics, same rounds): "
+              f"rps {fmt_ratio(rps)}, CPU µs/req {fmt_ratio(cpu)}")
     print(f"\nJSON: {args.out}")
     bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]
     if bad:

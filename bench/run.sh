@@ -44,15 +44,19 @@ trap 'exit 130' INT TERM
 ((BUILD)) && build_all
 bench_tmp
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-check_ports_free "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT"
+check_ports_free "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT" \
+  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT"
 
 log "starting peers (proxies on CPU $PROXY_CPU, backend + wrk on CPU $LOAD_CPU); logs in $BENCH_TMP"
 start_backend backend "$BACKEND_PORT"
 start_nginx
 start_haproxy
 start_switchyard
-admin POST /admin/routes "{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}" >/dev/null
-for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT"; do
+start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-request-metrics
+ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
+admin POST /admin/routes "$ROUTE" >/dev/null
+ADMIN_PORT=$SY_BARE_ADMIN_PORT admin POST /admin/routes "$ROUTE" >/dev/null
+for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_BARE_PORT"; do
   wait_proxied "$port" /
 done
 
@@ -69,6 +73,7 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "nginx:$NGINX_PORT:$PID_nginx" \
   --peer "haproxy:$HAPROXY_PORT:$PID_haproxy" \
   --peer "switchyard:$SY_PORT:$PID_switchyard" \
+  --peer "switchyard_no_metrics:$SY_BARE_PORT:$PID_switchyard_bare" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
   --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"
