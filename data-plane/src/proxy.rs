@@ -77,11 +77,25 @@ impl Default for ProxySettings {
 }
 
 /// What the listener knows of a client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client came over TLS.
     pub tls: bool,
+    /// The peer's IP as a header value, made once per connection.
+    pub ip_value: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip_value =
+            HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value");
+        ConnInfo {
+            peer,
+            tls,
+            ip_value,
+        }
+    }
 }
 
 /// The request handler of the proxy listener.
@@ -126,7 +140,7 @@ impl Proxy {
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
         let mut resp = match self
-            .forward(&snapshot, req, conn, &request_id, &mut outcome)
+            .forward(&snapshot, req, &conn, &request_id, &mut outcome)
             .await
         {
             Ok(resp) => resp,
@@ -303,7 +317,7 @@ impl Proxy {
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -354,6 +368,7 @@ impl Proxy {
             &mut parts.headers,
             &headers::Origin {
                 client_ip: conn.peer.ip(),
+                client_ip_value: &conn.ip_value,
                 trusted: self.trusted(conn.peer.ip()),
                 proto: if conn.tls { "https" } else { "http" },
                 host: client_host.as_ref(),
@@ -394,7 +409,10 @@ impl Proxy {
         }
         // An upgrade is a conversation: once sent, never repeat it.
         let idempotent = is_idempotent(&parts.method) && upgrade.is_none();
-        let attempts = (upstream.retries as usize + 1).min(MAX_ATTEMPTS);
+        // A retry needs another backend: never more attempts than backends.
+        let attempts = (upstream.retries as usize + 1)
+            .min(MAX_ATTEMPTS)
+            .min(upstream.backends.len().max(1));
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut head_headers = Some(parts.headers);
         let mut last_failure = None;

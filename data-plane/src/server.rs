@@ -163,13 +163,13 @@ pub async fn serve(
             let _open = proxy.connection();
             let result = match tls {
                 None => {
-                    let info = ConnInfo { peer, tls: false };
+                    let info = ConnInfo::new(peer, false);
                     serve_conn(&builder, stopping, stream, proxy, info).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            let info = ConnInfo { peer, tls: true };
+                            let info = ConnInfo::new(peer, true);
                             serve_conn(&builder, stopping, tls_stream, proxy, info).await
                         }
                         Ok(Err(e)) => Err(Box::new(e) as _),
@@ -217,7 +217,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
+        let (proxy, info) = (proxy.clone(), info.clone());
         async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

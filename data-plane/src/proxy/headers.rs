@@ -31,7 +31,12 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
 ];
 
 /// Remove hop-by-hop headers and every header named in `Connection`.
+/// Most messages carry none: one pass over the names finds out, and only
+/// headers actually present are removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -53,6 +58,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
     pub client_ip: IpAddr,
+    /// `client_ip` as a header value (made once per connection).
+    pub client_ip_value: &'a HeaderValue,
     /// The peer is a trusted proxy: its forwarding headers are extended,
     /// not replaced.
     pub trusted: bool,
@@ -67,15 +74,25 @@ pub struct Origin<'a> {
 
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// What the gateway adds to `Via` in both directions (RFC 9110 §7.6.3).
-const VIA_ENTRY: &str = "1.1 switchyard";
+static VIA_ENTRY: HeaderValue = HeaderValue::from_static("1.1 switchyard");
 
-fn append(headers: &mut HeaderMap, name: &HeaderName, entry: &str) {
-    let value = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {entry}"),
-        _ => entry.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
+/// Append `entry` to a list header; with no prior value, `entry` itself
+/// (given as a ready value, so the common case allocates nothing).
+fn append(headers: &mut HeaderMap, name: &HeaderName, entry: &HeaderValue) {
+    let prior = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match prior {
+        Some(p) if !p.is_empty() => {
+            let joined = format!("{p}, {}", entry.to_str().unwrap_or_default());
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(name, v);
+            }
+        }
+        _ => {
+            headers.insert(name, entry.clone());
+        }
     }
 }
 
@@ -97,17 +114,16 @@ fn forwarded_value(v: &str) -> String {
 /// `Forwarded` are replaced; from a trusted proxy they are kept and
 /// extended.
 pub fn forward_request(headers: &mut HeaderMap, origin: &Origin<'_>) {
-    let ip = origin.client_ip.to_string();
-    let ip_value = HeaderValue::from_str(&ip).expect("an IP is a valid header");
+    let ip_value = origin.client_ip_value;
     if origin.trusted {
-        append(headers, &X_FORWARDED_FOR, &ip);
+        append(headers, &X_FORWARDED_FOR, ip_value);
     } else {
         headers.insert(&X_FORWARDED_FOR, ip_value.clone());
     }
     let keep =
         |headers: &HeaderMap, name: &HeaderName| origin.trusted && headers.contains_key(name);
     if !keep(headers, &X_REAL_IP) {
-        headers.insert(&X_REAL_IP, ip_value);
+        headers.insert(&X_REAL_IP, ip_value.clone());
     }
     if !keep(headers, &X_FORWARDED_PROTO) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
@@ -131,18 +147,25 @@ pub fn forward_request(headers: &mut HeaderMap, origin: &Origin<'_>) {
             element.push_str(";host=");
             element.push_str(&forwarded_value(host));
         }
-        append(headers, &FORWARDED, &element);
+        if let Ok(element) = HeaderValue::from_str(&element) {
+            append(headers, &FORWARDED, &element);
+        }
     }
-    append(headers, &header::VIA, VIA_ENTRY);
+    append(headers, &header::VIA, &VIA_ENTRY);
     headers.insert(&X_REQUEST_ID, origin.request_id.clone());
 }
 
 /// Rewrite an upstream response's headers for the client.
 pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     strip_hop_by_hop(headers);
-    headers.remove(header::SERVER);
-    headers.remove(&X_POWERED_BY);
-    append(headers, &header::VIA, VIA_ENTRY);
+    if headers
+        .keys()
+        .any(|k| k == header::SERVER || k == X_POWERED_BY)
+    {
+        headers.remove(header::SERVER);
+        headers.remove(&X_POWERED_BY);
+    }
+    append(headers, &header::VIA, &VIA_ENTRY);
     headers.insert(&X_REQUEST_ID, request_id.clone());
 }
 
@@ -204,9 +227,13 @@ mod tests {
         assert_eq!(h["x-keep"], "yes");
     }
 
+    static LOCALHOST: HeaderValue = HeaderValue::from_static("127.0.0.1");
+    static V6: HeaderValue = HeaderValue::from_static("::1");
+
     fn origin<'a>(trusted: bool, host: Option<&'a HeaderValue>, id: &'a HeaderValue) -> Origin<'a> {
         Origin {
             client_ip: "127.0.0.1".parse().unwrap(),
+            client_ip_value: &LOCALHOST,
             trusted,
             proto: "http",
             host,
@@ -283,6 +310,7 @@ mod tests {
         let id = new_request_id();
         let mut o = origin(false, None, &id);
         o.client_ip = "::1".parse().unwrap();
+        o.client_ip_value = &V6;
         o.forwarded = true;
         forward_request(&mut h, &o);
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
