@@ -172,9 +172,15 @@ async fn termination() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, which spares the work-stealing
+    // scheduler's cross-thread wake-ups between a client connection and its
+    // pooled upstream connection. More: the multi-thread runtime.
+    let mut runtime = match cli.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(n) = cli.workers {
+    if let Some(n) = cli.workers.filter(|n| *n > 1) {
         runtime.worker_threads(n.into());
     }
     let runtime = runtime.build().context("cannot start the runtime")?;

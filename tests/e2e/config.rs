@@ -156,7 +156,8 @@ async fn bootstrap_applies_only_to_a_new_database() {
     let db = format!("sqlite://{}", dir.path().join("gw.db").display());
     let file_arg = file.to_str().unwrap();
 
-    let mut gw = Process::start(&db, &["--bootstrap", file_arg]);
+    // One worker: the current-thread runtime serves admin, proxy and probes.
+    let mut gw = Process::start(&db, &["--bootstrap", file_arg, "--workers", "1"]);
     let http = reqwest::Client::new();
     let export = format!("http://{}/admin/config", gw.admin_addr);
     let first: Value = http
