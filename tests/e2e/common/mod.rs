@@ -274,6 +274,18 @@ impl Process {
             .spawn()
             .expect("binary starts");
         let stderr = child.stderr.take().unwrap();
+        // Until the Process exists, this guard owns the child: a start that
+        // fails below must not leave the gateway running.
+        struct KillOnDrop(Option<std::process::Child>);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                if let Some(c) = self.0.as_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        let mut guard = KillOnDrop(Some(child));
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = std::sync::Arc::clone(&log);
@@ -302,10 +314,11 @@ impl Process {
                 &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
             rest.split_whitespace().next().unwrap().parse().unwrap()
         };
+        let (proxy_addr, admin_addr) = (addr("proxy_addr="), addr("admin_addr="));
         Process {
-            proxy_addr: addr("proxy_addr="),
-            admin_addr: addr("admin_addr="),
-            child,
+            proxy_addr,
+            admin_addr,
+            child: guard.0.take().expect("the guard still owns the child"),
             log,
         }
     }
