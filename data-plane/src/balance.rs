@@ -79,7 +79,7 @@ pub fn first_eligible_from(backends: &dyn Backends, start: usize) -> Option<usiz
 #[cfg(test)]
 pub(crate) mod fake {
     //! A plain-vector [`Backends`] for balancer tests.
-    use super::Backends;
+    use super::{Backends, Candidate};
 
     #[derive(Debug, Clone)]
     pub struct Fake {
@@ -113,11 +113,15 @@ pub(crate) mod fake {
         }
     }
 
-    /// Candidates with these weights and keys `b0`, `b1`, ….
-    pub fn weights(ws: &[u32]) -> (Vec<String>, Vec<u32>) {
-        (
-            (0..ws.len()).map(|i| format!("b{i}")).collect(),
-            ws.to_vec(),
-        )
+    /// Build a balancer over candidates with these weights and keys `b0`,
+    /// `b1`, ….
+    pub fn build<B>(ws: &[u32], make: impl FnOnce(&[Candidate<'_>]) -> B) -> B {
+        let keys: Vec<String> = (0..ws.len()).map(|i| format!("b{i}")).collect();
+        let candidates: Vec<Candidate> = keys
+            .iter()
+            .zip(ws)
+            .map(|(k, &weight)| Candidate { weight, key: k })
+            .collect();
+        make(&candidates)
     }
 }

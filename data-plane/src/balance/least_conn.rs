@@ -53,16 +53,10 @@ impl Balancer for LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::fake::{Fake, weights};
+    use crate::balance::fake::{Fake, build};
 
     fn lc(ws: &[u32]) -> LeastConnections {
-        let (keys, ws) = weights(ws);
-        let c: Vec<Candidate> = keys
-            .iter()
-            .zip(&ws)
-            .map(|(k, &weight)| Candidate { weight, key: k })
-            .collect();
-        LeastConnections::new(&c)
+        build(ws, LeastConnections::new)
     }
 
     #[test]

@@ -67,16 +67,10 @@ impl Balancer for P2cEwma {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::fake::{Fake, weights};
+    use crate::balance::fake::{Fake, build};
 
     fn p2c(ws: &[u32]) -> P2cEwma {
-        let (keys, ws) = weights(ws);
-        let c: Vec<Candidate> = keys
-            .iter()
-            .zip(&ws)
-            .map(|(k, &weight)| Candidate { weight, key: k })
-            .collect();
-        P2cEwma::new(&c)
+        build(ws, P2cEwma::new)
     }
 
     #[test]

@@ -102,16 +102,10 @@ impl Balancer for SmoothWeighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::fake::{Fake, weights};
+    use crate::balance::fake::{Fake, build};
 
     fn picks(ws: &[u32], n: usize, f: &Fake) -> Vec<usize> {
-        let (keys, ws) = weights(ws);
-        let c: Vec<Candidate> = keys
-            .iter()
-            .zip(&ws)
-            .map(|(k, &weight)| Candidate { weight, key: k })
-            .collect();
-        let b = SmoothWeighted::new(&c);
+        let b = build(ws, SmoothWeighted::new);
         (0..n)
             .map(|_| b.pick(f, &PickContext::default()).unwrap())
             .collect()
@@ -159,14 +153,8 @@ mod tests {
         assert!(!p.contains(&0));
         assert!(p.contains(&1) && p.contains(&2));
         f.eligible = vec![false; 3];
-        let (keys, ws) = weights(&[5, 1, 1]);
-        let c: Vec<Candidate> = keys
-            .iter()
-            .zip(&ws)
-            .map(|(k, &weight)| Candidate { weight, key: k })
-            .collect();
         assert_eq!(
-            SmoothWeighted::new(&c).pick(&f, &PickContext::default()),
+            build(&[5, 1, 1], SmoothWeighted::new).pick(&f, &PickContext::default()),
             None
         );
     }
