@@ -79,9 +79,15 @@ impl Publisher {
         let _gate = self.gate.lock().await;
         let started = Instant::now();
         let result = self.apply_locked(change).await;
-        self.metrics
-            .publish_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
+        if let Ok((version, _)) = &result {
+            tracing::debug!(
+                version,
+                elapsed_us = elapsed.as_micros() as u64,
+                "config published"
+            );
+        }
         let label = match &result {
             Ok(_) => "ok",
             Err(PublishError::Store(
@@ -94,7 +100,6 @@ impl Publisher {
     }
 
     async fn apply_locked(&self, change: Change) -> Result<(u64, Applied), PublishError> {
-        let started = Instant::now();
         let mut tx = self.store.begin_write().await?;
         let version = store::bump_version(&mut tx).await?;
         let applied = store::apply(&mut tx, change, version).await?;
@@ -106,11 +111,6 @@ impl Publisher {
             .map_err(PublishError::Rejected)?;
         tx.commit().await.map_err(StoreError::from)?;
         let _ = self.plane.install(snapshot);
-        tracing::debug!(
-            version,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "config published"
-        );
         Ok((version, applied))
     }
 }
