@@ -86,11 +86,6 @@ impl HealthChecker {
         }
     }
 
-    /// Number of backends being probed.
-    pub fn probing(&self) -> usize {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Make the probe tasks match `snapshot`. Must run inside a tokio
     /// runtime when the snapshot has health checks.
     pub fn reconcile(&self, snapshot: &Snapshot) {

@@ -380,13 +380,4 @@ impl Registry {
         let upstreams: HashSet<&str> = snapshot.upstreams().iter().map(|u| &*u.name).collect();
         lock(&self.upstreams).retain(|k, _| upstreams.contains(k.as_str()));
     }
-
-    /// Number of backends tracked (for tests and status).
-    pub fn len(&self) -> usize {
-        lock(&self.backends).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -29,11 +29,6 @@ impl Tunnels {
         Self::default()
     }
 
-    /// Tunnels open now.
-    pub fn open(&self) -> usize {
-        self.tracker.len()
-    }
-
     /// Wait up to `period` for open tunnels to end by themselves, then
     /// close the rest. Returns whether all ended in time.
     pub async fn drain(&self, period: Duration) -> bool {
