@@ -10,6 +10,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod headers;
+pub mod interim;
 pub mod request_body;
 pub mod tunnel;
 
@@ -84,16 +85,19 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The peer's IP as a header value, made once per connection.
     pub ip_value: HeaderValue,
+    /// Where a backend's 1xx responses go (see [`interim`]).
+    pub interim: Arc<interim::Interim>,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+    pub fn new(peer: SocketAddr, tls: bool, interim: Arc<interim::Interim>) -> Self {
         let ip_value =
             HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value");
         ConnInfo {
             peer,
             tls,
             ip_value,
+            interim,
         }
     }
 }
@@ -416,6 +420,9 @@ impl Proxy {
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut head_headers = Some(parts.headers);
         let mut last_failure = None;
+        // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the
+        // final answer is known.
+        let interim = (parts.version == Version::HTTP_11).then(|| conn.interim.arm());
 
         for attempt in 0..attempts {
             let Some(i) = upstream.pick(&ctx, &tried[..attempt]) else {
@@ -440,12 +447,16 @@ impl Proxy {
             } else {
                 head_headers.clone().unwrap_or_default()
             };
+            if let Some(armed) = &interim {
+                armed.attach(&mut req, request_id);
+            }
 
             let in_flight = backend.state.start();
             let started = registry::now_ns();
             let sent = upstream.client.request(req);
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
                 Ok(Ok(mut resp)) => {
+                    drop(interim);
                     let took = registry::now_ns() - started;
                     backend.state.observe_latency(took);
                     if self.settings.metrics {

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::proxy::interim::{Interim, InterimIo};
 use crate::proxy::{ConnInfo, Proxy};
 
 /// How the drain ended.
@@ -163,13 +164,13 @@ pub async fn serve(
             let _open = proxy.connection();
             let result = match tls {
                 None => {
-                    let info = ConnInfo::new(peer, false);
+                    let info = ConnInfo::new(peer, false, Interim::new());
                     serve_conn(&builder, stopping, stream, proxy, info).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            let info = ConnInfo::new(peer, true);
+                            let info = ConnInfo::new(peer, true, Interim::new());
                             serve_conn(&builder, stopping, tls_stream, proxy, info).await
                         }
                         Ok(Err(e)) => Err(Box::new(e) as _),
@@ -216,6 +217,7 @@ async fn serve_conn<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = InterimIo::new(io, Arc::clone(&info.interim));
     let service = service_fn(move |req| {
         let (proxy, info) = (proxy.clone(), info.clone());
         async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }

@@ -419,3 +419,118 @@ async fn expect_100_continue_is_answered_before_the_body() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"body\":\"hello\""), "{text}");
 }
+
+/// A backend answering `/hints` with a 103 and then, once `release` is
+/// notified, the final 200; `/hints-now` sends both at once; anything else
+/// gets a plain 200. One request per connection (each answer says close).
+async fn early_hints_backend(release: Arc<tokio::sync::Notify>) -> String {
+    let (url, _) = raw_backend(move |mut s, head| {
+        let release = Arc::clone(&release);
+        async move {
+            const HINTS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\nServer: leaky\r\n\r\n";
+            const FINAL: &[u8] =
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+            if head.starts_with("GET /hints-now ") {
+                let _ = s.write_all(&[HINTS, FINAL].concat()).await;
+            } else if head.starts_with("GET /hints ") {
+                let _ = s.write_all(HINTS).await;
+                release.notified().await;
+                let _ = s.write_all(FINAL).await;
+            } else {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nplain")
+                    .await;
+            }
+        }
+    })
+    .await;
+    url
+}
+
+#[tokio::test]
+async fn early_hints_reach_the_client_before_the_final_response() {
+    let gw = TestGateway::start().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let url = early_hints_backend(Arc::clone(&release)).await;
+    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(b"GET /hints HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // The backend holds its final answer until the client has the hints.
+    let hints = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .expect("103 arrives while the backend still works");
+    assert!(hints.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{hints}");
+    let lower = hints.to_ascii_lowercase();
+    assert!(
+        lower.contains("link: </app.css>; rel=preload\r\n"),
+        "{hints}"
+    );
+    assert!(!lower.contains("server:"), "{hints}");
+    release.notify_one();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .expect("the final answer follows");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let mut body = [0u8; 5];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"hello");
+
+    // The connection is still in step: the next answer is whole and plain.
+    s.write_all(b"GET /plain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nplain"), "{text}");
+}
+
+#[tokio::test]
+async fn early_hints_sent_with_the_final_response_still_come_first() {
+    let gw = TestGateway::start().await;
+    let url = early_hints_backend(Arc::new(tokio::sync::Notify::new())).await;
+    gw.create_route(json!({"name": "h", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let addr = gw.gateway().proxy_addr;
+    let fetch = |request: &'static [u8]| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+
+    let text = fetch(b"GET /hints-now HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let (hints, rest) = text.split_once("\r\n\r\n").expect("two heads");
+    assert!(hints.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{text}");
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(rest.ends_with("\r\n\r\nhello"), "{text}");
+
+    // Pipelined behind another request, the hint may only ever stand
+    // between whole messages.
+    let text = fetch(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\nGET /hints-now HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let (first, second) = text.split_once("plain").expect("first answer whole");
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let second = match second.split_once("\r\n\r\n") {
+        Some((hints, rest)) if hints.starts_with("HTTP/1.1 103 ") => rest,
+        _ => second,
+    };
+    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(second.ends_with("\r\n\r\nhello"), "{text}");
+
+    // HTTP/1.0 clients must not get a 1xx (RFC 9110 §15.2).
+    let text = fetch(b"GET /hints-now HTTP/1.0\r\nHost: t\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(!text.contains("103"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
