@@ -22,8 +22,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use crate::model::{Config, NewBackend, Route, Upstream};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
-pub use read::load_config;
 use read::{all_routes, export, get_backend, get_route, get_upstream};
+pub use read::{load_config, load_route, load_upstream};
 pub use write::apply;
 
 /// Why a store operation failed.
@@ -92,6 +92,36 @@ pub enum Change {
         config: Config,
         expect: Option<u64>,
     },
+}
+
+/// The routes and upstreams a change may alter, by name (other upstreams
+/// it may alter are those the named routes used before it).
+#[derive(Debug, Clone, Default)]
+pub struct Touched {
+    pub routes: Vec<String>,
+    pub upstreams: Vec<String>,
+}
+
+impl Change {
+    /// What this change may alter; `None` when it may alter anything
+    /// (replacing the whole config).
+    pub fn touched(&self) -> Option<Touched> {
+        let (routes, upstreams) = match self {
+            Change::CreateRoute(route) | Change::ReplaceRoute { route, .. } => {
+                (vec![route.name.clone()], vec![])
+            }
+            Change::DeleteRoute { name, .. } => (vec![name.clone()], vec![]),
+            Change::CreateUpstream(u) | Change::ReplaceUpstream { upstream: u, .. } => {
+                (vec![], vec![u.name.clone()])
+            }
+            Change::DeleteUpstream { name, .. } => (vec![], vec![name.clone()]),
+            Change::AddBackend { upstream, .. }
+            | Change::UpdateBackend { upstream, .. }
+            | Change::RemoveBackend { upstream, .. } => (vec![], vec![upstream.clone()]),
+            Change::ReplaceConfig { .. } => return None,
+        };
+        Some(Touched { routes, upstreams })
+    }
 }
 
 /// What a change produced: the resource as it now is, or nothing (delete).

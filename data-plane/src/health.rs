@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::HealthCheck;
 use crate::registry::{BackendKey, BackendState, Health};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CompiledUpstream, Retired, Snapshot};
 
 /// Probes in flight at once, across all upstreams.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
@@ -90,40 +90,46 @@ impl HealthChecker {
     /// runtime when the snapshot has health checks.
     pub fn reconcile(&self, snapshot: &Snapshot) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wanted: HashMap<BackendKey, (HealthCheck, Uri, Arc<BackendState>)> = HashMap::new();
+        let mut wanted = HashMap::new();
         for u in snapshot.upstreams() {
-            for b in u.backends.iter() {
-                let key = BackendKey {
-                    upstream: u.name.to_string(),
-                    url: b.url.to_string(),
-                };
-                match &u.health_check {
-                    Some(check) => {
-                        let uri = Uri::builder()
-                            .scheme(b.scheme.clone())
-                            .authority(b.authority.clone())
-                            .path_and_query(check.path.as_str())
-                            .build();
-                        match uri {
-                            Ok(uri) => {
-                                wanted.insert(key, (check.clone(), uri, Arc::clone(&b.state)));
-                            }
-                            Err(e) => {
-                                tracing::error!(upstream = %u.name, error = %e, "bad health check path")
-                            }
-                        }
-                    }
-                    // Checking was switched off: forget what it found.
-                    None if tasks.contains_key(&key) => b.state.reset_health(),
-                    None => {}
-                }
-            }
+            wanted_probes(u, &tasks, &mut wanted);
         }
         tasks.retain(|key, task| {
             wanted
                 .get(key)
                 .is_some_and(|(check, _, _)| *check == task.check)
         });
+        self.spawn_missing(&mut tasks, wanted);
+    }
+
+    /// The incremental [`HealthChecker::reconcile`] after a
+    /// [`Snapshot::patch`]: only the upstreams it changed and the backends
+    /// it retired are looked at.
+    pub fn reconcile_retired(&self, snapshot: &Snapshot, retired: &Retired) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &retired.backends {
+            tasks.remove(key);
+        }
+        for name in &retired.upstreams {
+            tasks.retain(|key, _| key.upstream != **name);
+        }
+        let mut wanted = HashMap::new();
+        for name in &retired.changed_upstreams {
+            let Some(u) = snapshot.upstream_named(name) else {
+                continue;
+            };
+            wanted_probes(u, &tasks, &mut wanted);
+            tasks.retain(|key, task| {
+                key.upstream != **name
+                    || wanted
+                        .get(key)
+                        .is_some_and(|(check, _, _)| *check == task.check)
+            });
+        }
+        self.spawn_missing(&mut tasks, wanted);
+    }
+
+    fn spawn_missing(&self, tasks: &mut HashMap<BackendKey, Task>, wanted: Wanted) {
         for (key, (check, uri, state)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
@@ -138,6 +144,39 @@ impl HealthChecker {
             };
             let handle = tokio::spawn(probe.run());
             tasks.insert(key, Task { check, handle });
+        }
+    }
+}
+
+/// The probes each backend should have.
+type Wanted = HashMap<BackendKey, (HealthCheck, Uri, Arc<BackendState>)>;
+
+/// Add the probes `u`'s backends should have to `wanted`; a backend whose
+/// checking was switched off forgets what it found.
+fn wanted_probes(u: &CompiledUpstream, tasks: &HashMap<BackendKey, Task>, wanted: &mut Wanted) {
+    for b in u.backends.iter() {
+        let key = BackendKey {
+            upstream: u.name.to_string(),
+            url: b.url.to_string(),
+        };
+        match &u.health_check {
+            Some(check) => {
+                let uri = Uri::builder()
+                    .scheme(b.scheme.clone())
+                    .authority(b.authority.clone())
+                    .path_and_query(check.path.as_str())
+                    .build();
+                match uri {
+                    Ok(uri) => {
+                        wanted.insert(key, (check.clone(), uri, Arc::clone(&b.state)));
+                    }
+                    Err(e) => {
+                        tracing::error!(upstream = %u.name, error = %e, "bad health check path")
+                    }
+                }
+            }
+            None if tasks.contains_key(&key) => b.state.reset_health(),
+            None => {}
         }
     }
 }

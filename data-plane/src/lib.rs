@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 
 pub use config::GatewayConfig;
 pub use registry::Registry;
-pub use snapshot::{BuildError, Snapshot};
+pub use snapshot::{BuildError, Patch, Retired, Snapshot};
 
 /// The live routing state: current snapshot plus the backend registry.
 #[derive(Debug)]
@@ -97,6 +97,45 @@ impl DataPlane {
     /// checks are reconciled (call inside a tokio runtime when the config
     /// has health checks).
     pub fn install(&self, snapshot: Snapshot) -> Result<(), Stale> {
+        self.swap(snapshot)?;
+        let live = self.snapshot();
+        self.registry.retain(&live);
+        self.health.reconcile(&live);
+        Ok(())
+    }
+
+    /// The live snapshot with `patches` applied, as `version`, without
+    /// installing it: only what the patches name is compiled (see
+    /// [`Snapshot::patch`]). `None` when the live snapshot is not the
+    /// version right before `version`; then compile the whole config.
+    pub fn compile_patch(
+        &self,
+        version: u64,
+        patches: &[Patch],
+    ) -> Option<Result<(Snapshot, Retired), BuildError>> {
+        let base = self.snapshot();
+        if base.version() + 1 != version {
+            return None;
+        }
+        let result = base.patch(version, patches, &self.registry);
+        if result.is_err() {
+            // The attempt may have registered state for what it compiled.
+            self.registry.retain(&base);
+        }
+        Some(result)
+    }
+
+    /// Put a snapshot made by [`DataPlane::compile_patch`] in force, and
+    /// forget the live state it `retired`: cost in proportion to the
+    /// patch, not to the config.
+    pub fn install_patched(&self, snapshot: Snapshot, retired: &Retired) -> Result<(), Stale> {
+        self.swap(snapshot)?;
+        self.registry.forget(retired);
+        self.health.reconcile_retired(&self.snapshot(), retired);
+        Ok(())
+    }
+
+    fn swap(&self, snapshot: Snapshot) -> Result<(), Stale> {
         let offered = Arc::new(snapshot);
         let previous = self.current.rcu(|live| {
             if live.version() > offered.version() {
@@ -111,9 +150,6 @@ impl DataPlane {
                 live: previous.version(),
             });
         }
-        let live = self.snapshot();
-        self.registry.retain(&live);
-        self.health.reconcile(&live);
         Ok(())
     }
 

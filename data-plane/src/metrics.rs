@@ -362,7 +362,7 @@ impl Collector for LiveCollector {
         };
         push_route("", "", &self.plane.stats().unrouted);
         for r in snap.routes() {
-            let upstream = &snap.upstreams()[r.upstream].name;
+            let upstream = &snap.upstream(r.upstream).name;
             push_route(&r.name, upstream, &r.stats);
         }
 
@@ -419,11 +419,11 @@ impl Collector for LiveCollector {
             ),
             (
                 MetricType::GAUGE,
-                vec![gauge(vec![], snap.routes().len() as f64)],
+                vec![gauge(vec![], snap.route_count() as f64)],
             ),
             (
                 MetricType::GAUGE,
-                vec![gauge(vec![], snap.upstreams().len() as f64)],
+                vec![gauge(vec![], snap.upstream_count() as f64)],
             ),
             (MetricType::GAUGE, vec![gauge(vec![], open)]),
         ];

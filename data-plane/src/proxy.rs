@@ -153,14 +153,14 @@ impl Proxy {
                 err.into_response(&request_id)
             }
         };
-        let route = outcome.route.map(|i| &snapshot.routes()[i]);
+        let route = outcome.route.map(|i| snapshot.route(i));
         if self.settings.metrics {
             let stats = route.map_or(&self.plane.stats().unrouted, |r| &*r.stats);
             stats.record(&method, resp.status(), registry::now_ns() - started);
         }
         if let Some(path) = path {
             let status = resp.status().as_u16();
-            let upstream = route.map(|r| &snapshot.upstreams()[r.upstream]);
+            let upstream = route.map(|r| snapshot.upstream(r.upstream));
             resp.body_mut().log_when_done(Box::new(body::AccessEntry {
                 request_id,
                 client: conn.peer.ip(),
@@ -334,7 +334,7 @@ impl Proxy {
             .find(host, &parts.method, &path)
             .ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(matched.route);
-        let upstream = &snapshot.upstreams()[route.upstream];
+        let upstream = snapshot.upstream(route.upstream);
         let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         if declared_length(&parts.headers).is_some_and(|n| n > body_limit) {
             return Err(ProxyError::BodyTooLarge(body_limit));

@@ -370,14 +370,36 @@ impl Registry {
         lock(&self.backends).retain(|k, _| backends.contains(k));
         let routes: HashSet<RouteKey> = snapshot
             .routes()
-            .iter()
             .map(|r| RouteKey {
                 route: r.name.to_string(),
-                upstream: snapshot.upstreams()[r.upstream].name.to_string(),
+                upstream: snapshot.upstream(r.upstream).name.to_string(),
             })
             .collect();
         lock(&self.routes).retain(|k, _| routes.contains(k));
-        let upstreams: HashSet<&str> = snapshot.upstreams().iter().map(|u| &*u.name).collect();
+        let upstreams: HashSet<&str> = snapshot.upstreams().map(|u| &*u.name).collect();
         lock(&self.upstreams).retain(|k, _| upstreams.contains(k.as_str()));
+    }
+
+    /// Forget what a [`Snapshot::patch`](crate::Snapshot::patch) retired:
+    /// the incremental [`Registry::retain`].
+    pub fn forget(&self, retired: &crate::snapshot::Retired) {
+        if !retired.backends.is_empty() {
+            let mut backends = lock(&self.backends);
+            for key in &retired.backends {
+                backends.remove(key);
+            }
+        }
+        if !retired.routes.is_empty() {
+            let mut routes = lock(&self.routes);
+            for key in &retired.routes {
+                routes.remove(key);
+            }
+        }
+        if !retired.upstreams.is_empty() {
+            let mut upstreams = lock(&self.upstreams);
+            for name in &retired.upstreams {
+                upstreams.remove(name);
+            }
+        }
     }
 }

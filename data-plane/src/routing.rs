@@ -20,6 +20,7 @@ pub mod path;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::Method;
 
@@ -49,11 +50,16 @@ pub struct Conflict {
     pub new: usize,
 }
 
-#[derive(Debug)]
+/// Hasher of the route table's maps: fast on short keys (path segments,
+/// host names), seeded per process so crafted paths cannot collide on
+/// purpose.
+pub type FastHash = foldhash::fast::RandomState;
+
+#[derive(Debug, Clone)]
 struct Entry {
     route: usize,
     /// `None` = any method.
-    methods: Option<Box<[Method]>>,
+    methods: Option<Arc<[Method]>>,
 }
 
 impl Entry {
@@ -65,9 +71,11 @@ impl Entry {
     }
 }
 
-#[derive(Debug, Default)]
+/// A trie node. Nodes are shared between table versions: changing a route
+/// copies only the nodes on its path (`Arc::make_mut`).
+#[derive(Debug, Clone, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: HashMap<Arc<str>, Arc<Node>, FastHash>,
     /// Routes whose prefix ends at this node; method-specific ones first.
     entries: Vec<Entry>,
 }
@@ -78,11 +86,12 @@ impl Node {
     }
 }
 
-/// Immutable, compiled route table.
-#[derive(Debug, Default)]
+/// Compiled route table. Cloning is cheap (the tries are shared), and a
+/// clone can be changed route by route without touching the original.
+#[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    any_host: Node,
-    by_host: HashMap<Box<str>, Node>,
+    any_host: Arc<Node>,
+    by_host: HashMap<Arc<str>, Arc<Node>, FastHash>,
 }
 
 /// Collects routes, then freezes them into a [`RouteTable`].
@@ -96,7 +105,7 @@ fn prefix_segments(prefix: &str) -> impl Iterator<Item = &str> {
     prefix.split('/').filter(|s| !s.is_empty())
 }
 
-fn overlaps(a: &Option<Box<[Method]>>, b: &Option<Box<[Method]>>) -> bool {
+fn overlaps(a: &Option<Arc<[Method]>>, b: &Option<Arc<[Method]>>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
@@ -109,8 +118,26 @@ impl RouteTableBuilder {
         Self::default()
     }
 
+    /// Add route number `route` (see [`RouteTable::insert`]).
+    pub fn insert(
+        &mut self,
+        route: usize,
+        prefix: &str,
+        hosts: &[String],
+        methods: &[Method],
+    ) -> Result<(), Conflict> {
+        self.table.insert(route, prefix, hosts, methods)
+    }
+
+    pub fn build(self) -> RouteTable {
+        self.table
+    }
+}
+
+impl RouteTable {
     /// Add route number `route`. `hosts` empty = any host (host names are
     /// compared case-insensitively, without port); `methods` empty = any.
+    /// On a conflict the table is left unchanged.
     pub fn insert(
         &mut self,
         route: usize,
@@ -121,49 +148,97 @@ impl RouteTableBuilder {
         let mut methods_sorted: Vec<Method> = methods.to_vec();
         methods_sorted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         methods_sorted.dedup();
-        let methods = (!methods_sorted.is_empty()).then(|| methods_sorted.into_boxed_slice());
+        let methods: Option<Arc<[Method]>> =
+            (!methods_sorted.is_empty()).then(|| methods_sorted.into());
         if hosts.is_empty() {
-            Self::insert_into(&mut self.table.any_host, route, prefix, methods)
-        } else {
-            for host in hosts {
-                let root = self
-                    .table
-                    .by_host
-                    .entry(host.to_ascii_lowercase().into_boxed_str())
-                    .or_default();
-                Self::insert_into(root, route, prefix, methods.clone())?;
+            return insert_into(&mut self.any_host, route, prefix, methods);
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            let host = host.to_ascii_lowercase();
+            if !self.by_host.contains_key(host.as_str()) {
+                self.by_host.insert(host.as_str().into(), Arc::default());
             }
-            Ok(())
+            let root = self.by_host.get_mut(host.as_str()).expect("inserted above");
+            if let Err(c) = insert_into(root, route, prefix, methods.clone()) {
+                // Undo the hosts already done: all or nothing.
+                self.remove(route, prefix, &hosts[..i]);
+                return Err(c);
+            }
         }
-    }
-
-    fn insert_into(
-        root: &mut Node,
-        route: usize,
-        prefix: &str,
-        methods: Option<Box<[Method]>>,
-    ) -> Result<(), Conflict> {
-        let mut node = root;
-        for seg in prefix_segments(prefix) {
-            node = node.children.entry(seg.into()).or_default();
-        }
-        // Two "any method" routes, or two method lists sharing a method, at
-        // the same node would be ambiguous. "Any" beside a list is fine: the
-        // list is more specific and wins for its methods.
-        if let Some(existing) = node.entries.iter().find(|e| overlaps(&e.methods, &methods)) {
-            return Err(Conflict {
-                existing: existing.route,
-                new: route,
-            });
-        }
-        node.entries.push(Entry { route, methods });
-        node.entries.sort_by_key(|e| e.methods.is_none());
         Ok(())
     }
 
-    pub fn build(self) -> RouteTable {
-        self.table
+    /// Take route number `route`, inserted with this `prefix` and `hosts`,
+    /// out of the table. Nodes left empty are pruned.
+    pub fn remove(&mut self, route: usize, prefix: &str, hosts: &[String]) {
+        let segments: Vec<&str> = prefix_segments(prefix).collect();
+        if hosts.is_empty() {
+            remove_from(&mut self.any_host, &segments, route);
+            return;
+        }
+        for host in hosts {
+            let host = host.to_ascii_lowercase();
+            if let Some(root) = self.by_host.get_mut(host.as_str())
+                && remove_from(root, &segments, route)
+            {
+                self.by_host.remove(host.as_str());
+            }
+        }
     }
+}
+
+fn insert_into(
+    root: &mut Arc<Node>,
+    route: usize,
+    prefix: &str,
+    methods: Option<Arc<[Method]>>,
+) -> Result<(), Conflict> {
+    // Check first, so a conflict copies and changes nothing.
+    let mut at: Option<&Node> = Some(root);
+    for seg in prefix_segments(prefix) {
+        at = at.and_then(|n| n.children.get(seg)).map(|n| &**n);
+    }
+    // Two "any method" routes, or two method lists sharing a method, at
+    // the same node would be ambiguous. "Any" beside a list is fine: the
+    // list is more specific and wins for its methods.
+    if let Some(existing) =
+        at.and_then(|n| n.entries.iter().find(|e| overlaps(&e.methods, &methods)))
+    {
+        return Err(Conflict {
+            existing: existing.route,
+            new: route,
+        });
+    }
+    let mut node = Arc::make_mut(root);
+    for seg in prefix_segments(prefix) {
+        if !node.children.contains_key(seg) {
+            node.children.insert(seg.into(), Arc::default());
+        }
+        node = Arc::make_mut(node.children.get_mut(seg).expect("inserted above"));
+    }
+    node.entries.push(Entry { route, methods });
+    node.entries.sort_by_key(|e| e.methods.is_none());
+    Ok(())
+}
+
+/// Remove `route`'s entry below `node` along `segments`; true when `node`
+/// is left with nothing in it.
+fn remove_from(node: &mut Arc<Node>, segments: &[&str], route: usize) -> bool {
+    let Some((seg, rest)) = segments.split_first() else {
+        if node.entries.iter().any(|e| e.route == route) {
+            Arc::make_mut(node).entries.retain(|e| e.route != route);
+        }
+        return node.entries.is_empty() && node.children.is_empty();
+    };
+    if !node.children.contains_key(*seg) {
+        return false;
+    }
+    let n = Arc::make_mut(node);
+    let child = n.children.get_mut(*seg).expect("checked above");
+    if remove_from(child, rest, route) {
+        n.children.remove(*seg);
+    }
+    n.entries.is_empty() && n.children.is_empty()
 }
 
 impl RouteTable {
@@ -189,14 +264,17 @@ impl RouteTable {
     }
 }
 
-fn lookup_host<'t>(map: &'t HashMap<Box<str>, Node>, host: &str) -> Option<&'t Node> {
+fn lookup_host<'t>(
+    map: &'t HashMap<Arc<str>, Arc<Node>, FastHash>,
+    host: &str,
+) -> Option<&'t Node> {
     if map.is_empty() {
         return None;
     }
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        map.get(host.to_ascii_lowercase().as_str())
+        map.get(host.to_ascii_lowercase().as_str()).map(|n| &**n)
     } else {
-        map.get(host)
+        map.get(host).map(|n| &**n)
     }
 }
 

@@ -15,12 +15,13 @@ use http::uri::{Authority, Scheme, Uri};
 
 use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
-    GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, UpstreamConfig,
+    GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, RouteConfig,
+    UpstreamConfig,
 };
 use crate::metrics::RequestStats;
 use crate::proxy::client::{ClientKey, UpstreamClient};
 use crate::registry::{BackendKey, BackendState, Registry, RouteKey, UpstreamStats};
-use crate::routing::{RouteMatch, RouteTable, RouteTableBuilder, path};
+use crate::routing::{FastHash, RouteMatch, RouteTable, path};
 
 /// Why a config cannot be compiled. The control plane validates first, so
 /// reaching one of these means a bug or a hand-made config.
@@ -55,13 +56,23 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub name: Arc<str>,
-    /// Index into [`Snapshot::upstreams`].
+    /// The upstream's slot (see [`Snapshot::upstream`]).
     pub upstream: usize,
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub max_body_bytes: Option<u64>,
     /// Request counters (kept across snapshots by the registry).
     pub stats: Arc<RequestStats>,
+    /// What it was compiled from, and its normalised prefix.
+    config: RouteConfig,
+    prefix: Box<str>,
+}
+
+impl CompiledRoute {
+    /// The config the route was compiled from.
+    pub fn config(&self) -> &RouteConfig {
+        &self.config
+    }
 }
 
 /// One backend with its parsed address and live state.
@@ -91,6 +102,8 @@ pub struct CompiledUpstream {
     pub retries: u32,
     pub fail_open: bool,
     pub stats: Arc<UpstreamStats>,
+    /// What it was compiled from.
+    config: UpstreamConfig,
 }
 
 /// The balancer's view of the backends for one pick.
@@ -176,90 +189,267 @@ impl CompiledUpstream {
     }
 }
 
+/// One step of [`Snapshot::patch`]: a route or upstream put in place
+/// (added, or replacing the one of that name) or taken out.
+#[derive(Debug, Clone)]
+pub enum Patch {
+    Route(RouteConfig),
+    RemoveRoute(String),
+    Upstream(UpstreamConfig),
+    RemoveUpstream(String),
+}
+
+/// Live state a patch left behind: the registry and the health checker
+/// forget it when the patched snapshot is installed.
+#[derive(Debug, Default)]
+pub struct Retired {
+    pub routes: Vec<RouteKey>,
+    pub upstreams: Vec<String>,
+    pub backends: Vec<BackendKey>,
+    /// Upstreams added or recompiled (their health checks are reconciled).
+    pub changed_upstreams: Vec<Arc<str>>,
+}
+
 /// One immutable, compiled config version.
-#[derive(Debug)]
+///
+/// Routes and upstreams sit in slots that keep their index from one
+/// version to the next, so [`Snapshot::patch`] changes one route or
+/// upstream without recompiling, reindexing or copying the others: the
+/// route table shares its unchanged tries and the slots share their
+/// unchanged entries.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     version: u64,
     table: RouteTable,
-    routes: Box<[CompiledRoute]>,
-    upstreams: Box<[CompiledUpstream]>,
+    routes: Vec<Option<Arc<CompiledRoute>>>,
+    upstreams: Vec<Option<Arc<CompiledUpstream>>>,
+    route_slots: HashMap<Arc<str>, usize, FastHash>,
+    upstream_slots: HashMap<Arc<str>, usize, FastHash>,
+    /// How many routes use each upstream slot.
+    users: Vec<u32>,
+    free_routes: Vec<usize>,
+    free_upstreams: Vec<usize>,
 }
 
 impl Snapshot {
     /// The snapshot in force before any config is loaded: version 0, no
     /// routes.
     pub fn empty() -> Self {
-        Snapshot {
-            version: 0,
-            table: RouteTable::default(),
-            routes: Box::new([]),
-            upstreams: Box::new([]),
-        }
+        Snapshot::default()
     }
 
     /// Compile `config`, reusing live backend state from `registry`.
     pub fn build(config: &GatewayConfig, registry: &Registry) -> Result<Self, BuildError> {
-        let mut upstream_index = HashMap::with_capacity(config.upstreams.len());
-        let mut upstreams = Vec::with_capacity(config.upstreams.len());
-        for (i, u) in config.upstreams.iter().enumerate() {
-            if upstream_index.insert(u.name.as_str(), i).is_some() {
+        let mut snap = Snapshot {
+            version: config.version,
+            ..Snapshot::default()
+        };
+        let mut retired = Retired::default();
+        for u in &config.upstreams {
+            if snap.upstream_slots.contains_key(u.name.as_str()) {
                 return Err(BuildError::DuplicateUpstream(u.name.clone()));
             }
-            upstreams.push(compile_upstream(u, registry)?);
+            snap.put_upstream(u, registry, &mut retired)?;
         }
-
-        let mut builder = RouteTableBuilder::new();
-        let mut routes = Vec::with_capacity(config.routes.len());
-        let mut seen = HashSet::with_capacity(config.routes.len());
-        for (i, r) in config.routes.iter().enumerate() {
-            if !seen.insert(r.name.as_str()) {
+        for r in &config.routes {
+            if snap.route_slots.contains_key(r.name.as_str()) {
                 return Err(BuildError::DuplicateRoute(r.name.clone()));
             }
-            let upstream = *upstream_index.get(r.upstream.as_str()).ok_or_else(|| {
-                BuildError::UnknownUpstream {
-                    route: r.name.clone(),
-                    upstream: r.upstream.clone(),
+            snap.put_route(r, registry, &mut retired)?;
+        }
+        Ok(snap)
+    }
+
+    /// This snapshot with `patches` applied, as version `version`: only the
+    /// routes and upstreams named are compiled; the rest is shared with
+    /// `self`. The result is what [`Snapshot::build`] would make of the
+    /// patched config. Also returns the live state the patch retired.
+    pub fn patch(
+        &self,
+        version: u64,
+        patches: &[Patch],
+        registry: &Registry,
+    ) -> Result<(Self, Retired), BuildError> {
+        let mut snap = self.clone();
+        snap.version = version;
+        let mut retired = Retired::default();
+        // Upstreams first (routes may point at new ones), removals of
+        // upstreams last (routes may have just let go of them).
+        for p in patches {
+            if let Patch::Upstream(u) = p {
+                snap.put_upstream(u, registry, &mut retired)?;
+            }
+        }
+        for p in patches {
+            match p {
+                Patch::RemoveRoute(name) => snap.remove_route(name, &mut retired),
+                Patch::Route(r) => snap.put_route(r, registry, &mut retired)?,
+                _ => {}
+            }
+        }
+        for p in patches {
+            if let Patch::RemoveUpstream(name) = p {
+                snap.remove_upstream(name, &mut retired)?;
+            }
+        }
+        Ok((snap, retired))
+    }
+
+    fn put_upstream(
+        &mut self,
+        u: &UpstreamConfig,
+        registry: &Registry,
+        retired: &mut Retired,
+    ) -> Result<(), BuildError> {
+        let slot = self.upstream_slots.get(u.name.as_str()).copied();
+        if let Some(old) = slot.and_then(|i| self.upstreams[i].as_ref()) {
+            if old.config == *u {
+                return Ok(());
+            }
+            retired.backends.extend(
+                old.config
+                    .backends
+                    .iter()
+                    .filter(|b| !u.backends.iter().any(|n| n.url == b.url))
+                    .map(|b| BackendKey {
+                        upstream: u.name.clone(),
+                        url: b.url.clone(),
+                    }),
+            );
+        }
+        let compiled = Arc::new(compile_upstream(u, registry)?);
+        retired.changed_upstreams.push(Arc::clone(&compiled.name));
+        match slot {
+            Some(i) => self.upstreams[i] = Some(compiled),
+            None => {
+                let i = take_slot(&mut self.upstreams, &mut self.free_upstreams);
+                self.upstreams[i] = Some(compiled);
+                if self.users.len() <= i {
+                    self.users.resize(i + 1, 0);
                 }
-            })?;
-            let bad_path = || BuildError::BadPath {
-                route: r.name.clone(),
-                path: r.path.clone(),
-            };
-            let prefix = path::normalize(&r.path).map_err(|_| bad_path())?;
-            let methods = r
-                .methods
-                .iter()
-                .map(|m| {
-                    Method::from_bytes(m.as_bytes()).map_err(|_| BuildError::BadMethod {
-                        route: r.name.clone(),
-                        method: m.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            builder
-                .insert(i, &prefix, &r.hosts, &methods)
-                .map_err(|c| {
-                    BuildError::Conflict(config.routes[c.existing].name.clone(), r.name.clone())
-                })?;
-            routes.push(CompiledRoute {
-                name: r.name.as_str().into(),
-                upstream,
-                strip_prefix: r.strip_prefix,
-                preserve_host: r.preserve_host,
-                max_body_bytes: r.max_body_bytes,
-                stats: registry.route(&RouteKey {
-                    route: r.name.clone(),
-                    upstream: r.upstream.clone(),
-                }),
+                self.users[i] = 0;
+                self.upstream_slots.insert(u.name.as_str().into(), i);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_upstream(&mut self, name: &str, retired: &mut Retired) -> Result<(), BuildError> {
+        let Some(i) = self.upstream_slots.get(name).copied() else {
+            return Ok(());
+        };
+        if self.users[i] > 0 {
+            let route = self
+                .routes()
+                .find(|r| r.upstream == i)
+                .map_or_else(String::new, |r| r.name.to_string());
+            return Err(BuildError::UnknownUpstream {
+                route,
+                upstream: name.to_string(),
             });
         }
+        self.upstream_slots.remove(name);
+        if let Some(old) = self.upstreams[i].take() {
+            retired
+                .backends
+                .extend(old.config.backends.iter().map(|b| BackendKey {
+                    upstream: name.to_string(),
+                    url: b.url.clone(),
+                }));
+        }
+        retired.upstreams.push(name.to_string());
+        self.free_upstreams.push(i);
+        Ok(())
+    }
 
-        Ok(Snapshot {
-            version: config.version,
-            table: builder.build(),
-            routes: routes.into_boxed_slice(),
-            upstreams: upstreams.into_boxed_slice(),
-        })
+    fn put_route(
+        &mut self,
+        r: &RouteConfig,
+        registry: &Registry,
+        retired: &mut Retired,
+    ) -> Result<(), BuildError> {
+        let existing = self.route_slots.get(r.name.as_str()).copied();
+        if let Some(old) = existing.and_then(|i| self.routes[i].as_ref())
+            && old.config == *r
+        {
+            return Ok(());
+        }
+        let upstream = *self
+            .upstream_slots
+            .get(r.upstream.as_str())
+            .ok_or_else(|| BuildError::UnknownUpstream {
+                route: r.name.clone(),
+                upstream: r.upstream.clone(),
+            })?;
+        let bad_path = || BuildError::BadPath {
+            route: r.name.clone(),
+            path: r.path.clone(),
+        };
+        let prefix = path::normalize(&r.path).map_err(|_| bad_path())?;
+        let methods = r
+            .methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.as_bytes()).map_err(|_| BuildError::BadMethod {
+                    route: r.name.clone(),
+                    method: m.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let slot = match existing {
+            Some(i) => {
+                let old = self.routes[i].take().expect("a named slot is filled");
+                self.table.remove(i, &old.prefix, &old.config.hosts);
+                self.users[old.upstream] -= 1;
+                if old.config.upstream != r.upstream {
+                    retired.routes.push(RouteKey {
+                        route: r.name.clone(),
+                        upstream: old.config.upstream.clone(),
+                    });
+                }
+                i
+            }
+            None => take_slot(&mut self.routes, &mut self.free_routes),
+        };
+        if let Err(c) = self.table.insert(slot, &prefix, &r.hosts, &methods) {
+            let other = self.routes[c.existing]
+                .as_ref()
+                .map_or_else(String::new, |o| o.config.name.clone());
+            return Err(BuildError::Conflict(other, r.name.clone()));
+        }
+        self.users[upstream] += 1;
+        self.routes[slot] = Some(Arc::new(CompiledRoute {
+            name: r.name.as_str().into(),
+            upstream,
+            strip_prefix: r.strip_prefix,
+            preserve_host: r.preserve_host,
+            max_body_bytes: r.max_body_bytes,
+            stats: registry.route(&RouteKey {
+                route: r.name.clone(),
+                upstream: r.upstream.clone(),
+            }),
+            config: r.clone(),
+            prefix: prefix.into_owned().into_boxed_str(),
+        }));
+        if existing.is_none() {
+            self.route_slots.insert(r.name.as_str().into(), slot);
+        }
+        Ok(())
+    }
+
+    fn remove_route(&mut self, name: &str, retired: &mut Retired) {
+        let Some(i) = self.route_slots.remove(name) else {
+            return;
+        };
+        if let Some(old) = self.routes[i].take() {
+            self.table.remove(i, &old.prefix, &old.config.hosts);
+            self.users[old.upstream] -= 1;
+            retired.routes.push(RouteKey {
+                route: name.to_string(),
+                upstream: old.config.upstream.clone(),
+            });
+        }
+        self.free_routes.push(i);
     }
 
     pub fn version(&self) -> u64 {
@@ -275,21 +465,66 @@ impl Snapshot {
     ) -> Option<(RouteMatch, &CompiledRoute)> {
         self.table
             .find(host, method, path)
-            .map(|m| (m, &self.routes[m.route]))
+            .map(|m| (m, self.route(m.route)))
     }
 
-    pub fn routes(&self) -> &[CompiledRoute] {
-        &self.routes
+    /// The route in slot `i` (as given by [`Snapshot::find`]).
+    pub fn route(&self, i: usize) -> &CompiledRoute {
+        self.routes[i].as_deref().expect("a route slot in use")
     }
 
-    pub fn upstreams(&self) -> &[CompiledUpstream] {
-        &self.upstreams
+    /// The upstream in slot `i` (as given by [`CompiledRoute::upstream`]).
+    pub fn upstream(&self, i: usize) -> &CompiledUpstream {
+        self.upstreams[i]
+            .as_deref()
+            .expect("an upstream slot in use")
+    }
+
+    /// Every route, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = &CompiledRoute> {
+        self.routes.iter().filter_map(Option::as_deref)
+    }
+
+    /// Every upstream, in no particular order.
+    pub fn upstreams(&self) -> impl Iterator<Item = &CompiledUpstream> {
+        self.upstreams.iter().filter_map(Option::as_deref)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.route_slots.len()
+    }
+
+    pub fn upstream_count(&self) -> usize {
+        self.upstream_slots.len()
+    }
+
+    /// The route named `name`.
+    pub fn route_named(&self, name: &str) -> Option<&CompiledRoute> {
+        self.route_slots.get(name).map(|&i| self.route(i))
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream_named(&self, name: &str) -> Option<&CompiledUpstream> {
+        self.upstream_slots.get(name).map(|&i| self.upstream(i))
+    }
+
+    /// The config this snapshot runs, routes and upstreams sorted by name.
+    pub fn config(&self) -> GatewayConfig {
+        let mut routes: Vec<RouteConfig> = self.routes().map(|r| r.config.clone()).collect();
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut upstreams: Vec<UpstreamConfig> =
+            self.upstreams().map(|u| u.config.clone()).collect();
+        upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+        GatewayConfig {
+            version: self.version,
+            routes,
+            upstreams,
+        }
     }
 
     /// Registry keys of every backend in this snapshot.
     pub fn backend_keys(&self) -> HashSet<BackendKey> {
-        self.upstreams
-            .iter()
+        self.upstreams()
             .flat_map(|u| {
                 u.backends.iter().map(|b| BackendKey {
                     upstream: u.name.to_string(),
@@ -298,6 +533,14 @@ impl Snapshot {
             })
             .collect()
     }
+}
+
+/// A free slot of `slots` (reused, or a new one at the end).
+fn take_slot<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<usize>) -> usize {
+    free.pop().unwrap_or_else(|| {
+        slots.push(None);
+        slots.len() - 1
+    })
 }
 
 fn compile_upstream(
@@ -356,6 +599,7 @@ fn compile_upstream(
         retries: u.retries,
         fail_open: u.fail_open,
         stats: registry.upstream(&u.name),
+        config: u.clone(),
     })
 }
 
@@ -448,8 +692,8 @@ mod tests {
         let reg = Registry::new();
         let a = Snapshot::build(&config(1), &reg).unwrap();
         let b = Snapshot::build(&config(7), &reg).unwrap();
-        let sa = &a.upstreams()[0].backends[0].state;
-        let sb = &b.upstreams()[0].backends[0].state;
+        let sa = &a.upstream(0).backends[0].state;
+        let sb = &b.upstream(0).backends[0].state;
         assert!(Arc::ptr_eq(sa, sb));
         let _g = sa.start();
         assert_eq!(sb.in_flight(), 1);

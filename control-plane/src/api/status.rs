@@ -94,10 +94,12 @@ fn upstream_health(u: &CompiledUpstream) -> UpstreamHealth {
 
 pub async fn status(State(s): State<AdminState>) -> Json<Status> {
     let snap = s.publisher.plane().snapshot();
+    let mut upstreams: Vec<UpstreamHealth> = snap.upstreams().map(upstream_health).collect();
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     Json(Status {
         config_version: snap.version(),
-        routes: snap.routes().len(),
-        upstreams: snap.upstreams().iter().map(upstream_health).collect(),
+        routes: snap.route_count(),
+        upstreams,
     })
 }
 
@@ -106,9 +108,7 @@ pub async fn upstream(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<UpstreamHealth>, ApiError> {
     let snap = s.publisher.plane().snapshot();
-    snap.upstreams()
-        .iter()
-        .find(|u| *u.name == *name)
+    snap.upstream_named(&name)
         .map(|u| Json(upstream_health(u)))
         .ok_or_else(|| ApiError::NotFound(format!("upstream {name:?} is not live")))
 }

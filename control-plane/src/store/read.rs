@@ -191,20 +191,8 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
     let upstreams = rows
         .into_iter()
         .map(|row| {
-            let policy = parse_policy(&row.policy)?;
-            Ok(UpstreamConfig {
-                strategy: parse_strategy(&row.strategy)?,
-                backends: backends.remove(&row.name).unwrap_or_default(),
-                timeouts: row.timeouts(),
-                hash_on: policy.hash_on,
-                health_check: policy.health_check,
-                outlier_detection: policy.outlier_detection,
-                retries: policy.retries,
-                fail_open: policy.fail_open,
-                tls: policy.tls,
-                http2: policy.http2,
-                name: row.name,
-            })
+            let backends = backends.remove(&row.name).unwrap_or_default();
+            upstream_config(row, backends)
         })
         .collect::<Result<_, StoreError>>()?;
     let routes = all_routes(conn)
@@ -217,6 +205,73 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
         routes,
         upstreams,
     })
+}
+
+fn upstream_config(
+    row: UpstreamRow,
+    backends: Vec<BackendConfig>,
+) -> Result<UpstreamConfig, StoreError> {
+    let policy = parse_policy(&row.policy)?;
+    Ok(UpstreamConfig {
+        strategy: parse_strategy(&row.strategy)?,
+        backends,
+        timeouts: row.timeouts(),
+        hash_on: policy.hash_on,
+        health_check: policy.health_check,
+        outlier_detection: policy.outlier_detection,
+        retries: policy.retries,
+        fail_open: policy.fail_open,
+        tls: policy.tls,
+        http2: policy.http2,
+        name: row.name,
+    })
+}
+
+/// One route as the data plane runs it (`None`: there is no such route),
+/// as `conn` sees it.
+pub async fn load_route(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<RouteConfig>, StoreError> {
+    let row: Option<RouteRow> = sqlx::query_as(&format!(
+        "SELECT {ROUTE_COLUMNS} FROM routes WHERE name = ?"
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| route_view(row).map(RouteConfig::from))
+        .transpose()
+}
+
+/// One upstream with its backends as the data plane runs it (`None`: there
+/// is no such upstream), as `conn` sees it.
+pub async fn load_upstream(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<UpstreamConfig>, StoreError> {
+    let row: Option<UpstreamRow> = sqlx::query_as(&format!(
+        "SELECT {UPSTREAM_COLUMNS} FROM upstreams WHERE name = ?"
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let rows: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = ? ORDER BY id")
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?;
+    let backends = rows
+        .into_iter()
+        .map(|(id, url, weight)| BackendConfig {
+            id: id as u64,
+            url,
+            weight: weight as u32,
+        })
+        .collect();
+    upstream_config(row, backends).map(Some)
 }
 
 /// The whole config as one document, in a stable order (names; backends by id).

@@ -187,3 +187,72 @@ fn lookup_cost_does_not_depend_on_route_count() {
     assert_eq!(find(&t, None, "GET", "/svc9999/api/x"), Some(9_999));
     assert_eq!(find(&t, None, "GET", "/svc9999"), None);
 }
+
+/// A table changed route by route answers exactly like one built from
+/// scratch with the same routes, and the table it was cloned from keeps
+/// answering as before.
+#[test]
+fn changing_a_clone_matches_a_fresh_build_and_leaves_the_original() {
+    let prefixes = ["/", "/a", "/a/b", "/a/b/c", "/b", "/b/a", "/c/d/e"];
+    let hosts: [&[&str]; 3] = [&[], &["x.test"], &["x.test", "Y.test"]];
+    let methods: [&[&str]; 3] = [&[], &["GET"], &["POST", "PUT"]];
+    let probes = [
+        "/", "/a", "/a/x", "/a/b", "/a/b/c/d", "/b", "/b/a/z", "/c/d", "/c/d/e/f", "/zz",
+    ];
+    let answers = |t: &RouteTable| {
+        let mut out = Vec::new();
+        for host in [None, Some("x.test"), Some("y.test"), Some("other")] {
+            for method in ["GET", "POST", "DELETE"] {
+                for path in probes {
+                    out.push(find(t, host, method, path));
+                }
+            }
+        }
+        out
+    };
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Live routes: index → (prefix, hosts, methods).
+    type Spec<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
+    let mut live: Vec<Option<Spec>> = vec![None; 12];
+    let mut table = RouteTable::default();
+    for _ in 0..400 {
+        let before = table.clone();
+        let before_answers = answers(&before);
+        let i = rng.usize(..live.len());
+        let hosts_of = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match live[i] {
+            Some((prefix, h, _)) => {
+                table.remove(i, prefix, &hosts_of(h));
+                live[i] = None;
+            }
+            None => {
+                let spec = (
+                    prefixes[rng.usize(..prefixes.len())],
+                    hosts[rng.usize(..hosts.len())],
+                    methods[rng.usize(..methods.len())],
+                );
+                let ms: Vec<Method> = spec.2.iter().map(|x| m(x)).collect();
+                if table.insert(i, spec.0, &hosts_of(spec.1), &ms).is_ok() {
+                    live[i] = Some(spec);
+                }
+            }
+        }
+        assert_eq!(answers(&before), before_answers, "the original changed");
+        let mut fresh = RouteTableBuilder::new();
+        for (j, spec) in live.iter().enumerate() {
+            if let Some((prefix, h, ms)) = spec {
+                let ms: Vec<Method> = ms.iter().map(|x| m(x)).collect();
+                fresh.insert(j, prefix, &hosts_of(h), &ms).unwrap();
+            }
+        }
+        assert_eq!(answers(&table), answers(&fresh.build()));
+    }
+    // Removing everything leaves an empty table.
+    for (i, spec) in live.iter().enumerate() {
+        if let Some((prefix, h, _)) = spec {
+            let h: Vec<String> = h.iter().map(|s| s.to_string()).collect();
+            table.remove(i, prefix, &h);
+        }
+    }
+    assert!(table.is_empty());
+}
