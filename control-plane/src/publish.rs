@@ -233,7 +233,7 @@ mod tests {
         let mut out = Vec::new();
         for host in [None, Some("x.test"), Some("y.test")] {
             for method in [Method::GET, Method::POST] {
-                for path in ["/", "/a", "/a/b/c", "/b", "/c/d", "/zz"] {
+                for path in ["/", "/a", "/a/b/c", "/b", "/c/d", "/zz", "/f7", "/f299/x"] {
                     out.push(
                         snap.find(host, &method, path)
                             .map(|(_, r)| r.name.to_string()),
@@ -264,8 +264,15 @@ mod tests {
             let u = upstream(name, &mut rng);
             publisher.apply(Change::CreateUpstream(u)).await.unwrap();
         }
+        // Enough routes that the route table and indexes split into pieces.
+        for i in 0..300 {
+            let mut filler = route(&format!("f{i}"), &mut rng);
+            filler.path = format!("/f{i}");
+            filler.target = RouteTarget::Upstream("u0".into());
+            publisher.apply(Change::CreateRoute(filler)).await.unwrap();
+        }
         let (mut accepted, mut refused) = (0, 0);
-        for _ in 0..300 {
+        for _ in 0..200 {
             let r = format!("r{}", rng.usize(..8));
             let u = ["u0", "u1", "tmp"][rng.usize(..3)].to_string();
             let change = match rng.usize(..9) {
@@ -306,7 +313,7 @@ mod tests {
             assert_eq!(answers(&live), answers(&fresh));
         }
         assert!(
-            accepted > 100 && refused > 10,
+            accepted > 60 && refused > 10,
             "{accepted} accepted, {refused} refused"
         );
     }

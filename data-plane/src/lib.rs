@@ -21,6 +21,7 @@ pub mod balance;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod persist;
 pub mod proxy;
 pub mod registry;
 pub mod routing;

@@ -19,10 +19,11 @@ pub mod path;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
+
+use crate::persist::ShardedMap;
 
 /// The result of a successful lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +51,7 @@ pub struct Conflict {
     pub new: usize,
 }
 
-/// Hasher of the route table's maps: fast on short keys (path segments,
-/// host names), seeded per process so crafted paths cannot collide on
-/// purpose.
-pub type FastHash = foldhash::fast::RandomState;
+pub use crate::persist::FastHash;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -75,7 +73,7 @@ impl Entry {
 /// copies only the nodes on its path (`Arc::make_mut`).
 #[derive(Debug, Clone, Default)]
 struct Node {
-    children: HashMap<Arc<str>, Arc<Node>, FastHash>,
+    children: ShardedMap<Arc<Node>>,
     /// Routes whose prefix ends at this node; method-specific ones first.
     entries: Vec<Entry>,
 }
@@ -91,7 +89,7 @@ impl Node {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     any_host: Arc<Node>,
-    by_host: HashMap<Arc<str>, Arc<Node>, FastHash>,
+    by_host: ShardedMap<Arc<Node>>,
 }
 
 /// Collects routes, then freezes them into a [`RouteTable`].
@@ -230,13 +228,13 @@ fn remove_from(node: &mut Arc<Node>, segments: &[&str], route: usize) -> bool {
         }
         return node.entries.is_empty() && node.children.is_empty();
     };
-    if !node.children.contains_key(*seg) {
+    if !node.children.contains_key(seg) {
         return false;
     }
     let n = Arc::make_mut(node);
-    let child = n.children.get_mut(*seg).expect("checked above");
+    let child = n.children.get_mut(seg).expect("checked above");
     if remove_from(child, rest, route) {
-        n.children.remove(*seg);
+        n.children.remove(seg);
     }
     n.entries.is_empty() && n.children.is_empty()
 }
@@ -264,10 +262,7 @@ impl RouteTable {
     }
 }
 
-fn lookup_host<'t>(
-    map: &'t HashMap<Arc<str>, Arc<Node>, FastHash>,
-    host: &str,
-) -> Option<&'t Node> {
+fn lookup_host<'t>(map: &'t ShardedMap<Arc<Node>>, host: &str) -> Option<&'t Node> {
     if map.is_empty() {
         return None;
     }

@@ -6,7 +6,7 @@
 //! the [`Registry`]. A request loads one snapshot and uses it until it is
 //! done, so it sees the old config or the new one, never a mix.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +19,10 @@ use crate::config::{
     UpstreamConfig,
 };
 use crate::metrics::RequestStats;
+use crate::persist::{ChunkedVec, ShardedMap};
 use crate::proxy::client::{ClientKey, UpstreamClient};
 use crate::registry::{BackendKey, BackendState, Registry, RouteKey, UpstreamStats};
-use crate::routing::{FastHash, RouteMatch, RouteTable, path};
+use crate::routing::{RouteMatch, RouteTable, path};
 
 /// Why a config cannot be compiled. The control plane validates first, so
 /// reaching one of these means a bug or a hand-made config.
@@ -221,12 +222,12 @@ pub struct Retired {
 pub struct Snapshot {
     version: u64,
     table: RouteTable,
-    routes: Vec<Option<Arc<CompiledRoute>>>,
-    upstreams: Vec<Option<Arc<CompiledUpstream>>>,
-    route_slots: HashMap<Arc<str>, usize, FastHash>,
-    upstream_slots: HashMap<Arc<str>, usize, FastHash>,
+    routes: ChunkedVec<Option<Arc<CompiledRoute>>>,
+    upstreams: ChunkedVec<Option<Arc<CompiledUpstream>>>,
+    route_slots: ShardedMap<usize>,
+    upstream_slots: ShardedMap<usize>,
     /// How many routes use each upstream slot.
-    users: Vec<u32>,
+    users: ChunkedVec<u32>,
     free_routes: Vec<usize>,
     free_upstreams: Vec<usize>,
 }
@@ -320,14 +321,14 @@ impl Snapshot {
         let compiled = Arc::new(compile_upstream(u, registry)?);
         retired.changed_upstreams.push(Arc::clone(&compiled.name));
         match slot {
-            Some(i) => self.upstreams[i] = Some(compiled),
+            Some(i) => *slot_mut(&mut self.upstreams, i) = Some(compiled),
             None => {
                 let i = take_slot(&mut self.upstreams, &mut self.free_upstreams);
-                self.upstreams[i] = Some(compiled);
-                if self.users.len() <= i {
-                    self.users.resize(i + 1, 0);
+                *slot_mut(&mut self.upstreams, i) = Some(compiled);
+                while self.users.len() <= i {
+                    self.users.push(0);
                 }
-                self.users[i] = 0;
+                *slot_mut(&mut self.users, i) = 0;
                 self.upstream_slots.insert(u.name.as_str().into(), i);
             }
         }
@@ -338,7 +339,7 @@ impl Snapshot {
         let Some(i) = self.upstream_slots.get(name).copied() else {
             return Ok(());
         };
-        if self.users[i] > 0 {
+        if self.users.get(i).is_some_and(|&n| n > 0) {
             let route = self
                 .routes()
                 .find(|r| r.upstream == i)
@@ -349,7 +350,7 @@ impl Snapshot {
             });
         }
         self.upstream_slots.remove(name);
-        if let Some(old) = self.upstreams[i].take() {
+        if let Some(old) = slot_mut(&mut self.upstreams, i).take() {
             retired
                 .backends
                 .extend(old.config.backends.iter().map(|b| BackendKey {
@@ -398,9 +399,11 @@ impl Snapshot {
             .collect::<Result<Vec<_>, _>>()?;
         let slot = match existing {
             Some(i) => {
-                let old = self.routes[i].take().expect("a named slot is filled");
+                let old = slot_mut(&mut self.routes, i)
+                    .take()
+                    .expect("a named slot is filled");
                 self.table.remove(i, &old.prefix, &old.config.hosts);
-                self.users[old.upstream] -= 1;
+                *slot_mut(&mut self.users, old.upstream) -= 1;
                 if old.config.upstream != r.upstream {
                     retired.routes.push(RouteKey {
                         route: r.name.clone(),
@@ -417,8 +420,8 @@ impl Snapshot {
                 .map_or_else(String::new, |o| o.config.name.clone());
             return Err(BuildError::Conflict(other, r.name.clone()));
         }
-        self.users[upstream] += 1;
-        self.routes[slot] = Some(Arc::new(CompiledRoute {
+        *slot_mut(&mut self.users, upstream) += 1;
+        *slot_mut(&mut self.routes, slot) = Some(Arc::new(CompiledRoute {
             name: r.name.as_str().into(),
             upstream,
             strip_prefix: r.strip_prefix,
@@ -441,9 +444,9 @@ impl Snapshot {
         let Some(i) = self.route_slots.remove(name) else {
             return;
         };
-        if let Some(old) = self.routes[i].take() {
+        if let Some(old) = slot_mut(&mut self.routes, i).take() {
             self.table.remove(i, &old.prefix, &old.config.hosts);
-            self.users[old.upstream] -= 1;
+            *slot_mut(&mut self.users, old.upstream) -= 1;
             retired.routes.push(RouteKey {
                 route: name.to_string(),
                 upstream: old.config.upstream.clone(),
@@ -536,11 +539,16 @@ impl Snapshot {
 }
 
 /// A free slot of `slots` (reused, or a new one at the end).
-fn take_slot<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<usize>) -> usize {
+fn take_slot<T: Clone>(slots: &mut ChunkedVec<Option<T>>, free: &mut Vec<usize>) -> usize {
     free.pop().unwrap_or_else(|| {
         slots.push(None);
         slots.len() - 1
     })
+}
+
+/// Slot `i`, which exists (slots are never shortened).
+fn slot_mut<T: Clone>(slots: &mut ChunkedVec<T>, i: usize) -> &mut T {
+    slots.get_mut(i).expect("slot indexes stay valid")
 }
 
 fn compile_upstream(
