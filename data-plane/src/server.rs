@@ -159,32 +159,38 @@ pub async fn serve(
             tls.clone(),
         );
         let handshake_timeout = config.header_read_timeout;
-        connections.spawn(async move {
-            let _permit = permit;
-            let _open = proxy.connection();
-            let result = match tls {
-                None => {
-                    let info = ConnInfo::new(peer, false, Interim::new());
-                    serve_conn(&builder, stopping, stream, proxy, info).await
+        // One task per connection, sized for its own kind: a plain
+        // connection's task does not carry room for TLS state.
+        match tls {
+            None => connections.spawn(async move {
+                let _permit = permit;
+                let _open = proxy.connection();
+                let info = ConnInfo::new(peer, false, Interim::new());
+                if let Err(e) = serve_conn(&builder, stopping, stream, proxy, info).await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
-                Some(acceptor) => {
+            }),
+            Some(acceptor) => connections.spawn(async move {
+                let _permit = permit;
+                let _open = proxy.connection();
+                let result =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let info = ConnInfo::new(peer, true, Interim::new());
-                            serve_conn(&builder, stopping, tls_stream, proxy, info).await
+                            // Boxed: the TLS session is large.
+                            Box::pin(serve_conn(&builder, stopping, tls_stream, proxy, info)).await
                         }
                         Ok(Err(e)) => Err(Box::new(e) as _),
                         Err(_) => Err(Box::new(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "TLS handshake timed out",
                         )) as _),
-                    }
+                    };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-        });
+            }),
+        };
     }
     drop(listener);
     let _ = stop.send(true);
