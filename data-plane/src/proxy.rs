@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod headers;
 pub mod interim;
+pub mod pool;
 pub mod request_body;
 pub mod tunnel;
 
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -432,30 +433,56 @@ impl Proxy {
             outcome.backend = Some(i);
             let backend = &upstream.backends[i];
             let last = attempt + 1 == attempts;
+            // Plain HTTP/1.1 goes through the backend's own pool, which
+            // wants the origin-form target and a Host header.
+            let direct = backend.scheme == Scheme::HTTP && !upstream.http2;
             let mut req = Request::new(RequestBody::attempt(body.as_ref()));
             *req.method_mut() = parts.method.clone();
             *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = Uri::builder()
-                .scheme(backend.scheme.clone())
-                .authority(backend.authority.clone())
-                .path_and_query(path_and_query.clone())
-                .build()
-                .map_err(|_| path_error())?;
+            *req.uri_mut() = if direct {
+                Uri::from(path_and_query.clone())
+            } else {
+                Uri::builder()
+                    .scheme(backend.scheme.clone())
+                    .authority(backend.authority.clone())
+                    .path_and_query(path_and_query.clone())
+                    .build()
+                    .map_err(|_| path_error())?
+            };
             // Only a request that may be sent again keeps a copy of its head.
             *req.headers_mut() = if last {
                 head_headers.take().unwrap_or_default()
             } else {
                 head_headers.clone().unwrap_or_default()
             };
+            if direct && !req.headers().contains_key(header::HOST) {
+                req.headers_mut().insert(header::HOST, backend.host.clone());
+            }
             if let Some(armed) = &interim {
                 armed.attach(&mut req, request_id);
             }
 
             let in_flight = backend.state.start();
             let started = registry::now_ns();
-            let sent = upstream.client.request(req);
+            let sent = async {
+                if direct {
+                    let pool = backend.state.pool();
+                    match pool
+                        .send(&backend.authority, upstream.connect_timeout, req)
+                        .await
+                    {
+                        Ok((resp, lent)) => Ok((resp, Some(lent))),
+                        Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                    }
+                } else {
+                    match upstream.client.request(req).await {
+                        Ok(resp) => Ok((resp, None)),
+                        Err(e) => Err(ProxyError::from_client(&backend.url, e)),
+                    }
+                }
+            };
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
-                Ok(Ok(mut resp)) => {
+                Ok(Ok((mut resp, lent))) => {
                     drop(interim);
                     let took = registry::now_ns() - started;
                     backend.state.observe_latency(took);
@@ -489,14 +516,14 @@ impl Proxy {
                         return Ok(Response::from_parts(head, ProxyBody::empty()));
                     }
                     let body =
-                        ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
+                        ProxyBody::upstream(resp_body, in_flight, lent, upstream.body_idle_timeout);
                     return Ok(Response::from_parts(head, body));
                 }
                 Ok(Err(e)) if body.as_ref().is_some_and(|b| b.too_large()) => {
                     drop(e);
                     return Err(ProxyError::BodyTooLarge(body_limit));
                 }
-                Ok(Err(e)) => ProxyError::from_client(&backend.url, e),
+                Ok(Err(e)) => e,
                 Err(_elapsed) => ProxyError::Timeout {
                     backend: Arc::clone(&backend.url),
                 },

@@ -85,6 +85,8 @@ pub struct BackendState {
     ewma_stamp_ns: AtomicU64,
     probes: Mutex<ProbeRecord>,
     stats: BackendStats,
+    /// Idle keep-alive connections (plain HTTP/1.1 backends).
+    pool: crate::proxy::pool::ConnPool,
 }
 
 impl Default for BackendState {
@@ -104,6 +106,7 @@ impl Default for BackendState {
                 ..ProbeRecord::default()
             }),
             stats: BackendStats::default(),
+            pool: Default::default(),
         }
     }
 }
@@ -115,6 +118,11 @@ pub fn unix_ms() -> u64 {
 }
 
 impl BackendState {
+    /// The backend's idle keep-alive connections.
+    pub fn pool(&self) -> &crate::proxy::pool::ConnPool {
+        &self.pool
+    }
+
     /// Requests sent to this backend whose response has not finished.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -278,6 +286,13 @@ impl BackendState {
 /// One request in flight to a backend; decrements the count on drop.
 #[derive(Debug)]
 pub struct InFlight(Arc<BackendState>);
+
+impl InFlight {
+    /// The backend's live state.
+    pub fn state(&self) -> &BackendState {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

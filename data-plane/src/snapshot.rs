@@ -83,6 +83,8 @@ pub struct CompiledBackend {
     pub url: Arc<str>,
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `Host` for requests that do not keep the client's.
+    pub host: http::HeaderValue,
     pub weight: u32,
     pub state: Arc<BackendState>,
 }
@@ -96,6 +98,10 @@ pub struct CompiledUpstream {
     pub response_header_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub client: UpstreamClient,
+    /// Plain `http://` backends of an HTTP/1.1 upstream skip `client` and
+    /// use their own connection pools.
+    pub http2: bool,
+    pub connect_timeout: Duration,
     pub strategy: crate::config::Strategy,
     pub hash_on: Option<HashOn>,
     pub health_check: Option<HealthCheck>,
@@ -567,11 +573,22 @@ fn compile_upstream(
             upstream: u.name.clone(),
             url: b.url.clone(),
         };
+        let host = match authority.port_u16() {
+            Some(80) if scheme == Scheme::HTTP => authority.host(),
+            Some(443) if scheme == Scheme::HTTPS => authority.host(),
+            _ => authority.as_str(),
+        };
+        let host = http::HeaderValue::from_str(host).map_err(|_| BuildError::BadBackendUrl {
+            upstream: u.name.clone(),
+            url: b.url.clone(),
+            reason: "not a valid host",
+        })?;
         backends.push(CompiledBackend {
             id: b.id,
             url: b.url.as_str().into(),
             scheme,
             authority,
+            host,
             weight: b.weight,
             state: registry.backend(&key),
         });
@@ -600,6 +617,8 @@ fn compile_upstream(
                 upstream: u.name.clone(),
                 source,
             })?,
+        http2: u.http2,
+        connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
         strategy: u.strategy,
         hash_on: u.hash_on.clone(),
         health_check: u.health_check.clone(),

@@ -418,3 +418,69 @@ async fn upstream_error_statuses_pass_through_untouched() {
         "the backend's own body, not a gateway error"
     );
 }
+
+/// A keep-alive backend on raw sockets that counts connections and answers
+/// every request with `ok`, reporting the Host and request target it saw.
+async fn counting_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                        let host = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+                            .unwrap_or("")
+                            .to_string();
+                        let body = format!("{host} {target}");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (url, conns)
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let gw = TestGateway::start().await;
+    let (url, conns) = counting_backend().await;
+    gw.create_route(json!({"name": "k", "path": "/k", "backends": [{"url": url}]}))
+        .await;
+    let authority = url.trim_start_matches("http://").to_string();
+    for i in 0..20 {
+        let (status, body) = gw.get(&format!("/k/{i}?q=1")).await;
+        assert_eq!(status, StatusCode::OK);
+        // Origin-form target, and the backend's own Host.
+        assert_eq!(body, format!("{authority} /k/{i}?q=1"));
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "20 requests in a row share one backend connection"
+    );
+}

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Lent;
 use crate::registry::InFlight;
 
 /// Errors of proxied bodies.
@@ -51,6 +52,18 @@ pub struct AccessEntry {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        if let Kind::Upstream {
+            body,
+            in_flight,
+            lent,
+            ..
+        } = &mut self.kind
+            && body.is_end_stream()
+            && let Some(lent) = lent.take()
+        {
+            // Read to its end: the connection can carry the next request.
+            lent.give_back(in_flight.state().pool());
+        }
         let Some(e) = self.access.take() else { return };
         let elapsed_ms = crate::registry::now_ns().saturating_sub(e.started_ns) as f64 / 1e6;
         tracing::info!(
@@ -78,7 +91,9 @@ enum Kind {
     /// body is finished or abandoned.
     Upstream {
         body: Incoming,
-        _in_flight: InFlight,
+        in_flight: InFlight,
+        /// The pooled connection the response came on, if any.
+        lent: Option<Lent>,
         idle: Duration,
         /// Created the first time the body has to wait.
         timer: Option<Pin<Box<Sleep>>>,
@@ -87,11 +102,17 @@ enum Kind {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, in_flight: InFlight, idle: Duration) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        in_flight: InFlight,
+        lent: Option<Lent>,
+        idle: Duration,
+    ) -> Self {
         ProxyBody {
             kind: Kind::Upstream {
                 body,
-                _in_flight: in_flight,
+                in_flight,
+                lent,
                 idle,
                 timer: None,
             },

@@ -7,7 +7,11 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::headers::X_REQUEST_ID;
+use super::pool::PoolError;
 use crate::routing::path::PathError;
+
+/// A boxed error source.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +34,7 @@ pub enum ProxyError {
     Connect {
         backend: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("backend {backend} did not answer in time")]
     Timeout { backend: Arc<str> },
@@ -38,7 +42,7 @@ pub enum ProxyError {
     Upstream {
         backend: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
 }
 
@@ -51,10 +55,31 @@ impl ProxyError {
             if caused_by_timeout(&source) {
                 ProxyError::Timeout { backend }
             } else {
-                ProxyError::Connect { backend, source }
+                ProxyError::Connect {
+                    backend,
+                    source: source.into(),
+                }
             }
         } else {
-            ProxyError::Upstream { backend, source }
+            ProxyError::Upstream {
+                backend,
+                source: source.into(),
+            }
+        }
+    }
+
+    pub fn from_pool(backend: &Arc<str>, source: PoolError) -> Self {
+        let backend = Arc::clone(backend);
+        match source {
+            PoolError::ConnectTimeout => ProxyError::Timeout { backend },
+            PoolError::Connect(e) => ProxyError::Connect {
+                backend,
+                source: e.into(),
+            },
+            PoolError::Http(e) => ProxyError::Upstream {
+                backend,
+                source: e.into(),
+            },
         }
     }
 
