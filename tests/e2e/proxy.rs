@@ -5,7 +5,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Backend, TestGateway, backend::dead_url, raw_get};
+use crate::common::backend::{dead_url, raw_backend};
+use crate::common::{Backend, TestGateway, raw_get};
 
 #[tokio::test]
 async fn a_posted_route_is_used_by_the_very_next_request() {
@@ -420,49 +421,43 @@ async fn upstream_error_statuses_pass_through_untouched() {
 }
 
 /// A keep-alive backend on raw sockets that counts connections and answers
-/// every request with `ok`, reporting the Host and request target it saw.
+/// every request with the Host and request target it saw.
 async fn counting_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let conns = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&conns);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        let target = head.split(' ').nth(1).unwrap_or("").to_string();
-                        let host = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
-                            .unwrap_or("")
-                            .to_string();
-                        let body = format!("{host} {target}");
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if s.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+    raw_backend(|mut s, first| async move {
+        let mut head = first;
+        let mut buf = Vec::new();
+        loop {
+            let target = head.split(' ').nth(1).unwrap_or("").to_string();
+            let host = head
+                .lines()
+                .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+                .unwrap_or("")
+                .to_string();
+            let body = format!("{host} {target}");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+            // The next request head on the same connection.
+            let mut chunk = [0u8; 4096];
+            let end = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end;
                 }
-            });
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
         }
-    });
-    (url, conns)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -6,41 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
+use crate::common::backend::raw_backend;
 use crate::common::{Backend, TestGateway, eventually};
-
-/// A raw backend: for each connection, read the request head, then run
-/// `script` on the socket. Returns its URL and a connection counter.
-async fn raw_backend<F, Fut>(script: F) -> (String, Arc<AtomicUsize>)
-where
-    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&count);
-    let script = Arc::new(script);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let script = Arc::clone(&script);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                script(s, String::from_utf8_lossy(&head).into_owned()).await;
-            });
-        }
-    });
-    (url, count)
-}
 
 /// Read an HTTP response head from `s` (up to the blank line).
 async fn read_head(s: &mut TcpStream) -> String {

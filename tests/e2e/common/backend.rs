@@ -17,7 +17,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 #[derive(Clone)]
@@ -213,4 +214,36 @@ impl BackendBuilder {
             stop,
         }
     }
+}
+
+/// A raw backend: for each connection, read the request head, then run
+/// `script` on the socket. Returns its URL and a connection counter.
+pub async fn raw_backend<F, Fut>(script: F) -> (String, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let script = Arc::clone(&script);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                script(s, String::from_utf8_lossy(&head).into_owned()).await;
+            });
+        }
+    });
+    (url, count)
 }
