@@ -421,10 +421,13 @@ async fn upstream_error_statuses_pass_through_untouched() {
 }
 
 /// A keep-alive backend on raw sockets that counts connections and answers
-/// every request with the Host and request target it saw.
-async fn counting_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// every request with the Host and request target it saw, with a
+/// Content-Length or chunked.
+async fn counting_backend(
+    chunked: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    raw_backend(|mut s, first| async move {
+    raw_backend(move |mut s, first| async move {
         let mut head = first;
         let mut buf = Vec::new();
         loop {
@@ -435,10 +438,17 @@ async fn counting_backend() -> (String, std::sync::Arc<std::sync::atomic::Atomic
                 .unwrap_or("")
                 .to_string();
             let body = format!("{host} {target}");
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let resp = if chunked {
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
             if s.write_all(resp.as_bytes()).await.is_err() {
                 return;
             }
@@ -463,19 +473,23 @@ async fn counting_backend() -> (String, std::sync::Arc<std::sync::atomic::Atomic
 #[tokio::test]
 async fn backend_connections_are_kept_alive_and_reused() {
     let gw = TestGateway::start().await;
-    let (url, conns) = counting_backend().await;
-    gw.create_route(json!({"name": "k", "path": "/k", "backends": [{"url": url}]}))
+    for (name, chunked) in [("length", false), ("chunked", true)] {
+        let (url, conns) = counting_backend(chunked).await;
+        gw.create_route(
+            json!({"name": name, "path": format!("/{name}"), "backends": [{"url": url}]}),
+        )
         .await;
-    let authority = url.trim_start_matches("http://").to_string();
-    for i in 0..20 {
-        let (status, body) = gw.get(&format!("/k/{i}?q=1")).await;
-        assert_eq!(status, StatusCode::OK);
-        // Origin-form target, and the backend's own Host.
-        assert_eq!(body, format!("{authority} /k/{i}?q=1"));
+        let authority = url.trim_start_matches("http://").to_string();
+        for i in 0..20 {
+            let (status, body) = gw.get(&format!("/{name}/{i}?q=1")).await;
+            assert_eq!(status, StatusCode::OK);
+            // Origin-form target, and the backend's own Host.
+            assert_eq!(body, format!("{authority} /{name}/{i}?q=1"));
+        }
+        assert_eq!(
+            conns.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "20 {name} answers in a row share one backend connection"
+        );
     }
-    assert_eq!(
-        conns.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "20 requests in a row share one backend connection"
-    );
 }

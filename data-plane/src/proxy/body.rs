@@ -56,9 +56,10 @@ impl Drop for ProxyBody {
             body,
             in_flight,
             lent,
+            ended,
             ..
         } = &mut self.kind
-            && body.is_end_stream()
+            && (*ended || body.is_end_stream())
             && let Some(lent) = lent.take()
         {
             // Read to its end: the connection can carry the next request.
@@ -94,6 +95,9 @@ enum Kind {
         in_flight: InFlight,
         /// The pooled connection the response came on, if any.
         lent: Option<Lent>,
+        /// The body was read to its end (a chunked body never says so
+        /// through `is_end_stream`).
+        ended: bool,
         idle: Duration,
         /// Created the first time the body has to wait.
         timer: Option<Pin<Box<Sleep>>>,
@@ -113,6 +117,7 @@ impl ProxyBody {
                 body,
                 in_flight,
                 lent,
+                ended: false,
                 idle,
                 timer: None,
             },
@@ -178,7 +183,11 @@ fn poll_kind(
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     match kind {
         Kind::Upstream {
-            body, idle, timer, ..
+            body,
+            idle,
+            timer,
+            ended,
+            ..
         } => match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = timer {
@@ -187,7 +196,10 @@ fn poll_kind(
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                *ended = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
                 match t.as_mut().poll(cx) {
