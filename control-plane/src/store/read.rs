@@ -62,16 +62,23 @@ fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
     })
 }
 
-pub(super) async fn get_route(
+async fn route_row(
     conn: &mut SqliteConnection,
     name: &str,
-) -> Result<RouteView, StoreError> {
-    let row: Option<RouteRow> = sqlx::query_as(&format!(
+) -> Result<Option<RouteRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {ROUTE_COLUMNS} FROM routes WHERE name = ?"
     ))
     .bind(name)
     .fetch_optional(&mut *conn)
-    .await?;
+    .await?)
+}
+
+pub(super) async fn get_route(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<RouteView, StoreError> {
+    let row = route_row(conn, name).await?;
     route_view(row.ok_or_else(|| not_found("route", name))?)
 }
 
@@ -108,16 +115,23 @@ fn parse_strategy(raw: &str) -> Result<Strategy, StoreError> {
     Strategy::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("unknown strategy {raw:?}")))
 }
 
-pub(super) async fn get_upstream(
+async fn upstream_row(
     conn: &mut SqliteConnection,
     name: &str,
-) -> Result<UpstreamView, StoreError> {
-    let row: Option<UpstreamRow> = sqlx::query_as(&format!(
+) -> Result<Option<UpstreamRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {UPSTREAM_COLUMNS} FROM upstreams WHERE name = ?"
     ))
     .bind(name)
     .fetch_optional(&mut *conn)
-    .await?;
+    .await?)
+}
+
+pub(super) async fn get_upstream(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<UpstreamView, StoreError> {
+    let row = upstream_row(conn, name).await?;
     let row = row.ok_or_else(|| not_found("upstream", name))?;
     let name = row.name.clone();
     let backends: Vec<(i64, String, i64, i64)> = sqlx::query_as(
@@ -233,12 +247,7 @@ pub async fn load_route(
     conn: &mut SqliteConnection,
     name: &str,
 ) -> Result<Option<RouteConfig>, StoreError> {
-    let row: Option<RouteRow> = sqlx::query_as(&format!(
-        "SELECT {ROUTE_COLUMNS} FROM routes WHERE name = ?"
-    ))
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = route_row(conn, name).await?;
     row.map(|row| route_view(row).map(RouteConfig::from))
         .transpose()
 }
@@ -249,13 +258,7 @@ pub async fn load_upstream(
     conn: &mut SqliteConnection,
     name: &str,
 ) -> Result<Option<UpstreamConfig>, StoreError> {
-    let row: Option<UpstreamRow> = sqlx::query_as(&format!(
-        "SELECT {UPSTREAM_COLUMNS} FROM upstreams WHERE name = ?"
-    ))
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = upstream_row(conn, name).await? else {
         return Ok(None);
     };
     let rows: Vec<(i64, String, i64)> =
