@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -435,7 +435,7 @@ impl Proxy {
             let last = attempt + 1 == attempts;
             // Plain HTTP/1.1 goes through the backend's own pool, which
             // wants the origin-form target and a Host header.
-            let direct = backend.scheme == Scheme::HTTP && !upstream.http2;
+            let direct = backend.pooled;
             let mut req = Request::new(RequestBody::attempt(body.as_ref()));
             *req.method_mut() = parts.method.clone();
             *req.version_mut() = Version::HTTP_11;

@@ -85,6 +85,9 @@ pub struct CompiledBackend {
     pub authority: Authority,
     /// `Host` for requests that do not keep the client's.
     pub host: http::HeaderValue,
+    /// A plain `http://` backend of an HTTP/1.1 upstream: requests skip
+    /// the upstream's `client` and use the backend's own connection pool.
+    pub pooled: bool,
     pub weight: u32,
     pub state: Arc<BackendState>,
 }
@@ -98,9 +101,6 @@ pub struct CompiledUpstream {
     pub response_header_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub client: UpstreamClient,
-    /// Plain `http://` backends of an HTTP/1.1 upstream skip `client` and
-    /// use their own connection pools.
-    pub http2: bool,
     pub connect_timeout: Duration,
     pub strategy: crate::config::Strategy,
     pub hash_on: Option<HashOn>,
@@ -586,6 +586,7 @@ fn compile_upstream(
         backends.push(CompiledBackend {
             id: b.id,
             url: b.url.as_str().into(),
+            pooled: scheme == Scheme::HTTP && !u.http2,
             scheme,
             authority,
             host,
@@ -617,7 +618,6 @@ fn compile_upstream(
                 upstream: u.name.clone(),
                 source,
             })?,
-        http2: u.http2,
         connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
         strategy: u.strategy,
         hash_on: u.hash_on.clone(),
