@@ -9,6 +9,7 @@
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod interim;
 pub mod pool;
@@ -27,7 +28,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ipnet::IpNet;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, Upstream};
 pub use error::ProxyError;
 pub use tunnel::Tunnels;
 
@@ -369,6 +370,9 @@ impl Proxy {
             .as_ref()
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
         headers::strip_hop_by_hop(&mut parts.headers);
+        // Room for the forwarding headers, so the map grows (and rehashes)
+        // at most once.
+        parts.headers.reserve(8);
         headers::forward_request(
             &mut parts.headers,
             &headers::Origin {
@@ -434,51 +438,91 @@ impl Proxy {
             let backend = &upstream.backends[i];
             let last = attempt + 1 == attempts;
             // Plain HTTP/1.1 goes through the backend's own pool, which
-            // wants the origin-form target and a Host header.
+            // wants the origin-form target and a Host header; without a
+            // body (nor upgrade), the request's task drives it itself.
             let direct = backend.pooled;
-            let mut req = Request::new(RequestBody::attempt(body.as_ref()));
-            *req.method_mut() = parts.method.clone();
-            *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = if direct {
-                Uri::from(path_and_query.clone())
-            } else {
-                Uri::builder()
-                    .scheme(backend.scheme.clone())
-                    .authority(backend.authority.clone())
-                    .path_and_query(path_and_query.clone())
-                    .build()
-                    .map_err(|_| path_error())?
+            let inline = direct && body.is_none() && upgrade.is_none();
+            let host = |headers: &HeaderMap| {
+                (direct && !headers.contains_key(header::HOST)).then_some(&backend.host)
             };
-            // Only a request that may be sent again keeps a copy of its head.
-            *req.headers_mut() = if last {
-                head_headers.take().unwrap_or_default()
-            } else {
-                head_headers.clone().unwrap_or_default()
-            };
-            if direct && !req.headers().contains_key(header::HOST) {
-                req.headers_mut().insert(header::HOST, backend.host.clone());
-            }
-            if let Some(armed) = &interim {
-                armed.attach(&mut req, request_id);
+            let mut req = None;
+            if !inline {
+                let mut r = Request::new(RequestBody::attempt(body.as_ref()));
+                *r.method_mut() = parts.method.clone();
+                *r.version_mut() = Version::HTTP_11;
+                *r.uri_mut() = if direct {
+                    Uri::from(path_and_query.clone())
+                } else {
+                    Uri::builder()
+                        .scheme(backend.scheme.clone())
+                        .authority(backend.authority.clone())
+                        .path_and_query(path_and_query.clone())
+                        .build()
+                        .map_err(|_| path_error())?
+                };
+                // Only a request that may be sent again keeps a copy of its head.
+                *r.headers_mut() = if last {
+                    head_headers.take().unwrap_or_default()
+                } else {
+                    head_headers.clone().unwrap_or_default()
+                };
+                if let Some(h) = host(r.headers()) {
+                    r.headers_mut().insert(header::HOST, h.clone());
+                }
+                if let Some(armed) = &interim {
+                    armed.attach(&mut r, request_id);
+                }
+                req = Some(r);
             }
 
             let in_flight = backend.state.start();
             let started = registry::now_ns();
             let sent = async {
-                if direct {
-                    let pool = backend.state.pool();
-                    match pool
-                        .send(&backend.authority, upstream.connect_timeout, req)
-                        .await
-                    {
-                        Ok((resp, lent)) => Ok((resp, Some(lent))),
-                        Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                let pool = backend.state.pool();
+                match req {
+                    None => {
+                        let headers = head_headers.as_ref().expect("kept for inline requests");
+                        let mut head = Vec::with_capacity(256);
+                        h1::encode_request(
+                            &mut head,
+                            &parts.method,
+                            path_and_query.as_str(),
+                            headers,
+                            host(headers),
+                        );
+                        let mut relay = |status, headers: &HeaderMap| {
+                            if let Some(armed) = &interim {
+                                armed.relay(status, headers, request_id);
+                            }
+                        };
+                        match pool
+                            .exchange(
+                                &backend.authority,
+                                upstream.connect_timeout,
+                                &head,
+                                &parts.method,
+                                idempotent,
+                                &mut relay,
+                            )
+                            .await
+                        {
+                            Ok(resp) => Ok((resp.map(|b| Upstream::Inline(Some(b))), None)),
+                            Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                        }
                     }
-                } else {
-                    match upstream.client.request(req).await {
-                        Ok(resp) => Ok((resp, None)),
+                    Some(req) if direct => {
+                        match pool
+                            .send(&backend.authority, upstream.connect_timeout, req)
+                            .await
+                        {
+                            Ok((resp, lent)) => Ok((resp.map(Upstream::Hyper), Some(lent))),
+                            Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                        }
+                    }
+                    Some(req) => match upstream.client.request(req).await {
+                        Ok(resp) => Ok((resp.map(Upstream::Hyper), None)),
                         Err(e) => Err(ProxyError::from_client(&backend.url, e)),
-                    }
+                    },
                 }
             };
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {

@@ -493,3 +493,33 @@ async fn backend_connections_are_kept_alive_and_reused() {
         );
     }
 }
+
+#[tokio::test]
+async fn backend_closing_idle_connections_costs_no_request() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start().await;
+    // Answers one request per connection as keep-alive, then closes the
+    // connection while the gateway holds it idle.
+    let (url, conns) = raw_backend(|mut s, _| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    for i in 0..10 {
+        let (status, body) = gw.get(&format!("/{i}")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "ok"),
+            "request {i}"
+        );
+        // Sometimes before the backend closed, sometimes after.
+        if i % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 10);
+}

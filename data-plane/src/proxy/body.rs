@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::h1;
 use super::pool::Lent;
 use crate::registry::InFlight;
 
@@ -60,10 +61,21 @@ impl Drop for ProxyBody {
             ..
         } = &mut self.kind
             && (*ended || body.is_end_stream())
-            && let Some(lent) = lent.take()
         {
             // Read to its end: the connection can carry the next request.
-            lent.give_back(in_flight.state().pool());
+            let pool = in_flight.state().pool();
+            match body {
+                Upstream::Hyper(_) => {
+                    if let Some(lent) = lent.take() {
+                        lent.give_back(pool);
+                    }
+                }
+                Upstream::Inline(body) => {
+                    if let Some(conn) = body.take().and_then(h1::ResponseBody::into_reusable) {
+                        pool.give_back_bare(conn);
+                    }
+                }
+            }
         }
         let Some(e) = self.access.take() else { return };
         let elapsed_ms = crate::registry::now_ns().saturating_sub(e.started_ns) as f64 / 1e6;
@@ -86,12 +98,45 @@ impl Drop for ProxyBody {
     }
 }
 
+/// A backend's response body: from hyper's client, or read inline from a
+/// pooled connection ([`h1`]).
+#[derive(Debug)]
+pub enum Upstream {
+    Hyper(Incoming),
+    /// `None` once its connection went back to the pool.
+    Inline(Option<h1::ResponseBody>),
+}
+
+impl Upstream {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstream::Hyper(b) => b.is_end_stream(),
+            Upstream::Inline(b) => b.as_ref().is_none_or(Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Upstream::Hyper(b) => b.size_hint(),
+            Upstream::Inline(b) => b.as_ref().map_or(SizeHint::with_exact(0), Body::size_hint),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Upstream::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstream::Inline(Some(b)) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstream::Inline(None) => Poll::Ready(None),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     /// The upstream response; the backend's in-flight count drops when the
     /// body is finished or abandoned.
     Upstream {
-        body: Incoming,
+        body: Upstream,
         in_flight: InFlight,
         /// The pooled connection the response came on, if any.
         lent: Option<Lent>,
@@ -107,7 +152,7 @@ enum Kind {
 
 impl ProxyBody {
     pub fn upstream(
-        body: Incoming,
+        body: Upstream,
         in_flight: InFlight,
         lent: Option<Lent>,
         idle: Duration,
@@ -188,14 +233,14 @@ fn poll_kind(
             timer,
             ended,
             ..
-        } => match Pin::new(body).poll_frame(cx) {
+        } => match body.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = timer {
                     t.as_mut().reset(Instant::now() + *idle);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => {
                 *ended = true;
                 Poll::Ready(None)

@@ -80,6 +80,10 @@ impl ProxyError {
                 backend,
                 source: e.into(),
             },
+            PoolError::H1(e) => ProxyError::Upstream {
+                backend,
+                source: e.into(),
+            },
         }
     }
 

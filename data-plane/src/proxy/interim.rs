@@ -120,11 +120,25 @@ impl Armed {
     pub fn attach<B>(&self, req: &mut http::Request<B>, request_id: &HeaderValue) {
         let (interim, request_id) = (Arc::clone(&self.0), request_id.clone());
         hyper::ext::on_informational(req, move |res| {
-            let status = res.status();
-            if status != StatusCode::CONTINUE && status != StatusCode::SWITCHING_PROTOCOLS {
-                interim.relay(status, res.headers(), &request_id);
-            }
+            relay_informational(&interim, res.status(), res.headers(), &request_id);
         });
+    }
+
+    /// Hand one 1xx head to the client connection (the inline client's
+    /// counterpart of [`Armed::attach`]).
+    pub fn relay(&self, status: StatusCode, headers: &HeaderMap, request_id: &HeaderValue) {
+        relay_informational(&self.0, status, headers, request_id);
+    }
+}
+
+fn relay_informational(
+    interim: &Interim,
+    status: StatusCode,
+    headers: &HeaderMap,
+    request_id: &HeaderValue,
+) {
+    if status != StatusCode::CONTINUE && status != StatusCode::SWITCHING_PROTOCOLS {
+        interim.relay(status, headers, request_id);
     }
 }
 

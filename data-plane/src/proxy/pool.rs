@@ -1,12 +1,17 @@
 //! Keep-alive HTTP/1.1 connections to one plain `http://` backend.
 //!
 //! The hot path's alternative to hyper-util's pooled client for the common
-//! case (no TLS, no HTTP/2 upstream): each backend's live state holds a
-//! lock-free queue of idle `hyper::client::conn::http1` senders, so a
-//! request takes one from its backend directly — no pool key to hash, no
-//! shared pool map under a lock, no checkout/connect race — and the
-//! response body hands it back when it ends. Profiled, hyper-util's pool machinery was ~14% of the proxy's
-//! user-space instructions per request.
+//! case (no TLS, no HTTP/2 upstream): each backend's live state holds
+//! lock-free queues of idle connections, so a request takes one from its
+//! backend directly — no pool key to hash, no shared pool map under a
+//! lock, no checkout/connect race — and the response body hands it back
+//! when it ends. Profiled, hyper-util's pool machinery was ~14% of the
+//! proxy's user-space instructions per request.
+//!
+//! Two kinds are kept: bare sockets for requests without a body, which the
+//! request's own task drives ([`super::h1`]), and `hyper::client::conn::http1`
+//! senders for requests with a body (hyper streams it while it reads the
+//! answer) and upgrades.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +26,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::h1::{self, Conn, H1Error, ResponseBody};
 use super::request_body::RequestBody;
 
 /// Idle connections kept per backend; more are closed when returned.
@@ -39,6 +45,9 @@ pub enum PoolError {
     /// The request failed on a connection (it may have been sent).
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The same, on a connection driven inline.
+    #[error(transparent)]
+    H1(#[from] H1Error),
 }
 
 /// Idle senders of one backend, oldest first (a lock-free queue: the hot
@@ -48,6 +57,9 @@ pub struct ConnPool {
     idle: SegQueue<(SendRequest<RequestBody>, Instant)>,
     /// Roughly how many are queued (bounds the queue at [`MAX_IDLE`]).
     count: AtomicUsize,
+    /// Idle bare connections, for requests without a body.
+    bare: SegQueue<(Conn, Instant)>,
+    bare_count: AtomicUsize,
 }
 
 /// A connection lent to one request; [`Lent::give_back`] returns it once
@@ -110,6 +122,56 @@ impl ConnPool {
     }
 }
 
+impl ConnPool {
+    fn take_bare(&self) -> Option<Conn> {
+        while let Some((conn, since)) = self.bare.pop() {
+            self.bare_count.fetch_sub(1, Ordering::Relaxed);
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Send a request without body, serialised in `head`, to the backend at
+    /// `authority` on an idle bare connection, or a new one; the response
+    /// body gives the connection back ([`ConnPool::give_back_bare`]). A
+    /// reused connection that answers nothing at all (the backend closed
+    /// it while idle) is replaced by a new one when `replayable`.
+    pub async fn exchange(
+        &self,
+        authority: &Authority,
+        connect_timeout: Duration,
+        head: &[u8],
+        method: &http::Method,
+        replayable: bool,
+        interim: &mut (dyn FnMut(http::StatusCode, &http::HeaderMap) + Send),
+    ) -> Result<Response<ResponseBody>, PoolError> {
+        if let Some(conn) = self.take_bare() {
+            match h1::exchange(conn, head, method, interim).await {
+                Ok(resp) => return Ok(resp),
+                Err(failed) if failed.nothing_received && replayable => {
+                    tracing::debug!(error = %failed.error, "idle backend connection was closed; using a new one");
+                }
+                Err(failed) => return Err(failed.error.into()),
+            }
+        }
+        let stream = connect_tcp(authority, connect_timeout).await?;
+        h1::exchange(Conn::new(stream), head, method, interim)
+            .await
+            .map_err(|failed| failed.error.into())
+    }
+
+    /// Return a bare connection whose response was read to its end.
+    pub fn give_back_bare(&self, conn: Conn) {
+        if self.bare_count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
+            self.bare_count.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.bare.push((conn, Instant::now()));
+    }
+}
+
 impl Lent {
     /// Return the connection to `pool` (the response was read to its end).
     pub fn give_back(self, pool: &ConnPool) {
@@ -121,6 +183,19 @@ async fn connect(
     authority: &Authority,
     timeout: Duration,
 ) -> Result<SendRequest<RequestBody>, PoolError> {
+    let stream = connect_tcp(authority, timeout).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, PoolError> {
     let host = authority.host();
     let host = host
         .strip_prefix('[')
@@ -133,13 +208,5 @@ async fn connect(
         Err(_) => return Err(PoolError::ConnectTimeout),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(stream)
 }
