@@ -523,3 +523,87 @@ async fn backend_closing_idle_connections_costs_no_request() {
     }
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 10);
 }
+
+#[tokio::test]
+async fn bodiless_answers_keep_their_framing_and_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start().await;
+    // Keep-alive backend: HEAD gets a Content-Length and no body, /204 and
+    // /304 no body, anything else five bytes.
+    let (url, conns) = raw_backend(|mut s, first| async move {
+        let mut head = first;
+        let mut buf = Vec::new();
+        loop {
+            let resp: &[u8] = if head.starts_with("HEAD ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+            } else if head.starts_with("GET /204") {
+                b"HTTP/1.1 204 No Content\r\n\r\n"
+            } else if head.starts_with("GET /304") {
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            };
+            if s.write_all(resp).await.is_err() {
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            let end = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end;
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+        }
+    })
+    .await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let mut s = tokio::net::TcpStream::connect(gw.gateway().proxy_addr)
+        .await
+        .unwrap();
+    let mut answers = String::new();
+    for (request, expect_body) in [
+        ("HEAD /a", ""),
+        ("GET /204", ""),
+        ("GET /304", ""),
+        ("GET /b", "hello"),
+    ] {
+        s.write_all(format!("{request} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        // Read exactly one answer: its head, then the body it announces
+        // (none for HEAD, 204 and 304).
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+                .await
+                .expect("answer head within 5 s")
+                .unwrap();
+            assert_eq!(n, 1, "connection closed after {got:?}");
+            got.push(byte[0]);
+        }
+        let mut body = vec![0u8; expect_body.len()];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(body, expect_body.as_bytes(), "{request}");
+        answers.push_str(&String::from_utf8_lossy(&got));
+    }
+    let lower = answers.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200 ok\r\n"), "{answers}");
+    assert!(
+        lower.contains("content-length: 5"),
+        "HEAD keeps the length: {answers}"
+    );
+    assert!(lower.contains("http/1.1 204 no content"), "{answers}");
+    assert!(lower.contains("http/1.1 304 not modified"), "{answers}");
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "bodiless answers leave the backend connection reusable"
+    );
+}

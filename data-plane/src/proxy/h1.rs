@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Most header fields in a response head (or trailer section).
-pub const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 100;
 /// Largest response head (status line and fields), and trailer section.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size line (size and extensions).
@@ -102,13 +102,7 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
             self.buf.reserve(READ_RESERVE);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -212,18 +206,21 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(H1Error::Parse(e)),
     };
-    // Where each field sits, so the values can share the frozen head.
+    // Where each field's name and value sit, so that the values can share
+    // the frozen head.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32); MAX_HEADERS];
+    let mut spans = [[0u32; 4]; MAX_HEADERS];
     let count = parsed.headers.len();
-    let mut names = Vec::with_capacity(count);
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        names.push(
-            HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| H1Error::Parse(httparse::Error::HeaderName))?,
-        );
-        let start = field.value.as_ptr() as usize - base;
-        *span = (start as u32, (start + field.value.len()) as u32);
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = [
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        ]
+        .map(|i| i as u32);
     }
     let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
         .map_err(|_| H1Error::Parse(httparse::Error::Status))?;
@@ -243,8 +240,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
     let headers = resp.headers_mut();
     // Room for what the gateway adds (`Via`, `X-Request-ID`).
     headers.reserve(count + 2);
-    for (name, &(start, end)) in names.into_iter().zip(&spans[..count]) {
-        let value = HeaderValue::from_maybe_shared(head.slice(start as usize..end as usize))
+    for span in &spans[..count] {
+        let [name_start, name_end, start, end] = span.map(|i| i as usize);
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| H1Error::Parse(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| H1Error::Parse(httparse::Error::HeaderValue))?;
         headers.append(name, value);
     }
