@@ -121,6 +121,23 @@ impl Proxy {
         }
     }
 
+    /// Every [`SWEEP_EVERY`], close the idle backend connections that can
+    /// no longer be used (see [`pool::ConnPool::sweep`]). Runs until
+    /// dropped.
+    pub async fn sweep_idle_connections(&self) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let snapshot = self.plane.snapshot();
+            for upstream in snapshot.upstreams() {
+                for backend in upstream.backends.iter() {
+                    backend.state.pool().sweep();
+                }
+            }
+        }
+    }
+
     pub fn tunnels(&self) -> &Tunnels {
         &self.tunnels
     }
@@ -309,6 +326,9 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// How often idle backend connections are checked for a close.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Most attempts a request can make (1 + the largest `retries` allowed).
 pub const MAX_ATTEMPTS: usize = 6;

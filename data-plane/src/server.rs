@@ -132,6 +132,10 @@ pub async fn serve(
     // tells when they all have.
     let (stop, stopping) = watch::channel(false);
     let connections = TaskTracker::new();
+    let sweeper = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.sweep_idle_connections().await }
+    });
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -193,6 +197,7 @@ pub async fn serve(
         };
     }
     drop(listener);
+    sweeper.abort();
     let _ = stop.send(true);
     connections.close();
     let started = tokio::time::Instant::now();

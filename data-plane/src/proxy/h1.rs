@@ -31,14 +31,20 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Most header fields in a response head (or trailer section).
+/// Most header fields in a response head (or trailer section): hyper's
+/// default, as before this client.
 pub const MAX_HEADERS: usize = 100;
-/// Largest response head (status line and fields), and trailer section.
-pub const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head (status line and fields), and trailer section:
+/// hyper's default read buffer limit, as before this client.
+pub const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// Longest chunk-size line (size and extensions).
 const MAX_CHUNK_LINE: usize = 4096;
-/// Read buffer room asked for before each read.
+/// Read buffer room asked for before a read: starts small, doubles while
+/// reads fill it (large bodies), back to the start once idle.
 const READ_RESERVE: usize = 8 * 1024;
+const MAX_READ_RESERVE: usize = 64 * 1024;
+/// An idle connection's buffer larger than this is freed, not kept.
+const MAX_IDLE_BUFFER: usize = 16 * 1024;
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,8 @@ pub enum H1Error {
     ContentLength,
     #[error("backend switched protocols without being asked")]
     Switching,
+    #[error("HTTP/1.0 response with Transfer-Encoding (faulty framing, RFC 9112 §6.1)")]
+    Http10TransferEncoding,
     #[error("invalid chunked response body")]
     Chunked,
     #[error("response body ended before its end")]
@@ -66,6 +74,8 @@ pub enum H1Error {
 pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// Room to ask for before the next read.
+    reserve: usize,
 }
 
 impl Conn {
@@ -73,6 +83,16 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            reserve: READ_RESERVE,
+        }
+    }
+
+    /// Ready the connection to wait idle in a pool: the read room starts
+    /// small again, and a large buffer is freed.
+    pub fn idle(&mut self) {
+        self.reserve = READ_RESERVE;
+        if self.buf.capacity() > MAX_IDLE_BUFFER {
+            self.buf = BytesMut::new();
         }
     }
 
@@ -99,10 +119,19 @@ impl Conn {
 
     /// Read more into the buffer; `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
-            self.buf.reserve(READ_RESERVE);
+        if self.buf.capacity() - self.buf.len() < self.reserve / 4 {
+            self.buf.reserve(self.reserve);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let room = self.buf.capacity() - self.buf.len();
+        let read = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ));
+        if matches!(read, Ok(n) if n == room) {
+            self.reserve = (self.reserve * 2).min(MAX_READ_RESERVE);
+        }
+        Poll::Ready(read)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -292,11 +321,8 @@ fn start_body(
     method: &Method,
 ) -> Result<Response<ResponseBody>, H1Error> {
     let (mut parts, ()) = resp.into_parts();
-    let mut reusable = if parts.version == Version::HTTP_11 {
-        !connection_has(&parts.headers, "close")
-    } else {
-        connection_has(&parts.headers, "keep-alive")
-    };
+    let mut reusable = !connection_has(&parts.headers, "close")
+        && (parts.version == Version::HTTP_11 || connection_has(&parts.headers, "keep-alive"));
     let status = parts.status;
     let decode = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -304,6 +330,9 @@ fn start_body(
     {
         Decode::Length(0)
     } else if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        if parts.version == Version::HTTP_10 {
+            return Err(H1Error::Http10TransferEncoding);
+        }
         let chunked_last = parts
             .headers
             .get_all(header::TRANSFER_ENCODING)
@@ -561,10 +590,11 @@ fn step_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> 
     }
 }
 
-/// `1*HEXDIG [ BWS ";" extensions ]` → the size.
+/// `1*HEXDIG [ BWS ";" extensions ]` → the size (leading zeros allowed;
+/// extensions may hold any byte but controls other than HTAB).
 fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
+    if digits == 0 {
         return Err(H1Error::Chunked);
     }
     let rest = &line[digits..];
@@ -575,13 +605,17 @@ fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
             rest[i] == b';'
                 && rest[i..]
                     .iter()
-                    .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+                    .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
         });
     if !rest_ok {
         return Err(H1Error::Chunked);
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| H1Error::Chunked)?;
-    u64::from_str_radix(text, 16).map_err(|_| H1Error::Chunked)
+    line[..digits].iter().try_fold(0u64, |size, &b| {
+        let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
+        size.checked_mul(16)
+            .and_then(|s| s.checked_add(digit))
+            .ok_or(H1Error::Chunked)
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -681,7 +715,17 @@ mod tests {
         assert_eq!(chunk_size(b"1a").unwrap(), 26);
         assert_eq!(chunk_size(b"A ; ext=1").unwrap(), 10);
         assert_eq!(chunk_size(b"0").unwrap(), 0);
-        for bad in [&b""[..], b"x", b"1 2", b"-1", b"1\x00", b"1000000000000000"] {
+        assert_eq!(chunk_size(b"00000000000000000010").unwrap(), 16);
+        assert_eq!(chunk_size(b"5;name=\"caf\xc3\xa9\"").unwrap(), 5);
+        for bad in [
+            &b""[..],
+            b"x",
+            b"1 2",
+            b"-1",
+            b"1\x00",
+            b"1;a\x01",
+            b"10000000000000000",
+        ] {
             assert!(chunk_size(bad).is_err(), "{bad:?}");
         }
     }
@@ -731,14 +775,40 @@ mod tests {
         assert_eq!(first.into_data().unwrap(), "all of it");
         assert!(resp.into_body().into_reusable().is_none());
 
+        for close in [
+            &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx"[..],
+            b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx",
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 1\r\n\r\nx",
+        ] {
+            let (resp, _) = get(vec![close.to_vec().leak()], Method::GET).await;
+            let mut resp = resp.unwrap();
+            collect(resp.body_mut()).await.unwrap();
+            assert!(resp.into_body().into_reusable().is_none(), "{close:?}");
+        }
         let (resp, _) = get(
-            vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx"],
+            vec![b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\nx"],
             Method::GET,
         )
         .await;
         let mut resp = resp.unwrap();
         collect(resp.body_mut()).await.unwrap();
-        assert!(resp.into_body().into_reusable().is_none());
+        assert!(resp.into_body().into_reusable().is_some());
+    }
+
+    #[tokio::test]
+    async fn reads_grow_for_large_bodies_and_shrink_when_idle() {
+        let size = 512 * 1024;
+        let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").into_bytes();
+        answer.extend(std::iter::repeat_n(b'x', size));
+        let (resp, _) = get(vec![answer.leak()], Method::GET).await;
+        let mut resp = resp.unwrap();
+        let (data, _) = collect(resp.body_mut()).await.unwrap();
+        assert_eq!(data.len(), size);
+        let mut conn = resp.into_body().into_reusable().unwrap();
+        assert_eq!(conn.reserve, MAX_READ_RESERVE, "full reads double the room");
+        conn.idle();
+        assert_eq!(conn.reserve, READ_RESERVE);
+        assert!(conn.buf.capacity() <= MAX_IDLE_BUFFER);
     }
 
     #[tokio::test]
@@ -757,7 +827,8 @@ mod tests {
 
     #[tokio::test]
     async fn bad_responses_are_errors() {
-        let cases: [&'static [u8]; 5] = [
+        let cases: [&'static [u8]; 6] = [
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",

@@ -163,12 +163,48 @@ impl ConnPool {
     }
 
     /// Return a bare connection whose response was read to its end.
-    pub fn give_back_bare(&self, conn: Conn) {
+    pub fn give_back_bare(&self, mut conn: Conn) {
+        conn.idle();
+        self.push_bare(conn, Instant::now());
+    }
+
+    fn push_bare(&self, conn: Conn, since: Instant) {
         if self.bare_count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
             self.bare_count.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.bare.push((conn, Instant::now()));
+        self.bare.push((conn, since));
+    }
+
+    /// Close the idle connections that can no longer be used: closed by the
+    /// backend (a bare socket would otherwise sit in CLOSE_WAIT until a
+    /// request found it) or idle for [`IDLE_TIMEOUT`]. Each idle
+    /// connection is looked at once; the rest keep their order.
+    pub fn sweep(&self) {
+        for _ in 0..self.bare_count.load(Ordering::Relaxed).min(MAX_IDLE) {
+            let Some((conn, since)) = self.bare.pop() else {
+                break;
+            };
+            self.bare_count.fetch_sub(1, Ordering::Relaxed);
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_usable() {
+                self.push_bare(conn, since);
+            }
+        }
+        for _ in 0..self.count.load(Ordering::Relaxed).min(MAX_IDLE) {
+            let Some((sender, since)) = self.idle.pop() else {
+                break;
+            };
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            if since.elapsed() < IDLE_TIMEOUT && !sender.is_closed() {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                self.idle.push((sender, since));
+            }
+        }
+    }
+
+    /// Idle connections held now (bare, hyper).
+    pub fn idle_counts(&self) -> (usize, usize) {
+        (self.bare.len(), self.idle.len())
     }
 }
 
@@ -209,4 +245,43 @@ async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStre
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn sweep_closes_idle_connections_the_backend_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (a, _) = listener.accept().await.unwrap();
+            let (b, _) = listener.accept().await.unwrap();
+            let _ = closed.await;
+            drop(a);
+            // `b` stays open.
+            std::future::pending::<()>().await;
+            drop(b);
+        });
+        let pool = ConnPool::default();
+        for _ in 0..2 {
+            pool.give_back_bare(Conn::new(TcpStream::connect(addr).await.unwrap()));
+        }
+        pool.sweep();
+        assert_eq!(pool.idle_counts(), (2, 0), "both open: both kept");
+        close.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.idle_counts().0 != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "closed connection never swept"
+            );
+            tokio::task::yield_now().await;
+            pool.sweep();
+        }
+        assert_eq!(pool.bare_count.load(Ordering::Relaxed), 1);
+    }
 }
