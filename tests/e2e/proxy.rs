@@ -420,13 +420,33 @@ async fn upstream_error_statuses_pass_through_untouched() {
     );
 }
 
+/// The next request head (without its blank line) read from a raw backend
+/// connection, `buf` holding what was read ahead; `None` once the peer
+/// closes.
+async fn next_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end + 4);
+    Some(head)
+}
+
 /// A keep-alive backend on raw sockets that counts connections and answers
 /// every request with the Host and request target it saw, with a
 /// Content-Length or chunked.
 async fn counting_backend(
     chunked: bool,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     raw_backend(move |mut s, first| async move {
         let mut head = first;
         let mut buf = Vec::new();
@@ -453,18 +473,10 @@ async fn counting_backend(
                 return;
             }
             // The next request head on the same connection.
-            let mut chunk = [0u8; 4096];
-            let end = loop {
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break end;
-                }
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
+            match next_head(&mut s, &mut buf).await {
+                Some(next) => head = next,
+                None => return,
+            }
         }
     })
     .await
@@ -546,18 +558,11 @@ async fn bodiless_answers_keep_their_framing_and_the_connection() {
             if s.write_all(resp).await.is_err() {
                 return;
             }
-            let mut chunk = [0u8; 4096];
-            let end = loop {
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break end;
-                }
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
+            // The next request head on the same connection.
+            match next_head(&mut s, &mut buf).await {
+                Some(next) => head = next,
+                None => return,
+            }
         }
     })
     .await;
