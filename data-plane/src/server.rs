@@ -229,9 +229,13 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = InterimIo::new(io, Arc::clone(&info.interim));
+    // hyper keeps one slot per connection, allocated up front and sized for
+    // the service's future; the request's own future (several KiB) is boxed
+    // per request instead, so an idle keep-alive connection does not hold
+    // that much memory.
     let service = service_fn(move |req| {
         let (proxy, info) = (proxy.clone(), info.clone());
-        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+        async move { Ok::<_, Infallible>(Box::pin(proxy.handle(req, info)).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
