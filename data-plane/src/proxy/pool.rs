@@ -50,16 +50,14 @@ pub enum PoolError {
     H1(#[from] H1Error),
 }
 
-/// Idle senders of one backend, oldest first (a lock-free queue: the hot
+/// The idle connections of one backend, in two lock-free queues (the hot
 /// path takes no lock; nothing is allocated until the first connection).
 #[derive(Debug, Default)]
 pub struct ConnPool {
-    idle: SegQueue<(SendRequest<RequestBody>, Instant)>,
-    /// Roughly how many are queued (bounds the queue at [`MAX_IDLE`]).
-    count: AtomicUsize,
-    /// Idle bare connections, for requests without a body.
-    bare: SegQueue<(Conn, Instant)>,
-    bare_count: AtomicUsize,
+    /// hyper senders, for requests with a body and upgrades.
+    senders: IdleQueue<SendRequest<RequestBody>>,
+    /// Bare connections, for requests without a body.
+    bare: IdleQueue<Conn>,
 }
 
 /// A connection lent to one request; [`Lent::give_back`] returns it once
@@ -69,17 +67,70 @@ pub struct Lent {
     sender: SendRequest<RequestBody>,
 }
 
-impl ConnPool {
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
-        while let Some((sender, since)) = self.idle.pop() {
+/// Idle connections, oldest first, with when each went idle; at most
+/// [`MAX_IDLE`].
+#[derive(Debug)]
+struct IdleQueue<T> {
+    queue: SegQueue<(T, Instant)>,
+    /// Roughly how many are queued (bounds the queue).
+    count: AtomicUsize,
+}
+
+impl<T> Default for IdleQueue<T> {
+    fn default() -> Self {
+        IdleQueue {
+            queue: SegQueue::new(),
+            count: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T> IdleQueue<T> {
+    fn pop(&self) -> Option<(T, Instant)> {
+        let popped = self.queue.pop()?;
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Some(popped)
+    }
+
+    /// Queue `conn`, idle since `since`, unless the queue is full.
+    fn push(&self, conn: T, since: Instant) {
+        if self.count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+            return;
+        }
+        self.queue.push((conn, since));
+    }
+
+    /// The oldest connection idle for less than [`IDLE_TIMEOUT`] that
+    /// `usable` accepts; those before it are closed.
+    fn take(&self, usable: impl Fn(&T) -> bool) -> Option<T> {
+        while let Some((conn, since)) = self.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && usable(&conn) {
+                return Some(conn);
             }
         }
         None
     }
 
+    /// Look at each queued connection once: close the ones too long idle
+    /// or not `usable`, queue the rest again in their order.
+    fn sweep(&self, usable: impl Fn(&T) -> bool) {
+        for _ in 0..self.count.load(Ordering::Relaxed).min(MAX_IDLE) {
+            let Some((conn, since)) = self.pop() else {
+                break;
+            };
+            if since.elapsed() < IDLE_TIMEOUT && usable(&conn) {
+                self.push(conn, since);
+            }
+        }
+    }
+}
+
+fn sender_open(sender: &SendRequest<RequestBody>) -> bool {
+    !sender.is_closed()
+}
+
+impl ConnPool {
     /// Send `req` (origin-form target, `Host` set) to the backend at
     /// `authority` on an idle connection, or a new one.
     pub async fn send(
@@ -88,7 +139,7 @@ impl ConnPool {
         connect_timeout: Duration,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lent), PoolError> {
-        while let Some(mut sender) = self.take() {
+        while let Some(mut sender) = self.senders.take(sender_open) {
             // Only a connection ready now is used: one still busy with its
             // last exchange (a request body the backend did not read) or
             // closing is dropped rather than waited for.
@@ -110,29 +161,6 @@ impl ConnPool {
         Ok((resp, Lent { sender }))
     }
 
-    fn give_back(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        if self.count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        self.idle.push((sender, Instant::now()));
-    }
-}
-
-impl ConnPool {
-    fn take_bare(&self) -> Option<Conn> {
-        while let Some((conn, since)) = self.bare.pop() {
-            self.bare_count.fetch_sub(1, Ordering::Relaxed);
-            if since.elapsed() < IDLE_TIMEOUT && conn.is_usable() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
     /// Send a request without body, serialised in `head`, to the backend at
     /// `authority` on an idle bare connection, or a new one; the response
     /// body gives the connection back ([`ConnPool::give_back_bare`]). A
@@ -147,7 +175,7 @@ impl ConnPool {
         replayable: bool,
         interim: &mut (dyn FnMut(http::StatusCode, &http::HeaderMap) + Send),
     ) -> Result<Response<ResponseBody>, PoolError> {
-        if let Some(conn) = self.take_bare() {
+        if let Some(conn) = self.bare.take(Conn::is_usable) {
             match h1::exchange(conn, head, method, interim).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) if failed.nothing_received && replayable => {
@@ -165,15 +193,7 @@ impl ConnPool {
     /// Return a bare connection whose response was read to its end.
     pub fn give_back_bare(&self, mut conn: Conn) {
         conn.idle();
-        self.push_bare(conn, Instant::now());
-    }
-
-    fn push_bare(&self, conn: Conn, since: Instant) {
-        if self.bare_count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
-            self.bare_count.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        self.bare.push((conn, since));
+        self.bare.push(conn, Instant::now());
     }
 
     /// Close the idle connections that can no longer be used: closed by the
@@ -181,37 +201,22 @@ impl ConnPool {
     /// request found it) or idle for [`IDLE_TIMEOUT`]. Each idle
     /// connection is looked at once; the rest keep their order.
     pub fn sweep(&self) {
-        for _ in 0..self.bare_count.load(Ordering::Relaxed).min(MAX_IDLE) {
-            let Some((conn, since)) = self.bare.pop() else {
-                break;
-            };
-            self.bare_count.fetch_sub(1, Ordering::Relaxed);
-            if since.elapsed() < IDLE_TIMEOUT && conn.is_usable() {
-                self.push_bare(conn, since);
-            }
-        }
-        for _ in 0..self.count.load(Ordering::Relaxed).min(MAX_IDLE) {
-            let Some((sender, since)) = self.idle.pop() else {
-                break;
-            };
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            if since.elapsed() < IDLE_TIMEOUT && !sender.is_closed() {
-                self.count.fetch_add(1, Ordering::Relaxed);
-                self.idle.push((sender, since));
-            }
-        }
+        self.bare.sweep(Conn::is_usable);
+        self.senders.sweep(sender_open);
     }
 
     /// Idle connections held now (bare, hyper).
     pub fn idle_counts(&self) -> (usize, usize) {
-        (self.bare.len(), self.idle.len())
+        (self.bare.queue.len(), self.senders.queue.len())
     }
 }
 
 impl Lent {
     /// Return the connection to `pool` (the response was read to its end).
     pub fn give_back(self, pool: &ConnPool) {
-        pool.give_back(self.sender);
+        if sender_open(&self.sender) {
+            pool.senders.push(self.sender, Instant::now());
+        }
     }
 }
 
@@ -282,6 +287,6 @@ mod tests {
             tokio::task::yield_now().await;
             pool.sweep();
         }
-        assert_eq!(pool.bare_count.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.bare.count.load(Ordering::Relaxed), 1);
     }
 }
