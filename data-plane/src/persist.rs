@@ -175,7 +175,7 @@ impl<V: Clone> ShardedMap<V> {
     fn split(&mut self) {
         let one = std::mem::take(&mut self.shards);
         self.shards = (0..SHARDS).map(|_| Arc::default()).collect();
-        for (k, v) in one.into_iter().flat_map(|s| (*s).clone()) {
+        for (k, v) in one.into_iter().flat_map(Arc::unwrap_or_clone) {
             let i = self.shard(&k);
             Arc::make_mut(&mut self.shards[i]).insert(k, v);
         }
