@@ -276,12 +276,7 @@ fn hash_key(hash_on: &HashOn, headers: &HeaderMap, peer: SocketAddr) -> Option<u
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
 /// `Upgrade`), unless it is `h2c`, which a proxy must not pass on.
 fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let wants = headers::lists_token(headers, &header::CONNECTION, "upgrade");
     let upgrade = headers.get(header::UPGRADE)?;
     let h2c = upgrade
         .to_str()
@@ -292,12 +287,7 @@ fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Whether the client said `TE: trailers`.
 fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    headers::lists_token(headers, &header::TE, "trailers")
 }
 
 /// Refuse request lines and heads a gateway must not pass on.
@@ -526,7 +516,7 @@ impl Proxy {
                             )
                             .await
                         {
-                            Ok(resp) => Ok((resp.map(|b| Upstream::Inline(Some(b))), None)),
+                            Ok(resp) => Ok(resp.map(|b| Upstream::Inline(Some(b)))),
                             Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
                         }
                     }
@@ -535,18 +525,18 @@ impl Proxy {
                             .send(&backend.authority, upstream.connect_timeout, req)
                             .await
                         {
-                            Ok((resp, lent)) => Ok((resp.map(Upstream::Hyper), Some(lent))),
+                            Ok((resp, lent)) => Ok(resp.map(|b| Upstream::Hyper(b, Some(lent)))),
                             Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
                         }
                     }
                     Some(req) => match upstream.client.request(req).await {
-                        Ok(resp) => Ok((resp.map(Upstream::Hyper), None)),
+                        Ok(resp) => Ok(resp.map(|b| Upstream::Hyper(b, None))),
                         Err(e) => Err(ProxyError::from_client(&backend.url, e)),
                     },
                 }
             };
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
-                Ok(Ok((mut resp, lent))) => {
+                Ok(Ok(mut resp)) => {
                     drop(interim);
                     let took = registry::now_ns() - started;
                     backend.state.observe_latency(took);
@@ -580,7 +570,7 @@ impl Proxy {
                         return Ok(Response::from_parts(head, ProxyBody::empty()));
                     }
                     let body =
-                        ProxyBody::upstream(resp_body, in_flight, lent, upstream.body_idle_timeout);
+                        ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
                     return Ok(Response::from_parts(head, body));
                 }
                 Ok(Err(e)) if body.as_ref().is_some_and(|b| b.too_large()) => {

@@ -56,7 +56,6 @@ impl Drop for ProxyBody {
         if let Kind::Upstream {
             body,
             in_flight,
-            lent,
             ended,
             ..
         } = &mut self.kind
@@ -65,7 +64,7 @@ impl Drop for ProxyBody {
             // Read to its end: the connection can carry the next request.
             let pool = in_flight.state().pool();
             match body {
-                Upstream::Hyper(_) => {
+                Upstream::Hyper(_, lent) => {
                     if let Some(lent) = lent.take() {
                         lent.give_back(pool);
                     }
@@ -98,11 +97,12 @@ impl Drop for ProxyBody {
     }
 }
 
-/// A backend's response body: from hyper's client, or read inline from a
-/// pooled connection ([`h1`]).
+/// A backend's response body: from hyper's client (with the pooled
+/// connection it came on, if any), or read inline from a pooled connection
+/// ([`h1`]).
 #[derive(Debug)]
 pub enum Upstream {
-    Hyper(Incoming),
+    Hyper(Incoming, Option<Lent>),
     /// `None` once its connection went back to the pool.
     Inline(Option<h1::ResponseBody>),
 }
@@ -110,21 +110,21 @@ pub enum Upstream {
 impl Upstream {
     fn is_end_stream(&self) -> bool {
         match self {
-            Upstream::Hyper(b) => b.is_end_stream(),
+            Upstream::Hyper(b, _) => b.is_end_stream(),
             Upstream::Inline(b) => b.as_ref().is_none_or(Body::is_end_stream),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Upstream::Hyper(b) => b.size_hint(),
+            Upstream::Hyper(b, _) => b.size_hint(),
             Upstream::Inline(b) => b.as_ref().map_or(SizeHint::with_exact(0), Body::size_hint),
         }
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self {
-            Upstream::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstream::Hyper(b, _) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Upstream::Inline(Some(b)) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Upstream::Inline(None) => Poll::Ready(None),
         }
@@ -138,8 +138,6 @@ enum Kind {
     Upstream {
         body: Upstream,
         in_flight: InFlight,
-        /// The pooled connection the response came on, if any.
-        lent: Option<Lent>,
         /// The body was read to its end (a chunked body never says so
         /// through `is_end_stream`).
         ended: bool,
@@ -151,17 +149,11 @@ enum Kind {
 }
 
 impl ProxyBody {
-    pub fn upstream(
-        body: Upstream,
-        in_flight: InFlight,
-        lent: Option<Lent>,
-        idle: Duration,
-    ) -> Self {
+    pub fn upstream(body: Upstream, in_flight: InFlight, idle: Duration) -> Self {
         ProxyBody {
             kind: Kind::Upstream {
                 body,
                 in_flight,
-                lent,
                 ended: false,
                 idle,
                 timer: None,

@@ -271,10 +271,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
     headers.reserve(count + 2);
     for span in &spans[..count] {
         let [name_start, name_end, start, end] = span.map(|i| i as usize);
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
-            .map_err(|_| H1Error::Parse(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| H1Error::Parse(httparse::Error::HeaderValue))?;
+        let (name, value) = header_field(&head[name_start..name_end], head.slice(start..end))?;
         headers.append(name, value);
     }
     if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
@@ -283,14 +280,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
     Ok(Some(resp))
 }
 
+/// One parsed header field, its value sharing the received bytes.
+fn header_field(name: &[u8], value: Bytes) -> Result<(HeaderName, HeaderValue), H1Error> {
+    let name =
+        HeaderName::from_bytes(name).map_err(|_| H1Error::Parse(httparse::Error::HeaderName))?;
+    let value = HeaderValue::from_maybe_shared(value)
+        .map_err(|_| H1Error::Parse(httparse::Error::HeaderValue))?;
+    Ok((name, value))
+}
+
 /// Whether `headers`' `Connection` lists `token`.
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    super::headers::lists_token(headers, &header::CONNECTION, token)
 }
 
 /// The one `Content-Length` of a response (repeated equal values allowed).
@@ -391,6 +392,13 @@ enum Decode {
     Done,
 }
 
+impl Decode {
+    /// Nothing of the body is left to read.
+    fn is_done(&self) -> bool {
+        matches!(self, Decode::Done | Decode::Length(0))
+    }
+}
+
 #[derive(Debug)]
 enum Chunk {
     Size,
@@ -404,9 +412,8 @@ impl ResponseBody {
     /// The connection, if the body was read to its end and the connection
     /// can carry the next request.
     pub fn into_reusable(mut self) -> Option<Conn> {
-        let done = matches!(self.decode, Decode::Done | Decode::Length(0));
         let conn = self.conn.take()?;
-        (done && self.reusable && conn.buf.is_empty()).then_some(conn)
+        (self.decode.is_done() && self.reusable && conn.buf.is_empty()).then_some(conn)
     }
 }
 
@@ -439,7 +446,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed.is_none() && matches!(self.decode, Decode::Done | Decode::Length(0))
+        self.failed.is_none() && self.decode.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -579,10 +586,8 @@ fn step_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> 
             };
             let mut trailers = HeaderMap::with_capacity(fields.len());
             for field in fields.iter() {
-                let name = HeaderName::from_bytes(field.name.as_bytes())
-                    .map_err(|_| H1Error::Parse(httparse::Error::HeaderName))?;
-                let value = HeaderValue::from_maybe_shared(section.slice_ref(field.value))
-                    .map_err(|_| H1Error::Parse(httparse::Error::HeaderValue))?;
+                let (name, value) =
+                    header_field(field.name.as_bytes(), section.slice_ref(field.value))?;
                 trailers.append(name, value);
             }
             Ok(Step::End(Some(trailers)))

@@ -30,6 +30,17 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::UPGRADE,
 ];
 
+/// Whether the comma-separated list header `name` (all its lines) holds
+/// `token`, compared without regard to case.
+pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Remove hop-by-hop headers and every header named in `Connection`.
 /// Most messages carry none: one pass over the names finds out, and only
 /// headers actually present are removed.
