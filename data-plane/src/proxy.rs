@@ -9,6 +9,7 @@
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod forward;
 pub mod h1;
 pub mod headers;
 pub mod interim;
@@ -38,6 +39,7 @@ use crate::metrics::ErrorKind;
 use crate::routing::path;
 use crate::snapshot::Snapshot;
 use crate::{DataPlane, registry};
+use forward::Forwarding;
 use request_body::RequestBody;
 
 /// Gateway-wide proxy settings (from the command line).
@@ -252,11 +254,17 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Hash of the request's `hash_on` key, if the request carries it.
-fn hash_key(hash_on: &HashOn, headers: &HeaderMap, peer: SocketAddr) -> Option<u64> {
+/// Hash of the request's `hash_on` key, if the request carries it: as
+/// the upstream gets it (a forwarding header hashes the gateway's value).
+fn hash_key(
+    hash_on: &HashOn,
+    headers: &HeaderMap,
+    fwd: &Forwarding,
+    peer: SocketAddr,
+) -> Option<u64> {
     match hash_on {
-        HashOn::Header(name) => headers
-            .get(name)
+        HashOn::Header(name) => fwd
+            .value(headers, name)
             .map(|v| balance::ConsistentHash::hash(v.as_bytes())),
         HashOn::Cookie(name) => headers
             .get_all(header::COOKIE)
@@ -379,13 +387,9 @@ impl Proxy {
         let client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-        headers::strip_hop_by_hop(&mut parts.headers);
-        // Room for the forwarding headers, so the map grows (and rehashes)
-        // at most once.
-        parts.headers.reserve(8);
-        headers::forward_request(
-            &mut parts.headers,
-            &headers::Origin {
+        let mut fwd = Forwarding::new(
+            &parts.headers,
+            &forward::Origin {
                 client_ip: conn.peer.ip(),
                 client_ip_value: &conn.ip_value,
                 trusted: self.trusted(conn.peer.ip()),
@@ -395,32 +399,20 @@ impl Proxy {
                 forwarded: self.settings.forwarded_header,
             },
         );
-        if route.preserve_host {
-            if let Some(h) = &client_host {
-                parts.headers.insert(header::HOST, h.clone());
-            }
-        } else {
-            // The client library sets the backend's own Host.
-            parts.headers.remove(header::HOST);
+        if route.preserve_host
+            && let Some(h) = client_host
+        {
+            fwd.host = forward::Field::Set(h);
         }
-        if wants_trailers {
-            // TE is hop-by-hop, but a client that takes trailers gets them
-            // only if the backend is told so too.
-            parts
-                .headers
-                .insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        if let Some(proto) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
-        }
+        // TE is hop-by-hop, but a client that takes trailers gets them only
+        // if the backend is told so too.
+        fwd.te_trailers = wants_trailers;
+        fwd.upgrade.clone_from(&upgrade);
         let ctx = PickContext {
             hash: upstream
                 .hash_on
                 .as_ref()
-                .and_then(|h| hash_key(h, &parts.headers, conn.peer)),
+                .and_then(|h| hash_key(h, &parts.headers, &fwd, conn.peer)),
         };
         let body = request_body::share(body, body_limit);
         if self.settings.access_log {
@@ -452,9 +444,7 @@ impl Proxy {
             // body (nor upgrade), the request's task drives it itself.
             let direct = backend.pooled;
             let inline = direct && body.is_none() && upgrade.is_none();
-            let host = |headers: &HeaderMap| {
-                (direct && !headers.contains_key(header::HOST)).then_some(&backend.host)
-            };
+            let host = direct.then(|| fwd.host_for(&backend.host)).flatten();
             let mut req = None;
             if !inline {
                 let mut r = Request::new(RequestBody::attempt(body.as_ref()));
@@ -476,7 +466,8 @@ impl Proxy {
                 } else {
                     head_headers.clone().unwrap_or_default()
                 };
-                if let Some(h) = host(r.headers()) {
+                fwd.apply(r.headers_mut());
+                if let Some(h) = host {
                     r.headers_mut().insert(header::HOST, h.clone());
                 }
                 if let Some(armed) = &interim {
@@ -497,8 +488,8 @@ impl Proxy {
                             &mut head,
                             &parts.method,
                             path_and_query.as_str(),
-                            headers,
-                            host(headers),
+                            host,
+                            |put| fwd.write(headers, put),
                         );
                         let mut relay = |status, headers: &HeaderMap| {
                             if let Some(armed) = &interim {

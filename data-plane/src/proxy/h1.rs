@@ -139,15 +139,15 @@ impl Conn {
     }
 }
 
-/// Serialise a request head without body: request line, `host` (unless
-/// `headers` has one), the fields, and `content-length: 0` for the methods
-/// whose bodies a backend may insist on being told the length of.
+/// Serialise a request head without body: request line, `host` if given,
+/// the fields `fields` puts, and `content-length: 0` for the methods whose
+/// bodies a backend may insist on being told the length of.
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
     host: Option<&HeaderValue>,
+    fields: impl FnOnce(&mut dyn FnMut(&HeaderName, &HeaderValue)),
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -156,12 +156,12 @@ pub fn encode_request(
     if let Some(host) = host {
         put_field(out, header::HOST.as_str(), host);
     }
-    for (name, value) in headers {
+    let mut has_length = false;
+    fields(&mut |name, value| {
+        has_length |= name == header::CONTENT_LENGTH;
         put_field(out, name.as_str(), value);
-    }
-    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-        && !headers.contains_key(header::CONTENT_LENGTH)
-    {
+    });
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !has_length {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -673,8 +673,8 @@ mod tests {
             &mut head,
             &method,
             "/x?y=1",
-            &HeaderMap::new(),
             Some(&HeaderValue::from_static("b")),
+            |_| {},
         );
         let mut seen = Vec::new();
         let resp = exchange(conn, &head, &method, &mut |s, _| seen.push(s)).await;
@@ -699,20 +699,29 @@ mod tests {
         let mut out = Vec::new();
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("1"));
+        let fields =
+            |put: &mut dyn FnMut(&HeaderName, &HeaderValue)| h.iter().for_each(|(n, v)| put(n, v));
         encode_request(
             &mut out,
             &Method::POST,
             "/p",
-            &h,
             Some(&HeaderValue::from_static("h:1")),
+            fields,
         );
         assert_eq!(
             out,
             b"POST /p HTTP/1.1\r\nhost: h:1\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
-        encode_request(&mut out, &Method::GET, "/", &h, None);
+        encode_request(&mut out, &Method::GET, "/", None, fields);
         assert_eq!(out, b"GET / HTTP/1.1\r\nx-a: 1\r\n\r\n");
+        // A length the client gave is not repeated.
+        out.clear();
+        let zero = HeaderValue::from_static("0");
+        encode_request(&mut out, &Method::PUT, "/", None, |put| {
+            put(&header::CONTENT_LENGTH, &zero)
+        });
+        assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     }
 
     #[test]

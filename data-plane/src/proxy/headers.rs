@@ -1,7 +1,8 @@
-//! Header rewriting between client and upstream (DESIGN: proxy semantics).
+//! Header handling shared by both directions (DESIGN: proxy semantics):
+//! hop-by-hop fields, list values, request IDs, and the response's
+//! rewrite for the client. The request's rewrite is [`super::forward`].
 
 use std::hash::{BuildHasher, RandomState};
-use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,6 +42,11 @@ pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether `name` is hop-by-hop whatever `Connection` says.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
 /// Remove hop-by-hop headers and every header named in `Connection`.
 /// Most messages carry none: one pass over the names finds out, and only
 /// headers actually present are removed.
@@ -65,105 +71,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// What the gateway knows of a request's origin, for the forwarding headers.
-#[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
-    pub client_ip: IpAddr,
-    /// `client_ip` as a header value (made once per connection).
-    pub client_ip_value: &'a HeaderValue,
-    /// The peer is a trusted proxy: its forwarding headers are extended,
-    /// not replaced.
-    pub trusted: bool,
-    /// `http` or `https` (how the client reached the gateway).
-    pub proto: &'static str,
-    /// The host the client asked for (`Host` or `:authority`).
-    pub host: Option<&'a HeaderValue>,
-    pub request_id: &'a HeaderValue,
-    /// Also send RFC 7239 `Forwarded`.
-    pub forwarded: bool,
-}
-
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// What the gateway adds to `Via` in both directions (RFC 9110 §7.6.3).
-static VIA_ENTRY: HeaderValue = HeaderValue::from_static("1.1 switchyard");
+pub static VIA_ENTRY: HeaderValue = HeaderValue::from_static("1.1 switchyard");
 
-/// Append `entry` to a list header; with no prior value, `entry` itself
-/// (given as a ready value, so the common case allocates nothing).
-fn append(headers: &mut HeaderMap, name: &HeaderName, entry: &HeaderValue) {
-    let prior = headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    match prior {
-        Some(p) if !p.is_empty() => {
-            let joined = format!("{p}, {}", entry.to_str().unwrap_or_default());
-            if let Ok(v) = HeaderValue::from_str(&joined) {
-                headers.insert(name, v);
-            }
-        }
-        _ => {
-            headers.insert(name, entry.clone());
-        }
+/// All lines of the list field `name`, joined, if any is non-empty text.
+pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut parts = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let first = parts.next()?;
+    let mut out = first.to_string();
+    for part in parts {
+        out.push_str(", ");
+        out.push_str(part);
     }
+    Some(out)
 }
 
-/// A value for a `Forwarded` parameter: a token as is, anything else quoted.
-fn forwarded_value(v: &str) -> String {
-    let token = !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if token {
-        v.to_string()
-    } else {
-        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
-/// Rewrite a request's headers for the upstream. Runs after
-/// [`strip_hop_by_hop`], so a client cannot remove these with `Connection`.
-/// From an untrusted peer, incoming `X-Forwarded-*`, `X-Real-IP` and
-/// `Forwarded` are replaced; from a trusted proxy they are kept and
-/// extended.
-pub fn forward_request(headers: &mut HeaderMap, origin: &Origin<'_>) {
-    let ip_value = origin.client_ip_value;
-    if origin.trusted {
-        append(headers, &X_FORWARDED_FOR, ip_value);
-    } else {
-        headers.insert(&X_FORWARDED_FOR, ip_value.clone());
-    }
-    let keep =
-        |headers: &HeaderMap, name: &HeaderName| origin.trusted && headers.contains_key(name);
-    if !keep(headers, &X_REAL_IP) {
-        headers.insert(&X_REAL_IP, ip_value.clone());
-    }
-    if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
-    }
-    if !keep(headers, &X_FORWARDED_HOST) {
-        match origin.host {
-            Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
-    if !origin.trusted {
-        headers.remove(&FORWARDED);
-    }
-    if origin.forwarded {
-        let for_value = match origin.client_ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let mut element = format!("for={for_value};proto={}", origin.proto);
-        if let Some(host) = origin.host.and_then(|h| h.to_str().ok()) {
-            element.push_str(";host=");
-            element.push_str(&forwarded_value(host));
-        }
-        if let Ok(element) = HeaderValue::from_str(&element) {
-            append(headers, &FORWARDED, &element);
-        }
-    }
-    append(headers, &header::VIA, &VIA_ENTRY);
-    headers.insert(&X_REQUEST_ID, origin.request_id.clone());
+/// `entry` after `prior` in a list value; `entry` itself (no allocation)
+/// when there is no prior.
+pub fn appended(prior: Option<String>, entry: &HeaderValue) -> HeaderValue {
+    let Some(mut joined) = prior else {
+        return entry.clone();
+    };
+    joined.push_str(", ");
+    joined.push_str(entry.to_str().unwrap_or_default());
+    HeaderValue::from_str(&joined).unwrap_or_else(|_| entry.clone())
 }
 
 /// Rewrite an upstream response's headers for the client.
@@ -176,7 +113,8 @@ pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
         headers.remove(header::SERVER);
         headers.remove(&X_POWERED_BY);
     }
-    append(headers, &header::VIA, &VIA_ENTRY);
+    let via = appended(joined(headers, &header::VIA), &VIA_ENTRY);
+    headers.insert(header::VIA, via);
     headers.insert(&X_REQUEST_ID, request_id.clone());
 }
 
@@ -236,95 +174,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
-    }
-
-    static LOCALHOST: HeaderValue = HeaderValue::from_static("127.0.0.1");
-    static V6: HeaderValue = HeaderValue::from_static("::1");
-
-    fn origin<'a>(trusted: bool, host: Option<&'a HeaderValue>, id: &'a HeaderValue) -> Origin<'a> {
-        Origin {
-            client_ip: "127.0.0.1".parse().unwrap(),
-            client_ip_value: &LOCALHOST,
-            trusted,
-            proto: "http",
-            host,
-            request_id: id,
-            forwarded: false,
-        }
-    }
-
-    #[test]
-    fn forwarded_headers_survive_connection_tricks() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("x-forwarded-for, x-request-id"),
-        );
-        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        strip_hop_by_hop(&mut h);
-        let host = HeaderValue::from_static("example.com");
-        let id = HeaderValue::from_static("abc");
-        forward_request(&mut h, &origin(false, Some(&host), &id));
-        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
-        assert_eq!(h[&X_REQUEST_ID], "abc");
-        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
-        assert_eq!(h[header::VIA], "1.1 switchyard");
-    }
-
-    #[test]
-    fn untrusted_peers_cannot_forge_forwarding_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
-        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        h.insert(&FORWARDED, HeaderValue::from_static("for=203.0.113.9"));
-        let id = new_request_id();
-        forward_request(&mut h, &origin(false, None, &id));
-        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
-        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert!(!h.contains_key(&FORWARDED));
-        assert!(!h.contains_key(&X_FORWARDED_HOST));
-    }
-
-    #[test]
-    fn trusted_proxies_are_extended() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
-        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        h.insert(
-            &FORWARDED,
-            HeaderValue::from_static("for=203.0.113.9;proto=https"),
-        );
-        h.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
-        let id = new_request_id();
-        let host = HeaderValue::from_static("shop.example:8443");
-        let mut o = origin(true, Some(&host), &id);
-        o.forwarded = true;
-        forward_request(&mut h, &o);
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
-        assert_eq!(h[&X_REAL_IP], "203.0.113.9");
-        assert_eq!(h[&X_FORWARDED_PROTO], "https");
-        assert_eq!(
-            h[&FORWARDED],
-            "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"shop.example:8443\""
-        );
-        assert_eq!(h[header::VIA], "1.1 edge, 1.1 switchyard");
-    }
-
-    #[test]
-    fn forwarded_quotes_ipv6() {
-        let mut h = HeaderMap::new();
-        let id = new_request_id();
-        let mut o = origin(false, None, &id);
-        o.client_ip = "::1".parse().unwrap();
-        o.client_ip_value = &V6;
-        o.forwarded = true;
-        forward_request(&mut h, &o);
-        assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
     }
 
     #[test]

@@ -1,0 +1,439 @@
+//! What the gateway changes in a request head on its way upstream
+//! (DESIGN: proxy semantics), worked out once per request as a
+//! [`Forwarding`] and then either applied to a header map (requests that go
+//! through hyper's client) or written out while the head is serialised (the
+//! inline client: the client's map is never edited, so the hot path
+//! inserts, removes and rehashes nothing).
+//!
+//! From an untrusted peer, incoming `X-Forwarded-*`, `X-Real-IP` and
+//! `Forwarded` are replaced; from a trusted proxy they are kept and
+//! extended. Hop-by-hop fields and those the client names in `Connection`
+//! are never passed on, and a client cannot remove the gateway's own fields
+//! by naming them in `Connection`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::headers::{self, FORWARDED, VIA_ENTRY, X_FORWARDED_FOR, X_FORWARDED_HOST};
+use super::headers::{X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID, appended, joined};
+
+/// What the gateway knows of a request's origin, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub client_ip: IpAddr,
+    /// `client_ip` as a header value (made once per connection).
+    pub client_ip_value: &'a HeaderValue,
+    /// The peer is a trusted proxy: its forwarding headers are extended,
+    /// not replaced.
+    pub trusted: bool,
+    /// `http` or `https` (how the client reached the gateway).
+    pub proto: &'static str,
+    /// The host the client asked for (`Host` or `:authority`).
+    pub host: Option<&'a HeaderValue>,
+    pub request_id: &'a HeaderValue,
+    /// Also send RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+}
+
+/// What the upstream gets for one of the gateway's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// This value, whatever the client sent.
+    Set(HeaderValue),
+    /// The client's own field(s), as sent.
+    Keep,
+    /// Nothing.
+    Drop,
+}
+
+/// The gateway's edits to one request head. Every field in [`Self::fields`]
+/// that is not [`Field::Keep`] replaces the client's field of that name.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    forwarded_for: HeaderValue,
+    real_ip: Field,
+    proto: Field,
+    forwarded_host: Field,
+    forwarded: Field,
+    via: HeaderValue,
+    request_id: HeaderValue,
+    /// `Host`: the client's (`preserve_host`), or `Drop` so that the
+    /// client library (or [`Forwarding::host_for`]) sets the backend's.
+    pub host: Field,
+    /// `TE: trailers` (the client takes trailers).
+    pub te_trailers: bool,
+    /// `Connection: upgrade` with this `Upgrade`.
+    pub upgrade: Option<HeaderValue>,
+    /// Fields the client named in `Connection` (hop-by-hop by its say-so).
+    connection_named: Vec<HeaderName>,
+}
+
+static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+static UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
+
+impl Forwarding {
+    /// The edits for a request with client head `headers` from `origin`.
+    /// `Host` is dropped (see [`Forwarding::host`]), no `TE` and no upgrade.
+    pub fn new(headers: &HeaderMap, origin: &Origin<'_>) -> Self {
+        let ip = origin.client_ip_value;
+        let trusted = origin.trusted;
+        let keep_or = |name: &HeaderName, value: Option<&HeaderValue>| {
+            if trusted && headers.contains_key(name) {
+                Field::Keep
+            } else {
+                value.map_or(Field::Drop, |v| Field::Set(v.clone()))
+            }
+        };
+        let forwarded = if origin.forwarded {
+            let element = forwarded_element(origin);
+            let prior = if trusted {
+                joined(headers, &FORWARDED)
+            } else {
+                None
+            };
+            Field::Set(appended(prior, &element))
+        } else if trusted {
+            Field::Keep
+        } else {
+            Field::Drop
+        };
+        Forwarding {
+            forwarded_for: if trusted {
+                appended(joined(headers, &X_FORWARDED_FOR), ip)
+            } else {
+                ip.clone()
+            },
+            real_ip: keep_or(&X_REAL_IP, Some(ip)),
+            proto: keep_or(
+                &X_FORWARDED_PROTO,
+                Some(&HeaderValue::from_static(origin.proto)),
+            ),
+            forwarded_host: keep_or(&X_FORWARDED_HOST, origin.host),
+            forwarded,
+            via: appended(joined(headers, &header::VIA), &VIA_ENTRY),
+            request_id: origin.request_id.clone(),
+            host: Field::Drop,
+            te_trailers: false,
+            upgrade: None,
+            connection_named: connection_named(headers),
+        }
+    }
+
+    /// The gateway's fields, in the order they are written.
+    pub fn fields(&self) -> [(&'static HeaderName, FieldRef<'_>); 10] {
+        let set = FieldRef::Set;
+        let hop = |on: bool, value: &'static HeaderValue| {
+            if on { set(value) } else { FieldRef::Drop }
+        };
+        [
+            (&header::HOST, (&self.host).into()),
+            (&X_FORWARDED_FOR, set(&self.forwarded_for)),
+            (&X_REAL_IP, (&self.real_ip).into()),
+            (&X_FORWARDED_PROTO, (&self.proto).into()),
+            (&X_FORWARDED_HOST, (&self.forwarded_host).into()),
+            (&FORWARDED, (&self.forwarded).into()),
+            (&header::VIA, set(&self.via)),
+            (&X_REQUEST_ID, set(&self.request_id)),
+            (&header::TE, hop(self.te_trailers, &TRAILERS)),
+            (&header::CONNECTION, hop(self.upgrade.is_some(), &UPGRADE)),
+        ]
+    }
+
+    /// What the upstream gets for `name`: `Some(Set)`/`Some(Drop)` if the
+    /// gateway decides it, `None` if the client's field goes as sent.
+    pub fn decides(&self, name: &HeaderName) -> Option<FieldRef<'_>> {
+        if name == header::UPGRADE {
+            return Some(self.upgrade.as_ref().map_or(FieldRef::Drop, FieldRef::Set));
+        }
+        if let Some((_, field)) = self.fields().into_iter().find(|(n, _)| *n == name) {
+            return match field {
+                FieldRef::Keep => None,
+                decided => Some(decided),
+            };
+        }
+        (headers::is_hop_by_hop(name) || self.connection_named.contains(name))
+            .then_some(FieldRef::Drop)
+    }
+
+    /// The value the upstream sees for `name` (for hashing on a header).
+    pub fn value<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        name: &HeaderName,
+    ) -> Option<&'a HeaderValue> {
+        match self.decides(name) {
+            Some(FieldRef::Set(v)) => Some(v),
+            Some(_) => None,
+            None => headers.get(name),
+        }
+    }
+
+    /// `Host` to send to a backend that needs one in the head (origin-form
+    /// requests): the backend's own unless the client's is kept.
+    pub fn host_for<'a>(&self, backend_host: &'a HeaderValue) -> Option<&'a HeaderValue> {
+        matches!(self.host, Field::Drop).then_some(backend_host)
+    }
+
+    /// Write the client's fields the gateway leaves alone, then the
+    /// gateway's own, each through `put`.
+    pub fn write(&self, headers: &HeaderMap, mut put: impl FnMut(&HeaderName, &HeaderValue)) {
+        for (name, value) in headers {
+            if self.decides(name).is_none() {
+                put(name, value);
+            }
+        }
+        for (name, field) in self.fields() {
+            if let FieldRef::Set(value) = field {
+                put(name, value);
+            }
+        }
+        if let Some(upgrade) = &self.upgrade {
+            put(&header::UPGRADE, upgrade);
+        }
+    }
+
+    /// Make `headers` what the upstream gets.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers::strip_hop_by_hop(headers);
+        for name in &self.connection_named {
+            headers.remove(name);
+        }
+        // Room for the gateway's fields: the map grows at most once.
+        headers.reserve(self.fields().len());
+        for (name, field) in self.fields() {
+            match field {
+                FieldRef::Set(value) => {
+                    headers.insert(name, value.clone());
+                }
+                FieldRef::Keep => {}
+                FieldRef::Drop => {
+                    headers.remove(name);
+                }
+            }
+        }
+        if let Some(upgrade) = &self.upgrade {
+            headers.insert(header::UPGRADE, upgrade.clone());
+        }
+    }
+}
+
+/// A borrowed [`Field`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRef<'a> {
+    Set(&'a HeaderValue),
+    Keep,
+    Drop,
+}
+
+impl<'a> From<&'a Field> for FieldRef<'a> {
+    fn from(field: &'a Field) -> Self {
+        match field {
+            Field::Set(v) => FieldRef::Set(v),
+            Field::Keep => FieldRef::Keep,
+            Field::Drop => FieldRef::Drop,
+        }
+    }
+}
+
+/// The fields a client's `Connection` names.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    if !headers.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// This hop's RFC 7239 element: `for=…;proto=…[;host=…]`.
+fn forwarded_element(origin: &Origin<'_>) -> HeaderValue {
+    let for_value = match origin.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={for_value};proto={}", origin.proto);
+    if let Some(host) = origin.host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        element.push_str(&forwarded_value(host));
+    }
+    HeaderValue::from_str(&element).expect("quoted text is a valid header value")
+}
+
+/// A value for a `Forwarded` parameter: a token as is, anything else quoted.
+fn forwarded_value(v: &str) -> String {
+    let token = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        v.to_string()
+    } else {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LOCALHOST: HeaderValue = HeaderValue::from_static("127.0.0.1");
+    static V6: HeaderValue = HeaderValue::from_static("::1");
+
+    fn origin<'a>(trusted: bool, host: Option<&'a HeaderValue>, id: &'a HeaderValue) -> Origin<'a> {
+        Origin {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            client_ip_value: &LOCALHOST,
+            trusted,
+            proto: "http",
+            host,
+            request_id: id,
+            forwarded: false,
+        }
+    }
+
+    /// The head the upstream gets, both ways: the map edited in place, and
+    /// the fields written out; they must agree.
+    fn forward(h: &HeaderMap, fwd: &Forwarding) -> HeaderMap {
+        let mut written = HeaderMap::new();
+        fwd.write(h, |n, v| {
+            written.append(n, v.clone());
+        });
+        let mut applied = h.clone();
+        fwd.apply(&mut applied);
+        assert_eq!(written, applied);
+        written
+    }
+
+    #[test]
+    fn forwarded_headers_survive_connection_tricks() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-forwarded-for, x-request-id, x-secret"),
+        );
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        let host = HeaderValue::from_static("example.com");
+        let id = HeaderValue::from_static("abc");
+        let h = forward(&h, &Forwarding::new(&h, &origin(false, Some(&host), &id)));
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[&X_REQUEST_ID], "abc");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
+        assert_eq!(h[header::VIA], "1.1 switchyard");
+        assert_eq!(h["x-keep"], "yes");
+        for gone in ["x-secret", "keep-alive", "connection", "host"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_forge_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("evil"));
+        h.insert(&FORWARDED, HeaderValue::from_static("for=203.0.113.9"));
+        let id = headers::new_request_id();
+        let h = forward(&h, &Forwarding::new(&h, &origin(false, None, &id)));
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert!(!h.contains_key(&FORWARDED));
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn trusted_proxies_are_extended() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(
+            &FORWARDED,
+            HeaderValue::from_static("for=203.0.113.9;proto=https"),
+        );
+        h.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
+        let id = headers::new_request_id();
+        let host = HeaderValue::from_static("shop.example:8443");
+        let mut o = origin(true, Some(&host), &id);
+        o.forwarded = true;
+        let h = forward(&h, &Forwarding::new(&h, &o));
+        // Every line of a list field counts, not only the first.
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1, 127.0.0.1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_REAL_IP], "203.0.113.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "shop.example:8443");
+        assert_eq!(
+            h[&FORWARDED],
+            "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"shop.example:8443\""
+        );
+        assert_eq!(h[header::VIA], "1.1 edge, 1.1 switchyard");
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6() {
+        let h = HeaderMap::new();
+        let id = headers::new_request_id();
+        let mut o = origin(false, None, &id);
+        o.client_ip = "::1".parse().unwrap();
+        o.client_ip_value = &V6;
+        o.forwarded = true;
+        let h = forward(&h, &Forwarding::new(&h, &o));
+        assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn host_trailers_and_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("client.example"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, gzip"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let id = HeaderValue::from_static("id");
+        let backend = HeaderValue::from_static("backend:80");
+
+        let mut fwd = Forwarding::new(&h, &origin(false, None, &id));
+        assert_eq!(fwd.host_for(&backend), Some(&backend));
+        let plain = forward(&h, &fwd);
+        for gone in ["host", "te", "upgrade", "connection"] {
+            assert!(!plain.contains_key(gone), "{gone}");
+        }
+
+        fwd.host = Field::Set(HeaderValue::from_static("client.example"));
+        fwd.te_trailers = true;
+        fwd.upgrade = Some(HeaderValue::from_static("websocket"));
+        assert_eq!(fwd.host_for(&backend), None);
+        let kept = forward(&h, &fwd);
+        assert_eq!(kept[header::HOST], "client.example");
+        assert_eq!(kept[header::TE], "trailers");
+        assert_eq!(kept[header::UPGRADE], "websocket");
+        assert_eq!(kept[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn hashing_sees_what_the_upstream_gets() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        h.insert("x-user", HeaderValue::from_static("u1"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-user"));
+        h.insert("x-tenant", HeaderValue::from_static("t1"));
+        let id = HeaderValue::from_static("id");
+        let fwd = Forwarding::new(&h, &origin(false, None, &id));
+        assert_eq!(fwd.value(&h, &X_REAL_IP).unwrap(), "127.0.0.1");
+        assert_eq!(fwd.value(&h, &"x-user".parse().unwrap()), None);
+        assert_eq!(fwd.value(&h, &"x-tenant".parse().unwrap()).unwrap(), "t1");
+        assert_eq!(fwd.value(&h, &X_FORWARDED_HOST), None);
+    }
+}
