@@ -154,26 +154,62 @@ impl Proxy {
     }
 
     /// Proxy one request. Never fails: errors become JSON responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let started = registry::now_ns();
-        let request_id = headers::request_id(req.headers());
-        let method = req.method().clone();
-        let path = self
-            .settings
-            .access_log
-            .then(|| req.uri().path().to_string());
+    ///
+    /// The head is checked, routed and rewritten before the returned future
+    /// is made: the future (which the listener boxes per request) then
+    /// holds only what lives across its awaits, not the raw request too.
+    pub fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+        let received = Received {
+            started: registry::now_ns(),
+            request_id: headers::request_id(req.headers()),
+            method: req.method().clone(),
+            path: self
+                .settings
+                .access_log
+                .then(|| req.uri().path().to_string()),
+            client: conn.peer.ip(),
+        };
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
-        let mut resp = match self
-            .forward(&snapshot, req, &conn, &request_id, &mut outcome)
-            .await
-        {
-            Ok(resp) => resp,
-            Err(err) => {
-                tracing::debug!(request_id = ?request_id, error = %err, "proxy error");
-                err.into_response(&request_id)
-            }
-        };
+        let mut prepared = self.prepare(&snapshot, req, &conn, &received.request_id, &mut outcome);
+        async move {
+            let request_id = &received.request_id;
+            // Borrowed in place: moved out, it would take a second slot in
+            // this future.
+            let sent = match prepared {
+                Ok(ref mut p) => self.send(&snapshot, p, request_id, &mut outcome).await,
+                Err(err) => Err(err),
+            };
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(err) => {
+                    tracing::debug!(request_id = ?request_id, error = %err, "proxy error");
+                    err.into_response(request_id)
+                }
+            };
+            self.finish(resp, &snapshot, received, outcome)
+        }
+    }
+
+    /// Count and log a request's response.
+    fn finish(
+        &self,
+        mut resp: Response<ProxyBody>,
+        snapshot: &Snapshot,
+        received: Received,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        let Received {
+            started,
+            request_id,
+            method,
+            path,
+            client,
+        } = received;
         let route = outcome.route.map(|i| snapshot.route(i));
         if self.settings.metrics {
             let stats = route.map_or(&self.plane.stats().unrouted, |r| &*r.stats);
@@ -184,7 +220,7 @@ impl Proxy {
             let upstream = route.map(|r| snapshot.upstream(r.upstream));
             resp.body_mut().log_when_done(Box::new(body::AccessEntry {
                 request_id,
-                client: conn.peer.ip(),
+                client,
                 method,
                 path,
                 route: route.map(|r| Arc::clone(&r.name)),
@@ -216,7 +252,18 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// What `forward` found out, for metrics and the access log.
+/// What the access log and metrics keep of a request as it came in.
+#[derive(Debug)]
+struct Received {
+    started: u64,
+    request_id: HeaderValue,
+    method: Method,
+    /// For the access log (none when it is off).
+    path: Option<String>,
+    client: IpAddr,
+}
+
+/// What routing and the attempts found out, for metrics and the access log.
 #[derive(Debug, Default)]
 struct Outcome {
     route: Option<usize>,
@@ -224,6 +271,30 @@ struct Outcome {
     retries: u32,
     body: Option<Arc<request_body::BodySlot>>,
 }
+
+/// A request checked, routed and rewritten, ready for its attempts.
+#[derive(Debug)]
+struct Prepared {
+    /// Index of the route's upstream in the snapshot.
+    upstream: usize,
+    method: Method,
+    path_and_query: PathAndQuery,
+    /// The client's fields (without the gateway's edits); taken by the last
+    /// attempt through hyper's client.
+    headers: Option<HeaderMap>,
+    fwd: Forwarding,
+    client_upgrade: Option<OnUpgrade>,
+    body: Option<Arc<request_body::BodySlot>>,
+    body_limit: u64,
+    ctx: PickContext,
+    idempotent: bool,
+    /// Relaying 1xx answers to the client, until the final one.
+    interim: Option<interim::Armed>,
+}
+
+/// An attempt through hyper's client.
+type SendFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Upstream>, ProxyError>> + Send + 'a>>;
 
 /// The request's host name without port: the URI authority (absolute-form
 /// or HTTP/2 `:authority`) or else the `Host` header.
@@ -337,14 +408,17 @@ impl Proxy {
         !proxies.is_empty() && proxies.iter().any(|net| net.contains(&ip))
     }
 
-    async fn forward(
+    /// Check, route and rewrite a request head: everything that needs no
+    /// waiting, so that the future that then talks to backends carries
+    /// only what lives across its awaits.
+    fn prepare(
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Prepared, ProxyError> {
         let (mut parts, body) = req.into_parts();
         check_request(&parts, &self.settings)?;
         let path = path::normalize(parts.uri.path())?;
@@ -420,19 +494,43 @@ impl Proxy {
         }
         // An upgrade is a conversation: once sent, never repeat it.
         let idempotent = is_idempotent(&parts.method) && upgrade.is_none();
+        // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the
+        // final answer is known.
+        let interim = (parts.version == Version::HTTP_11).then(|| conn.interim.arm());
+        Ok(Prepared {
+            upstream: route.upstream,
+            method: parts.method,
+            path_and_query,
+            headers: Some(parts.headers),
+            fwd,
+            client_upgrade,
+            body,
+            body_limit,
+            ctx,
+            idempotent,
+            interim,
+        })
+    }
+
+    /// Send a prepared request to the upstream's backends (retrying on
+    /// another when that is safe) and turn the answer into the client's.
+    async fn send(
+        &self,
+        snapshot: &Snapshot,
+        p: &mut Prepared,
+        request_id: &HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upstream = snapshot.upstream(p.upstream);
         // A retry needs another backend: never more attempts than backends.
         let attempts = (upstream.retries as usize + 1)
             .min(MAX_ATTEMPTS)
             .min(upstream.backends.len().max(1));
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
-        let mut head_headers = Some(parts.headers);
         let mut last_failure = None;
-        // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the
-        // final answer is known.
-        let interim = (parts.version == Version::HTTP_11).then(|| conn.interim.arm());
 
         for attempt in 0..attempts {
-            let Some(i) = upstream.pick(&ctx, &tried[..attempt]) else {
+            let Some(i) = upstream.pick(&p.ctx, &tried[..attempt]) else {
                 break;
             };
             tried[attempt] = i;
@@ -443,92 +541,100 @@ impl Proxy {
             // wants the origin-form target and a Host header; without a
             // body (nor upgrade), the request's task drives it itself.
             let direct = backend.pooled;
-            let inline = direct && body.is_none() && upgrade.is_none();
-            let host = direct.then(|| fwd.host_for(&backend.host)).flatten();
-            let mut req = None;
+            let inline = direct && p.body.is_none() && p.fwd.upgrade.is_none();
+            let host = direct.then(|| p.fwd.host_for(&backend.host)).flatten();
+            // Through hyper's client: boxed, as hyper's futures are large
+            // and the hot path below should not carry (and move) their room.
+            let mut via_hyper = None;
             if !inline {
-                let mut r = Request::new(RequestBody::attempt(body.as_ref()));
-                *r.method_mut() = parts.method.clone();
+                let mut r = Request::new(RequestBody::attempt(p.body.as_ref()));
+                *r.method_mut() = p.method.clone();
                 *r.version_mut() = Version::HTTP_11;
                 *r.uri_mut() = if direct {
-                    Uri::from(path_and_query.clone())
+                    Uri::from(p.path_and_query.clone())
                 } else {
                     Uri::builder()
                         .scheme(backend.scheme.clone())
                         .authority(backend.authority.clone())
-                        .path_and_query(path_and_query.clone())
+                        .path_and_query(p.path_and_query.clone())
                         .build()
                         .map_err(|_| path_error())?
                 };
                 // Only a request that may be sent again keeps a copy of its head.
                 *r.headers_mut() = if last {
-                    head_headers.take().unwrap_or_default()
+                    p.headers.take().unwrap_or_default()
                 } else {
-                    head_headers.clone().unwrap_or_default()
+                    p.headers.clone().unwrap_or_default()
                 };
-                fwd.apply(r.headers_mut());
+                p.fwd.apply(r.headers_mut());
                 if let Some(h) = host {
                     r.headers_mut().insert(header::HOST, h.clone());
                 }
-                if let Some(armed) = &interim {
+                if let Some(armed) = &p.interim {
                     armed.attach(&mut r, request_id);
                 }
-                req = Some(r);
-            }
-
-            let in_flight = backend.state.start();
-            let started = registry::now_ns();
-            let sent = async {
                 let pool = backend.state.pool();
-                match req {
-                    None => {
-                        let headers = head_headers.as_ref().expect("kept for inline requests");
-                        let mut head = Vec::with_capacity(256);
-                        h1::encode_request(
-                            &mut head,
-                            &parts.method,
-                            path_and_query.as_str(),
-                            host,
-                            |put| fwd.write(headers, put),
-                        );
-                        let mut relay = |status, headers: &HeaderMap| {
-                            if let Some(armed) = &interim {
-                                armed.relay(status, headers, request_id);
-                            }
-                        };
+                let send: SendFuture<'_> = if direct {
+                    Box::pin(async move {
                         match pool
-                            .exchange(
-                                &backend.authority,
-                                upstream.connect_timeout,
-                                &head,
-                                &parts.method,
-                                idempotent,
-                                &mut relay,
-                            )
-                            .await
-                        {
-                            Ok(resp) => Ok(resp.map(|b| Upstream::Inline(Some(b)))),
-                            Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
-                        }
-                    }
-                    Some(req) if direct => {
-                        match pool
-                            .send(&backend.authority, upstream.connect_timeout, req)
+                            .send(&backend.authority, upstream.connect_timeout, r)
                             .await
                         {
                             Ok((resp, lent)) => Ok(resp.map(|b| Upstream::Hyper(b, Some(lent)))),
                             Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
                         }
+                    })
+                } else {
+                    Box::pin(async move {
+                        match upstream.client.request(r).await {
+                            Ok(resp) => Ok(resp.map(|b| Upstream::Hyper(b, None))),
+                            Err(e) => Err(ProxyError::from_client(&backend.url, e)),
+                        }
+                    })
+                };
+                via_hyper = Some(send);
+            }
+
+            let in_flight = backend.state.start();
+            let started = registry::now_ns();
+            let sent = async {
+                if let Some(send) = via_hyper {
+                    return send.await;
+                }
+                let headers = p.headers.as_ref().expect("kept for inline requests");
+                let mut head = Vec::with_capacity(256);
+                h1::encode_request(
+                    &mut head,
+                    &p.method,
+                    p.path_and_query.as_str(),
+                    host,
+                    |put| p.fwd.write(headers, put),
+                );
+                let mut relay = |status, headers: &HeaderMap| {
+                    if let Some(armed) = &p.interim {
+                        armed.relay(status, headers, request_id);
                     }
-                    Some(req) => match upstream.client.request(req).await {
-                        Ok(resp) => Ok(resp.map(|b| Upstream::Hyper(b, None))),
-                        Err(e) => Err(ProxyError::from_client(&backend.url, e)),
-                    },
+                };
+                match backend
+                    .state
+                    .pool()
+                    .exchange(
+                        &backend.authority,
+                        upstream.connect_timeout,
+                        &head,
+                        &p.method,
+                        p.idempotent,
+                        &mut relay,
+                    )
+                    .await
+                {
+                    Ok(resp) => Ok(resp.map(|b| Upstream::Inline(Some(b)))),
+                    Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
                 }
             };
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
                 Ok(Ok(mut resp)) => {
-                    drop(interim);
+                    p.interim = None;
                     let took = registry::now_ns() - started;
                     backend.state.observe_latency(took);
                     if self.settings.metrics {
@@ -546,7 +652,7 @@ impl Proxy {
                     let (mut head, resp_body) = resp.into_parts();
                     headers::forward_response(&mut head.headers, request_id);
                     if let (Some(client_side), Some(backend_side), Some(proto)) =
-                        (client_upgrade, backend_upgrade, accepted)
+                        (p.client_upgrade.take(), backend_upgrade, accepted)
                     {
                         head.headers
                             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -564,9 +670,9 @@ impl Proxy {
                         ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
                     return Ok(Response::from_parts(head, body));
                 }
-                Ok(Err(e)) if body.as_ref().is_some_and(|b| b.too_large()) => {
+                Ok(Err(e)) if p.body.as_ref().is_some_and(|b| b.too_large()) => {
                     drop(e);
-                    return Err(ProxyError::BodyTooLarge(body_limit));
+                    return Err(ProxyError::BodyTooLarge(p.body_limit));
                 }
                 Ok(Err(e)) => e,
                 Err(_elapsed) => ProxyError::Timeout {
@@ -583,9 +689,9 @@ impl Proxy {
             // Retry on another backend only when nothing reached this one (a
             // refused connection), or for an idempotent request whose body
             // has not started streaming.
-            let body_intact = body.as_ref().is_none_or(|slot| !slot.taken());
+            let body_intact = p.body.as_ref().is_none_or(|slot| !slot.taken());
             let nothing_sent = matches!(failure, ProxyError::Connect { .. });
-            let retryable = body_intact && (nothing_sent || idempotent);
+            let retryable = body_intact && (nothing_sent || p.idempotent);
             if last || !retryable {
                 return Err(failure);
             }
