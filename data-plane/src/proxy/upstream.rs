@@ -1,0 +1,477 @@
+//! From a request head to the upstream's answer: check the request line,
+//! normalise the path, route, work out the rewrite ([`prepare`]), then pick
+//! backends and send, retrying on another backend when that is safe
+//! ([`send`]). A request without a body to a plain `http://` backend goes
+//! through the inline client ([`super::h1`]); the rest through hyper's.
+//!
+//! [`prepare`]: Proxy::prepare
+//! [`send`]: Proxy::send
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::forward::{self, Forwarding};
+use super::request_body::{self, RequestBody};
+use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, ProxySettings, Upstream};
+use super::{h1, headers, interim};
+use crate::balance::{self, PickContext};
+use crate::config::HashOn;
+use crate::metrics::ErrorKind;
+use crate::registry;
+use crate::routing::path;
+use crate::snapshot::Snapshot;
+
+/// A request checked, routed and rewritten, ready for its attempts.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    /// Index of the route's upstream in the snapshot.
+    upstream: usize,
+    method: Method,
+    path_and_query: PathAndQuery,
+    /// The client's fields (without the gateway's edits); taken by the last
+    /// attempt through hyper's client.
+    headers: Option<HeaderMap>,
+    fwd: Forwarding,
+    client_upgrade: Option<OnUpgrade>,
+    body: Option<Arc<request_body::BodySlot>>,
+    body_limit: u64,
+    ctx: PickContext,
+    idempotent: bool,
+    /// Relaying 1xx answers to the client, until the final one.
+    interim: Option<interim::Armed>,
+}
+
+/// An attempt through hyper's client.
+type SendFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Upstream>, ProxyError>> + Send + 'a>>;
+
+/// The request's host name without port: the URI authority (absolute-form
+/// or HTTP/2 `:authority`) or else the `Host` header.
+fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<&'a str> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => host_header?.to_str().ok()?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port → v6 literal with brackets kept, as configured.
+        return rest.find(']').map_or(host, |end| &host[..end + 2]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Hash of the request's `hash_on` key, if the request carries it: as
+/// the upstream gets it (a forwarding header hashes the gateway's value).
+fn hash_key(
+    hash_on: &HashOn,
+    headers: &HeaderMap,
+    fwd: &Forwarding,
+    peer: SocketAddr,
+) -> Option<u64> {
+    match hash_on {
+        HashOn::Header(name) => fwd
+            .value(headers, name)
+            .map(|v| balance::ConsistentHash::hash(v.as_bytes())),
+        HashOn::Cookie(name) => headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| balance::ConsistentHash::hash(v.as_bytes())),
+        HashOn::ClientIp => Some(match peer.ip() {
+            IpAddr::V4(ip) => balance::ConsistentHash::hash(&ip.octets()),
+            IpAddr::V6(ip) => balance::ConsistentHash::hash(&ip.octets()),
+        }),
+    }
+}
+
+/// The protocol a client asks to switch to (`Connection: upgrade` plus
+/// `Upgrade`), unless it is `h2c`, which a proxy must not pass on.
+fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers::lists_token(headers, &header::CONNECTION, "upgrade");
+    let upgrade = headers.get(header::UPGRADE)?;
+    let h2c = upgrade
+        .to_str()
+        .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")))
+        .unwrap_or(true);
+    (wants && !h2c).then(|| upgrade.clone())
+}
+
+/// Whether the client said `TE: trailers`.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers::lists_token(headers, &header::TE, "trailers")
+}
+
+/// Refuse request lines and heads a gateway must not pass on.
+fn check_request(parts: &http::request::Parts, settings: &ProxySettings) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > settings.max_uri_bytes {
+        return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
+    }
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(ProxyError::BadHost("more than one Host header"));
+    }
+    if hosts == 0 && parts.version == Version::HTTP_11 && parts.uri.authority().is_none() {
+        return Err(ProxyError::BadHost("HTTP/1.1 request without Host"));
+    }
+    Ok(())
+}
+
+/// `Content-Length` if the client declared one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Most attempts a request can make (1 + the largest `retries` allowed).
+pub const MAX_ATTEMPTS: usize = 6;
+
+impl Proxy {
+    fn trusted(&self, ip: IpAddr) -> bool {
+        let proxies = &self.settings.trusted_proxies;
+        !proxies.is_empty() && proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Check, route and rewrite a request head: everything that needs no
+    /// waiting, so that the future that then talks to backends carries
+    /// only what lives across its awaits.
+    pub(super) fn prepare(
+        &self,
+        snapshot: &Snapshot,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Prepared, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        check_request(&parts, &self.settings)?;
+        let path = path::normalize(parts.uri.path())?;
+        let host_header = parts.headers.get(header::HOST);
+        let host = request_host(&parts.uri, host_header);
+        let (matched, route) = snapshot
+            .find(host, &parts.method, &path)
+            .ok_or(ProxyError::NoRoute)?;
+        outcome.route = Some(matched.route);
+        let upstream = snapshot.upstream(route.upstream);
+        let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
+        if declared_length(&parts.headers).is_some_and(|n| n > body_limit) {
+            return Err(ProxyError::BodyTooLarge(body_limit));
+        }
+
+        let forward_path = if route.strip_prefix {
+            matched.strip(&path)
+        } else {
+            &path
+        };
+        let path_and_query = match (forward_path == parts.uri.path(), parts.uri.query()) {
+            (true, _) => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            (false, None) => PathAndQuery::try_from(forward_path).map_err(|_| path_error())?,
+            (false, Some(q)) => {
+                PathAndQuery::try_from(format!("{forward_path}?{q}")).map_err(|_| path_error())?
+            }
+        };
+        let client_host = host_header.cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let upgrade = requested_upgrade(&parts.headers);
+        let wants_trailers = accepts_trailers(&parts.headers);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let mut fwd = Forwarding::new(
+            &parts.headers,
+            &forward::Origin {
+                client_ip: conn.peer.ip(),
+                client_ip_value: &conn.ip_value,
+                trusted: self.trusted(conn.peer.ip()),
+                proto: if conn.tls { "https" } else { "http" },
+                host: client_host.as_ref(),
+                request_id,
+                forwarded: self.settings.forwarded_header,
+            },
+        );
+        if route.preserve_host
+            && let Some(h) = client_host
+        {
+            fwd.host = forward::Field::Set(h);
+        }
+        // TE is hop-by-hop, but a client that takes trailers gets them only
+        // if the backend is told so too.
+        fwd.te_trailers = wants_trailers;
+        fwd.upgrade.clone_from(&upgrade);
+        let ctx = PickContext {
+            hash: upstream
+                .hash_on
+                .as_ref()
+                .and_then(|h| hash_key(h, &parts.headers, &fwd, conn.peer)),
+        };
+        let body = request_body::share(body, body_limit);
+        if self.settings.access_log {
+            outcome.body.clone_from(&body);
+        }
+        // An upgrade is a conversation: once sent, never repeat it.
+        let idempotent = is_idempotent(&parts.method) && upgrade.is_none();
+        // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the
+        // final answer is known.
+        let interim = (parts.version == Version::HTTP_11).then(|| conn.interim.arm());
+        Ok(Prepared {
+            upstream: route.upstream,
+            method: parts.method,
+            path_and_query,
+            headers: Some(parts.headers),
+            fwd,
+            client_upgrade,
+            body,
+            body_limit,
+            ctx,
+            idempotent,
+            interim,
+        })
+    }
+
+    /// Send a prepared request to the upstream's backends (retrying on
+    /// another when that is safe) and turn the answer into the client's.
+    pub(super) async fn send(
+        &self,
+        snapshot: &Snapshot,
+        p: &mut Prepared,
+        request_id: &HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upstream = snapshot.upstream(p.upstream);
+        // A retry needs another backend: never more attempts than backends.
+        let attempts = (upstream.retries as usize + 1)
+            .min(MAX_ATTEMPTS)
+            .min(upstream.backends.len().max(1));
+        let mut tried = [usize::MAX; MAX_ATTEMPTS];
+        let mut last_failure = None;
+
+        for attempt in 0..attempts {
+            let Some(i) = upstream.pick(&p.ctx, &tried[..attempt]) else {
+                break;
+            };
+            tried[attempt] = i;
+            outcome.backend = Some(i);
+            let backend = &upstream.backends[i];
+            let last = attempt + 1 == attempts;
+            // Plain HTTP/1.1 goes through the backend's own pool, which
+            // wants the origin-form target and a Host header; without a
+            // body (nor upgrade), the request's task drives it itself.
+            let direct = backend.pooled;
+            let inline = direct && p.body.is_none() && p.fwd.upgrade.is_none();
+            let host = direct.then(|| p.fwd.host_for(&backend.host)).flatten();
+            // Through hyper's client: boxed, as hyper's futures are large
+            // and the hot path below should not carry (and move) their room.
+            let mut via_hyper = None;
+            if !inline {
+                let mut r = Request::new(RequestBody::attempt(p.body.as_ref()));
+                *r.method_mut() = p.method.clone();
+                *r.version_mut() = Version::HTTP_11;
+                *r.uri_mut() = if direct {
+                    Uri::from(p.path_and_query.clone())
+                } else {
+                    Uri::builder()
+                        .scheme(backend.scheme.clone())
+                        .authority(backend.authority.clone())
+                        .path_and_query(p.path_and_query.clone())
+                        .build()
+                        .map_err(|_| path_error())?
+                };
+                // Only a request that may be sent again keeps a copy of its head.
+                *r.headers_mut() = if last {
+                    p.headers.take().unwrap_or_default()
+                } else {
+                    p.headers.clone().unwrap_or_default()
+                };
+                p.fwd.apply(r.headers_mut());
+                if let Some(h) = host {
+                    r.headers_mut().insert(header::HOST, h.clone());
+                }
+                if let Some(armed) = &p.interim {
+                    armed.attach(&mut r, request_id);
+                }
+                let pool = backend.state.pool();
+                let send: SendFuture<'_> = if direct {
+                    Box::pin(async move {
+                        match pool
+                            .send(&backend.authority, upstream.connect_timeout, r)
+                            .await
+                        {
+                            Ok((resp, lent)) => Ok(resp.map(|b| Upstream::Hyper(b, Some(lent)))),
+                            Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                        }
+                    })
+                } else {
+                    Box::pin(async move {
+                        match upstream.client.request(r).await {
+                            Ok(resp) => Ok(resp.map(|b| Upstream::Hyper(b, None))),
+                            Err(e) => Err(ProxyError::from_client(&backend.url, e)),
+                        }
+                    })
+                };
+                via_hyper = Some(send);
+            }
+
+            let in_flight = backend.state.start();
+            let started = registry::now_ns();
+            let sent = async {
+                if let Some(send) = via_hyper {
+                    return send.await;
+                }
+                let headers = p.headers.as_ref().expect("kept for inline requests");
+                let mut head = Vec::with_capacity(256);
+                h1::encode_request(
+                    &mut head,
+                    &p.method,
+                    p.path_and_query.as_str(),
+                    host,
+                    |put| p.fwd.write(headers, put),
+                );
+                let mut relay = |status, headers: &HeaderMap| {
+                    if let Some(armed) = &p.interim {
+                        armed.relay(status, headers, request_id);
+                    }
+                };
+                match backend
+                    .state
+                    .pool()
+                    .exchange(
+                        &backend.authority,
+                        upstream.connect_timeout,
+                        &head,
+                        &p.method,
+                        p.idempotent,
+                        &mut relay,
+                    )
+                    .await
+                {
+                    Ok(resp) => Ok(resp.map(|b| Upstream::Inline(Some(b)))),
+                    Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                }
+            };
+            let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
+                Ok(Ok(mut resp)) => {
+                    p.interim = None;
+                    let took = registry::now_ns() - started;
+                    backend.state.observe_latency(took);
+                    if self.settings.metrics {
+                        backend.state.stats().duration.observe_ns(took);
+                    }
+                    if resp.status().is_server_error() {
+                        backend.state.stats().error(ErrorKind::Status5xx);
+                        upstream.report_failure(i);
+                    } else {
+                        upstream.report_success(i);
+                    }
+                    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+                    let accepted = resp.headers().get(header::UPGRADE).cloned();
+                    let (mut head, resp_body) = resp.into_parts();
+                    headers::forward_response(&mut head.headers, request_id);
+                    if let (Some(client_side), Some(backend_side), Some(proto)) =
+                        (p.client_upgrade.take(), backend_upgrade, accepted)
+                    {
+                        head.headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        head.headers.insert(header::UPGRADE, proto);
+                        self.tunnels.spawn(
+                            client_side,
+                            backend_side,
+                            self.settings.tunnel_idle,
+                            in_flight,
+                            Arc::clone(&backend.url),
+                        );
+                        return Ok(Response::from_parts(head, ProxyBody::empty()));
+                    }
+                    let body =
+                        ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
+                    return Ok(Response::from_parts(head, body));
+                }
+                Ok(Err(e)) if p.body.as_ref().is_some_and(|b| b.too_large()) => {
+                    drop(e);
+                    return Err(ProxyError::BodyTooLarge(p.body_limit));
+                }
+                Ok(Err(e)) => e,
+                Err(_elapsed) => ProxyError::Timeout {
+                    backend: Arc::clone(&backend.url),
+                },
+            };
+            drop(in_flight);
+            backend.state.stats().error(match failure {
+                ProxyError::Connect { .. } => ErrorKind::Connect,
+                ProxyError::Timeout { .. } => ErrorKind::Timeout,
+                _ => ErrorKind::Protocol,
+            });
+            upstream.report_failure(i);
+            // Retry on another backend only when nothing reached this one (a
+            // refused connection), or for an idempotent request whose body
+            // has not started streaming.
+            let body_intact = p.body.as_ref().is_none_or(|slot| !slot.taken());
+            let nothing_sent = matches!(failure, ProxyError::Connect { .. });
+            let retryable = body_intact && (nothing_sent || p.idempotent);
+            if last || !retryable {
+                return Err(failure);
+            }
+            tracing::debug!(upstream = %upstream.name, backend = %backend.url, error = %failure, "retrying on another backend");
+            upstream.stats.retried();
+            outcome.retries += 1;
+            last_failure = Some(failure);
+        }
+        // Every backend was tried (or none is available): the last failure
+        // says more than "no backend".
+        Err(last_failure.unwrap_or_else(|| ProxyError::NoBackend(Arc::clone(&upstream.name))))
+    }
+}
+
+fn path_error() -> ProxyError {
+    ProxyError::BadPath(path::PathError::BadCharacter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port() {
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:80"), "127.0.0.1");
+    }
+}
