@@ -173,9 +173,8 @@ impl BackendState {
     /// Fold one observed latency into the peak EWMA: a slower observation
     /// is taken at once, faster ones decay in with time constant 10 s.
     /// Lock-free; concurrent updates may lose one sample, which is fine for
-    /// an estimate.
-    pub fn observe_latency(&self, rtt_ns: u64) {
-        let now = now_ns();
+    /// an estimate. `now` is [`now_ns`] when the answer came.
+    pub fn observe_latency(&self, rtt_ns: u64, now: u64) {
         let prev = self.ewma_ns.load(Ordering::Relaxed);
         let stamp = self.ewma_stamp_ns.swap(now, Ordering::Relaxed);
         let next = if rtt_ns >= prev {

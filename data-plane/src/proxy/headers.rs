@@ -141,7 +141,11 @@ pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     hex(*PREFIX, &mut buf[..16]);
     hex(n, &mut buf[16..]);
-    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+    // Owned by one shared allocation from the start: a value made by
+    // copying would allocate again the first time it is cloned (for the
+    // upstream, the response and the access log).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value")
 }
 
 fn hex(mut v: u64, out: &mut [u8]) {

@@ -387,8 +387,9 @@ impl Proxy {
             let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
                 Ok(Ok(mut resp)) => {
                     p.interim = None;
-                    let took = registry::now_ns() - started;
-                    backend.state.observe_latency(took);
+                    let now = registry::now_ns();
+                    let took = now - started;
+                    backend.state.observe_latency(took, now);
                     if self.settings.metrics {
                         backend.state.stats().duration.observe_ns(took);
                     }
