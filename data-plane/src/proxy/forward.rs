@@ -178,13 +178,19 @@ impl Forwarding {
     /// Write the client's fields the gateway leaves alone, then the
     /// gateway's own, each through `put`.
     pub fn write(&self, headers: &HeaderMap, mut put: impl FnMut(&HeaderName, &HeaderValue)) {
+        // A kept `Host` goes first, where clients put it (RFC 9112 §3.2).
+        if let Field::Set(host) = &self.host {
+            put(&header::HOST, host);
+        }
         for (name, value) in headers {
             if self.decides(name).is_none() {
                 put(name, value);
             }
         }
         for (name, field) in self.fields() {
-            if let FieldRef::Set(value) = field {
+            if let FieldRef::Set(value) = field
+                && name != header::HOST
+            {
                 put(name, value);
             }
         }
@@ -415,6 +421,9 @@ mod tests {
         fwd.te_trailers = true;
         fwd.upgrade = Some(HeaderValue::from_static("websocket"));
         assert_eq!(fwd.host_for(&backend), None);
+        let mut order = Vec::new();
+        fwd.write(&h, |n, _| order.push(n.clone()));
+        assert_eq!(order[0], header::HOST);
         let kept = forward(&h, &fwd);
         assert_eq!(kept[header::HOST], "client.example");
         assert_eq!(kept[header::TE], "trailers");
