@@ -116,12 +116,12 @@ impl Forwarding {
             host: Field::Drop,
             te_trailers: false,
             upgrade: None,
-            connection_named: connection_named(headers),
+            connection_named: headers::connection_named(headers),
         }
     }
 
     /// The gateway's fields, in the order they are written.
-    pub fn fields(&self) -> [(&'static HeaderName, FieldRef<'_>); 10] {
+    pub fn fields(&self) -> [(&'static HeaderName, FieldRef<'_>); 11] {
         let set = FieldRef::Set;
         let hop = |on: bool, value: &'static HeaderValue| {
             if on { set(value) } else { FieldRef::Drop }
@@ -137,15 +137,16 @@ impl Forwarding {
             (&X_REQUEST_ID, set(&self.request_id)),
             (&header::TE, hop(self.te_trailers, &TRAILERS)),
             (&header::CONNECTION, hop(self.upgrade.is_some(), &UPGRADE)),
+            (
+                &header::UPGRADE,
+                self.upgrade.as_ref().map_or(FieldRef::Drop, FieldRef::Set),
+            ),
         ]
     }
 
     /// What the upstream gets for `name`: `Some(Set)`/`Some(Drop)` if the
     /// gateway decides it, `None` if the client's field goes as sent.
     pub fn decides(&self, name: &HeaderName) -> Option<FieldRef<'_>> {
-        if name == header::UPGRADE {
-            return Some(self.upgrade.as_ref().map_or(FieldRef::Drop, FieldRef::Set));
-        }
         if let Some((_, field)) = self.fields().into_iter().find(|(n, _)| *n == name) {
             return match field {
                 FieldRef::Keep => None,
@@ -194,17 +195,11 @@ impl Forwarding {
                 put(name, value);
             }
         }
-        if let Some(upgrade) = &self.upgrade {
-            put(&header::UPGRADE, upgrade);
-        }
     }
 
     /// Make `headers` what the upstream gets.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers::strip_hop_by_hop(headers);
-        for name in &self.connection_named {
-            headers.remove(name);
-        }
+        headers::remove_hop_by_hop(headers, &self.connection_named);
         // Room for the gateway's fields: the map grows at most once.
         headers.reserve(self.fields().len());
         for (name, field) in self.fields() {
@@ -217,9 +212,6 @@ impl Forwarding {
                     headers.remove(name);
                 }
             }
-        }
-        if let Some(upgrade) = &self.upgrade {
-            headers.insert(header::UPGRADE, upgrade.clone());
         }
     }
 }
@@ -240,20 +232,6 @@ impl<'a> From<&'a Field> for FieldRef<'a> {
             Field::Drop => FieldRef::Drop,
         }
     }
-}
-
-/// The fields a client's `Connection` names.
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    if !headers.contains_key(header::CONNECTION) {
-        return Vec::new();
-    }
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect()
 }
 
 /// This hop's RFC 7239 element: `for=…;proto=…[;host=…]`.

@@ -48,25 +48,33 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Remove hop-by-hop headers and every header named in `Connection`.
-/// Most messages carry none: one pass over the names finds out, and only
-/// headers actually present are removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
+    remove_hop_by_hop(headers, &named);
+}
+
+/// The fields a message's `Connection` names (hop-by-hop by its say-so).
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    if !headers.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Remove the hop-by-hop headers and `named` (what [`connection_named`]
+/// found in the same map). Most messages carry none: one pass over the
+/// names finds out (a `Connection` naming any is itself hop-by-hop).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, named: &[HeaderName]) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
+    for name in named.iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
 }
