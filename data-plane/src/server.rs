@@ -230,7 +230,7 @@ where
 {
     let io = InterimIo::new(io, Arc::clone(&info.interim));
     // hyper keeps one slot per connection, allocated up front and sized for
-    // the service's future; the request's own future (several KiB) is boxed
+    // the service's future; the request's own future (1.8 KiB) is boxed
     // per request instead, so an idle keep-alive connection does not hold
     // that much memory.
     let service = service_fn(move |req| {

@@ -460,16 +460,15 @@ impl Body for ResponseBody {
 
 impl ResponseBody {
     fn poll_decode(&mut self, cx: &mut Context<'_>) -> Polled {
-        let this = self;
-        let Some(conn) = this.conn.as_mut() else {
+        let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
         loop {
             // Each arm either answers or has more in the buffer to go on.
-            let need_more = match &mut this.decode {
+            let need_more = match &mut self.decode {
                 Decode::Done => return Poll::Ready(None),
                 Decode::Length(0) => {
-                    this.decode = Decode::Done;
+                    self.decode = Decode::Done;
                     return Poll::Ready(None);
                 }
                 Decode::Length(left) | Decode::Chunked(Chunk::Data(left)) => {
@@ -479,7 +478,7 @@ impl ResponseBody {
                         let n = (*left).min(conn.buf.len() as u64);
                         *left -= n;
                         if *left == 0
-                            && let Decode::Chunked(chunk) = &mut this.decode
+                            && let Decode::Chunked(chunk) = &mut self.decode
                         {
                             *chunk = Chunk::DataEnd;
                         }
@@ -491,7 +490,7 @@ impl ResponseBody {
                     if conn.buf.is_empty() {
                         match ready!(conn.poll_fill(cx)) {
                             Ok(0) => {
-                                this.decode = Decode::Done;
+                                self.decode = Decode::Done;
                                 return Poll::Ready(None);
                             }
                             Ok(_) => continue,
@@ -505,7 +504,7 @@ impl ResponseBody {
                     Ok(Step::More) => true,
                     Ok(Step::Next) => false,
                     Ok(Step::End(trailers)) => {
-                        this.decode = Decode::Done;
+                        self.decode = Decode::Done;
                         return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                     }
                 },
