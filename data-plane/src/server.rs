@@ -7,14 +7,28 @@
 //! `max_header_bytes` (431), and `header_read_timeout` to receive a head,
 //! which also bounds the idle time of a keep-alive connection between
 //! requests, so slowloris and idle connections are closed.
+//!
+//! That timeout is kept by one watchdog per connection ([`Activity`]), not
+//! by hyper's own header-read timer: hyper boxes a new timer for every
+//! request head and drops it again, an allocation and a timer-wheel insert
+//! and removal per request. The watchdog counts requests in flight and
+//! notes when the last one finished; its single timer fires at most once
+//! per timeout period, and a request costs two counter updates and a clock
+//! read.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Version;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,8 +39,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::proxy::body::BoxError as BodyError;
 use crate::proxy::interim::{Interim, InterimIo};
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::registry::now_ns;
 
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +134,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // Kept by the connection's watchdog instead (see the module docs).
+        .header_read_timeout(None)
         // A head that does not fit the read buffer is answered 431.
         .max_buf_size(config.max_header_bytes.max(8192));
     builder
@@ -162,7 +179,8 @@ pub async fn serve(
             stopping.clone(),
             tls.clone(),
         );
-        let handshake_timeout = config.header_read_timeout;
+        // The TLS handshake, like a request head, gets `header_read_timeout`.
+        let idle = config.header_read_timeout;
         // One task per connection, sized for its own kind: a plain
         // connection's task does not carry room for TLS state.
         match tls {
@@ -170,26 +188,28 @@ pub async fn serve(
                 let _permit = permit;
                 let _open = proxy.connection();
                 let info = ConnInfo::new(peer, false, Interim::new());
-                if let Err(e) = serve_conn(&builder, stopping, stream, proxy, info).await {
+                if let Err(e) = serve_conn(&builder, stopping, stream, proxy, info, idle).await {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
             }),
             Some(acceptor) => connections.spawn(async move {
                 let _permit = permit;
                 let _open = proxy.connection();
-                let result =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let info = ConnInfo::new(peer, true, Interim::new());
-                            // Boxed: the TLS session is large.
-                            Box::pin(serve_conn(&builder, stopping, tls_stream, proxy, info)).await
-                        }
-                        Ok(Err(e)) => Err(Box::new(e) as _),
-                        Err(_) => Err(Box::new(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "TLS handshake timed out",
-                        )) as _),
-                    };
+                let result = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        let info = ConnInfo::new(peer, true, Interim::new());
+                        // Boxed: the TLS session is large.
+                        Box::pin(serve_conn(
+                            &builder, stopping, tls_stream, proxy, info, idle,
+                        ))
+                        .await
+                    }
+                    Ok(Err(e)) => Err(Box::new(e) as _),
+                    Err(_) => Err(Box::new(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    )) as _),
+                };
                 if let Err(e) = result {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
@@ -217,25 +237,38 @@ pub async fn serve(
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serve one connection; when `stopping` turns true, finish the request in
-/// flight (no new ones on this connection) and close.
+/// flight (no new ones on this connection) and close. A connection with no
+/// request in flight for `idle` (which covers a head that never completes)
+/// is closed: an HTTP/1 one at once, as hyper's own header timeout would;
+/// an HTTP/2 one gracefully (GOAWAY), so a request crossing the close is
+/// refused cleanly rather than lost.
 async fn serve_conn<I>(
     builder: &auto::Builder<TokioExecutor>,
     mut stopping: watch::Receiver<bool>,
     io: I,
     proxy: Proxy,
     info: ConnInfo,
+    idle: Duration,
 ) -> Result<(), BoxError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = InterimIo::new(io, Arc::clone(&info.interim));
+    let activity = Arc::new(Activity::new());
     // hyper keeps one slot per connection, allocated up front and sized for
     // the service's future; the request's own future (1.8 KiB) is boxed
     // per request instead, so an idle keep-alive connection does not hold
     // that much memory.
-    let service = service_fn(move |req| {
-        let (proxy, info) = (proxy.clone(), info.clone());
-        async move { Ok::<_, Infallible>(Box::pin(proxy.handle(req, info)).await) }
+    let service = service_fn({
+        let activity = Arc::clone(&activity);
+        move |req: http::Request<hyper::body::Incoming>| {
+            let busy = activity.begin(req.version());
+            let (proxy, info) = (proxy.clone(), info.clone());
+            async move {
+                let resp = Box::pin(proxy.handle(req, info)).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
+            }
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -244,10 +277,106 @@ where
         let _ = stopping.wait_for(|s| *s).await.map(|_| ());
     };
     tokio::select! {
-        r = conn.as_mut() => r,
-        () = stop => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+        r = conn.as_mut() => return r,
+        () = stop => {}
+        () = activity.idle_for(idle) => {
+            if !activity.h2.load(Ordering::Relaxed) {
+                tracing::debug!(?idle, "no complete request head in time; closing");
+                return Ok(());
+            }
         }
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
+/// What a connection's watchdog knows: requests in flight, and when the
+/// last one finished (nanoseconds on [`now_ns`]'s clock).
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicU32,
+    idle_since: AtomicU64,
+    /// A request came over HTTP/2.
+    h2: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(now_ns()),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    /// A request head arrived; the connection is busy until the returned
+    /// guard (carried by the response body) is dropped.
+    fn begin(self: &Arc<Self>, version: Version) -> Busy {
+        if version == Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `idle`. Its one
+    /// timer is re-armed only when it fires, never per request.
+    async fn idle_for(&self, idle: Duration) {
+        let idle_ns = idle.as_nanos() as u64;
+        let mut wake = tokio::time::Instant::now() + idle;
+        loop {
+            tokio::time::sleep_until(wake).await;
+            let now = now_ns();
+            let due = if self.in_flight.load(Ordering::Acquire) > 0 {
+                now + idle_ns
+            } else {
+                self.idle_since.load(Ordering::Relaxed) + idle_ns
+            };
+            if due <= now {
+                return;
+            }
+            wake = tokio::time::Instant::now() + Duration::from_nanos(due - now);
+        }
+    }
+}
+
+/// One request in flight on its connection.
+#[derive(Debug)]
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // The time first, released with the count: the watchdog (maybe on
+        // another thread, under HTTP/2) reads the count, then the time.
+        self.0.idle_since.store(now_ns(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// The response body with its request's [`Busy`] mark: hyper drops it once
+/// the body is written (or abandoned).
+#[derive(Debug)]
+struct Tracked {
+    body: ProxyBody,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -160,6 +160,109 @@ async fn slowloris_and_idle_keep_alive_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_request_in_flight_outlives_the_header_timeout() {
+    let (gw, _a) = gateway_with_backend().await;
+    // Three times the 400 ms header timeout to answer.
+    let slow = Backend::named("slow")
+        .delay(Duration::from_millis(1200))
+        .start()
+        .await;
+    gw.create_route(json!({"name": "slow", "path": "/slow", "backends": [{"url": slow.url}]}))
+        .await;
+    let addr = gw.gateway().proxy_addr;
+    // HTTP/1.1 keep-alive, then the same connection again once idle a while
+    // (less than the timeout).
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // HTTP/2: the connection is busy while the stream is open.
+    let (mut send, conn) = h2_client(addr).await;
+    let r = send.send_request(get(addr, "/slow")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop((send, conn));
+    assert_eq!(slow.hits(), 3);
+}
+
+#[tokio::test]
+async fn idle_http2_connections_get_goaway_and_close() {
+    let (gw, _a) = gateway_with_backend().await;
+    let addr = gw.gateway().proxy_addr;
+    let (mut send, conn) = h2_client(addr).await;
+    let r = send.send_request(get(addr, "/pub")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap();
+    // Quiet from here: past the 400 ms timeout the gateway says GOAWAY,
+    // the client stops taking requests and the connection ends cleanly.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "idle HTTP/2 connection left open or ended with an error: {ended:?}"
+    );
+    assert!(send.send_request(get(addr, "/pub")).await.is_err());
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 (prior knowledge) client connection; the task driving it
+/// ends when the connection does.
+async fn h2_client(
+    addr: SocketAddr,
+) -> (H2Sender, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// Read one response to a GET (head and a `Content-Length` body).
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if body.len() >= len {
+                return head.to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_wait_for_a_free_slot() {
     let gw = TestGateway::start_with(|s| s.server.max_connections = 2).await;
     let a = Backend::named("a").start().await;
