@@ -152,11 +152,14 @@ impl Proxy {
     /// The head is checked, routed and rewritten before the returned future
     /// is made: the future (which the listener boxes per request) then
     /// holds only what lives across its awaits, not the raw request too.
+    /// Called as hyper hands over the request, this also lets go of the
+    /// client's head before hyper next reads from the connection (see
+    /// [`upstream`]'s `Head::Encoded`).
     pub fn handle(
-        &self,
+        self,
         req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
         let received = Received {
             started: registry::now_ns(),
             request_id: headers::request_id(req.headers()),

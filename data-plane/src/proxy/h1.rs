@@ -141,18 +141,21 @@ impl Conn {
 
 /// Serialise a request head without body: request line, `host` if given,
 /// the fields `fields` puts, and `content-length: 0` for the methods whose
-/// bodies a backend may insist on being told the length of.
+/// bodies a backend may insist on being told the length of. Returns the
+/// length of the request line (where `host` goes).
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     host: Option<&HeaderValue>,
     fields: impl FnOnce(&mut dyn FnMut(&HeaderName, &HeaderValue)),
-) {
+) -> usize {
+    let start = out.len();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let line_len = out.len() - start;
     if let Some(host) = host {
         put_field(out, header::HOST.as_str(), host);
     }
@@ -165,6 +168,7 @@ pub fn encode_request(
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    line_len
 }
 
 fn put_field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {

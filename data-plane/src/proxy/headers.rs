@@ -127,9 +127,15 @@ pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
 }
 
 /// The client's request ID if it sent a usable one, otherwise a new one.
+///
+/// The client's is copied: a clone would share the connection's read
+/// buffer, which could then not be reused while the request is in flight.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     match headers.get(&X_REQUEST_ID) {
-        Some(v) if is_usable_id(v.as_bytes()) => v.clone(),
+        Some(v) if is_usable_id(v.as_bytes()) => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(v.as_bytes()))
+                .expect("a usable ID is a valid header value")
+        }
         _ => new_request_id(),
     }
 }

@@ -33,11 +33,7 @@ pub(super) struct Prepared {
     /// Index of the route's upstream in the snapshot.
     upstream: usize,
     method: Method,
-    path_and_query: PathAndQuery,
-    /// The client's fields (without the gateway's edits); taken by the last
-    /// attempt through hyper's client.
-    headers: Option<HeaderMap>,
-    fwd: Forwarding,
+    head: Head,
     client_upgrade: Option<OnUpgrade>,
     body: Option<Arc<request_body::BodySlot>>,
     body_limit: u64,
@@ -45,6 +41,74 @@ pub(super) struct Prepared {
     idempotent: bool,
     /// Relaying 1xx answers to the client, until the final one.
     interim: Option<interim::Armed>,
+}
+
+/// The request head the upstream gets.
+#[derive(Debug)]
+enum Head {
+    /// Written out by [`Proxy::prepare`], when every backend of the
+    /// upstream takes the inline client and there is no body nor upgrade.
+    /// The client's head can then be dropped at once: its fields and target
+    /// share hyper's read buffer, and hyper reads from the connection again
+    /// (to notice a client going away) as soon as the request is handed
+    /// over. With nothing left sharing it, that buffer is reused; otherwise
+    /// hyper allocates a new one for every request.
+    Encoded(EncodedHead),
+    /// The client's head and the gateway's edits, applied per attempt
+    /// (boxed: the edits are large, and the hot path does not use them).
+    Fields(Box<Fields>),
+}
+
+#[derive(Debug)]
+struct Fields {
+    path_and_query: PathAndQuery,
+    /// The client's fields (without the gateway's edits); taken by the last
+    /// attempt through hyper's client.
+    headers: Option<HeaderMap>,
+    fwd: Forwarding,
+}
+
+/// A request head in bytes, with room for each backend's `Host`.
+#[derive(Debug)]
+struct EncodedHead {
+    bytes: Vec<u8>,
+    /// Where the `host` line goes: just after the request line.
+    host_at: usize,
+    /// Length of the `host` line there now (0: none yet).
+    host_len: usize,
+    /// Each backend gets its own `Host`, set per attempt; else the
+    /// client's is kept and written with the other fields.
+    backend_host: bool,
+}
+
+impl EncodedHead {
+    fn new(method: &Method, target: &str, headers: &HeaderMap, fwd: &Forwarding) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        let host_at = h1::encode_request(&mut bytes, method, target, None, |put| {
+            fwd.write(headers, put);
+        });
+        EncodedHead {
+            bytes,
+            host_at,
+            host_len: 0,
+            backend_host: matches!(fwd.host, forward::Field::Drop),
+        }
+    }
+
+    /// Make the `host` line say `host` (the backend's own).
+    fn set_host(&mut self, host: &HeaderValue) {
+        let name = header::HOST.as_str().as_bytes();
+        let line = name
+            .iter()
+            .chain(b": ")
+            .chain(host.as_bytes())
+            .chain(b"\r\n")
+            .copied();
+        let len = name.len() + 2 + host.len() + 2;
+        self.bytes
+            .splice(self.host_at..self.host_at + self.host_len, line);
+        self.host_len = len;
+    }
 }
 
 /// An attempt through hyper's client.
@@ -249,12 +313,25 @@ impl Proxy {
         // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the
         // final answer is known.
         let interim = (parts.version == Version::HTTP_11).then(|| conn.interim.arm());
+        let head =
+            if body.is_none() && upgrade.is_none() && upstream.backends.iter().all(|b| b.pooled) {
+                Head::Encoded(EncodedHead::new(
+                    &parts.method,
+                    path_and_query.as_str(),
+                    &parts.headers,
+                    &fwd,
+                ))
+            } else {
+                Head::Fields(Box::new(Fields {
+                    path_and_query,
+                    headers: Some(parts.headers),
+                    fwd,
+                }))
+            };
         Ok(Prepared {
             upstream: route.upstream,
             method: parts.method,
-            path_and_query,
-            headers: Some(parts.headers),
-            fwd,
+            head,
             client_upgrade,
             body,
             body_limit,
@@ -291,60 +368,80 @@ impl Proxy {
             let last = attempt + 1 == attempts;
             // Plain HTTP/1.1 goes through the backend's own pool, which
             // wants the origin-form target and a Host header; without a
-            // body (nor upgrade), the request's task drives it itself.
+            // body (nor upgrade), the request's task drives it itself (the
+            // inline client), from the head `prepare` wrote or, when the
+            // upstream also has other backends, from one written below.
             let direct = backend.pooled;
-            let inline = direct && p.body.is_none() && p.fwd.upgrade.is_none();
-            let host = direct.then(|| p.fwd.host_for(&backend.host)).flatten();
+            let mut host = None;
             // Through hyper's client: boxed, as hyper's futures are large
             // and the hot path below should not carry (and move) their room.
             let mut via_hyper = None;
-            if !inline {
-                let mut r = Request::new(RequestBody::attempt(p.body.as_ref()));
-                *r.method_mut() = p.method.clone();
-                *r.version_mut() = Version::HTTP_11;
-                *r.uri_mut() = if direct {
-                    Uri::from(p.path_and_query.clone())
-                } else {
-                    Uri::builder()
-                        .scheme(backend.scheme.clone())
-                        .authority(backend.authority.clone())
-                        .path_and_query(p.path_and_query.clone())
-                        .build()
-                        .map_err(|_| path_error())?
-                };
-                // Only a request that may be sent again keeps a copy of its head.
-                *r.headers_mut() = if last {
-                    p.headers.take().unwrap_or_default()
-                } else {
-                    p.headers.clone().unwrap_or_default()
-                };
-                p.fwd.apply(r.headers_mut());
-                if let Some(h) = host {
-                    r.headers_mut().insert(header::HOST, h.clone());
+            match &mut p.head {
+                Head::Encoded(head) => {
+                    if head.backend_host {
+                        head.set_host(&backend.host);
+                    }
                 }
-                if let Some(armed) = &p.interim {
-                    armed.attach(&mut r, request_id);
+                Head::Fields(f) if direct && p.body.is_none() && f.fwd.upgrade.is_none() => {
+                    host = f.fwd.host_for(&backend.host);
                 }
-                let pool = backend.state.pool();
-                let send: SendFuture<'_> = if direct {
-                    Box::pin(async move {
-                        match pool
-                            .send(&backend.authority, upstream.connect_timeout, r)
-                            .await
-                        {
-                            Ok((resp, lent)) => Ok(resp.map(|b| Upstream::Hyper(b, Some(lent)))),
-                            Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
-                        }
-                    })
-                } else {
-                    Box::pin(async move {
-                        match upstream.client.request(r).await {
-                            Ok(resp) => Ok(resp.map(|b| Upstream::Hyper(b, None))),
-                            Err(e) => Err(ProxyError::from_client(&backend.url, e)),
-                        }
-                    })
-                };
-                via_hyper = Some(send);
+                // Through hyper's client.
+                Head::Fields(f) => {
+                    let Fields {
+                        path_and_query,
+                        headers,
+                        fwd,
+                    } = &mut **f;
+                    let mut r = Request::new(RequestBody::attempt(p.body.as_ref()));
+                    *r.method_mut() = p.method.clone();
+                    *r.version_mut() = Version::HTTP_11;
+                    *r.uri_mut() = if direct {
+                        Uri::from(path_and_query.clone())
+                    } else {
+                        Uri::builder()
+                            .scheme(backend.scheme.clone())
+                            .authority(backend.authority.clone())
+                            .path_and_query(path_and_query.clone())
+                            .build()
+                            .map_err(|_| path_error())?
+                    };
+                    // Only a request that may be sent again keeps a copy of its head.
+                    *r.headers_mut() = if last {
+                        headers.take().unwrap_or_default()
+                    } else {
+                        headers.clone().unwrap_or_default()
+                    };
+                    fwd.apply(r.headers_mut());
+                    let host = direct.then(|| fwd.host_for(&backend.host)).flatten();
+                    if let Some(h) = host {
+                        r.headers_mut().insert(header::HOST, h.clone());
+                    }
+                    if let Some(armed) = &p.interim {
+                        armed.attach(&mut r, request_id);
+                    }
+                    let pool = backend.state.pool();
+                    let send: SendFuture<'_> = if direct {
+                        Box::pin(async move {
+                            match pool
+                                .send(&backend.authority, upstream.connect_timeout, r)
+                                .await
+                            {
+                                Ok((resp, lent)) => {
+                                    Ok(resp.map(|b| Upstream::Hyper(b, Some(lent))))
+                                }
+                                Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                            }
+                        })
+                    } else {
+                        Box::pin(async move {
+                            match upstream.client.request(r).await {
+                                Ok(resp) => Ok(resp.map(|b| Upstream::Hyper(b, None))),
+                                Err(e) => Err(ProxyError::from_client(&backend.url, e)),
+                            }
+                        })
+                    };
+                    via_hyper = Some(send);
+                }
             }
 
             let in_flight = backend.state.start();
@@ -353,15 +450,27 @@ impl Proxy {
                 if let Some(send) = via_hyper {
                     return send.await;
                 }
-                let headers = p.headers.as_ref().expect("kept for inline requests");
-                let mut head = Vec::with_capacity(256);
-                h1::encode_request(
-                    &mut head,
-                    &p.method,
-                    p.path_and_query.as_str(),
-                    host,
-                    |put| p.fwd.write(headers, put),
-                );
+                let mut built = Vec::new();
+                let head = match &p.head {
+                    Head::Encoded(head) => &head.bytes,
+                    Head::Fields(f) => {
+                        let Fields {
+                            path_and_query,
+                            headers,
+                            fwd,
+                        } = &**f;
+                        let headers = headers.as_ref().expect("kept for inline requests");
+                        built.reserve(256);
+                        h1::encode_request(
+                            &mut built,
+                            &p.method,
+                            path_and_query.as_str(),
+                            host,
+                            |put| fwd.write(headers, put),
+                        );
+                        &built
+                    }
+                };
                 let mut relay = |status, headers: &HeaderMap| {
                     if let Some(armed) = &p.interim {
                         armed.relay(status, headers, request_id);
@@ -373,7 +482,7 @@ impl Proxy {
                     .exchange(
                         &backend.authority,
                         upstream.connect_timeout,
-                        &head,
+                        head,
                         &p.method,
                         p.idempotent,
                         &mut relay,
@@ -466,6 +575,61 @@ fn path_error() -> ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head written once and given each backend's `Host` in turn is the
+    /// head written for that backend from scratch.
+    #[test]
+    fn an_encoded_head_takes_each_backends_host() {
+        static IP: HeaderValue = HeaderValue::from_static("127.0.0.1");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        let id = HeaderValue::from_static("id-1");
+        let client_host = HeaderValue::from_static("shop.example");
+        let origin = forward::Origin {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            client_ip_value: &IP,
+            trusted: false,
+            proto: "http",
+            host: Some(&client_host),
+            request_id: &id,
+            forwarded: false,
+        };
+        let from_scratch = |fwd: &Forwarding, host: Option<&HeaderValue>| {
+            let mut out = Vec::new();
+            h1::encode_request(&mut out, &Method::GET, "/cart?id=7", host, |put| {
+                fwd.write(&h, put)
+            });
+            String::from_utf8(out).unwrap()
+        };
+        let backends = [
+            HeaderValue::from_static("10.0.0.1:8080"),
+            HeaderValue::from_static("a-much-longer-backend-name.internal:9000"),
+            HeaderValue::from_static("b:1"),
+        ];
+        // The backend's own Host, replaced per attempt.
+        let fwd = Forwarding::new(&h, &origin);
+        let mut head = EncodedHead::new(&Method::GET, "/cart?id=7", &h, &fwd);
+        assert!(head.backend_host);
+        for backend in &backends {
+            head.set_host(backend);
+            let got = String::from_utf8(head.bytes.clone()).unwrap();
+            assert_eq!(got, from_scratch(&fwd, Some(backend)));
+            assert!(got.starts_with(&format!(
+                "GET /cart?id=7 HTTP/1.1\r\nhost: {}\r\n",
+                backend.to_str().unwrap()
+            )));
+        }
+        // The client's Host kept (`preserve_host`): written once, first.
+        let mut fwd = Forwarding::new(&h, &origin);
+        fwd.host = forward::Field::Set(client_host.clone());
+        let head = EncodedHead::new(&Method::GET, "/cart?id=7", &h, &fwd);
+        assert!(!head.backend_host);
+        let got = String::from_utf8(head.bytes).unwrap();
+        assert_eq!(got, from_scratch(&fwd, None));
+        assert!(got.starts_with("GET /cart?id=7 HTTP/1.1\r\nhost: shop.example\r\n"));
+    }
 
     #[test]
     fn host_without_port() {
