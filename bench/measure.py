@@ -18,10 +18,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu_ticks(pid):
-    """utime + stime of a whole process (all threads), in clock ticks."""
+    """(utime, stime) of a whole process (all threads), in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])  # fields 14 and 15
+    return int(rest[11]), int(rest[12])  # fields 14 and 15
 
 
 def cpu_busy(cpus):
@@ -87,8 +87,13 @@ def measure(args, peer, conns, duration, one_core):
         t = c1[cpu][1] - c0[cpu][1]
         rec[key] = b / t if t else None
     if pid:
-        rec["proxy_cpu_s"] = (t1 - t0) / CLK_TCK
-        rec["cpu_us_per_req"] = rec["proxy_cpu_s"] * 1e6 / max(w["requests"], 1)
+        user, system = ((b - a) / CLK_TCK for a, b in zip(t0, t1))
+        per_req = 1e6 / max(w["requests"], 1)
+        rec["proxy_cpu_s"] = user + system
+        rec["cpu_us_per_req"] = (user + system) * per_req
+        # Where it goes: the proxy's own code vs the kernel's socket work.
+        rec["user_us_per_req"] = user * per_req
+        rec["sys_us_per_req"] = system * per_req
     return rec
 
 
@@ -104,6 +109,8 @@ def summarise(records, peers, rounds):
     metrics = {
         "rps": ("c64", "rps"),
         "cpu_us_per_req": ("c64", "cpu_us_per_req"),
+        "user_us_per_req": ("c64", "user_us_per_req"),
+        "sys_us_per_req": ("c64", "sys_us_per_req"),
         "p50_us": ("c64", "p50_us"),
         "p99_us": ("c64", "p99_us"),
         "p999_us": ("c64", "p999_us"),
@@ -161,7 +168,7 @@ def fmt(v, scale=1.0, digits=1, unit=""):
 def table(summary, peers):
     rows = [[
         "peer", "rps c64", "rps ÷ nginx", "CPU µs/req", "CPU ÷ nginx",
-        "p50/p99/p99.9 c64 (µs)", "c1 p50/p99 (µs)", "c1 p99 ÷ nginx", "proxy/load core busy", "errors",
+        "user/sys µs/req", "user ÷ nginx", "sys ÷ nginx", "p50/p99/p99.9 c64 (µs)", "c1 p50/p99 (µs)", "c1 p99 ÷ nginx", "proxy/load core busy", "errors",
     ]]
     for p in peers:
         s = summary[p["name"]]
@@ -171,6 +178,8 @@ def table(summary, peers):
         rows.append([
             p["name"], fmt(s["rps"], 1e-3, 1, "k"), fmt_ratio(s["rps_vs_nginx"]),
             fmt(s["cpu_us_per_req"], digits=1), fmt_ratio(s["cpu_us_per_req_vs_nginx"]),
+            f"{fmt(s['user_us_per_req'], digits=1)}/{fmt(s['sys_us_per_req'], digits=1)}",
+            fmt_ratio(s["user_us_per_req_vs_nginx"]), fmt_ratio(s["sys_us_per_req_vs_nginx"]),
             lat, c1, fmt_ratio(s["c1_p99_us_vs_nginx"]), busy, str(s["errors"]),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
