@@ -71,9 +71,11 @@ pub fn build(strategy: Strategy, candidates: &[Candidate<'_>]) -> Box<dyn Balanc
 /// fallback when a strategy's own choice is not eligible.
 pub fn first_eligible_from(backends: &dyn Backends, start: usize) -> Option<usize> {
     let n = backends.len();
-    (0..n)
-        .map(|k| (start + k) % n)
-        .find(|&i| backends.eligible(i))
+    if n == 0 {
+        return None;
+    }
+    let start = start % n;
+    (start..n).chain(0..start).find(|&i| backends.eligible(i))
 }
 
 #[cfg(test)]

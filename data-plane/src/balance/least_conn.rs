@@ -27,10 +27,10 @@ impl Balancer for LeastConnections {
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // One division per pick, not one per backend.
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<(usize, u64)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
+        for i in (start..n).chain(0..start) {
             if !backends.eligible(i) {
                 continue;
             }
