@@ -97,16 +97,25 @@ impl EncodedHead {
 
     /// Make the `host` line say `host` (the backend's own).
     fn set_host(&mut self, host: &HeaderValue) {
-        let name = header::HOST.as_str().as_bytes();
-        let line = name
-            .iter()
-            .chain(b": ")
-            .chain(host.as_bytes())
-            .chain(b"\r\n")
-            .copied();
-        let len = name.len() + 2 + host.len() + 2;
-        self.bytes
-            .splice(self.host_at..self.host_at + self.host_len, line);
+        const NAME: &[u8] = b"host: ";
+        let len = NAME.len() + host.len() + 2;
+        let (at, old_end, new_end) = (
+            self.host_at,
+            self.host_at + self.host_len,
+            self.host_at + len,
+        );
+        // Move what follows the line to where the new line ends, then write
+        // the line (no per-byte iterator: this runs once per attempt).
+        let tail = self.bytes.len() - old_end;
+        if new_end > old_end {
+            self.bytes.resize(new_end + tail, 0);
+        }
+        self.bytes.copy_within(old_end..old_end + tail, new_end);
+        self.bytes.truncate(new_end + tail);
+        let line = &mut self.bytes[at..new_end];
+        line[..NAME.len()].copy_from_slice(NAME);
+        line[NAME.len()..len - 2].copy_from_slice(host.as_bytes());
+        line[len - 2..].copy_from_slice(b"\r\n");
         self.host_len = len;
     }
 }
