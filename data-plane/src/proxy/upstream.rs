@@ -25,7 +25,7 @@ use crate::config::HashOn;
 use crate::metrics::ErrorKind;
 use crate::registry;
 use crate::routing::path;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CompiledBackend, Snapshot};
 
 /// A request checked, routed and rewritten, ready for its attempts.
 #[derive(Debug)]
@@ -117,6 +117,73 @@ impl EncodedHead {
         line[NAME.len()..len - 2].copy_from_slice(host.as_bytes());
         line[len - 2..].copy_from_slice(b"\r\n");
         self.host_len = len;
+    }
+}
+
+/// How one attempt goes to its backend.
+enum Attempt<'b> {
+    /// Through the inline client, with this `Host` for a head still to be
+    /// written (`None`: the head has it, or keeps the client's).
+    Inline { host: Option<&'b HeaderValue> },
+    /// Through hyper's client, with this request (boxed: it is large, and
+    /// the inline case is the hot one).
+    Hyper(Box<Request<RequestBody>>),
+}
+
+impl Prepared {
+    /// Ready an attempt on `backend`: the inline client for a plain HTTP/1.1
+    /// backend when there is no body nor upgrade (an encoded head gets the
+    /// backend's `Host` here), else a request for hyper's client — the
+    /// client's head cloned, or taken by the `last` attempt.
+    fn attempt<'b>(
+        &mut self,
+        backend: &'b CompiledBackend,
+        last: bool,
+        request_id: &HeaderValue,
+    ) -> Result<Attempt<'b>, ProxyError> {
+        let direct = backend.pooled;
+        let f = match &mut self.head {
+            Head::Encoded(head) => {
+                if head.backend_host {
+                    head.set_host(&backend.host);
+                }
+                return Ok(Attempt::Inline { host: None });
+            }
+            Head::Fields(f) if direct && self.body.is_none() && f.fwd.upgrade.is_none() => {
+                return Ok(Attempt::Inline {
+                    host: f.fwd.host_for(&backend.host),
+                });
+            }
+            Head::Fields(f) => f,
+        };
+        let mut r = Request::new(RequestBody::attempt(self.body.as_ref()));
+        *r.method_mut() = self.method.clone();
+        *r.version_mut() = Version::HTTP_11;
+        // The backend's own pool wants the origin-form target and a Host.
+        *r.uri_mut() = if direct {
+            Uri::from(f.path_and_query.clone())
+        } else {
+            Uri::builder()
+                .scheme(backend.scheme.clone())
+                .authority(backend.authority.clone())
+                .path_and_query(f.path_and_query.clone())
+                .build()
+                .map_err(|_| path_error())?
+        };
+        // Only a request that may be sent again keeps a copy of its head.
+        *r.headers_mut() = if last {
+            f.headers.take().unwrap_or_default()
+        } else {
+            f.headers.clone().unwrap_or_default()
+        };
+        f.fwd.apply(r.headers_mut());
+        if let Some(h) = direct.then(|| f.fwd.host_for(&backend.host)).flatten() {
+            r.headers_mut().insert(header::HOST, h.clone());
+        }
+        if let Some(armed) = &self.interim {
+            armed.attach(&mut r, request_id);
+        }
+        Ok(Attempt::Hyper(Box::new(r)))
     }
 }
 
@@ -375,61 +442,20 @@ impl Proxy {
             outcome.backend = Some(i);
             let backend = &upstream.backends[i];
             let last = attempt + 1 == attempts;
-            // Plain HTTP/1.1 goes through the backend's own pool, which
-            // wants the origin-form target and a Host header; without a
+            // Plain HTTP/1.1 goes through the backend's own pool; without a
             // body (nor upgrade), the request's task drives it itself (the
             // inline client), from the head `prepare` wrote or, when the
             // upstream also has other backends, from one written below.
-            let direct = backend.pooled;
             let mut host = None;
             // Through hyper's client: boxed, as hyper's futures are large
             // and the hot path below should not carry (and move) their room.
             let mut via_hyper = None;
-            match &mut p.head {
-                Head::Encoded(head) => {
-                    if head.backend_host {
-                        head.set_host(&backend.host);
-                    }
-                }
-                Head::Fields(f) if direct && p.body.is_none() && f.fwd.upgrade.is_none() => {
-                    host = f.fwd.host_for(&backend.host);
-                }
-                // Through hyper's client.
-                Head::Fields(f) => {
-                    let Fields {
-                        path_and_query,
-                        headers,
-                        fwd,
-                    } = &mut **f;
-                    let mut r = Request::new(RequestBody::attempt(p.body.as_ref()));
-                    *r.method_mut() = p.method.clone();
-                    *r.version_mut() = Version::HTTP_11;
-                    *r.uri_mut() = if direct {
-                        Uri::from(path_and_query.clone())
-                    } else {
-                        Uri::builder()
-                            .scheme(backend.scheme.clone())
-                            .authority(backend.authority.clone())
-                            .path_and_query(path_and_query.clone())
-                            .build()
-                            .map_err(|_| path_error())?
-                    };
-                    // Only a request that may be sent again keeps a copy of its head.
-                    *r.headers_mut() = if last {
-                        headers.take().unwrap_or_default()
-                    } else {
-                        headers.clone().unwrap_or_default()
-                    };
-                    fwd.apply(r.headers_mut());
-                    let host = direct.then(|| fwd.host_for(&backend.host)).flatten();
-                    if let Some(h) = host {
-                        r.headers_mut().insert(header::HOST, h.clone());
-                    }
-                    if let Some(armed) = &p.interim {
-                        armed.attach(&mut r, request_id);
-                    }
+            match p.attempt(backend, last, request_id)? {
+                Attempt::Inline { host: h } => host = h,
+                Attempt::Hyper(r) => {
+                    let r = *r;
                     let pool = backend.state.pool();
-                    let send: SendFuture<'_> = if direct {
+                    let send: SendFuture<'_> = if backend.pooled {
                         Box::pin(async move {
                             match pool
                                 .send(&backend.authority, upstream.connect_timeout, r)
