@@ -112,6 +112,30 @@ async fn a_refused_upgrade_never_becomes_a_tunnel_and_h2c_is_stripped() {
 }
 
 #[tokio::test]
+async fn a_quiet_tunnel_outlives_the_header_read_timeout() {
+    let gw = TestGateway::start_with(|s| {
+        s.server.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let url = upgrade_echo_backend().await;
+    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(UPGRADE.as_bytes()).await.unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    // Quiet for more than twice the timeout (the tunnel's own idle limit
+    // is minutes): the tunnel is not the connection watchdog's business.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"still there").await.unwrap();
+    let mut buf = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .expect("an echo within 5 s")
+        .unwrap();
+    assert_eq!(&buf, b"STILL THERE");
+}
+
+#[tokio::test]
 async fn an_idle_tunnel_is_closed() {
     let gw = TestGateway::start_with(|s| s.proxy.tunnel_idle = Duration::from_millis(300)).await;
     let url = upgrade_echo_backend().await;
