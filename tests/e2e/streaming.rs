@@ -57,9 +57,9 @@ async fn upgrade_echo_backend() -> String {
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
-#[tokio::test]
-async fn websocket_upgrades_are_tunnelled_both_ways_with_half_close() {
-    let gw = TestGateway::start().await;
+/// A WebSocket tunnel through `gw` to an upper-casing echo backend (route
+/// `/ws`): the client socket once the gateway answered 101, and that head.
+async fn open_tunnel(gw: &TestGateway) -> (TcpStream, String) {
     let url = upgrade_echo_backend().await;
     gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
         .await;
@@ -67,6 +67,13 @@ async fn websocket_upgrades_are_tunnelled_both_ways_with_half_close() {
     s.write_all(UPGRADE.as_bytes()).await.unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, head)
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled_both_ways_with_half_close() {
+    let gw = TestGateway::start().await;
+    let (mut s, head) = open_tunnel(&gw).await;
     assert!(
         head.to_ascii_lowercase().contains("upgrade: websocket"),
         "{head}"
@@ -117,12 +124,7 @@ async fn a_quiet_tunnel_outlives_the_header_read_timeout() {
         s.server.header_read_timeout = Duration::from_millis(300);
     })
     .await;
-    let url = upgrade_echo_backend().await;
-    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
-        .await;
-    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
-    s.write_all(UPGRADE.as_bytes()).await.unwrap();
-    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    let mut s = open_tunnel(&gw).await.0;
     // Quiet for more than twice the timeout (the tunnel's own idle limit
     // is minutes): the tunnel is not the connection watchdog's business.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -138,12 +140,7 @@ async fn a_quiet_tunnel_outlives_the_header_read_timeout() {
 #[tokio::test]
 async fn an_idle_tunnel_is_closed() {
     let gw = TestGateway::start_with(|s| s.proxy.tunnel_idle = Duration::from_millis(300)).await;
-    let url = upgrade_echo_backend().await;
-    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
-        .await;
-    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
-    s.write_all(UPGRADE.as_bytes()).await.unwrap();
-    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    let mut s = open_tunnel(&gw).await.0;
     let started = Instant::now();
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
@@ -154,12 +151,7 @@ async fn an_idle_tunnel_is_closed() {
 #[tokio::test]
 async fn shutdown_drains_open_websockets() {
     let gw = TestGateway::start().await;
-    let url = upgrade_echo_backend().await;
-    gw.create_route(json!({"name": "ws", "path": "/ws", "backends": [{"url": url}]}))
-        .await;
-    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
-    s.write_all(UPGRADE.as_bytes()).await.unwrap();
-    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    let mut s = open_tunnel(&gw).await.0;
     let stopping = tokio::spawn(gw.stop());
     // During the drain the tunnel still works.
     s.write_all(b"still here").await.unwrap();
