@@ -13,8 +13,8 @@
 //! request head and drops it again, an allocation and a timer-wheel insert
 //! and removal per request. The watchdog counts requests in flight and
 //! notes when the last one finished; its single timer fires at most once
-//! per timeout period, and a request costs two counter updates and a clock
-//! read.
+//! per timeout period, and a request costs two counter updates, a
+//! reference count and a clock read.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -239,9 +239,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Serve one connection; when `stopping` turns true, finish the request in
 /// flight (no new ones on this connection) and close. A connection with no
 /// request in flight for `idle` (which covers a head that never completes)
-/// is closed: an HTTP/1 one at once, as hyper's own header timeout would;
-/// an HTTP/2 one gracefully (GOAWAY), so a request crossing the close is
-/// refused cleanly rather than lost.
+/// is closed: at once, as hyper's own header timeout would, unless it has
+/// carried an HTTP/2 request — then gracefully (GOAWAY), so that a request
+/// crossing the close is refused cleanly rather than lost. (An upload
+/// still streaming after its response ended does not count as in flight.)
 async fn serve_conn<I>(
     builder: &auto::Builder<TokioExecutor>,
     mut stopping: watch::Receiver<bool>,
@@ -279,6 +280,8 @@ where
         let _ = stopping.wait_for(|s| *s).await.map(|_| ());
     };
     tokio::select! {
+        // A head that arrives as the time runs out still counts.
+        biased;
         r = conn.as_mut() => return r,
         () = stop => {}
         () = activity.idle_for(idle) => {
@@ -288,8 +291,16 @@ where
             }
         }
     }
+    // Stopping, or an idle HTTP/2 connection told GOAWAY: requests in
+    // flight finish. One that then goes quiet for `idle` is dropped: a head
+    // still coming in when the drain began, or an HTTP/2 client that never
+    // answers the PING that GOAWAY waits for.
     conn.as_mut().graceful_shutdown();
-    conn.await
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => r,
+        () = activity.idle_for(idle) => Ok(()),
+    }
 }
 
 /// What a connection's watchdog knows: requests in flight, and when the

@@ -160,6 +160,29 @@ async fn slowloris_and_idle_keep_alive_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_head_still_coming_in_does_not_hold_up_the_drain() {
+    let (gw, _a) = gateway_with_backend().await;
+    let mut slow = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    slow.write_all(b"GET /pub HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    // The drain period is 5 s; the head's time (400 ms) runs out first.
+    let started = tokio::time::Instant::now();
+    let drained = gw.shutdown().await;
+    assert_eq!(drained, data_plane::server::Drained::Clean);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "drain waited {:?}",
+        started.elapsed()
+    );
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(1))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
 async fn a_request_in_flight_outlives_the_header_timeout() {
     let (gw, _a) = gateway_with_backend().await;
     // Three times the 400 ms header timeout to answer.
@@ -207,6 +230,42 @@ async fn idle_http2_connections_get_goaway_and_close() {
         "idle HTTP/2 connection left open or ended with an error: {ended:?}"
     );
     assert!(send.send_request(get(addr, "/pub")).await.is_err());
+}
+
+#[tokio::test]
+async fn an_http2_client_that_ignores_goaway_is_dropped() {
+    let (gw, a) = gateway_with_backend().await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    // Preface, empty SETTINGS, then GET /pub on stream 1 (HPACK: :method GET,
+    // :scheme http, :path "/pub", :authority "t"), then silence: in
+    // particular no answer to the PING that GOAWAY sends.
+    let mut raw = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    raw.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let block = [&[0x82, 0x86, 0x44, 4][..], b"/pub", &[0x41, 1], b"t"].concat();
+    raw.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    raw.extend_from_slice(&block);
+    s.write_all(&raw).await.unwrap();
+    // Frames until the gateway closes (5 s at most; the timeout is 400 ms).
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after 5 s"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut types = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(types.contains(&1), "no response HEADERS: {types:?}");
+    assert!(types.contains(&7), "no GOAWAY before the close: {types:?}");
+    assert_eq!(a.hits(), 1);
 }
 
 type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;

@@ -186,6 +186,11 @@ impl TestGateway {
         r.text().await.unwrap()
     }
 
+    /// Stop the gateway and say how its drain ended.
+    pub async fn shutdown(mut self) -> data_plane::server::Drained {
+        self.gateway.take().unwrap().shutdown().await
+    }
+
     /// Stop the gateway, keeping the database directory for a restart.
     pub async fn stop(mut self) -> TempDir {
         self.gateway.take().unwrap().shutdown().await;
