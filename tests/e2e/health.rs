@@ -337,6 +337,49 @@ async fn a_refused_post_is_retried_with_its_body_on_another_backend() {
 }
 
 #[tokio::test]
+async fn a_refused_get_is_retried_with_the_next_backends_host() {
+    let gw = TestGateway::start().await;
+    let live = Backend::named("live").start().await;
+    let dead = crate::common::backend::dead_url().await;
+    // Round robin starts with the dead one, in both upstreams.
+    for (name, path, preserve) in [("moved", "/moved", false), ("kept", "/kept", true)] {
+        gw.create_upstream(
+            json!({"name": name, "retries": 1, "backends": [{"url": dead}, {"url": live.url}]}),
+        )
+        .await;
+        gw.create_route(json!({"name": name, "path": path, "upstream": name,
+            "preserve_host": preserve}))
+            .await;
+    }
+    let get = |path: &str| {
+        let url = gw.proxy_url(path);
+        let http = gw.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // The second attempt's head names the live backend, not the dead one.
+    let echo = get("/moved/page?x=1").await;
+    assert_eq!(echo["backend"], "live");
+    assert_eq!(echo["headers"]["host"], live.addr.to_string(), "{echo}");
+    assert_eq!(
+        (echo["path"].as_str(), echo["query"].as_str()),
+        (Some("/moved/page"), Some("x=1"))
+    );
+    // `preserve_host`: the client's Host on every attempt.
+    let echo = get("/kept").await;
+    assert_eq!(echo["backend"], "live");
+    assert_eq!(
+        echo["headers"]["host"],
+        gw.gateway().proxy_addr.to_string(),
+        "{echo}"
+    );
+    assert_eq!(live.hits(), 2);
+}
+
+#[tokio::test]
 async fn a_request_whose_body_was_sent_is_never_retried() {
     let gw = TestGateway::start().await;
     let (hole, conns) = black_hole().await;
