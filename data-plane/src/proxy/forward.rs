@@ -170,10 +170,15 @@ impl Forwarding {
         }
     }
 
+    /// Whether each backend gets its own `Host` (the client's is not kept).
+    pub fn backend_host(&self) -> bool {
+        matches!(self.host, Field::Drop)
+    }
+
     /// `Host` to send to a backend that needs one in the head (origin-form
     /// requests): the backend's own unless the client's is kept.
     pub fn host_for<'a>(&self, backend_host: &'a HeaderValue) -> Option<&'a HeaderValue> {
-        matches!(self.host, Field::Drop).then_some(backend_host)
+        self.backend_host().then_some(backend_host)
     }
 
     /// Write the client's fields the gateway leaves alone, then the

@@ -139,15 +139,14 @@ impl Conn {
     }
 }
 
-/// Serialise a request head without body: request line, `host` if given,
-/// the fields `fields` puts, and `content-length: 0` for the methods whose
-/// bodies a backend may insist on being told the length of. Returns the
-/// length of the request line (where `host` goes).
+/// Serialise a request head without body: request line, the fields
+/// `fields` puts, and `content-length: 0` for the methods whose bodies a
+/// backend may insist on being told the length of. Returns the length of
+/// the request line (where a backend's `host` goes, see `upstream.rs`).
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    host: Option<&HeaderValue>,
     fields: impl FnOnce(&mut dyn FnMut(&HeaderName, &HeaderValue)),
 ) -> usize {
     let start = out.len();
@@ -156,9 +155,6 @@ pub fn encode_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let line_len = out.len() - start;
-    if let Some(host) = host {
-        put_field(out, header::HOST.as_str(), host);
-    }
     let mut has_length = false;
     fields(&mut |name, value| {
         has_length |= name == header::CONTENT_LENGTH;
@@ -672,13 +668,10 @@ mod tests {
         let (addr, _task) = backend(pieces).await;
         let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
         let mut head = Vec::new();
-        encode_request(
-            &mut head,
-            &method,
-            "/x?y=1",
-            Some(&HeaderValue::from_static("b")),
-            |_| {},
-        );
+        let host = HeaderValue::from_static("b");
+        encode_request(&mut head, &method, "/x?y=1", |put| {
+            put(&header::HOST, &host)
+        });
         let mut seen = Vec::new();
         let resp = exchange(conn, &head, &method, &mut |s, _| seen.push(s)).await;
         (resp, seen)
@@ -704,24 +697,22 @@ mod tests {
         h.insert("x-a", HeaderValue::from_static("1"));
         let fields =
             |put: &mut dyn FnMut(&HeaderName, &HeaderValue)| h.iter().for_each(|(n, v)| put(n, v));
-        encode_request(
-            &mut out,
-            &Method::POST,
-            "/p",
-            Some(&HeaderValue::from_static("h:1")),
-            fields,
-        );
+        let host = HeaderValue::from_static("h:1");
+        encode_request(&mut out, &Method::POST, "/p", |put| {
+            put(&header::HOST, &host);
+            fields(put);
+        });
         assert_eq!(
             out,
             b"POST /p HTTP/1.1\r\nhost: h:1\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
-        encode_request(&mut out, &Method::GET, "/", None, fields);
+        encode_request(&mut out, &Method::GET, "/", fields);
         assert_eq!(out, b"GET / HTTP/1.1\r\nx-a: 1\r\n\r\n");
         // A length the client gave is not repeated.
         out.clear();
         let zero = HeaderValue::from_static("0");
-        encode_request(&mut out, &Method::PUT, "/", None, |put| {
+        encode_request(&mut out, &Method::PUT, "/", |put| {
             put(&header::CONTENT_LENGTH, &zero)
         });
         assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");

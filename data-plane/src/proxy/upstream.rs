@@ -76,22 +76,31 @@ struct EncodedHead {
     host_at: usize,
     /// Length of the `host` line there now (0: none yet).
     host_len: usize,
-    /// Each backend gets its own `Host`, set per attempt; else the
-    /// client's is kept and written with the other fields.
+    /// Each backend gets its own `Host`, set per attempt (see
+    /// [`Self::point_at`]); else the client's is kept and written with the
+    /// other fields.
     backend_host: bool,
 }
 
 impl EncodedHead {
     fn new(method: &Method, target: &str, headers: &HeaderMap, fwd: &Forwarding) -> Self {
         let mut bytes = Vec::with_capacity(256);
-        let host_at = h1::encode_request(&mut bytes, method, target, None, |put| {
+        let host_at = h1::encode_request(&mut bytes, method, target, |put| {
             fwd.write(headers, put);
         });
         EncodedHead {
             bytes,
             host_at,
             host_len: 0,
-            backend_host: matches!(fwd.host, forward::Field::Drop),
+            backend_host: fwd.backend_host(),
+        }
+    }
+
+    /// Ready the head for `backend`: its own `Host`, unless the client's
+    /// is kept.
+    fn point_at(&mut self, backend: &CompiledBackend) {
+        if self.backend_host {
+            self.set_host(&backend.host);
         }
     }
 
@@ -121,10 +130,10 @@ impl EncodedHead {
 }
 
 /// How one attempt goes to its backend.
-enum Attempt<'b> {
-    /// Through the inline client, with this `Host` for a head still to be
-    /// written (`None`: the head has it, or keeps the client's).
-    Inline { host: Option<&'b HeaderValue> },
+enum Attempt {
+    /// Through the inline client (an encoded head is ready for the backend;
+    /// a head kept as fields is written for it when sent).
+    Inline,
     /// Through hyper's client, with this request (boxed: it is large, and
     /// the inline case is the hot one).
     Hyper(Box<Request<RequestBody>>),
@@ -135,24 +144,20 @@ impl Prepared {
     /// backend when there is no body nor upgrade (an encoded head gets the
     /// backend's `Host` here), else a request for hyper's client — the
     /// client's head cloned, or taken by the `last` attempt.
-    fn attempt<'b>(
+    fn attempt(
         &mut self,
-        backend: &'b CompiledBackend,
+        backend: &CompiledBackend,
         last: bool,
         request_id: &HeaderValue,
-    ) -> Result<Attempt<'b>, ProxyError> {
+    ) -> Result<Attempt, ProxyError> {
         let direct = backend.pooled;
         let f = match &mut self.head {
             Head::Encoded(head) => {
-                if head.backend_host {
-                    head.set_host(&backend.host);
-                }
-                return Ok(Attempt::Inline { host: None });
+                head.point_at(backend);
+                return Ok(Attempt::Inline);
             }
             Head::Fields(f) if direct && self.body.is_none() && f.fwd.upgrade.is_none() => {
-                return Ok(Attempt::Inline {
-                    host: f.fwd.host_for(&backend.host),
-                });
+                return Ok(Attempt::Inline);
             }
             Head::Fields(f) => f,
         };
@@ -446,12 +451,11 @@ impl Proxy {
             // body (nor upgrade), the request's task drives it itself (the
             // inline client), from the head `prepare` wrote or, when the
             // upstream also has other backends, from one written below.
-            let mut host = None;
             // Through hyper's client: boxed, as hyper's futures are large
             // and the hot path below should not carry (and move) their room.
             let mut via_hyper = None;
             match p.attempt(backend, last, request_id)? {
-                Attempt::Inline { host: h } => host = h,
+                Attempt::Inline => {}
                 Attempt::Hyper(r) => {
                     let r = *r;
                     let pool = backend.state.pool();
@@ -485,25 +489,16 @@ impl Proxy {
                 if let Some(send) = via_hyper {
                     return send.await;
                 }
-                let mut built = Vec::new();
+                let written;
                 let head = match &p.head {
                     Head::Encoded(head) => &head.bytes,
                     Head::Fields(f) => {
-                        let Fields {
-                            path_and_query,
-                            headers,
-                            fwd,
-                        } = &**f;
-                        let headers = headers.as_ref().expect("kept for inline requests");
-                        built.reserve(256);
-                        h1::encode_request(
-                            &mut built,
-                            &p.method,
-                            path_and_query.as_str(),
-                            host,
-                            |put| fwd.write(headers, put),
-                        );
-                        &built
+                        let headers = f.headers.as_ref().expect("kept for inline requests");
+                        let mut head =
+                            EncodedHead::new(&p.method, f.path_and_query.as_str(), headers, &f.fwd);
+                        head.point_at(backend);
+                        written = head.bytes;
+                        &written
                     }
                 };
                 let mut relay = |status, headers: &HeaderMap| {
@@ -633,7 +628,10 @@ mod tests {
         };
         let from_scratch = |fwd: &Forwarding, host: Option<&HeaderValue>| {
             let mut out = Vec::new();
-            h1::encode_request(&mut out, &Method::GET, "/cart?id=7", host, |put| {
+            h1::encode_request(&mut out, &Method::GET, "/cart?id=7", |put| {
+                if let Some(host) = host {
+                    put(&header::HOST, host);
+                }
                 fwd.write(&h, put)
             });
             String::from_utf8(out).unwrap()
