@@ -70,12 +70,14 @@ pub fn build(strategy: Strategy, candidates: &[Candidate<'_>]) -> Box<dyn Balanc
 /// The first eligible backend scanning from `start` (wrapping): the common
 /// fallback when a strategy's own choice is not eligible.
 pub fn first_eligible_from(backends: &dyn Backends, start: usize) -> Option<usize> {
-    let n = backends.len();
-    if n == 0 {
-        return None;
-    }
-    let start = start % n;
-    (start..n).chain(0..start).find(|&i| backends.eligible(i))
+    rotated(backends.len(), start).find(|&i| backends.eligible(i))
+}
+
+/// Every index below `n` once, from `start` (taken modulo `n`) wrapping
+/// round: one division per scan, not one per index.
+fn rotated(n: usize, start: usize) -> impl Iterator<Item = usize> {
+    let start = if n == 0 { 0 } else { start % n };
+    (start..n).chain(0..start)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Backends, Balancer, Candidate, PickContext};
+use super::{Backends, Balancer, Candidate, PickContext, rotated};
 
 #[derive(Debug)]
 pub struct LeastConnections {
@@ -27,10 +27,9 @@ impl Balancer for LeastConnections {
         if n == 0 {
             return None;
         }
-        // One division per pick, not one per backend.
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<(usize, u64)> = None;
-        for i in (start..n).chain(0..start) {
+        for i in rotated(n, start) {
             if !backends.eligible(i) {
                 continue;
             }
