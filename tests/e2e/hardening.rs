@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backend, TestGateway, raw_request};
+use crate::common::{Backend, TestGateway, raw_request, read_head};
 
 async fn gateway_with_backend() -> (TestGateway, Backend) {
     let gw = TestGateway::start_with(|s| {
@@ -291,34 +291,20 @@ fn get(addr: SocketAddr, path: &str) -> http::Request<http_body_util::Empty<byte
 
 /// Read one response to a GET (head and a `Content-Length` body).
 async fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("an answer within 10 s")
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed mid-response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("a Content-Length");
-            if body.len() >= len {
-                return head.to_string();
-            }
-        }
-    }
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(s))
+        .await
+        .expect("an answer within 10 s");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head
 }
 
 #[tokio::test]

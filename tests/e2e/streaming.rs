@@ -9,23 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::backend::raw_backend;
-use crate::common::{Backend, TestGateway, eventually};
-
-/// Read an HTTP response head from `s` (up to the blank line).
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).await.unwrap(),
-            1,
-            "closed before the head ended: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
+use crate::common::{Backend, TestGateway, eventually, read_head};
 
 /// A backend that accepts WebSocket upgrades and then echoes bytes back
 /// upper-cased; it closes when the client half-closes.

@@ -216,6 +216,24 @@ where
     }
 }
 
+/// Read an HTTP response head from `s` (up to the blank line), and no
+/// byte more.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "closed before the head ended: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// Send `request` (raw bytes) to `addr` over a fresh connection and return
 /// the status code and body of the answer. For bytes that an HTTP client
 /// library would rewrite before sending (dot segments, escapes).
