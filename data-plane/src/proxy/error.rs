@@ -6,6 +6,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::h1::H1Error;
 use super::headers::X_REQUEST_ID;
 use super::pool::PoolError;
 use crate::routing::path::PathError;
@@ -71,7 +72,9 @@ impl ProxyError {
     pub fn from_pool(backend: &Arc<str>, source: PoolError) -> Self {
         let backend = Arc::clone(backend);
         match source {
-            PoolError::ConnectTimeout => ProxyError::Timeout { backend },
+            PoolError::ConnectTimeout | PoolError::H1(H1Error::TimedOut) => {
+                ProxyError::Timeout { backend }
+            }
             PoolError::Connect(e) => ProxyError::Connect {
                 backend,
                 source: e.into(),

@@ -30,6 +30,7 @@ use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Most header fields in a response head (or trailer section): hyper's
 /// default, as before this client.
@@ -67,6 +68,8 @@ pub enum H1Error {
     Chunked,
     #[error("response body ended before its end")]
     Truncated,
+    #[error("no response head before the deadline")]
+    TimedOut,
 }
 
 /// One keep-alive connection to a backend and what was read ahead on it.
@@ -76,6 +79,14 @@ pub struct Conn {
     buf: BytesMut,
     /// Room to ask for before the next read.
     reserve: usize,
+    /// The response-head deadline of this connection's exchanges: made on
+    /// the first, then moved later for each next one, which costs one
+    /// atomic update while it is still armed (tokio only touches its timer
+    /// wheel when the timer is first armed and when it fires). A timer made
+    /// and dropped per request would take the wheel twice per request.
+    /// Between exchanges it may fire unwatched, waking the task that last
+    /// waited on it for nothing: at most once per timeout period.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -84,6 +95,18 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             reserve: READ_RESERVE,
+            deadline: None,
+        }
+    }
+
+    /// This connection's deadline timer, set to `deadline`.
+    fn take_deadline(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
+        match self.deadline.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 
@@ -182,46 +205,59 @@ pub struct Failed {
     pub nothing_received: bool,
 }
 
-/// Send `head` on `conn` and read the response head; 1xx heads go to
-/// `interim` (except `101`, which is an error: nothing asked to switch).
-/// The response's body owns the connection.
+/// Send `head` on `conn` and read the response head, by `deadline`; 1xx
+/// heads go to `interim` (except `101`, which is an error: nothing asked
+/// to switch). The response's body owns the connection.
 pub async fn exchange(
     mut conn: Conn,
     head: &[u8],
     method: &Method,
+    deadline: Instant,
     interim: &mut (dyn FnMut(StatusCode, &HeaderMap) + Send),
 ) -> Result<Response<ResponseBody>, Failed> {
+    let mut timer = conn.take_deadline(deadline);
     let mut received = false;
-    let fail = |error, received: bool| Failed {
+    let result = tokio::select! {
+        biased;
+        r = head_of_response(&mut conn, head, &mut received, interim) => r,
+        () = timer.as_mut() => Err(H1Error::TimedOut),
+    };
+    conn.deadline = Some(timer);
+    let fail = |error| Failed {
         error,
         nothing_received: !received,
     };
-    if let Err(e) = conn.io.write_all(head).await {
-        return Err(fail(e.into(), false));
-    }
+    let resp = result.map_err(fail)?;
+    start_body(conn, resp, method).map_err(fail)
+}
+
+/// The write and read half of [`exchange`]; `received` tells whether any
+/// of the response arrived.
+async fn head_of_response(
+    conn: &mut Conn,
+    head: &[u8],
+    received: &mut bool,
+    interim: &mut (dyn FnMut(StatusCode, &HeaderMap) + Send),
+) -> Result<Response<()>, H1Error> {
+    conn.io.write_all(head).await?;
     loop {
         if !conn.buf.is_empty() {
-            received = true;
-            match parse_head(&mut conn.buf) {
-                Ok(None) if conn.buf.len() >= MAX_HEAD => {
-                    return Err(fail(H1Error::HeadTooLarge, true));
+            *received = true;
+            match parse_head(&mut conn.buf)? {
+                None if conn.buf.len() >= MAX_HEAD => return Err(H1Error::HeadTooLarge),
+                None => {}
+                Some(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(H1Error::Switching);
                 }
-                Ok(None) => {}
-                Ok(Some(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    return Err(fail(H1Error::Switching, true));
-                }
-                Ok(Some(resp)) if resp.status().is_informational() => {
+                Some(resp) if resp.status().is_informational() => {
                     interim(resp.status(), resp.headers());
                     continue;
                 }
-                Ok(Some(resp)) => return start_body(conn, resp, method).map_err(|e| fail(e, true)),
-                Err(e) => return Err(fail(e, true)),
+                Some(resp) => return Ok(resp),
             }
         }
-        match conn.fill().await {
-            Ok(0) => return Err(fail(H1Error::Closed, received)),
-            Ok(_) => {}
-            Err(e) => return Err(fail(e.into(), received)),
+        if conn.fill().await? == 0 {
+            return Err(H1Error::Closed);
         }
     }
 }
@@ -661,6 +697,77 @@ mod tests {
         (addr, task)
     }
 
+    /// A deadline no test here should meet.
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    /// One connection's deadline timer is reused: moved later while armed,
+    /// moved earlier, and armed again after it fired unwatched. Each
+    /// exchange keeps its own deadline.
+    #[tokio::test]
+    async fn each_exchange_keeps_its_own_deadline_on_a_reused_timer() {
+        use std::time::Duration;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Answers each request head after the delay its target names.
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                while let Some(end) = find(&seen, b"\r\n\r\n") {
+                    let head = String::from_utf8(seen.drain(..end + 4).collect()).unwrap();
+                    let ms: u64 = head[5..].split(' ').next().unwrap().parse().unwrap();
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        let ms = Duration::from_millis;
+        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let send = async |conn: Conn, delay: u64, within: Duration| {
+            let head = format!("GET /{delay} HTTP/1.1\r\n\r\n");
+            let started = Instant::now();
+            let got = exchange(
+                conn,
+                head.as_bytes(),
+                &Method::GET,
+                started + within,
+                &mut |_, _| {},
+            )
+            .await;
+            (got, started.elapsed())
+        };
+        // First deadline: 200 ms, met.
+        let (resp, _) = send(conn, 0, ms(200)).await;
+        conn = resp.unwrap().into_body().into_reusable().unwrap();
+        // The timer fires unwatched; a later exchange with time enough is
+        // not cut short by it.
+        tokio::time::sleep(ms(300)).await;
+        let (resp, _) = send(conn, 300, ms(5000)).await;
+        conn = resp.unwrap().into_body().into_reusable().unwrap();
+        // Moved earlier (5 s → 150 ms) while still armed: kept.
+        let (got, took) = send(conn, 2000, ms(150)).await;
+        assert!(
+            matches!(
+                got,
+                Err(Failed {
+                    error: H1Error::TimedOut,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        assert!(took >= ms(140) && took < ms(1500), "{took:?}");
+    }
+
     async fn get(
         pieces: Vec<&'static [u8]>,
         method: Method,
@@ -673,7 +780,7 @@ mod tests {
             put(&header::HOST, &host)
         });
         let mut seen = Vec::new();
-        let resp = exchange(conn, &head, &method, &mut |s, _| seen.push(s)).await;
+        let resp = exchange(conn, &head, &method, soon(), &mut |s, _| seen.push(s)).await;
         (resp, seen)
     }
 
@@ -859,6 +966,7 @@ mod tests {
                 conn,
                 b"GET / HTTP/1.1\r\n\r\n",
                 &Method::GET,
+                soon(),
                 &mut |_, _| {},
             )
             .await
@@ -884,6 +992,7 @@ mod tests {
             conn,
             b"GET / HTTP/1.1\r\n\r\n",
             &Method::GET,
+            soon(),
             &mut |_, _| {},
         )
         .await

@@ -34,6 +34,15 @@ const MAX_IDLE: usize = 256;
 /// An idle connection unused for this long is closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long an exchange may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// To connect, when a new connection is needed.
+    pub connect_timeout: Duration,
+    /// When the response head must have arrived (connecting included).
+    pub deadline: tokio::time::Instant,
+}
+
 /// Why a request through the pool failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -162,21 +171,26 @@ impl ConnPool {
     }
 
     /// Send a request without body, serialised in `head`, to the backend at
-    /// `authority` on an idle bare connection, or a new one; the response
-    /// body gives the connection back ([`ConnPool::give_back_bare`]). A
-    /// reused connection that answers nothing at all (the backend closed
-    /// it while idle) is replaced by a new one when `replayable`.
+    /// `authority` on an idle bare connection, or a new one, and read the
+    /// response head within `limits`; the response body gives the
+    /// connection back ([`ConnPool::give_back_bare`]). A reused connection
+    /// that answers nothing at all (the backend closed it while idle) is
+    /// replaced by a new one when `replayable`.
     pub async fn exchange(
         &self,
         authority: &Authority,
-        connect_timeout: Duration,
+        limits: Limits,
         head: &[u8],
         method: &http::Method,
         replayable: bool,
         interim: &mut (dyn FnMut(http::StatusCode, &http::HeaderMap) + Send),
     ) -> Result<Response<ResponseBody>, PoolError> {
+        let Limits {
+            connect_timeout,
+            deadline,
+        } = limits;
         if let Some(conn) = self.bare.take(Conn::is_usable) {
-            match h1::exchange(conn, head, method, interim).await {
+            match h1::exchange(conn, head, method, deadline, interim).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) if failed.nothing_received && replayable => {
                     tracing::debug!(error = %failed.error, "idle backend connection was closed; using a new one");
@@ -184,8 +198,14 @@ impl ConnPool {
                 Err(failed) => return Err(failed.error.into()),
             }
         }
-        let stream = connect_tcp(authority, connect_timeout).await?;
-        h1::exchange(Conn::new(stream), head, method, interim)
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let stream = match connect_tcp(authority, connect_timeout.min(left)).await {
+            Err(PoolError::ConnectTimeout) if left < connect_timeout => {
+                return Err(H1Error::TimedOut.into());
+            }
+            connected => connected?,
+        };
+        h1::exchange(Conn::new(stream), head, method, deadline, interim)
             .await
             .map_err(|failed| failed.error.into())
     }

@@ -19,7 +19,7 @@ use hyper::upgrade::OnUpgrade;
 use super::forward::{self, Forwarding};
 use super::request_body::{self, RequestBody};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, ProxySettings, Upstream};
-use super::{h1, headers, interim};
+use super::{h1, headers, interim, pool};
 use crate::balance::{self, PickContext};
 use crate::config::HashOn;
 use crate::metrics::ErrorKind;
@@ -485,9 +485,15 @@ impl Proxy {
 
             let in_flight = backend.state.start();
             let started = registry::now_ns();
+            let deadline = tokio::time::Instant::now() + upstream.response_header_timeout;
             let sent = async {
                 if let Some(send) = via_hyper {
-                    return send.await;
+                    return match tokio::time::timeout_at(deadline, send).await {
+                        Ok(sent) => sent,
+                        Err(_elapsed) => Err(ProxyError::Timeout {
+                            backend: Arc::clone(&backend.url),
+                        }),
+                    };
                 }
                 let written;
                 let head = match &p.head {
@@ -506,12 +512,18 @@ impl Proxy {
                         armed.relay(status, headers, request_id);
                     }
                 };
+                // The inline client keeps the deadline on its connection's
+                // own timer (see `h1::Conn`).
+                let limits = pool::Limits {
+                    connect_timeout: upstream.connect_timeout,
+                    deadline,
+                };
                 match backend
                     .state
                     .pool()
                     .exchange(
                         &backend.authority,
-                        upstream.connect_timeout,
+                        limits,
                         head,
                         &p.method,
                         p.idempotent,
@@ -523,8 +535,8 @@ impl Proxy {
                     Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
                 }
             };
-            let failure = match tokio::time::timeout(upstream.response_header_timeout, sent).await {
-                Ok(Ok(mut resp)) => {
+            let failure = match sent.await {
+                Ok(mut resp) => {
                     p.interim = None;
                     let now = registry::now_ns();
                     let took = now - started;
@@ -562,14 +574,11 @@ impl Proxy {
                         ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
                     return Ok(Response::from_parts(head, body));
                 }
-                Ok(Err(e)) if p.body.as_ref().is_some_and(|b| b.too_large()) => {
+                Err(e) if p.body.as_ref().is_some_and(|b| b.too_large()) => {
                     drop(e);
                     return Err(ProxyError::BodyTooLarge(p.body_limit));
                 }
-                Ok(Err(e)) => e,
-                Err(_elapsed) => ProxyError::Timeout {
-                    backend: Arc::clone(&backend.url),
-                },
+                Err(e) => e,
             };
             drop(in_flight);
             backend.state.stats().error(match failure {
