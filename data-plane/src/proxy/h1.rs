@@ -262,9 +262,22 @@ async fn head_of_response(
     }
 }
 
+/// Header slots tried first: most response heads have fewer fields, and
+/// slots are set up before parsing. Up to [`MAX_HEADERS`] on a retry.
+const FEW_HEADERS: usize = 16;
+
 /// Parse one response head off the front of `buf`, if it is all there.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match parse_head_with::<FEW_HEADERS>(buf) {
+        Err(H1Error::Parse(httparse::Error::TooManyHeaders)) => parse_head_with::<MAX_HEADERS>(buf),
+        parsed => parsed,
+    }
+}
+
+/// [`parse_head`] with room for `N` fields.
+fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
+    let mut fields = [httparse::EMPTY_HEADER; N];
+    let mut spans = [[0u32; 4]; N];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -274,7 +287,6 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
     // Where each field's name and value sit, so that the values can share
     // the frozen head.
     let base = buf.as_ptr() as usize;
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
     let count = parsed.headers.len();
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
         let name = field.name.as_ptr() as usize - base;
@@ -325,27 +337,58 @@ fn header_field(name: &[u8], value: Bytes) -> Result<(HeaderName, HeaderValue), 
     Ok((name, value))
 }
 
-/// Whether `headers`' `Connection` lists `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    super::headers::lists_token(headers, &header::CONNECTION, token)
+/// What a response head says of its body's framing and its connection,
+/// found in one pass over its fields.
+#[derive(Debug)]
+struct Framing<'a> {
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive`.
+    keep_alive: bool,
+    /// The last `Transfer-Encoding` line.
+    transfer_encoding: Option<&'a HeaderValue>,
+    /// The one `Content-Length` (repeated equal values allowed), or why
+    /// there is none usable (looked at only when it frames the body).
+    length: Result<Option<u64>, ()>,
 }
 
-/// The one `Content-Length` of a response (repeated equal values allowed).
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let value = value.to_str().map_err(|_| H1Error::ContentLength)?;
-        for part in value.split(',') {
-            let part = part.trim();
-            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(H1Error::ContentLength);
+impl<'a> Framing<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut f = Framing {
+            close: false,
+            keep_alive: false,
+            transfer_encoding: None,
+            length: Ok(None),
+        };
+        for (name, value) in headers {
+            if name == header::CONNECTION {
+                for token in value.to_str().unwrap_or_default().split(',') {
+                    let token = token.trim();
+                    f.close |= token.eq_ignore_ascii_case("close");
+                    f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                f.transfer_encoding = Some(value);
+            } else if name == header::CONTENT_LENGTH {
+                f.length = f.length.and_then(|length| add_length(length, value));
             }
-            let n: u64 = part.parse().map_err(|_| H1Error::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::ContentLength);
-            }
-            length = Some(n);
         }
+        f
+    }
+}
+
+/// `length` with one more `Content-Length` line: all values must agree.
+fn add_length(mut length: Option<u64>, value: &HeaderValue) -> Result<Option<u64>, ()> {
+    for part in value.to_str().map_err(|_| ())?.split(',') {
+        let part = part.trim();
+        if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        let n: u64 = part.parse().map_err(|_| ())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
     }
     Ok(length)
 }
@@ -358,24 +401,21 @@ fn start_body(
     method: &Method,
 ) -> Result<Response<ResponseBody>, H1Error> {
     let (mut parts, ()) = resp.into_parts();
-    let mut reusable = !connection_has(&parts.headers, "close")
-        && (parts.version == Version::HTTP_11 || connection_has(&parts.headers, "keep-alive"));
+    let framing = Framing::of(&parts.headers);
+    let mut reusable = !framing.close && (parts.version == Version::HTTP_11 || framing.keep_alive);
     let status = parts.status;
     let decode = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Decode::Length(0)
-    } else if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if let Some(te) = framing.transfer_encoding {
         if parts.version == Version::HTTP_10 {
             return Err(H1Error::Http10TransferEncoding);
         }
-        let chunked_last = parts
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
+        let chunked_last = te
+            .to_str()
+            .ok()
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
         if parts.headers.remove(header::CONTENT_LENGTH).is_some() {
@@ -390,7 +430,7 @@ fn start_body(
             Decode::Eof
         }
     } else {
-        match content_length(&parts.headers)? {
+        match framing.length.map_err(|()| H1Error::ContentLength)? {
             Some(n) => Decode::Length(n),
             None => {
                 reusable = false;
@@ -823,6 +863,74 @@ mod tests {
             put(&header::CONTENT_LENGTH, &zero)
         });
         assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    }
+
+    /// Heads with more fields than the first try has slots for are parsed
+    /// whole on the retry, up to [`MAX_HEADERS`]; past that, an error.
+    #[test]
+    fn heads_with_many_fields() {
+        let head = |n: usize| {
+            let mut h = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..n {
+                h.push_str(&format!("x-f{i}: {i}\r\n"));
+            }
+            h.push_str("\r\nrest");
+            BytesMut::from(h.as_bytes())
+        };
+        for n in [
+            0,
+            FEW_HEADERS - 1,
+            FEW_HEADERS,
+            FEW_HEADERS + 1,
+            MAX_HEADERS,
+        ] {
+            let mut buf = head(n);
+            let resp = parse_head(&mut buf).unwrap().expect("complete");
+            assert_eq!(resp.headers().len(), n);
+            if n > 0 {
+                assert_eq!(resp.headers()[format!("x-f{}", n - 1)], (n - 1).to_string());
+            }
+            assert_eq!(&buf[..], b"rest", "{n} fields");
+        }
+        // Partial, with more fields than the first try's slots.
+        let mut buf = head(FEW_HEADERS + 4);
+        buf.truncate(buf.len() - 10);
+        assert!(parse_head(&mut buf).unwrap().is_none());
+        assert!(matches!(
+            parse_head(&mut head(MAX_HEADERS + 1)),
+            Err(H1Error::Parse(httparse::Error::TooManyHeaders))
+        ));
+    }
+
+    /// Framing and connection from one pass over the fields.
+    #[test]
+    fn framing_of_a_head() {
+        let mut h = HeaderMap::new();
+        let f = Framing::of(&h);
+        assert!(!f.close && !f.keep_alive && f.transfer_encoding.is_none());
+        assert_eq!(f.length, Ok(None));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, x"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static(" close "));
+        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let f = Framing::of(&h);
+        assert!(f.close && f.keep_alive);
+        assert_eq!(f.transfer_encoding.unwrap(), "chunked");
+        assert_eq!(f.length, Ok(Some(5)));
+        for bad in ["6", "", "+5", "5x", "99999999999999999999"] {
+            h.append(header::CONTENT_LENGTH, HeaderValue::from_static(bad));
+            assert_eq!(Framing::of(&h).length, Err(()), "{bad:?}");
+            h.remove(header::CONTENT_LENGTH);
+            h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        }
     }
 
     #[test]

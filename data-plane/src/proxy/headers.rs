@@ -111,17 +111,30 @@ pub fn appended(prior: Option<String>, entry: &HeaderValue) -> HeaderValue {
     HeaderValue::from_str(&joined).unwrap_or_else(|_| entry.clone())
 }
 
-/// Rewrite an upstream response's headers for the client.
+/// Rewrite an upstream response's headers for the client. One look at
+/// the names finds out what there is to do; most responses carry no
+/// hop-by-hop field, `Server`, `X-Powered-By` nor `Via`, and get only the
+/// gateway's `Via` and `X-Request-ID`.
 pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
-    strip_hop_by_hop(headers);
-    if headers
-        .keys()
-        .any(|k| k == header::SERVER || k == X_POWERED_BY)
-    {
+    let (mut hop_by_hop, mut identifying, mut via) = (false, false, false);
+    for name in headers.keys() {
+        hop_by_hop |= is_hop_by_hop(name);
+        identifying |= name == header::SERVER || name == X_POWERED_BY;
+        via |= name == header::VIA;
+    }
+    // A `Connection` naming fields is itself hop-by-hop.
+    if hop_by_hop {
+        strip_hop_by_hop(headers);
+    }
+    if identifying {
         headers.remove(header::SERVER);
         headers.remove(&X_POWERED_BY);
     }
-    let via = appended(joined(headers, &header::VIA), &VIA_ENTRY);
+    let via = if via {
+        appended(joined(headers, &header::VIA), &VIA_ENTRY)
+    } else {
+        VIA_ENTRY.clone()
+    };
     headers.insert(header::VIA, via);
     headers.insert(&X_REQUEST_ID, request_id.clone());
 }
@@ -192,6 +205,43 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn response_headers_for_the_client() {
+        let id = HeaderValue::from_static("id-1");
+        // Nothing to remove: the gateway's Via and request ID are added.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        forward_response(&mut h, &id);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[header::VIA], "1.1 switchyard");
+        assert_eq!(h[&X_REQUEST_ID], "id-1");
+        // Hop-by-hop fields, those Connection names, and the backend's
+        // identity go; an earlier Via (every line) is extended; a backend's
+        // X-Request-ID is replaced.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::SERVER, HeaderValue::from_static("backend/1.0"));
+        h.insert(&X_POWERED_BY, HeaderValue::from_static("php"));
+        h.append(header::VIA, HeaderValue::from_static("1.0 a"));
+        h.append(header::VIA, HeaderValue::from_static("1.1 b"));
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("theirs"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        forward_response(&mut h, &id);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "via", "x-request-id"]);
+        assert_eq!(h[header::VIA], "1.0 a, 1.1 b, 1.1 switchyard");
+        assert_eq!(h.get_all(header::VIA).iter().count(), 1);
+        assert_eq!(h[&X_REQUEST_ID], "id-1");
+        // Server alone.
+        let mut h = HeaderMap::new();
+        h.insert(header::SERVER, HeaderValue::from_static("backend/1.0"));
+        forward_response(&mut h, &id);
+        assert!(!h.contains_key(header::SERVER));
     }
 
     #[test]
