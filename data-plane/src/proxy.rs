@@ -160,9 +160,10 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        let seen = headers::Seen::of(req.headers());
         let received = Received {
             started: registry::now_ns(),
-            request_id: headers::request_id(req.headers()),
+            request_id: headers::request_id(req.headers(), seen),
             method: req.method().clone(),
             path: self
                 .settings
@@ -172,7 +173,14 @@ impl Proxy {
         };
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
-        let mut prepared = self.prepare(&snapshot, req, &conn, &received.request_id, &mut outcome);
+        let mut prepared = self.prepare(
+            &snapshot,
+            req,
+            seen,
+            &conn,
+            &received.request_id,
+            &mut outcome,
+        );
         async move {
             let request_id = &received.request_id;
             // Borrowed in place: moved out, it would take a second slot in

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::headers::{self, FORWARDED, VIA_ENTRY, X_FORWARDED_FOR, X_FORWARDED_HOST};
+use super::headers::{self, FORWARDED, Seen, VIA_ENTRY, X_FORWARDED_FOR, X_FORWARDED_HOST};
 use super::headers::{X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID, appended, joined};
 
 /// What the gateway knows of a request's origin, for the forwarding headers.
@@ -75,7 +75,7 @@ static UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
 impl Forwarding {
     /// The edits for a request with client head `headers` from `origin`.
     /// `Host` is dropped (see [`Forwarding::host`]), no `TE` and no upgrade.
-    pub fn new(headers: &HeaderMap, origin: &Origin<'_>) -> Self {
+    pub fn new(headers: &HeaderMap, seen: Seen, origin: &Origin<'_>) -> Self {
         let ip = origin.client_ip_value;
         let trusted = origin.trusted;
         let keep_or = |name: &HeaderName, value: Option<&HeaderValue>| {
@@ -111,12 +111,20 @@ impl Forwarding {
             ),
             forwarded_host: keep_or(&X_FORWARDED_HOST, origin.host),
             forwarded,
-            via: appended(joined(headers, &header::VIA), &VIA_ENTRY),
+            via: if seen.via {
+                appended(joined(headers, &header::VIA), &VIA_ENTRY)
+            } else {
+                VIA_ENTRY.clone()
+            },
             request_id: origin.request_id.clone(),
             host: Field::Drop,
             te_trailers: false,
             upgrade: None,
-            connection_named: headers::connection_named(headers),
+            connection_named: if seen.connection {
+                headers::connection_named(headers)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -311,7 +319,10 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
         let host = HeaderValue::from_static("example.com");
         let id = HeaderValue::from_static("abc");
-        let h = forward(&h, &Forwarding::new(&h, &origin(false, Some(&host), &id)));
+        let h = forward(
+            &h,
+            &Forwarding::new(&h, Seen::of(&h), &origin(false, Some(&host), &id)),
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&X_REQUEST_ID], "abc");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
@@ -333,7 +344,10 @@ mod tests {
         h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("evil"));
         h.insert(&FORWARDED, HeaderValue::from_static("for=203.0.113.9"));
         let id = headers::new_request_id();
-        let h = forward(&h, &Forwarding::new(&h, &origin(false, None, &id)));
+        let h = forward(
+            &h,
+            &Forwarding::new(&h, Seen::of(&h), &origin(false, None, &id)),
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&X_REAL_IP], "127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -357,7 +371,7 @@ mod tests {
         let host = HeaderValue::from_static("shop.example:8443");
         let mut o = origin(true, Some(&host), &id);
         o.forwarded = true;
-        let h = forward(&h, &Forwarding::new(&h, &o));
+        let h = forward(&h, &Forwarding::new(&h, Seen::of(&h), &o));
         // Every line of a list field counts, not only the first.
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1, 127.0.0.1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
@@ -379,7 +393,7 @@ mod tests {
         o.client_ip = "::1".parse().unwrap();
         o.client_ip_value = &V6;
         o.forwarded = true;
-        let h = forward(&h, &Forwarding::new(&h, &o));
+        let h = forward(&h, &Forwarding::new(&h, Seen::of(&h), &o));
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
     }
 
@@ -393,7 +407,7 @@ mod tests {
         let id = HeaderValue::from_static("id");
         let backend = HeaderValue::from_static("backend:80");
 
-        let mut fwd = Forwarding::new(&h, &origin(false, None, &id));
+        let mut fwd = Forwarding::new(&h, Seen::of(&h), &origin(false, None, &id));
         assert_eq!(fwd.host_for(&backend), Some(&backend));
         let plain = forward(&h, &fwd);
         for gone in ["host", "te", "upgrade", "connection"] {
@@ -422,7 +436,7 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("x-user"));
         h.insert("x-tenant", HeaderValue::from_static("t1"));
         let id = HeaderValue::from_static("id");
-        let fwd = Forwarding::new(&h, &origin(false, None, &id));
+        let fwd = Forwarding::new(&h, Seen::of(&h), &origin(false, None, &id));
         assert_eq!(fwd.value(&h, &X_REAL_IP).unwrap(), "127.0.0.1");
         assert_eq!(fwd.value(&h, &"x-user".parse().unwrap()), None);
         assert_eq!(fwd.value(&h, &"x-tenant".parse().unwrap()).unwrap(), "t1");

@@ -31,6 +31,41 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::UPGRADE,
 ];
 
+/// Which of the request fields the proxy asks about a head carries, found
+/// in one pass over its names. Most requests carry few of them, and a
+/// lookup in the header map costs a hash and a probe even for a field that
+/// is not there; the proxy looks up only what it has seen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen {
+    pub host: bool,
+    pub request_id: bool,
+    pub content_length: bool,
+    pub connection: bool,
+    pub upgrade: bool,
+    pub te: bool,
+    pub via: bool,
+}
+
+impl Seen {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut seen = Seen::default();
+        for name in headers.keys() {
+            let slot = match name.as_str() {
+                "host" => &mut seen.host,
+                "x-request-id" => &mut seen.request_id,
+                "content-length" => &mut seen.content_length,
+                "connection" => &mut seen.connection,
+                "upgrade" => &mut seen.upgrade,
+                "te" => &mut seen.te,
+                "via" => &mut seen.via,
+                _ => continue,
+            };
+            *slot = true;
+        }
+        seen
+    }
+}
+
 /// Whether the comma-separated list header `name` (all its lines) holds
 /// `token`, compared without regard to case.
 pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -143,7 +178,10 @@ pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
 ///
 /// The client's is copied: a clone would share the connection's read
 /// buffer, which could then not be reused while the request is in flight.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &HeaderMap, seen: Seen) -> HeaderValue {
+    if !seen.request_id {
+        return new_request_id();
+    }
     match headers.get(&X_REQUEST_ID) {
         Some(v) if is_usable_id(v.as_bytes()) => {
             HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(v.as_bytes()))
@@ -245,6 +283,29 @@ mod tests {
     }
 
     #[test]
+    fn seen_fields() {
+        let mut h = HeaderMap::new();
+        let none = Seen::of(&h);
+        assert!(!none.host && !none.request_id && !none.content_length && !none.connection);
+        assert!(!none.upgrade && !none.te && !none.via);
+        for name in [
+            "host",
+            "x-request-id",
+            "content-length",
+            "connection",
+            "upgrade",
+            "te",
+            "via",
+        ] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert("x-other", HeaderValue::from_static("1"));
+        let all = Seen::of(&h);
+        assert!(all.host && all.request_id && all.content_length && all.connection);
+        assert!(all.upgrade && all.te && all.via);
+    }
+
+    #[test]
     fn request_ids() {
         let a = new_request_id();
         let b = new_request_id();
@@ -252,13 +313,13 @@ mod tests {
         assert_eq!(a.len(), 32);
         let mut h = HeaderMap::new();
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("client-id-1"));
-        assert_eq!(request_id(&h), "client-id-1");
+        assert_eq!(request_id(&h, Seen::of(&h)), "client-id-1");
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(request_id(&h), "has space");
+        assert_ne!(request_id(&h, Seen::of(&h)), "has space");
         h.insert(
             &X_REQUEST_ID,
             HeaderValue::from_str(&"x".repeat(129)).unwrap(),
         );
-        assert_eq!(request_id(&h).len(), 32);
+        assert_eq!(request_id(&h, Seen::of(&h)).len(), 32);
     }
 }

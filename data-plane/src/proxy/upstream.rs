@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::forward::{self, Forwarding};
+use super::headers::Seen;
 use super::request_body::{self, RequestBody};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, ProxySettings, Upstream};
 use super::{h1, headers, interim, pool};
@@ -254,7 +255,10 @@ fn hash_key(
 
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
 /// `Upgrade`), unless it is `h2c`, which a proxy must not pass on.
-fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+fn requested_upgrade(headers: &HeaderMap, seen: Seen) -> Option<HeaderValue> {
+    if !(seen.connection && seen.upgrade) {
+        return None;
+    }
     let wants = headers::lists_token(headers, &header::CONNECTION, "upgrade");
     let upgrade = headers.get(header::UPGRADE)?;
     let h2c = upgrade
@@ -265,12 +269,16 @@ fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Whether the client said `TE: trailers`.
-fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers::lists_token(headers, &header::TE, "trailers")
+fn accepts_trailers(headers: &HeaderMap, seen: Seen) -> bool {
+    seen.te && headers::lists_token(headers, &header::TE, "trailers")
 }
 
 /// Refuse request lines and heads a gateway must not pass on.
-fn check_request(parts: &http::request::Parts, settings: &ProxySettings) -> Result<(), ProxyError> {
+fn check_request(
+    parts: &http::request::Parts,
+    seen: Seen,
+    settings: &ProxySettings,
+) -> Result<(), ProxyError> {
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
@@ -278,7 +286,11 @@ fn check_request(parts: &http::request::Parts, settings: &ProxySettings) -> Resu
     if target_len > settings.max_uri_bytes {
         return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
     }
-    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    let hosts = if seen.host {
+        parts.headers.get_all(header::HOST).iter().count()
+    } else {
+        0
+    };
     if hosts > 1 {
         return Err(ProxyError::BadHost("more than one Host header"));
     }
@@ -289,7 +301,10 @@ fn check_request(parts: &http::request::Parts, settings: &ProxySettings) -> Resu
 }
 
 /// `Content-Length` if the client declared one.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &HeaderMap, seen: Seen) -> Option<u64> {
+    if !seen.content_length {
+        return None;
+    }
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -312,14 +327,15 @@ impl Proxy {
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
+        seen: Seen,
         conn: &ConnInfo,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
     ) -> Result<Prepared, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        check_request(&parts, &self.settings)?;
+        check_request(&parts, seen, &self.settings)?;
         let path = path::normalize(parts.uri.path())?;
-        let host_header = parts.headers.get(header::HOST);
+        let host_header = seen.host.then(|| parts.headers.get(header::HOST)).flatten();
         let host = request_host(&parts.uri, host_header);
         let (matched, route) = snapshot
             .find(host, &parts.method, &path)
@@ -327,7 +343,7 @@ impl Proxy {
         outcome.route = Some(matched.route);
         let upstream = snapshot.upstream(route.upstream);
         let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
-        if declared_length(&parts.headers).is_some_and(|n| n > body_limit) {
+        if declared_length(&parts.headers, seen).is_some_and(|n| n > body_limit) {
             return Err(ProxyError::BodyTooLarge(body_limit));
         }
 
@@ -353,13 +369,14 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let upgrade = requested_upgrade(&parts.headers);
-        let wants_trailers = accepts_trailers(&parts.headers);
+        let upgrade = requested_upgrade(&parts.headers, seen);
+        let wants_trailers = accepts_trailers(&parts.headers, seen);
         let client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let mut fwd = Forwarding::new(
             &parts.headers,
+            seen,
             &forward::Origin {
                 client_ip: conn.peer.ip(),
                 client_ip_value: &conn.ip_value,
@@ -651,7 +668,7 @@ mod tests {
             HeaderValue::from_static("b:1"),
         ];
         // The backend's own Host, replaced per attempt.
-        let fwd = Forwarding::new(&h, &origin);
+        let fwd = Forwarding::new(&h, Seen::of(&h), &origin);
         let mut head = EncodedHead::new(&Method::GET, "/cart?id=7", &h, &fwd);
         assert!(head.backend_host);
         for backend in &backends {
@@ -664,7 +681,7 @@ mod tests {
             )));
         }
         // The client's Host kept (`preserve_host`): written once, first.
-        let mut fwd = Forwarding::new(&h, &origin);
+        let mut fwd = Forwarding::new(&h, Seen::of(&h), &origin);
         fwd.host = forward::Field::Set(client_host.clone());
         let head = EncodedHead::new(&Method::GET, "/cart?id=7", &h, &fwd);
         assert!(!head.backend_host);
