@@ -788,8 +788,27 @@ mod tests {
         // First deadline: 200 ms, met.
         let (resp, _) = send(conn, 0, ms(200)).await;
         conn = resp.unwrap().into_body().into_reusable().unwrap();
+        // Moved later while still armed (tokio updates it in place): the
+        // old 200 ms does not cut short an answer that takes 300 ms. From
+        // another task, which the timer then wakes.
+        let resp = tokio::spawn(async move {
+            let head = b"GET /300 HTTP/1.1\r\n\r\n";
+            exchange(
+                conn,
+                head,
+                &Method::GET,
+                Instant::now() + ms(1000),
+                &mut |_, _| {},
+            )
+            .await
+        })
+        .await
+        .unwrap();
+        conn = resp.unwrap().into_body().into_reusable().unwrap();
         // The timer fires unwatched; a later exchange with time enough is
         // not cut short by it.
+        let (resp, _) = send(conn, 0, ms(100)).await;
+        conn = resp.unwrap().into_body().into_reusable().unwrap();
         tokio::time::sleep(ms(300)).await;
         let (resp, _) = send(conn, 300, ms(5000)).await;
         conn = resp.unwrap().into_body().into_reusable().unwrap();

@@ -192,7 +192,13 @@ impl ConnPool {
         if let Some(conn) = self.bare.take(Conn::is_usable) {
             match h1::exchange(conn, head, method, deadline, interim).await {
                 Ok(resp) => return Ok(resp),
-                Err(failed) if failed.nothing_received && replayable => {
+                // Silence until the deadline is a slow backend, not a closed
+                // connection: the request is not sent again.
+                Err(failed)
+                    if failed.nothing_received
+                        && replayable
+                        && !matches!(failed.error, H1Error::TimedOut) =>
+                {
                     tracing::debug!(error = %failed.error, "idle backend connection was closed; using a new one");
                 }
                 Err(failed) => return Err(failed.error.into()),
@@ -276,6 +282,53 @@ async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStre
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    /// A reused connection that stays silent until the deadline is a slow
+    /// backend, not one that closed while idle: the exchange times out,
+    /// and the request is not sent again on a new connection.
+    #[tokio::test]
+    async fn a_timed_out_request_is_not_sent_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let limits = |ms| Limits {
+            connect_timeout: Duration::from_secs(5),
+            deadline: tokio::time::Instant::now() + Duration::from_millis(ms),
+        };
+        let pool = ConnPool::default();
+        let get = b"GET / HTTP/1.1\r\nhost: b\r\n\r\n";
+        let method = http::Method::GET;
+        let mut buf = [0u8; 1024];
+        // The first request is answered at once.
+        let serve = async {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let n = s.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], get);
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            s
+        };
+        let mut ignore = |_, _: &http::HeaderMap| {};
+        let (mut backend, resp) = tokio::join!(
+            serve,
+            pool.exchange(&authority, limits(5000), get, &method, true, &mut ignore)
+        );
+        let conn = resp.unwrap().into_body().into_reusable().unwrap();
+        pool.give_back_bare(conn);
+        // The second, on the same connection, never is.
+        let failed = pool
+            .exchange(&authority, limits(200), get, &method, true, &mut ignore)
+            .await;
+        assert!(
+            matches!(failed, Err(PoolError::H1(H1Error::TimedOut))),
+            "{failed:?}"
+        );
+        let n = backend.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], get, "sent once on the reused connection");
+        let again = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(again.is_err(), "sent again on a new connection");
+    }
 
     #[tokio::test]
     async fn sweep_closes_idle_connections_the_backend_closed() {

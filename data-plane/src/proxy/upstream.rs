@@ -505,12 +505,7 @@ impl Proxy {
             let deadline = tokio::time::Instant::now() + upstream.response_header_timeout;
             let sent = async {
                 if let Some(send) = via_hyper {
-                    return match tokio::time::timeout_at(deadline, send).await {
-                        Ok(sent) => sent,
-                        Err(_elapsed) => Err(ProxyError::Timeout {
-                            backend: Arc::clone(&backend.url),
-                        }),
-                    };
+                    return tokio::time::timeout_at(deadline, send).await;
                 }
                 let written;
                 let head = match &p.head {
@@ -530,7 +525,7 @@ impl Proxy {
                     }
                 };
                 // The inline client keeps the deadline on its connection's
-                // own timer (see `h1::Conn`).
+                // own timer (see `h1::Conn`); a missed one is its error.
                 let limits = pool::Limits {
                     connect_timeout: upstream.connect_timeout,
                     deadline,
@@ -548,12 +543,12 @@ impl Proxy {
                     )
                     .await
                 {
-                    Ok(resp) => Ok(resp.map(|b| Upstream::Inline(Some(b)))),
-                    Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+                    Ok(resp) => Ok(Ok(resp.map(|b| Upstream::Inline(Some(b))))),
+                    Err(e) => Ok(Err(ProxyError::from_pool(&backend.url, e))),
                 }
             };
             let failure = match sent.await {
-                Ok(mut resp) => {
+                Ok(Ok(mut resp)) => {
                     p.interim = None;
                     let now = registry::now_ns();
                     let took = now - started;
@@ -591,11 +586,14 @@ impl Proxy {
                         ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
                     return Ok(Response::from_parts(head, body));
                 }
-                Err(e) if p.body.as_ref().is_some_and(|b| b.too_large()) => {
+                Ok(Err(e)) if p.body.as_ref().is_some_and(|b| b.too_large()) => {
                     drop(e);
                     return Err(ProxyError::BodyTooLarge(p.body_limit));
                 }
-                Err(e) => e,
+                Ok(Err(e)) => e,
+                Err(_elapsed) => ProxyError::Timeout {
+                    backend: Arc::clone(&backend.url),
+                },
             };
             drop(in_flight);
             backend.state.stats().error(match failure {
