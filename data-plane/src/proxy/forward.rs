@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::headers::{self, FORWARDED, Seen, VIA_ENTRY, X_FORWARDED_FOR, X_FORWARDED_HOST};
+use super::headers::{self, FORWARDED, Seen, X_FORWARDED_FOR, X_FORWARDED_HOST};
 use super::headers::{X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID, appended, joined};
 
 /// What the gateway knows of a request's origin, for the forwarding headers.
@@ -111,11 +111,7 @@ impl Forwarding {
             ),
             forwarded_host: keep_or(&X_FORWARDED_HOST, origin.host),
             forwarded,
-            via: if seen.via {
-                appended(joined(headers, &header::VIA), &VIA_ENTRY)
-            } else {
-                VIA_ENTRY.clone()
-            },
+            via: headers::via_with_ours(headers, seen.via),
             request_id: origin.request_id.clone(),
             host: Field::Drop,
             te_trailers: false,

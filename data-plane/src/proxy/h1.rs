@@ -197,12 +197,20 @@ fn put_field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A failed exchange, and whether the backend sent nothing at all (on a
-/// reused connection: most likely closed while idle).
+/// A failed exchange, and whether the backend sent nothing at all.
 #[derive(Debug)]
 pub struct Failed {
     pub error: H1Error,
     pub nothing_received: bool,
+}
+
+impl Failed {
+    /// The connection, reused, was most likely closed by the backend while
+    /// idle: it failed before anything of the response came. Silence until
+    /// the deadline is not that, but a slow backend.
+    pub fn closed_while_idle(&self) -> bool {
+        self.nothing_received && !matches!(self.error, H1Error::TimedOut)
+    }
 }
 
 /// Send `head` on `conn` and read the response head, by `deadline`; 1xx
@@ -362,8 +370,7 @@ impl<'a> Framing<'a> {
         };
         for (name, value) in headers {
             if name == header::CONNECTION {
-                for token in value.to_str().unwrap_or_default().split(',') {
-                    let token = token.trim();
+                for token in super::headers::list_items(value) {
                     f.close |= token.eq_ignore_ascii_case("close");
                     f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
                 }
@@ -413,11 +420,9 @@ fn start_body(
         if parts.version == Version::HTTP_10 {
             return Err(H1Error::Http10TransferEncoding);
         }
-        let chunked_last = te
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        let chunked_last = super::headers::list_items(te)
+            .next_back()
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
         if parts.headers.remove(header::CONTENT_LENGTH).is_some() {
             // Both framings: Transfer-Encoding wins, and the connection is
             // not trusted with another request (RFC 9112 §6.3).

@@ -66,15 +66,25 @@ impl Seen {
     }
 }
 
+/// The items of one line of a comma-separated list field, trimmed; none if
+/// the line is not text.
+pub fn list_items(value: &HeaderValue) -> impl DoubleEndedIterator<Item = &str> {
+    value
+        .to_str()
+        .ok()
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Whether the comma-separated list header `name` (all its lines) holds
 /// `token`, compared without regard to case.
 pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(list_items)
+        .any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Whether `name` is hop-by-hop whatever `Connection` says.
@@ -96,9 +106,8 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .flat_map(list_items)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect()
 }
 
@@ -135,6 +144,17 @@ pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     Some(out)
 }
 
+/// `Via` with this hop's entry last: after every line of the message's own
+/// `Via` when it has one (`present`, known without a lookup), else alone.
+pub fn via_with_ours(headers: &HeaderMap, present: bool) -> HeaderValue {
+    let prior = if present {
+        joined(headers, &header::VIA)
+    } else {
+        None
+    };
+    appended(prior, &VIA_ENTRY)
+}
+
 /// `entry` after `prior` in a list value; `entry` itself (no allocation)
 /// when there is no prior.
 pub fn appended(prior: Option<String>, entry: &HeaderValue) -> HeaderValue {
@@ -165,11 +185,7 @@ pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
         headers.remove(header::SERVER);
         headers.remove(&X_POWERED_BY);
     }
-    let via = if via {
-        appended(joined(headers, &header::VIA), &VIA_ENTRY)
-    } else {
-        VIA_ENTRY.clone()
-    };
+    let via = via_with_ours(headers, via);
     headers.insert(header::VIA, via);
     headers.insert(&X_REQUEST_ID, request_id.clone());
 }

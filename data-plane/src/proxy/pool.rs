@@ -192,13 +192,7 @@ impl ConnPool {
         if let Some(conn) = self.bare.take(Conn::is_usable) {
             match h1::exchange(conn, head, method, deadline, interim).await {
                 Ok(resp) => return Ok(resp),
-                // Silence until the deadline is a slow backend, not a closed
-                // connection: the request is not sent again.
-                Err(failed)
-                    if failed.nothing_received
-                        && replayable
-                        && !matches!(failed.error, H1Error::TimedOut) =>
-                {
+                Err(failed) if failed.closed_while_idle() && replayable => {
                     tracing::debug!(error = %failed.error, "idle backend connection was closed; using a new one");
                 }
                 Err(failed) => return Err(failed.error.into()),
