@@ -15,8 +15,8 @@ HAPROXY_PORT=$((PORT_BASE + 2))
 SY_PORT=$((PORT_BASE + 3))
 SY_ADMIN_PORT=$((PORT_BASE + 4))
 BACKEND2_PORT=$((PORT_BASE + 5))
-# A second Switchyard, identical but for --no-request-metrics: the cost of
-# per-request metrics, measured in the same rounds.
+# A second Switchyard, identical but for --no-inline-server (hyper's server
+# takes every request): what the inline server gains, in the same rounds.
 SY_BARE_PORT=$((PORT_BASE + 6))
 SY_BARE_ADMIN_PORT=$((PORT_BASE + 7))
 # CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.

@@ -263,10 +263,10 @@ def main():
                 )
 
     summary = summarise(records, peers, args.rounds)
-    metrics_cost = same_round_ratio(records, args.rounds, "switchyard", "switchyard_no_metrics")
+    inline_gain = same_round_ratio(records, args.rounds, "switchyard", "switchyard_hyper_server")
     report = {
         "started_unix": started, "git": args.git, "smoke": args.smoke,
-        "metrics_cost": metrics_cost,
+        "inline_vs_hyper_server": inline_gain,
         "settings": {k: getattr(args, k) for k in
                      ("rounds", "duration", "c1_duration", "warmup", "conns", "proxy_cpu", "load_cpu")},
         "machine": machine(), "summary": summary, "records": records,
@@ -280,9 +280,9 @@ def main():
           f"{args.c1_duration} s at 1 connection (one-core layout). Medians; ratios are medians of "
           f"same-round ratios vs nginx (min–max).")
     print(table(summary, peers))
-    if metrics_cost["rps"]:
-        rps, cpu = metrics_cost["rps"], metrics_cost["cpu_us_per_req"]
-        print(f"\nPer-request metrics (switchyard ÷ switchyard --no-request-metrics, same rounds): "
+    if inline_gain["rps"]:
+        rps, cpu = inline_gain["rps"], inline_gain["cpu_us_per_req"]
+        print(f"\nInline server (switchyard ÷ switchyard --no-inline-server, same rounds): "
               f"rps {fmt_ratio(rps)}, CPU µs/req {fmt_ratio(cpu)}")
     print(f"\nJSON: {args.out}")
     bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]

@@ -52,7 +52,7 @@ start_backend backend "$BACKEND_PORT"
 start_nginx
 start_haproxy
 start_switchyard
-start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-request-metrics
+start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-inline-server
 ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
 admin POST /admin/routes "$ROUTE" >/dev/null
 ADMIN_PORT=$SY_BARE_ADMIN_PORT admin POST /admin/routes "$ROUTE" >/dev/null
@@ -73,7 +73,7 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "nginx:$NGINX_PORT:$PID_nginx" \
   --peer "haproxy:$HAPROXY_PORT:$PID_haproxy" \
   --peer "switchyard:$SY_PORT:$PID_switchyard" \
-  --peer "switchyard_no_metrics:$SY_BARE_PORT:$PID_switchyard_bare" \
+  --peer "switchyard_hyper_server:$SY_BARE_PORT:$PID_switchyard_bare" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
   --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"

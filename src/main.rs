@@ -117,6 +117,13 @@ struct Cli {
     /// config, health and process metrics). For measuring their cost.
     #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS")]
     no_request_metrics: bool,
+
+    /// Serve every plain HTTP/1.1 request with hyper's server, not the
+    /// inline server (which serves bodiless requests itself and hands the
+    /// rest to hyper's). For comparing the two, or working around a client
+    /// the inline server mishandles.
+    #[arg(long, env = "SWITCHYARD_NO_INLINE_SERVER")]
+    no_inline_server: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -221,6 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         header_read_timeout: Duration::from_millis(cli.header_read_timeout_ms),
                         max_connections: cli.max_connections as usize,
                         tls,
+                        inline: !cli.no_inline_server,
                     },
                 })
                 .await?;

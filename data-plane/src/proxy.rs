@@ -9,11 +9,14 @@
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod fields;
 pub mod forward;
 pub mod h1;
 pub mod headers;
+pub mod inline;
 pub mod interim;
 pub mod pool;
+mod prepare;
 pub mod request_body;
 pub mod tunnel;
 mod upstream;
@@ -24,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
@@ -83,6 +86,10 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The peer's IP as a header value, made once per connection.
     pub ip_value: HeaderValue,
+    /// What an untrusted peer's requests get as `X-Forwarded-For`,
+    /// `X-Real-IP` and `X-Forwarded-Proto`: the same for every request of
+    /// the connection, so written once (see [`forward::untrusted_lines`]).
+    pub untrusted_lines: bytes::Bytes,
     /// Where a backend's 1xx responses go (see [`interim`]).
     pub interim: Arc<interim::Interim>,
 }
@@ -91,10 +98,13 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool, interim: Arc<interim::Interim>) -> Self {
         let ip_value =
             HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value");
+        let untrusted_lines =
+            forward::untrusted_lines(&ip_value, if tls { "https" } else { "http" });
         ConnInfo {
             peer,
             tls,
             ip_value,
+            untrusted_lines,
             interim,
         }
     }
@@ -208,6 +218,21 @@ impl Proxy {
         received: Received,
         outcome: Outcome,
     ) -> Response<ProxyBody> {
+        let status = resp.status();
+        self.record(status, resp.body_mut(), snapshot, received, outcome);
+        resp
+    }
+
+    /// Count a request's response with `status` in the metrics, and have
+    /// its `body` write the access-log line when it is done.
+    fn record(
+        &self,
+        status: StatusCode,
+        body: &mut ProxyBody,
+        snapshot: &Snapshot,
+        received: Received,
+        outcome: Outcome,
+    ) {
         let Received {
             started,
             request_id,
@@ -218,12 +243,12 @@ impl Proxy {
         let route = outcome.route.map(|i| snapshot.route(i));
         if self.settings.metrics {
             let stats = route.map_or(&self.plane.stats().unrouted, |r| &*r.stats);
-            stats.record(&method, resp.status(), registry::now_ns() - started);
+            let done = outcome.answered_at.unwrap_or_else(registry::now_ns);
+            stats.record(&method, status, done.saturating_sub(started));
         }
         if let Some(path) = path {
-            let status = resp.status().as_u16();
             let upstream = route.map(|r| snapshot.upstream(r.upstream));
-            resp.body_mut().log_when_done(Box::new(body::AccessEntry {
+            body.log_when_done(Box::new(body::AccessEntry {
                 request_id,
                 client,
                 method,
@@ -233,14 +258,13 @@ impl Proxy {
                 backend: upstream
                     .zip(outcome.backend)
                     .map(|(u, b)| Arc::clone(&u.backends[b].url)),
-                status,
+                status: status.as_u16(),
                 retries: outcome.retries,
                 started_ns: started,
                 request_body: outcome.body,
                 bytes_out: 0,
             }));
         }
-        resp
     }
 }
 
@@ -275,6 +299,8 @@ struct Outcome {
     backend: Option<usize>,
     retries: u32,
     body: Option<Arc<request_body::BodySlot>>,
+    /// When the backend's answer arrived (on [`registry::now_ns`]'s clock).
+    answered_at: Option<u64>,
 }
 
 /// How often idle backend connections are checked for a close.

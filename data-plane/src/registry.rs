@@ -25,8 +25,13 @@ pub struct BackendKey {
 
 /// Monotonic nanoseconds since the first call in this process.
 pub fn now_ns() -> u64 {
+    ns_at(Instant::now())
+}
+
+/// [`now_ns`]'s reading of the instant `at` (0 before its first call).
+pub fn ns_at(at: Instant) -> u64 {
     static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-    EPOCH.elapsed().as_nanos() as u64
+    at.saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
 /// Active health state of a backend.

@@ -254,6 +254,12 @@ impl RouteTable {
         }
     }
 
+    /// Whether some route is for given hosts only: else a lookup needs no
+    /// host.
+    pub fn has_host_routes(&self) -> bool {
+        !self.by_host.is_empty()
+    }
+
     /// Whether the table holds no route at all.
     pub fn is_empty(&self) -> bool {
         self.by_host.is_empty()

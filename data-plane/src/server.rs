@@ -2,6 +2,11 @@
 //! and http/1.1), serves HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or
 //! negotiated over TLS) with the [`Proxy`] service, and drains on shutdown.
 //!
+//! Plain connections start on the inline HTTP/1.1 server ([`inline`]),
+//! which serves bodiless HTTP/1.1 requests without hyper's server and hands
+//! the connection to hyper's for anything else; TLS connections, and all of
+//! them with [`ServerConfig::inline`] off, are hyper's from the start.
+//!
 //! Limits: at most `max_connections` client connections (further ones
 //! wait in the kernel backlog), request heads of at most
 //! `max_header_bytes` (431), and `header_read_timeout` to receive a head,
@@ -15,6 +20,11 @@
 //! notes when the last one finished; its single timer fires at most once
 //! per timeout period, and a request costs two counter updates, a
 //! reference count and a clock read.
+
+mod inline;
+mod respond;
+mod rewind;
+mod stop;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -64,6 +74,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Terminate TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve plain connections' bodiless HTTP/1.1 requests with the inline
+    /// server (see the module docs); off: hyper's server takes them all.
+    pub inline: bool,
 }
 
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -77,6 +90,7 @@ impl Default for ServerConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
+            inline: true,
         }
     }
 }
@@ -148,6 +162,11 @@ pub async fn serve(
     // Connection tasks watch `stopping` to finish gracefully; `connections`
     // tells when they all have.
     let (stop, stopping) = watch::channel(false);
+    let stop_inline = stop::Stop::new();
+    let limits = inline::Limits {
+        max_head: config.max_header_bytes.max(8192),
+        idle: config.header_read_timeout,
+    };
     let connections = TaskTracker::new();
     let sweeper = tokio::spawn({
         let proxy = proxy.clone();
@@ -184,14 +203,26 @@ pub async fn serve(
         // One task per connection, sized for its own kind: a plain
         // connection's task does not carry room for TLS state.
         match tls {
-            None => connections.spawn(async move {
-                let _permit = permit;
-                let _open = proxy.connection();
-                let info = ConnInfo::new(peer, false, Interim::new());
-                if let Err(e) = serve_conn(&builder, stopping, stream, proxy, info, idle).await {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
-            }),
+            None => {
+                let watch = config.inline.then(|| stop_inline.watch());
+                connections.spawn(async move {
+                    let _permit = permit;
+                    let _open = proxy.connection();
+                    let info = ConnInfo::new(peer, false, Interim::new());
+                    let io = match watch {
+                        Some(watch) => {
+                            match inline::serve(stream, &proxy, &info, limits, watch).await {
+                                inline::Served::Closed => return,
+                                inline::Served::HandOff(io) => io,
+                            }
+                        }
+                        None => rewind::Rewind::new(Bytes::new(), stream),
+                    };
+                    if let Err(e) = serve_conn(&builder, stopping, io, proxy, info, idle).await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                })
+            }
             Some(acceptor) => connections.spawn(async move {
                 let _permit = permit;
                 let _open = proxy.connection();
@@ -219,6 +250,7 @@ pub async fn serve(
     drop(listener);
     sweeper.abort();
     let _ = stop.send(true);
+    stop_inline.stop();
     connections.close();
     let started = tokio::time::Instant::now();
     let conns_done = tokio::time::timeout(drain, connections.wait())

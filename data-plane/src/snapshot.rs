@@ -85,6 +85,8 @@ pub struct CompiledBackend {
     pub authority: Authority,
     /// `Host` for requests that do not keep the client's.
     pub host: http::HeaderValue,
+    /// The same as a header line (`host: …\r\n`), for the inline client.
+    pub host_line: bytes::Bytes,
     /// A plain `http://` backend of an HTTP/1.1 upstream: requests skip
     /// the upstream's `client` and use the backend's own connection pool.
     pub pooled: bool,
@@ -465,6 +467,12 @@ impl Snapshot {
         self.version
     }
 
+    /// Whether some route is for given hosts only (else [`Snapshot::find`]
+    /// needs no host).
+    pub fn has_host_routes(&self) -> bool {
+        self.table.has_host_routes()
+    }
+
     /// Route a request: `host` without port, `path` normalised.
     pub fn find(
         &self,
@@ -583,6 +591,7 @@ fn compile_upstream(
             url: b.url.clone(),
             reason: "not a valid host",
         })?;
+        let host_line = [b"host: ", host.as_bytes(), b"\r\n"].concat().into();
         backends.push(CompiledBackend {
             id: b.id,
             url: b.url.as_str().into(),
@@ -590,6 +599,7 @@ fn compile_upstream(
             scheme,
             authority,
             host,
+            host_line,
             weight: b.weight,
             state: registry.backend(&key),
         });

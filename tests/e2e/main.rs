@@ -9,6 +9,7 @@ mod config;
 mod durability;
 mod hardening;
 mod health;
+mod inline;
 mod live;
 mod observability;
 mod process;

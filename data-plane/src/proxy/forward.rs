@@ -13,8 +13,10 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::fields::Fields;
 use super::headers::{self, FORWARDED, Seen, X_FORWARDED_FOR, X_FORWARDED_HOST};
 use super::headers::{X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID, appended, joined};
 
@@ -24,16 +26,35 @@ pub struct Origin<'a> {
     pub client_ip: IpAddr,
     /// `client_ip` as a header value (made once per connection).
     pub client_ip_value: &'a HeaderValue,
+    /// The `X-Forwarded-For`, `X-Real-IP` and `X-Forwarded-Proto` lines an
+    /// untrusted peer's requests get, serialised once per connection (see
+    /// [`untrusted_lines`]).
+    pub untrusted_lines: &'a Bytes,
     /// The peer is a trusted proxy: its forwarding headers are extended,
     /// not replaced.
     pub trusted: bool,
     /// `http` or `https` (how the client reached the gateway).
     pub proto: &'static str,
-    /// The host the client asked for (`Host` or `:authority`).
-    pub host: Option<&'a HeaderValue>,
+    /// The host the client asked for: [`Field::ClientHost`] (its `Host`),
+    /// [`Field::Set`] (the target's authority) or [`Field::Drop`] (none).
+    pub host: &'a Field,
     pub request_id: &'a HeaderValue,
     /// Also send RFC 7239 `Forwarded`.
     pub forwarded: bool,
+}
+
+/// `X-Forwarded-For`, `X-Real-IP` and `X-Forwarded-Proto` as an untrusted
+/// peer's requests get them: they depend on the connection alone.
+pub fn untrusted_lines(ip: &HeaderValue, proto: &str) -> Bytes {
+    let mut lines = Vec::with_capacity(64 + 2 * ip.len());
+    for (name, value) in [
+        (&X_FORWARDED_FOR, ip.as_bytes()),
+        (&X_REAL_IP, ip.as_bytes()),
+        (&X_FORWARDED_PROTO, proto.as_bytes()),
+    ] {
+        put_line(&mut lines, name.as_str().as_bytes(), value);
+    }
+    Bytes::from(lines)
 }
 
 /// What the upstream gets for one of the gateway's fields.
@@ -45,6 +66,8 @@ pub enum Field {
     Keep,
     /// Nothing.
     Drop,
+    /// The value of the client's `Host` field, as sent.
+    ClientHost,
 }
 
 /// The gateway's edits to one request head. Every field in [`Self::fields`]
@@ -54,6 +77,9 @@ pub struct Forwarding {
     forwarded_for: HeaderValue,
     real_ip: Field,
     proto: Field,
+    /// The three above as one block of lines, when they are the untrusted
+    /// peer's (see [`Origin::untrusted_lines`]).
+    untrusted_lines: Option<Bytes>,
     forwarded_host: Field,
     forwarded: Field,
     via: HeaderValue,
@@ -75,18 +101,23 @@ static UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
 impl Forwarding {
     /// The edits for a request with client head `headers` from `origin`.
     /// `Host` is dropped (see [`Forwarding::host`]), no `TE` and no upgrade.
-    pub fn new(headers: &HeaderMap, seen: Seen, origin: &Origin<'_>) -> Self {
+    pub fn new(headers: &impl Fields, seen: Seen, origin: &Origin<'_>) -> Self {
         let ip = origin.client_ip_value;
         let trusted = origin.trusted;
-        let keep_or = |name: &HeaderName, value: Option<&HeaderValue>| {
-            if trusted && headers.contains_key(name) {
+        let keep_or = |name: &HeaderName, value: Field| {
+            if trusted && headers.contains(name) {
                 Field::Keep
             } else {
-                value.map_or(Field::Drop, |v| Field::Set(v.clone()))
+                value
             }
         };
         let forwarded = if origin.forwarded {
-            let element = forwarded_element(origin);
+            let host = match origin.host {
+                Field::ClientHost => headers.all(&header::HOST).next(),
+                Field::Set(v) => Some(v.as_bytes()),
+                Field::Keep | Field::Drop => None,
+            };
+            let element = forwarded_element(origin, host.and_then(headers::text));
             let prior = if trusted {
                 joined(headers, &FORWARDED)
             } else {
@@ -104,12 +135,13 @@ impl Forwarding {
             } else {
                 ip.clone()
             },
-            real_ip: keep_or(&X_REAL_IP, Some(ip)),
+            real_ip: keep_or(&X_REAL_IP, Field::Set(ip.clone())),
             proto: keep_or(
                 &X_FORWARDED_PROTO,
-                Some(&HeaderValue::from_static(origin.proto)),
+                Field::Set(HeaderValue::from_static(origin.proto)),
             ),
-            forwarded_host: keep_or(&X_FORWARDED_HOST, origin.host),
+            untrusted_lines: (!trusted).then(|| origin.untrusted_lines.clone()),
+            forwarded_host: keep_or(&X_FORWARDED_HOST, origin.host.clone()),
             forwarded,
             via: headers::via_with_ours(headers, seen.via),
             request_id: origin.request_id.clone(),
@@ -148,29 +180,43 @@ impl Forwarding {
         ]
     }
 
-    /// What the upstream gets for `name`: `Some(Set)`/`Some(Drop)` if the
-    /// gateway decides it, `None` if the client's field goes as sent.
-    pub fn decides(&self, name: &HeaderName) -> Option<FieldRef<'_>> {
-        if let Some((_, field)) = self.fields().into_iter().find(|(n, _)| *n == name) {
-            return match field {
-                FieldRef::Keep => None,
-                decided => Some(decided),
-            };
+    /// What the upstream gets for the field `name` (lowercase): `Some` if
+    /// the gateway decides it, `None` if the client's field goes as sent.
+    pub fn decides(&self, name: &[u8]) -> Option<FieldRef<'_>> {
+        let field = match name {
+            b"host" => (&self.host).into(),
+            b"x-forwarded-for" => FieldRef::Set(&self.forwarded_for),
+            b"x-real-ip" => (&self.real_ip).into(),
+            b"x-forwarded-proto" => (&self.proto).into(),
+            b"x-forwarded-host" => (&self.forwarded_host).into(),
+            b"forwarded" => (&self.forwarded).into(),
+            b"via" => FieldRef::Set(&self.via),
+            b"x-request-id" => FieldRef::Set(&self.request_id),
+            b"te" if self.te_trailers => FieldRef::Set(&TRAILERS),
+            b"connection" if self.upgrade.is_some() => FieldRef::Set(&UPGRADE),
+            b"upgrade" => self.upgrade.as_ref().map_or(FieldRef::Drop, FieldRef::Set),
+            _ => {
+                let dropped = headers::is_hop_by_hop_name(name)
+                    || self
+                        .connection_named
+                        .iter()
+                        .any(|n| n.as_str().as_bytes() == name);
+                return dropped.then_some(FieldRef::Drop);
+            }
+        };
+        match field {
+            FieldRef::Keep => None,
+            decided => Some(decided),
         }
-        (headers::is_hop_by_hop(name) || self.connection_named.contains(name))
-            .then_some(FieldRef::Drop)
     }
 
     /// The value the upstream sees for `name` (for hashing on a header).
-    pub fn value<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        name: &HeaderName,
-    ) -> Option<&'a HeaderValue> {
-        match self.decides(name) {
-            Some(FieldRef::Set(v)) => Some(v),
+    pub fn value<'a>(&'a self, headers: &'a impl Fields, name: &'a HeaderName) -> Option<&'a [u8]> {
+        match self.decides(name.as_str().as_bytes()) {
+            Some(FieldRef::Set(v)) => Some(v.as_bytes()),
+            Some(FieldRef::ClientHost) => headers.all(&header::HOST).next(),
             Some(_) => None,
-            None => headers.get(name),
+            None => headers.all(name).next(),
         }
     }
 
@@ -186,43 +232,80 @@ impl Forwarding {
     }
 
     /// Write the client's fields the gateway leaves alone, then the
-    /// gateway's own, each through `put`.
-    pub fn write(&self, headers: &HeaderMap, mut put: impl FnMut(&HeaderName, &HeaderValue)) {
+    /// gateway's own, as header lines into `out`: what [`Self::apply`]
+    /// makes of a map, in the order of [`Self::fields`] (spelled out here,
+    /// not looped over: this is the hot path's head).
+    pub fn write(&self, headers: &impl Fields, out: &mut Vec<u8>) {
+        let put = |out: &mut Vec<u8>, name: &[u8], field: FieldRef<'_>| match field {
+            FieldRef::Set(value) => put_line(out, name, value.as_bytes()),
+            FieldRef::ClientHost => {
+                if let Some(host) = headers.all(&header::HOST).next() {
+                    put_line(out, name, host);
+                }
+            }
+            FieldRef::Keep | FieldRef::Drop => {}
+        };
         // A kept `Host` goes first, where clients put it (RFC 9112 §3.2).
-        if let Field::Set(host) = &self.host {
-            put(&header::HOST, host);
-        }
-        for (name, value) in headers {
+        put(out, b"host", (&self.host).into());
+        for (name, value) in headers.each() {
             if self.decides(name).is_none() {
-                put(name, value);
+                put_line(out, name, value);
             }
         }
-        for (name, field) in self.fields() {
-            if let FieldRef::Set(value) = field
-                && name != header::HOST
-            {
-                put(name, value);
+        match &self.untrusted_lines {
+            Some(lines) => out.extend_from_slice(lines),
+            None => {
+                put_line(out, b"x-forwarded-for", self.forwarded_for.as_bytes());
+                put(out, b"x-real-ip", (&self.real_ip).into());
+                put(out, b"x-forwarded-proto", (&self.proto).into());
             }
+        }
+        put(out, b"x-forwarded-host", (&self.forwarded_host).into());
+        put(out, b"forwarded", (&self.forwarded).into());
+        put_line(out, b"via", self.via.as_bytes());
+        put_line(out, b"x-request-id", self.request_id.as_bytes());
+        if self.te_trailers {
+            put_line(out, b"te", TRAILERS.as_bytes());
+        }
+        if let Some(upgrade) = &self.upgrade {
+            put_line(out, b"connection", UPGRADE.as_bytes());
+            put_line(out, b"upgrade", upgrade.as_bytes());
         }
     }
 
     /// Make `headers` what the upstream gets.
     pub fn apply(&self, headers: &mut HeaderMap) {
+        let client_host = headers.get(header::HOST).cloned();
         headers::remove_hop_by_hop(headers, &self.connection_named);
         // Room for the gateway's fields: the map grows at most once.
         headers.reserve(self.fields().len());
         for (name, field) in self.fields() {
-            match field {
-                FieldRef::Set(value) => {
-                    headers.insert(name, value.clone());
+            let value = match field {
+                FieldRef::Set(value) => Some(value.clone()),
+                FieldRef::ClientHost => client_host.clone(),
+                FieldRef::Keep => continue,
+                FieldRef::Drop => None,
+            };
+            match value {
+                Some(value) => {
+                    headers.insert(name, value);
                 }
-                FieldRef::Keep => {}
-                FieldRef::Drop => {
+                None => {
                     headers.remove(name);
                 }
             }
         }
     }
+}
+
+/// One header line.
+#[inline]
+fn put_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A borrowed [`Field`].
@@ -231,6 +314,7 @@ pub enum FieldRef<'a> {
     Set(&'a HeaderValue),
     Keep,
     Drop,
+    ClientHost,
 }
 
 impl<'a> From<&'a Field> for FieldRef<'a> {
@@ -239,18 +323,19 @@ impl<'a> From<&'a Field> for FieldRef<'a> {
             Field::Set(v) => FieldRef::Set(v),
             Field::Keep => FieldRef::Keep,
             Field::Drop => FieldRef::Drop,
+            Field::ClientHost => FieldRef::ClientHost,
         }
     }
 }
 
 /// This hop's RFC 7239 element: `for=…;proto=…[;host=…]`.
-fn forwarded_element(origin: &Origin<'_>) -> HeaderValue {
+fn forwarded_element(origin: &Origin<'_>, host: Option<&str>) -> HeaderValue {
     let for_value = match origin.client_ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
     let mut element = format!("for={for_value};proto={}", origin.proto);
-    if let Some(host) = origin.host.and_then(|h| h.to_str().ok()) {
+    if let Some(host) = host {
         element.push_str(";host=");
         element.push_str(&forwarded_value(host));
     }
@@ -276,13 +361,21 @@ mod tests {
     static LOCALHOST: HeaderValue = HeaderValue::from_static("127.0.0.1");
     static V6: HeaderValue = HeaderValue::from_static("::1");
 
-    fn origin<'a>(trusted: bool, host: Option<&'a HeaderValue>, id: &'a HeaderValue) -> Origin<'a> {
+    /// The client's host as the gateway passes it on.
+    fn host_field(host: Option<&HeaderValue>) -> &'static Field {
+        Box::leak(Box::new(
+            host.map_or(Field::Drop, |h| Field::Set(h.clone())),
+        ))
+    }
+
+    fn origin<'a>(trusted: bool, host: Option<&HeaderValue>, id: &'a HeaderValue) -> Origin<'a> {
         Origin {
             client_ip: "127.0.0.1".parse().unwrap(),
             client_ip_value: &LOCALHOST,
+            untrusted_lines: Box::leak(Box::new(untrusted_lines(&LOCALHOST, "http"))),
             trusted,
             proto: "http",
-            host,
+            host: host_field(host),
             request_id: id,
             forwarded: false,
         }
@@ -291,10 +384,16 @@ mod tests {
     /// The head the upstream gets, both ways: the map edited in place, and
     /// the fields written out; they must agree.
     fn forward(h: &HeaderMap, fwd: &Forwarding) -> HeaderMap {
+        let mut out = Vec::new();
+        fwd.write(h, &mut out);
         let mut written = HeaderMap::new();
-        fwd.write(h, |n, v| {
-            written.append(n, v.clone());
-        });
+        for line in String::from_utf8(out).unwrap().split_terminator("\r\n") {
+            let (n, v) = line.split_once(": ").unwrap();
+            written.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
         let mut applied = h.clone();
         fwd.apply(&mut applied);
         assert_eq!(written, applied);
@@ -388,6 +487,7 @@ mod tests {
         let mut o = origin(false, None, &id);
         o.client_ip = "::1".parse().unwrap();
         o.client_ip_value = &V6;
+        o.untrusted_lines = Box::leak(Box::new(untrusted_lines(&V6, "http")));
         o.forwarded = true;
         let h = forward(&h, &Forwarding::new(&h, Seen::of(&h), &o));
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
@@ -414,9 +514,9 @@ mod tests {
         fwd.te_trailers = true;
         fwd.upgrade = Some(HeaderValue::from_static("websocket"));
         assert_eq!(fwd.host_for(&backend), None);
-        let mut order = Vec::new();
-        fwd.write(&h, |n, _| order.push(n.clone()));
-        assert_eq!(order[0], header::HOST);
+        let mut out = Vec::new();
+        fwd.write(&h, &mut out);
+        assert!(out.starts_with(b"host: client.example\r\n"));
         let kept = forward(&h, &fwd);
         assert_eq!(kept[header::HOST], "client.example");
         assert_eq!(kept[header::TE], "trailers");
@@ -433,9 +533,41 @@ mod tests {
         h.insert("x-tenant", HeaderValue::from_static("t1"));
         let id = HeaderValue::from_static("id");
         let fwd = Forwarding::new(&h, Seen::of(&h), &origin(false, None, &id));
-        assert_eq!(fwd.value(&h, &X_REAL_IP).unwrap(), "127.0.0.1");
+        assert_eq!(fwd.value(&h, &X_REAL_IP).unwrap(), b"127.0.0.1");
         assert_eq!(fwd.value(&h, &"x-user".parse().unwrap()), None);
-        assert_eq!(fwd.value(&h, &"x-tenant".parse().unwrap()).unwrap(), "t1");
+        assert_eq!(fwd.value(&h, &"x-tenant".parse().unwrap()).unwrap(), b"t1");
         assert_eq!(fwd.value(&h, &X_FORWARDED_HOST), None);
+    }
+
+    /// `decides` (a match, for speed) agrees with the table of `fields`.
+    #[test]
+    fn decides_agrees_with_the_fields_table() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-named"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        let id = HeaderValue::from_static("id");
+        let host = HeaderValue::from_static("h");
+        for trusted in [false, true] {
+            let mut fwd = Forwarding::new(&h, Seen::of(&h), &origin(trusted, Some(&host), &id));
+            for (te, upgrade, kept_host) in [(false, false, false), (true, true, true)] {
+                fwd.te_trailers = te;
+                fwd.upgrade = upgrade.then(|| HeaderValue::from_static("websocket"));
+                fwd.host = if kept_host {
+                    Field::Set(host.clone())
+                } else {
+                    Field::Drop
+                };
+                for (name, field) in fwd.fields() {
+                    let expected = match field {
+                        FieldRef::Keep => None,
+                        decided => Some(decided),
+                    };
+                    assert_eq!(fwd.decides(name.as_str().as_bytes()), expected, "{name}");
+                }
+                assert_eq!(fwd.decides(b"x-named"), Some(FieldRef::Drop));
+                assert_eq!(fwd.decides(b"keep-alive"), Some(FieldRef::Drop));
+                assert_eq!(fwd.decides(b"x-other"), None);
+            }
+        }
     }
 }

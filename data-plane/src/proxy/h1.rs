@@ -20,17 +20,23 @@
 //! response ended exactly where the next one may start and neither side
 //! asked to close.
 
+mod body;
+pub mod head;
+
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
-use http_body::{Body, Frame, SizeHint};
+use bytes::BytesMut;
+use http::header::HeaderMap;
+use http::{Method, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+pub use body::ResponseBody;
+pub use head::{BodyFraming, HeadSink, RawHead};
+use head::{Parsed, ToResponse};
 
 /// Most header fields in a response head (or trailer section): hyper's
 /// default, as before this client.
@@ -38,8 +44,6 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest response head (status line and fields), and trailer section:
 /// hyper's default read buffer limit, as before this client.
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
-/// Longest chunk-size line (size and extensions).
-const MAX_CHUNK_LINE: usize = 4096;
 /// Read buffer room asked for before a read: starts small, doubles while
 /// reads fill it (large bodies), back to the start once idle.
 const READ_RESERVE: usize = 8 * 1024;
@@ -122,22 +126,16 @@ impl Conn {
     /// Whether an idle connection can carry a request: nothing has arrived
     /// on it since its last response (neither the backend's close nor
     /// stray bytes). Costs no system call while the socket is quiet: the
-    /// runtime already knows whether it became readable.
+    /// runtime already knows it is not readable, and `try_read` says
+    /// "would block" without reading (nor registering a waker, which takes
+    /// a lock). Readable, it reads: the end of the stream or stray bytes
+    /// (unusable either way), or nothing (the readiness was stale).
     pub fn is_usable(&self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readable: EOF or unexpected bytes, unless the readiness was
-            // stale (then `try_read` clears it and says so).
-            Poll::Ready(Ok(())) => matches!(
+        self.buf.is_empty()
+            && matches!(
                 self.io.try_read(&mut [0u8; 1]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock
-            ),
-        }
+            )
     }
 
     /// Read more into the buffer; `Ok(0)` at end of stream.
@@ -162,39 +160,35 @@ impl Conn {
     }
 }
 
-/// Serialise a request head without body: request line, the fields
-/// `fields` puts, and `content-length: 0` for the methods whose bodies a
-/// backend may insist on being told the length of. Returns the length of
-/// the request line (where a backend's `host` goes, see `upstream.rs`).
+/// Serialise a request head without body: request line, the header lines
+/// `fields` writes, and `content-length: 0` for the methods whose bodies a
+/// backend may insist on being told the length of, unless `has_length`
+/// (the fields carry one). Returns the length of the request line (where a
+/// backend's `host` goes, see `prepare.rs`).
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
-    target: &str,
-    fields: impl FnOnce(&mut dyn FnMut(&HeaderName, &HeaderValue)),
+    path: &str,
+    query: Option<&str>,
+    has_length: bool,
+    fields: impl FnOnce(&mut Vec<u8>),
 ) -> usize {
     let start = out.len();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(path.as_bytes());
+    if let Some(query) = query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let line_len = out.len() - start;
-    let mut has_length = false;
-    fields(&mut |name, value| {
-        has_length |= name == header::CONTENT_LENGTH;
-        put_field(out, name.as_str(), value);
-    });
+    fields(out);
     if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !has_length {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
     line_len
-}
-
-fn put_field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A failed exchange, and whether the backend sent nothing at all.
@@ -213,55 +207,84 @@ impl Failed {
     }
 }
 
-/// Send `head` on `conn` and read the response head, by `deadline`; 1xx
-/// heads go to `interim` (except `101`, which is an error: nothing asked
-/// to switch). The response's body owns the connection.
-pub async fn exchange(
+/// A request head in up to three pieces, written with one system call:
+/// the request line, the backend's `Host` line (or nothing) and the rest.
+pub type HeadBytes<'a> = [&'a [u8]; 3];
+
+/// Send `head` on `conn` and read the response head, by `deadline`: 1xx
+/// heads (except `101`, which is an error: nothing asked to switch) and
+/// then the final head go to `sink`. The response's body owns the
+/// connection.
+pub async fn exchange<S: HeadSink>(
     mut conn: Conn,
+    head: HeadBytes<'_>,
+    method: &Method,
+    deadline: Instant,
+    sink: &mut S,
+) -> Result<(S::Final, ResponseBody), Failed> {
+    let mut timer = conn.take_deadline(deadline);
+    let mut received = false;
+    // The sink's final head is made in the same poll that completes this
+    // branch: a deadline cannot cut in after it.
+    let result = tokio::select! {
+        biased;
+        r = head_of_response(&mut conn, head, method, &mut received, sink) => r,
+        () = timer.as_mut() => Err(H1Error::TimedOut),
+    };
+    conn.deadline = Some(timer);
+    match result {
+        Ok((head, body, reusable)) => Ok((head, ResponseBody::new(conn, body, reusable))),
+        Err(error) => Err(Failed {
+            error,
+            nothing_received: !received,
+        }),
+    }
+}
+
+/// [`exchange`] into hyper's `Response`, 1xx heads handed to `interim` as
+/// status and map.
+pub async fn exchange_response(
+    conn: Conn,
     head: &[u8],
     method: &Method,
     deadline: Instant,
     interim: &mut (dyn FnMut(StatusCode, &HeaderMap) + Send),
 ) -> Result<Response<ResponseBody>, Failed> {
-    let mut timer = conn.take_deadline(deadline);
-    let mut received = false;
-    let result = tokio::select! {
-        biased;
-        r = head_of_response(&mut conn, head, &mut received, interim) => r,
-        () = timer.as_mut() => Err(H1Error::TimedOut),
-    };
-    conn.deadline = Some(timer);
-    let fail = |error| Failed {
-        error,
-        nothing_received: !received,
-    };
-    let resp = result.map_err(fail)?;
-    start_body(conn, resp, method).map_err(fail)
+    let mut sink = ToResponse { interim };
+    let (resp, body) = exchange(conn, [head, &[], &[]], method, deadline, &mut sink).await?;
+    Ok(resp.map(|()| body))
 }
 
 /// The write and read half of [`exchange`]; `received` tells whether any
 /// of the response arrived.
-async fn head_of_response(
+async fn head_of_response<S: HeadSink>(
     conn: &mut Conn,
-    head: &[u8],
+    head: HeadBytes<'_>,
+    method: &Method,
     received: &mut bool,
-    interim: &mut (dyn FnMut(StatusCode, &HeaderMap) + Send),
-) -> Result<Response<()>, H1Error> {
-    conn.io.write_all(head).await?;
+    sink: &mut S,
+) -> Result<(S::Final, BodyFraming, bool), H1Error> {
+    let mut pieces = head.map(io::IoSlice::new);
+    let mut unwritten = &mut pieces[..];
+    io::IoSlice::advance_slices(&mut unwritten, 0);
+    while !unwritten.is_empty() {
+        match conn.io.write_vectored(unwritten).await? {
+            0 => return Err(H1Error::Io(io::ErrorKind::WriteZero.into())),
+            n => io::IoSlice::advance_slices(&mut unwritten, n),
+        }
+    }
     loop {
         if !conn.buf.is_empty() {
             *received = true;
-            match parse_head(&mut conn.buf)? {
-                None if conn.buf.len() >= MAX_HEAD => return Err(H1Error::HeadTooLarge),
-                None => {}
-                Some(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    return Err(H1Error::Switching);
-                }
-                Some(resp) if resp.status().is_informational() => {
-                    interim(resp.status(), resp.headers());
-                    continue;
-                }
-                Some(resp) => return Ok(resp),
+            match head::parse(&mut conn.buf, method, sink)? {
+                Parsed::Partial if conn.buf.len() >= MAX_HEAD => return Err(H1Error::HeadTooLarge),
+                Parsed::Partial => {}
+                Parsed::Interim => continue,
+                Parsed::Final {
+                    head,
+                    body,
+                    reusable,
+                } => return Ok((head, body, reusable)),
             }
         }
         if conn.fill().await? == 0 {
@@ -270,446 +293,12 @@ async fn head_of_response(
     }
 }
 
-/// Header slots tried first: most response heads have fewer fields, and
-/// slots are set up before parsing. Up to [`MAX_HEADERS`] on a retry.
-const FEW_HEADERS: usize = 16;
-
-/// Parse one response head off the front of `buf`, if it is all there.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
-    match parse_head_with::<FEW_HEADERS>(buf) {
-        Err(H1Error::Parse(httparse::Error::TooManyHeaders)) => parse_head_with::<MAX_HEADERS>(buf),
-        parsed => parsed,
-    }
-}
-
-/// [`parse_head`] with room for `N` fields.
-fn parse_head_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; N];
-    let mut spans = [[0u32; 4]; N];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(H1Error::Parse(e)),
-    };
-    // Where each field's name and value sit, so that the values can share
-    // the frozen head.
-    let base = buf.as_ptr() as usize;
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = [
-            name,
-            name + field.name.len(),
-            value,
-            value + field.value.len(),
-        ]
-        .map(|i| i as u32);
-    }
-    let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
-        .map_err(|_| H1Error::Parse(httparse::Error::Status))?;
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let reason = parsed
-        .reason
-        .filter(|r| Some(*r) != status.canonical_reason())
-        .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-    let head = buf.split_to(len).freeze();
-    let mut resp = Response::new(());
-    *resp.status_mut() = status;
-    *resp.version_mut() = version;
-    let headers = resp.headers_mut();
-    // Room for what the gateway adds (`Via`, `X-Request-ID`).
-    headers.reserve(count + 2);
-    for span in &spans[..count] {
-        let [name_start, name_end, start, end] = span.map(|i| i as usize);
-        let (name, value) = header_field(&head[name_start..name_end], head.slice(start..end))?;
-        headers.append(name, value);
-    }
-    if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
-        resp.extensions_mut().insert(reason);
-    }
-    Ok(Some(resp))
-}
-
-/// One parsed header field, its value sharing the received bytes.
-fn header_field(name: &[u8], value: Bytes) -> Result<(HeaderName, HeaderValue), H1Error> {
-    let name =
-        HeaderName::from_bytes(name).map_err(|_| H1Error::Parse(httparse::Error::HeaderName))?;
-    let value = HeaderValue::from_maybe_shared(value)
-        .map_err(|_| H1Error::Parse(httparse::Error::HeaderValue))?;
-    Ok((name, value))
-}
-
-/// What a response head says of its body's framing and its connection,
-/// found in one pass over its fields.
-#[derive(Debug)]
-struct Framing<'a> {
-    /// `Connection: close`.
-    close: bool,
-    /// `Connection: keep-alive`.
-    keep_alive: bool,
-    /// The last `Transfer-Encoding` line.
-    transfer_encoding: Option<&'a HeaderValue>,
-    /// The one `Content-Length` (repeated equal values allowed), or why
-    /// there is none usable (looked at only when it frames the body).
-    length: Result<Option<u64>, ()>,
-}
-
-impl<'a> Framing<'a> {
-    fn of(headers: &'a HeaderMap) -> Self {
-        let mut f = Framing {
-            close: false,
-            keep_alive: false,
-            transfer_encoding: None,
-            length: Ok(None),
-        };
-        for (name, value) in headers {
-            if name == header::CONNECTION {
-                for token in super::headers::list_items(value) {
-                    f.close |= token.eq_ignore_ascii_case("close");
-                    f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-                }
-            } else if name == header::TRANSFER_ENCODING {
-                f.transfer_encoding = Some(value);
-            } else if name == header::CONTENT_LENGTH {
-                f.length = f.length.and_then(|length| add_length(length, value));
-            }
-        }
-        f
-    }
-}
-
-/// `length` with one more `Content-Length` line: all values must agree.
-fn add_length(mut length: Option<u64>, value: &HeaderValue) -> Result<Option<u64>, ()> {
-    for part in value.to_str().map_err(|_| ())?.split(',') {
-        let part = part.trim();
-        if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(());
-        }
-        let n: u64 = part.parse().map_err(|_| ())?;
-        if length.is_some_and(|l| l != n) {
-            return Err(());
-        }
-        length = Some(n);
-    }
-    Ok(length)
-}
-
-/// Decide the body's framing from the final head and hand it the
-/// connection.
-fn start_body(
-    conn: Conn,
-    resp: Response<()>,
-    method: &Method,
-) -> Result<Response<ResponseBody>, H1Error> {
-    let (mut parts, ()) = resp.into_parts();
-    let framing = Framing::of(&parts.headers);
-    let mut reusable = !framing.close && (parts.version == Version::HTTP_11 || framing.keep_alive);
-    let status = parts.status;
-    let decode = if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Decode::Length(0)
-    } else if let Some(te) = framing.transfer_encoding {
-        if parts.version == Version::HTTP_10 {
-            return Err(H1Error::Http10TransferEncoding);
-        }
-        let chunked_last = super::headers::list_items(te)
-            .next_back()
-            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        if parts.headers.remove(header::CONTENT_LENGTH).is_some() {
-            // Both framings: Transfer-Encoding wins, and the connection is
-            // not trusted with another request (RFC 9112 §6.3).
-            reusable = false;
-        }
-        if chunked_last {
-            Decode::Chunked(Chunk::Size)
-        } else {
-            reusable = false;
-            Decode::Eof
-        }
-    } else {
-        match framing.length.map_err(|()| H1Error::ContentLength)? {
-            Some(n) => Decode::Length(n),
-            None => {
-                reusable = false;
-                Decode::Eof
-            }
-        }
-    };
-    let body = ResponseBody {
-        conn: Some(conn),
-        decode,
-        reusable,
-        failed: None,
-    };
-    Ok(Response::from_parts(parts, body))
-}
-
-/// A response body decoded straight from the backend connection.
-#[derive(Debug)]
-pub struct ResponseBody {
-    conn: Option<Conn>,
-    decode: Decode,
-    /// The connection may carry another request once the body is done.
-    reusable: bool,
-    /// An error held back for one poll (see [`ResponseBody::poll_frame`]).
-    failed: Option<H1Error>,
-}
-
-#[derive(Debug)]
-enum Decode {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the backend closes.
-    Eof,
-    Done,
-}
-
-impl Decode {
-    /// Nothing of the body is left to read.
-    fn is_done(&self) -> bool {
-        matches!(self, Decode::Done | Decode::Length(0))
-    }
-}
-
-#[derive(Debug)]
-enum Chunk {
-    Size,
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    Trailers,
-}
-
-impl ResponseBody {
-    /// The connection, if the body was read to its end and the connection
-    /// can carry the next request.
-    pub fn into_reusable(mut self) -> Option<Conn> {
-        let conn = self.conn.take()?;
-        (self.decode.is_done() && self.reusable && conn.buf.is_empty()).then_some(conn)
-    }
-}
-
-type Polled = Poll<Option<Result<Frame<Bytes>, H1Error>>>;
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = H1Error;
-
-    /// A failure is reported one poll late: the first time, the body wakes
-    /// itself and says `Pending`, so what was already produced (the head
-    /// and the data before the failure) is flushed to the client before
-    /// the error aborts the response — a client sees the status and a
-    /// short body that fails, never a clean close.
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
-        let this = self.get_mut();
-        if let Some(e) = this.failed.take() {
-            this.decode = Decode::Done;
-            this.conn = None;
-            return Poll::Ready(Some(Err(e)));
-        }
-        match this.poll_decode(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                this.failed = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.failed.is_none() && self.decode.is_done()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.decode {
-            Decode::Length(n) => SizeHint::with_exact(n),
-            Decode::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-impl ResponseBody {
-    fn poll_decode(&mut self, cx: &mut Context<'_>) -> Polled {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(None);
-        };
-        loop {
-            // Each arm either answers or has more in the buffer to go on.
-            let need_more = match &mut self.decode {
-                Decode::Done => return Poll::Ready(None),
-                Decode::Length(0) => {
-                    self.decode = Decode::Done;
-                    return Poll::Ready(None);
-                }
-                Decode::Length(left) | Decode::Chunked(Chunk::Data(left)) => {
-                    if conn.buf.is_empty() {
-                        true
-                    } else {
-                        let n = (*left).min(conn.buf.len() as u64);
-                        *left -= n;
-                        if *left == 0
-                            && let Decode::Chunked(chunk) = &mut self.decode
-                        {
-                            *chunk = Chunk::DataEnd;
-                        }
-                        let data = conn.buf.split_to(n as usize).freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Decode::Eof => {
-                    if conn.buf.is_empty() {
-                        match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => {
-                                self.decode = Decode::Done;
-                                return Poll::Ready(None);
-                            }
-                            Ok(_) => continue,
-                            Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
-                }
-                Decode::Chunked(chunk) => match step_chunked(chunk, &mut conn.buf) {
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                    Ok(Step::More) => true,
-                    Ok(Step::Next) => false,
-                    Ok(Step::End(trailers)) => {
-                        self.decode = Decode::Done;
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-                    }
-                },
-            };
-            if need_more {
-                match ready!(conn.poll_fill(cx)) {
-                    Ok(0) => return Poll::Ready(Some(Err(H1Error::Truncated))),
-                    Ok(_) => {}
-                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                }
-            }
-        }
-    }
-}
-
-/// What one step of the chunked decoder found.
-#[derive(Debug)]
-enum Step {
-    /// Needs more bytes.
-    More,
-    /// Moved on; go again.
-    Next,
-    /// The last chunk and the trailer section (if it had fields) are read.
-    End(Option<HeaderMap>),
-}
-
-/// Advance the chunked decoder over what `buf` holds (data itself is taken
-/// by the caller in `Chunk::Data`).
-fn step_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> {
-    match chunk {
-        Chunk::Data(_) => unreachable!("chunk data is taken by the caller"),
-        Chunk::Size => {
-            let Some(end) = find(buf, b"\r\n") else {
-                return if buf.len() > MAX_CHUNK_LINE {
-                    Err(H1Error::Chunked)
-                } else {
-                    Ok(Step::More)
-                };
-            };
-            let size = chunk_size(&buf[..end])?;
-            buf.advance(end + 2);
-            *chunk = if size == 0 {
-                Chunk::Trailers
-            } else {
-                Chunk::Data(size)
-            };
-            Ok(Step::Next)
-        }
-        Chunk::DataEnd => {
-            if buf.len() < 2 {
-                return Ok(Step::More);
-            }
-            if &buf[..2] != b"\r\n" {
-                return Err(H1Error::Chunked);
-            }
-            buf.advance(2);
-            *chunk = Chunk::Size;
-            Ok(Step::Next)
-        }
-        Chunk::Trailers => {
-            if buf.starts_with(b"\r\n") {
-                buf.advance(2);
-                return Ok(Step::End(None));
-            }
-            let Some(end) = find(buf, b"\r\n\r\n") else {
-                return if buf.len() > MAX_HEAD {
-                    Err(H1Error::HeadTooLarge)
-                } else {
-                    Ok(Step::More)
-                };
-            };
-            let section = buf.split_to(end + 4).freeze();
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let fields = match httparse::parse_headers(&section, &mut fields) {
-                Ok(httparse::Status::Complete((_, fields))) => fields,
-                Ok(httparse::Status::Partial) => return Err(H1Error::Chunked),
-                Err(e) => return Err(H1Error::Parse(e)),
-            };
-            let mut trailers = HeaderMap::with_capacity(fields.len());
-            for field in fields.iter() {
-                let (name, value) =
-                    header_field(field.name.as_bytes(), section.slice_ref(field.value))?;
-                trailers.append(name, value);
-            }
-            Ok(Step::End(Some(trailers)))
-        }
-    }
-}
-
-/// `1*HEXDIG [ BWS ";" extensions ]` → the size (leading zeros allowed;
-/// extensions may hold any byte but controls other than HTAB).
-fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(H1Error::Chunked);
-    }
-    let rest = &line[digits..];
-    let rest_ok = rest
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .is_none_or(|i| {
-            rest[i] == b';'
-                && rest[i..]
-                    .iter()
-                    .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
-        });
-    if !rest_ok {
-        return Err(H1Error::Chunked);
-    }
-    line[..digits].iter().try_fold(0u64, |size, &b| {
-        let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
-        size.checked_mul(16)
-            .and_then(|s| s.checked_add(digit))
-            .ok_or(H1Error::Chunked)
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::body::find;
     use super::*;
+    use http::HeaderValue;
+    use http_body::Body;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
@@ -780,7 +369,7 @@ mod tests {
         let send = async |conn: Conn, delay: u64, within: Duration| {
             let head = format!("GET /{delay} HTTP/1.1\r\n\r\n");
             let started = Instant::now();
-            let got = exchange(
+            let got = exchange_response(
                 conn,
                 head.as_bytes(),
                 &Method::GET,
@@ -798,7 +387,7 @@ mod tests {
         // another task, which the timer then wakes.
         let resp = tokio::spawn(async move {
             let head = b"GET /300 HTTP/1.1\r\n\r\n";
-            exchange(
+            exchange_response(
                 conn,
                 head,
                 &Method::GET,
@@ -840,11 +429,13 @@ mod tests {
         let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
         let mut head = Vec::new();
         let host = HeaderValue::from_static("b");
-        encode_request(&mut head, &method, "/x?y=1", |put| {
-            put(&header::HOST, &host)
+        encode_request(&mut head, &method, "/x", Some("y=1"), false, |out| {
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(b"\r\n");
         });
         let mut seen = Vec::new();
-        let resp = exchange(conn, &head, &method, soon(), &mut |s, _| seen.push(s)).await;
+        let resp = exchange_response(conn, &head, &method, soon(), &mut |s, _| seen.push(s)).await;
         (resp, seen)
     }
 
@@ -866,115 +457,28 @@ mod tests {
         let mut out = Vec::new();
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("1"));
-        let fields =
-            |put: &mut dyn FnMut(&HeaderName, &HeaderValue)| h.iter().for_each(|(n, v)| put(n, v));
-        let host = HeaderValue::from_static("h:1");
-        encode_request(&mut out, &Method::POST, "/p", |put| {
-            put(&header::HOST, &host);
-            fields(put);
+        let fields = |out: &mut Vec<u8>| {
+            for (n, v) in &h {
+                out.extend_from_slice(format!("{n}: {}\r\n", v.to_str().unwrap()).as_bytes());
+            }
+        };
+        encode_request(&mut out, &Method::POST, "/p", None, false, |out| {
+            out.extend_from_slice(b"host: h:1\r\n");
+            fields(out);
         });
         assert_eq!(
             out,
             b"POST /p HTTP/1.1\r\nhost: h:1\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
-        encode_request(&mut out, &Method::GET, "/", fields);
+        encode_request(&mut out, &Method::GET, "/", None, false, fields);
         assert_eq!(out, b"GET / HTTP/1.1\r\nx-a: 1\r\n\r\n");
         // A length the client gave is not repeated.
         out.clear();
-        let zero = HeaderValue::from_static("0");
-        encode_request(&mut out, &Method::PUT, "/", |put| {
-            put(&header::CONTENT_LENGTH, &zero)
+        encode_request(&mut out, &Method::PUT, "/", None, true, |out| {
+            out.extend_from_slice(b"content-length: 0\r\n")
         });
         assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-    }
-
-    /// Heads with more fields than the first try has slots for are parsed
-    /// whole on the retry, up to [`MAX_HEADERS`]; past that, an error.
-    #[test]
-    fn heads_with_many_fields() {
-        let head = |n: usize| {
-            let mut h = String::from("HTTP/1.1 200 OK\r\n");
-            for i in 0..n {
-                h.push_str(&format!("x-f{i}: {i}\r\n"));
-            }
-            h.push_str("\r\nrest");
-            BytesMut::from(h.as_bytes())
-        };
-        for n in [
-            0,
-            FEW_HEADERS - 1,
-            FEW_HEADERS,
-            FEW_HEADERS + 1,
-            MAX_HEADERS,
-        ] {
-            let mut buf = head(n);
-            let resp = parse_head(&mut buf).unwrap().expect("complete");
-            assert_eq!(resp.headers().len(), n);
-            if n > 0 {
-                assert_eq!(resp.headers()[format!("x-f{}", n - 1)], (n - 1).to_string());
-            }
-            assert_eq!(&buf[..], b"rest", "{n} fields");
-        }
-        // Partial, with more fields than the first try's slots.
-        let mut buf = head(FEW_HEADERS + 4);
-        buf.truncate(buf.len() - 10);
-        assert!(parse_head(&mut buf).unwrap().is_none());
-        assert!(matches!(
-            parse_head(&mut head(MAX_HEADERS + 1)),
-            Err(H1Error::Parse(httparse::Error::TooManyHeaders))
-        ));
-    }
-
-    /// Framing and connection from one pass over the fields.
-    #[test]
-    fn framing_of_a_head() {
-        let mut h = HeaderMap::new();
-        let f = Framing::of(&h);
-        assert!(!f.close && !f.keep_alive && f.transfer_encoding.is_none());
-        assert_eq!(f.length, Ok(None));
-        h.append(
-            header::CONNECTION,
-            HeaderValue::from_static("Keep-Alive, x"),
-        );
-        h.append(header::CONNECTION, HeaderValue::from_static(" close "));
-        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
-        h.append(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        let f = Framing::of(&h);
-        assert!(f.close && f.keep_alive);
-        assert_eq!(f.transfer_encoding.unwrap(), "chunked");
-        assert_eq!(f.length, Ok(Some(5)));
-        for bad in ["6", "", "+5", "5x", "99999999999999999999"] {
-            h.append(header::CONTENT_LENGTH, HeaderValue::from_static(bad));
-            assert_eq!(Framing::of(&h).length, Err(()), "{bad:?}");
-            h.remove(header::CONTENT_LENGTH);
-            h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        }
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1a").unwrap(), 26);
-        assert_eq!(chunk_size(b"A ; ext=1").unwrap(), 10);
-        assert_eq!(chunk_size(b"0").unwrap(), 0);
-        assert_eq!(chunk_size(b"00000000000000000010").unwrap(), 16);
-        assert_eq!(chunk_size(b"5;name=\"caf\xc3\xa9\"").unwrap(), 5);
-        for bad in [
-            &b""[..],
-            b"x",
-            b"1 2",
-            b"-1",
-            b"1\x00",
-            b"1;a\x01",
-            b"10000000000000000",
-        ] {
-            assert!(chunk_size(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[tokio::test]
@@ -1094,7 +598,7 @@ mod tests {
             ])
             .await;
             let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-            let mut resp = exchange(
+            let mut resp = exchange_response(
                 conn,
                 b"GET / HTTP/1.1\r\n\r\n",
                 &Method::GET,
@@ -1120,7 +624,7 @@ mod tests {
             drop(s);
         });
         let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
-        let failed = exchange(
+        let failed = exchange_response(
             conn,
             b"GET / HTTP/1.1\r\n\r\n",
             &Method::GET,

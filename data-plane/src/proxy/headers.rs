@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::fields::Fields;
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -44,20 +46,24 @@ pub struct Seen {
     pub upgrade: bool,
     pub te: bool,
     pub via: bool,
+    pub transfer_encoding: bool,
+    pub expect: bool,
 }
 
 impl Seen {
-    pub fn of(headers: &HeaderMap) -> Self {
+    pub fn of(headers: &impl Fields) -> Self {
         let mut seen = Seen::default();
-        for name in headers.keys() {
-            let slot = match name.as_str() {
-                "host" => &mut seen.host,
-                "x-request-id" => &mut seen.request_id,
-                "content-length" => &mut seen.content_length,
-                "connection" => &mut seen.connection,
-                "upgrade" => &mut seen.upgrade,
-                "te" => &mut seen.te,
-                "via" => &mut seen.via,
+        for (name, _) in headers.each() {
+            let slot = match name {
+                b"host" => &mut seen.host,
+                b"x-request-id" => &mut seen.request_id,
+                b"content-length" => &mut seen.content_length,
+                b"connection" => &mut seen.connection,
+                b"upgrade" => &mut seen.upgrade,
+                b"te" => &mut seen.te,
+                b"via" => &mut seen.via,
+                b"transfer-encoding" => &mut seen.transfer_encoding,
+                b"expect" => &mut seen.expect,
                 _ => continue,
             };
             *slot = true;
@@ -66,12 +72,20 @@ impl Seen {
     }
 }
 
+/// A field value as text: visible ASCII and tabs only (what
+/// [`HeaderValue::to_str`] accepts), else none.
+pub fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| (b' '..0x7f).contains(&b) || b == b'\t')
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// The items of one line of a comma-separated list field, trimmed; none if
 /// the line is not text.
-pub fn list_items(value: &HeaderValue) -> impl DoubleEndedIterator<Item = &str> {
-    value
-        .to_str()
-        .ok()
+pub fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &str> {
+    text(value)
         .into_iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -79,10 +93,9 @@ pub fn list_items(value: &HeaderValue) -> impl DoubleEndedIterator<Item = &str> 
 
 /// Whether the comma-separated list header `name` (all its lines) holds
 /// `token`, compared without regard to case.
-pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub fn lists_token(headers: &impl Fields, name: &HeaderName, token: &str) -> bool {
     headers
-        .get_all(name)
-        .iter()
+        .all(name)
         .flat_map(list_items)
         .any(|t| t.eq_ignore_ascii_case(token))
 }
@@ -92,6 +105,11 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
+/// [`is_hop_by_hop`] for a lowercase name as received.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_str().as_bytes() == name)
+}
+
 /// Remove hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);
@@ -99,13 +117,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The fields a message's `Connection` names (hop-by-hop by its say-so).
-pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    if !headers.contains_key(header::CONNECTION) {
-        return Vec::new();
-    }
+pub fn connection_named(headers: &impl Fields) -> Vec<HeaderName> {
     headers
-        .get_all(header::CONNECTION)
-        .iter()
+        .all(&header::CONNECTION)
         .flat_map(list_items)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect()
@@ -128,11 +142,10 @@ pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static VIA_ENTRY: HeaderValue = HeaderValue::from_static("1.1 switchyard");
 
 /// All lines of the list field `name`, joined, if any is non-empty text.
-pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+pub fn joined(headers: &impl Fields, name: &HeaderName) -> Option<String> {
     let mut parts = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .all(name)
+        .filter_map(text)
         .map(str::trim)
         .filter(|v| !v.is_empty());
     let first = parts.next()?;
@@ -146,7 +159,7 @@ pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 /// `Via` with this hop's entry last: after every line of the message's own
 /// `Via` when it has one (`present`, known without a lookup), else alone.
-pub fn via_with_ours(headers: &HeaderMap, present: bool) -> HeaderValue {
+pub fn via_with_ours(headers: &impl Fields, present: bool) -> HeaderValue {
     let prior = if present {
         joined(headers, &header::VIA)
     } else {
@@ -166,6 +179,44 @@ pub fn appended(prior: Option<String>, entry: &HeaderValue) -> HeaderValue {
     HeaderValue::from_str(&joined).unwrap_or_else(|_| entry.clone())
 }
 
+/// What becomes of a backend's response field on its way to the client
+/// (one rule for hyper's responses, [`forward_response`], and for heads the
+/// inline server writes from the received bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseField {
+    /// Passed on as sent.
+    Keep,
+    /// Hop-by-hop (`Connection` among them): never passed on, nor is what
+    /// `Connection` names.
+    HopByHop,
+    /// The backend's identity (`Server`, `X-Powered-By`): removed.
+    Identifying,
+    /// `Via`: every line joined, this hop's entry last.
+    Via,
+    /// `X-Request-ID`: the request's own replaces the backend's.
+    RequestId,
+}
+
+/// [`ResponseField`] of the field `name`, in any case.
+pub fn response_field(name: &[u8]) -> ResponseField {
+    // Most names have a length none of these has.
+    if !matches!(name.len(), 2 | 3 | 6 | 7 | 10 | 12 | 16..=19) {
+        return ResponseField::Keep;
+    }
+    let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+    if HOP_BY_HOP.iter().any(|n| is(n)) {
+        ResponseField::HopByHop
+    } else if is(&header::SERVER) || is(&X_POWERED_BY) {
+        ResponseField::Identifying
+    } else if is(&header::VIA) {
+        ResponseField::Via
+    } else if is(&X_REQUEST_ID) {
+        ResponseField::RequestId
+    } else {
+        ResponseField::Keep
+    }
+}
+
 /// Rewrite an upstream response's headers for the client. One look at
 /// the names finds out what there is to do; most responses carry no
 /// hop-by-hop field, `Server`, `X-Powered-By` nor `Via`, and get only the
@@ -173,9 +224,12 @@ pub fn appended(prior: Option<String>, entry: &HeaderValue) -> HeaderValue {
 pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     let (mut hop_by_hop, mut identifying, mut via) = (false, false, false);
     for name in headers.keys() {
-        hop_by_hop |= is_hop_by_hop(name);
-        identifying |= name == header::SERVER || name == X_POWERED_BY;
-        via |= name == header::VIA;
+        match response_field(name.as_str().as_bytes()) {
+            ResponseField::HopByHop => hop_by_hop = true,
+            ResponseField::Identifying => identifying = true,
+            ResponseField::Via => via = true,
+            ResponseField::RequestId | ResponseField::Keep => {}
+        }
     }
     // A `Connection` naming fields is itself hop-by-hop.
     if hop_by_hop {
@@ -194,13 +248,13 @@ pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
 ///
 /// The client's is copied: a clone would share the connection's read
 /// buffer, which could then not be reused while the request is in flight.
-pub fn request_id(headers: &HeaderMap, seen: Seen) -> HeaderValue {
+pub fn request_id(headers: &impl Fields, seen: Seen) -> HeaderValue {
     if !seen.request_id {
         return new_request_id();
     }
-    match headers.get(&X_REQUEST_ID) {
-        Some(v) if is_usable_id(v.as_bytes()) => {
-            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(v.as_bytes()))
+    match headers.all(&X_REQUEST_ID).next() {
+        Some(v) if is_usable_id(v) => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(v))
                 .expect("a usable ID is a valid header value")
         }
         _ => new_request_id(),
@@ -215,12 +269,15 @@ fn is_usable_id(id: &[u8]) -> bool {
 /// A fresh 32-hex-digit ID: a random per-process prefix and a counter,
 /// unique without a syscall or lock per request.
 pub fn new_request_id() -> HeaderValue {
-    static PREFIX: LazyLock<u64> =
-        LazyLock::new(|| RandomState::new().hash_one(std::process::id()));
+    static PREFIX: LazyLock<[u8; 16]> = LazyLock::new(|| {
+        let mut prefix = [0u8; 16];
+        hex(RandomState::new().hash_one(std::process::id()), &mut prefix);
+        prefix
+    });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 32];
-    hex(*PREFIX, &mut buf[..16]);
+    buf[..16].copy_from_slice(&*PREFIX);
     hex(n, &mut buf[16..]);
     // Owned by one shared allocation from the start: a value made by
     // copying would allocate again the first time it is cloned (for the
@@ -229,11 +286,12 @@ pub fn new_request_id() -> HeaderValue {
         .expect("hex is a valid header value")
 }
 
-fn hex(mut v: u64, out: &mut [u8]) {
+/// `v` as 16 hex digits.
+fn hex(v: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -304,6 +362,7 @@ mod tests {
         let none = Seen::of(&h);
         assert!(!none.host && !none.request_id && !none.content_length && !none.connection);
         assert!(!none.upgrade && !none.te && !none.via);
+        assert!(!none.transfer_encoding && !none.expect);
         for name in [
             "host",
             "x-request-id",
@@ -312,6 +371,8 @@ mod tests {
             "upgrade",
             "te",
             "via",
+            "transfer-encoding",
+            "expect",
         ] {
             h.insert(name, HeaderValue::from_static("1"));
         }
@@ -319,6 +380,7 @@ mod tests {
         let all = Seen::of(&h);
         assert!(all.host && all.request_id && all.content_length && all.connection);
         assert!(all.upgrade && all.te && all.via);
+        assert!(all.transfer_encoding && all.expect);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::h1::{self, Conn, H1Error, ResponseBody};
+use super::h1::{self, Conn, H1Error, HeadSink, ResponseBody};
 use super::request_body::RequestBody;
 
 /// Idle connections kept per backend; more are closed when returned.
@@ -41,6 +41,9 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// When the response head must have arrived (connecting included).
     pub deadline: tokio::time::Instant,
+    /// When the exchange starts (one clock read serves the caller and the
+    /// pool's idle check).
+    pub now: Instant,
 }
 
 /// Why a request through the pool failed.
@@ -110,11 +113,11 @@ impl<T> IdleQueue<T> {
         self.queue.push((conn, since));
     }
 
-    /// The oldest connection idle for less than [`IDLE_TIMEOUT`] that
-    /// `usable` accepts; those before it are closed.
-    fn take(&self, usable: impl Fn(&T) -> bool) -> Option<T> {
+    /// The oldest connection idle for less than [`IDLE_TIMEOUT`] at `now`
+    /// that `usable` accepts; those before it are closed.
+    fn take(&self, now: Instant, usable: impl Fn(&T) -> bool) -> Option<T> {
         while let Some((conn, since)) = self.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && usable(&conn) {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && usable(&conn) {
                 return Some(conn);
             }
         }
@@ -148,7 +151,7 @@ impl ConnPool {
         connect_timeout: Duration,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lent), PoolError> {
-        while let Some(mut sender) = self.senders.take(sender_open) {
+        while let Some(mut sender) = self.senders.take(Instant::now(), sender_open) {
             // Only a connection ready now is used: one still busy with its
             // last exchange (a request body the backend did not read) or
             // closing is dropped rather than waited for.
@@ -176,21 +179,22 @@ impl ConnPool {
     /// connection back ([`ConnPool::give_back_bare`]). A reused connection
     /// that answers nothing at all (the backend closed it while idle) is
     /// replaced by a new one when `replayable`.
-    pub async fn exchange(
+    pub async fn exchange<S: HeadSink>(
         &self,
         authority: &Authority,
         limits: Limits,
-        head: &[u8],
+        head: h1::HeadBytes<'_>,
         method: &http::Method,
         replayable: bool,
-        interim: &mut (dyn FnMut(http::StatusCode, &http::HeaderMap) + Send),
-    ) -> Result<Response<ResponseBody>, PoolError> {
+        sink: &mut S,
+    ) -> Result<(S::Final, ResponseBody), PoolError> {
         let Limits {
             connect_timeout,
             deadline,
+            now,
         } = limits;
-        if let Some(conn) = self.bare.take(Conn::is_usable) {
-            match h1::exchange(conn, head, method, deadline, interim).await {
+        if let Some(conn) = self.bare.take(now, Conn::is_usable) {
+            match h1::exchange(conn, head, method, deadline, sink).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) if failed.closed_while_idle() && replayable => {
                     tracing::debug!(error = %failed.error, "idle backend connection was closed; using a new one");
@@ -205,7 +209,7 @@ impl ConnPool {
             }
             connected => connected?,
         };
-        h1::exchange(Conn::new(stream), head, method, deadline, interim)
+        h1::exchange(Conn::new(stream), head, method, deadline, sink)
             .await
             .map_err(|failed| failed.error.into())
     }
@@ -288,6 +292,7 @@ mod tests {
         let limits = |ms| Limits {
             connect_timeout: Duration::from_secs(5),
             deadline: tokio::time::Instant::now() + Duration::from_millis(ms),
+            now: Instant::now(),
         };
         let pool = ConnPool::default();
         let get = b"GET / HTTP/1.1\r\nhost: b\r\n\r\n";
@@ -304,15 +309,32 @@ mod tests {
             s
         };
         let mut ignore = |_, _: &http::HeaderMap| {};
+        let mut ignore = h1::head::ToResponse {
+            interim: &mut ignore,
+        };
         let (mut backend, resp) = tokio::join!(
             serve,
-            pool.exchange(&authority, limits(5000), get, &method, true, &mut ignore)
+            pool.exchange(
+                &authority,
+                limits(5000),
+                [get, &[], &[]],
+                &method,
+                true,
+                &mut ignore
+            )
         );
-        let conn = resp.unwrap().into_body().into_reusable().unwrap();
+        let conn = resp.unwrap().1.into_reusable().unwrap();
         pool.give_back_bare(conn);
         // The second, on the same connection, never is.
         let failed = pool
-            .exchange(&authority, limits(200), get, &method, true, &mut ignore)
+            .exchange(
+                &authority,
+                limits(200),
+                [get, &[], &[]],
+                &method,
+                true,
+                &mut ignore,
+            )
             .await;
         assert!(
             matches!(failed, Err(PoolError::H1(H1Error::TimedOut))),

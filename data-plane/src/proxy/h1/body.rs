@@ -1,0 +1,315 @@
+//! A backend's response body, decoded straight from its connection by
+//! whoever polls it (the client connection's task): `Content-Length`,
+//! chunked (with trailers) or until close, as the head's framing decided
+//! ([`super::head`]). The connection goes back to its pool only when the
+//! body ended exactly where the next response may start.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+use super::head::{BodyFraming, header_field};
+use super::{Conn, H1Error, MAX_HEAD, MAX_HEADERS};
+
+/// Longest chunk-size line (size and extensions).
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// A response body decoded straight from the backend connection.
+#[derive(Debug)]
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    decode: Decode,
+    /// The connection may carry another request once the body is done.
+    reusable: bool,
+    /// An error held back for one poll (see [`ResponseBody::poll_frame`]).
+    failed: Option<H1Error>,
+}
+
+#[derive(Debug)]
+enum Decode {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the backend closes.
+    Eof,
+    Done,
+}
+
+impl Decode {
+    /// Nothing of the body is left to read.
+    fn is_done(&self) -> bool {
+        matches!(self, Decode::Done | Decode::Length(0))
+    }
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+impl ResponseBody {
+    /// The body framed by `framing` on `conn`; `reusable`: the connection
+    /// may carry another request once the body is done.
+    pub(super) fn new(conn: Conn, framing: BodyFraming, reusable: bool) -> Self {
+        let decode = match framing {
+            BodyFraming::None => Decode::Length(0),
+            BodyFraming::Length(n) => Decode::Length(n),
+            BodyFraming::Chunked => Decode::Chunked(Chunk::Size),
+            BodyFraming::Eof => Decode::Eof,
+        };
+        ResponseBody {
+            conn: Some(conn),
+            decode,
+            reusable,
+            failed: None,
+        }
+    }
+
+    /// The connection, if the body was read to its end and the connection
+    /// can carry the next request.
+    pub fn into_reusable(mut self) -> Option<Conn> {
+        let conn = self.conn.take()?;
+        (self.decode.is_done() && self.reusable && conn.buf.is_empty()).then_some(conn)
+    }
+}
+
+type Polled = Poll<Option<Result<Frame<Bytes>, H1Error>>>;
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    /// A failure is reported one poll late: the first time, the body wakes
+    /// itself and says `Pending`, so what was already produced (the head
+    /// and the data before the failure) is flushed to the client before
+    /// the error aborts the response — a client sees the status and a
+    /// short body that fails, never a clean close.
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            this.decode = Decode::Done;
+            this.conn = None;
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.poll_decode(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed.is_none() && self.decode.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decode {
+            Decode::Length(n) => SizeHint::with_exact(n),
+            Decode::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_decode(&mut self, cx: &mut Context<'_>) -> Polled {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            // Each arm either answers or has more in the buffer to go on.
+            let need_more = match &mut self.decode {
+                Decode::Done => return Poll::Ready(None),
+                Decode::Length(0) => {
+                    self.decode = Decode::Done;
+                    return Poll::Ready(None);
+                }
+                Decode::Length(left) | Decode::Chunked(Chunk::Data(left)) => {
+                    if conn.buf.is_empty() {
+                        true
+                    } else {
+                        let n = (*left).min(conn.buf.len() as u64);
+                        *left -= n;
+                        if *left == 0
+                            && let Decode::Chunked(chunk) = &mut self.decode
+                        {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        let data = conn.buf.split_to(n as usize).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Decode::Eof => {
+                    if conn.buf.is_empty() {
+                        match ready!(conn.poll_fill(cx)) {
+                            Ok(0) => {
+                                self.decode = Decode::Done;
+                                return Poll::Ready(None);
+                            }
+                            Ok(_) => continue,
+                            Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
+                }
+                Decode::Chunked(chunk) => match step_chunked(chunk, &mut conn.buf) {
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Step::More) => true,
+                    Ok(Step::Next) => false,
+                    Ok(Step::End(trailers)) => {
+                        self.decode = Decode::Done;
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                },
+            };
+            if need_more {
+                match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => return Poll::Ready(Some(Err(H1Error::Truncated))),
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                }
+            }
+        }
+    }
+}
+
+/// What one step of the chunked decoder found.
+#[derive(Debug)]
+enum Step {
+    /// Needs more bytes.
+    More,
+    /// Moved on; go again.
+    Next,
+    /// The last chunk and the trailer section (if it had fields) are read.
+    End(Option<HeaderMap>),
+}
+
+/// Advance the chunked decoder over what `buf` holds (data itself is taken
+/// by the caller in `Chunk::Data`).
+fn step_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, H1Error> {
+    match chunk {
+        Chunk::Data(_) => unreachable!("chunk data is taken by the caller"),
+        Chunk::Size => {
+            let Some(end) = find(buf, b"\r\n") else {
+                return if buf.len() > MAX_CHUNK_LINE {
+                    Err(H1Error::Chunked)
+                } else {
+                    Ok(Step::More)
+                };
+            };
+            let size = chunk_size(&buf[..end])?;
+            buf.advance(end + 2);
+            *chunk = if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            };
+            Ok(Step::Next)
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::More);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(H1Error::Chunked);
+            }
+            buf.advance(2);
+            *chunk = Chunk::Size;
+            Ok(Step::Next)
+        }
+        Chunk::Trailers => {
+            if buf.starts_with(b"\r\n") {
+                buf.advance(2);
+                return Ok(Step::End(None));
+            }
+            let Some(end) = find(buf, b"\r\n\r\n") else {
+                return if buf.len() > MAX_HEAD {
+                    Err(H1Error::HeadTooLarge)
+                } else {
+                    Ok(Step::More)
+                };
+            };
+            let section = buf.split_to(end + 4).freeze();
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let fields = match httparse::parse_headers(&section, &mut fields) {
+                Ok(httparse::Status::Complete((_, fields))) => fields,
+                Ok(httparse::Status::Partial) => return Err(H1Error::Chunked),
+                Err(e) => return Err(H1Error::Parse(e)),
+            };
+            let mut trailers = HeaderMap::with_capacity(fields.len());
+            for field in fields.iter() {
+                let (name, value) =
+                    header_field(field.name.as_bytes(), section.slice_ref(field.value))?;
+                trailers.append(name, value);
+            }
+            Ok(Step::End(Some(trailers)))
+        }
+    }
+}
+
+/// `1*HEXDIG [ BWS ";" extensions ]` → the size (leading zeros allowed;
+/// extensions may hold any byte but controls other than HTAB).
+fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(H1Error::Chunked);
+    }
+    let rest = &line[digits..];
+    let rest_ok = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .is_none_or(|i| {
+            rest[i] == b';'
+                && rest[i..]
+                    .iter()
+                    .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+        });
+    if !rest_ok {
+        return Err(H1Error::Chunked);
+    }
+    line[..digits].iter().try_fold(0u64, |size, &b| {
+        let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
+        size.checked_mul(16)
+            .and_then(|s| s.checked_add(digit))
+            .ok_or(H1Error::Chunked)
+    })
+}
+
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"A ; ext=1").unwrap(), 10);
+        assert_eq!(chunk_size(b"0").unwrap(), 0);
+        assert_eq!(chunk_size(b"00000000000000000010").unwrap(), 16);
+        assert_eq!(chunk_size(b"5;name=\"caf\xc3\xa9\"").unwrap(), 5);
+        for bad in [
+            &b""[..],
+            b"x",
+            b"1 2",
+            b"-1",
+            b"1\x00",
+            b"1;a\x01",
+            b"10000000000000000",
+        ] {
+            assert!(chunk_size(bad).is_err(), "{bad:?}");
+        }
+    }
+}

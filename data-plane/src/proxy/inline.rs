@@ -1,0 +1,226 @@
+//! The proxy's side of the inline HTTP/1.1 server (`server/inline.rs`):
+//! requests it parsed in place, served without hyper's server, header maps
+//! or a boxed future.
+//!
+//! [`Proxy::begin_inline`] takes a head as received and decides, without
+//! waiting: served here ([`Begun::Ready`]), answered at once by the gateway
+//! (no route, a bad `Host`, …: [`Begun::Answered`]), or not a request for
+//! this path ([`Begun::HandOff`]: a body, an upgrade, `Expect`, trailers, a
+//! backend that needs hyper's client) — the server then hands the whole
+//! connection to hyper, which parses the head again. The checks, routing
+//! and edits are [`Proxy::route_head`]'s, the same as for hyper's requests.
+//! [`InlineRequest::send`] then runs the attempts through the inline client,
+//! the response heads going to the server's [`HeadSink`], which writes the
+//! client's head from the backend's bytes.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, Version};
+
+use super::fields::RawFields;
+use super::h1::HeadSink;
+use super::headers::{self, Seen};
+use super::prepare::{EncodedHead, Head, Prepared, RequestHead, Routed};
+use super::upstream::{Noting, Tries};
+use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream};
+use crate::registry;
+use crate::snapshot::Snapshot;
+
+/// An HTTP/1.1 request head with an origin-form target, parsed in place;
+/// field names already lowercase.
+#[derive(Debug, Clone, Copy)]
+pub struct InlineHead<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub fields: RawFields<'a>,
+}
+
+/// What became of a head offered to [`Proxy::begin_inline`].
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Begun {
+    /// Ready for its attempts. (Not boxed: measured, an allocation per
+    /// request costs more than the moves it saves.)
+    Ready(InlineRequest),
+    /// Answered by the gateway at once (an error), counted and logged.
+    Answered {
+        resp: Response<ProxyBody>,
+        /// The client asked to close the connection after it.
+        close: bool,
+    },
+    /// Not for the inline path: hand the connection to hyper's server.
+    HandOff,
+}
+
+/// A request checked, routed and rewritten by [`Proxy::begin_inline`].
+#[derive(Debug)]
+pub struct InlineRequest {
+    snapshot: Arc<Snapshot>,
+    prepared: Prepared,
+    received: Received,
+    outcome: Outcome,
+    close: bool,
+}
+
+/// The answer to an inline request, counted and logged.
+#[derive(Debug)]
+pub enum Answer<T> {
+    /// The backend's: what the sink made of its head, and the body.
+    Upstream { head: T, body: ProxyBody },
+    /// The gateway's own (an error: 502, 503, 504).
+    Gateway(Response<ProxyBody>),
+}
+
+impl InlineRequest {
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.received.request_id
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.received.method
+    }
+
+    /// The client asked to close the connection after this request.
+    pub fn close(&self) -> bool {
+        self.close
+    }
+
+    /// Send the request to the upstream's backends (retrying on another
+    /// when that is safe); heads go to `sink`. One async layer over the
+    /// pool's exchange: every layer's future is made and then moved into
+    /// its caller's, a copy of its whole size per request.
+    pub async fn send<S: HeadSink>(self, proxy: &Proxy, sink: &mut S) -> Answer<S::Final> {
+        let InlineRequest {
+            snapshot,
+            prepared,
+            received,
+            mut outcome,
+            ..
+        } = self;
+        let upstream = snapshot.upstream(prepared.upstream);
+        let mut tries = Tries::new(upstream);
+        let failure = loop {
+            let Some(t) = tries.next(&prepared, &mut outcome) else {
+                break tries.exhausted();
+            };
+            let Head::Encoded(head) = &prepared.head else {
+                unreachable!("the inline server encodes every head it sends")
+            };
+            let backend = t.backend;
+            let mut noting = Noting::new(sink);
+            let exchanged = backend
+                .state
+                .pool()
+                .exchange(
+                    &backend.authority,
+                    t.limits(upstream),
+                    head.for_backend(backend),
+                    &prepared.method,
+                    prepared.idempotent,
+                    &mut noting,
+                )
+                .await;
+            let (head, body) = match exchanged {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let e = ProxyError::from_pool(&backend.url, e);
+                    match tries.failed(t, e, &prepared, &mut outcome) {
+                        Ok(()) => continue,
+                        Err(e) => break e,
+                    }
+                }
+            };
+            let status = noting.status;
+            let (answered_at, in_flight) = tries.answered(t, status, proxy.settings.metrics);
+            outcome.answered_at = Some(answered_at);
+            let mut body = ProxyBody::upstream(
+                Upstream::Inline(Some(body)),
+                in_flight,
+                upstream.body_idle_timeout,
+            );
+            proxy.record(status, &mut body, &snapshot, received, outcome);
+            return Answer::Upstream { head, body };
+        };
+        let request_id = &received.request_id;
+        tracing::debug!(request_id = ?request_id, error = %failure, "proxy error");
+        let resp = failure.into_response(request_id);
+        Answer::Gateway(proxy.finish(resp, &snapshot, received, outcome))
+    }
+}
+
+impl Proxy {
+    /// Check, route and rewrite a head the inline server parsed (see the
+    /// module docs).
+    pub fn begin_inline(&self, head: &InlineHead<'_>, conn: &ConnInfo) -> Begun {
+        let fields = &head.fields;
+        let seen = Seen::of(fields);
+        // A body, `Expect: 100-continue`, an upgrade or trailers: hyper's.
+        if seen.content_length || seen.transfer_encoding || seen.expect || seen.upgrade || seen.te {
+            return Begun::HandOff;
+        }
+        let close = seen.connection && headers::lists_token(fields, &header::CONNECTION, "close");
+        let received = Received {
+            started: registry::now_ns(),
+            request_id: headers::request_id(fields, seen),
+            method: head.method.clone(),
+            path: self.settings.access_log.then(|| head.path.to_string()),
+            client: conn.peer.ip(),
+        };
+        let snapshot = self.plane.snapshot();
+        let mut outcome = Outcome::default();
+        let request = RequestHead {
+            method: head.method,
+            version: Version::HTTP_11,
+            path: head.path,
+            query: head.query,
+            authority: None,
+            fields,
+            seen,
+        };
+        let routed = self.route_head(
+            &snapshot,
+            &request,
+            conn,
+            &received.request_id,
+            &mut outcome,
+        );
+        let routed = match routed {
+            Ok(routed) if routed.inline => routed,
+            Ok(_) => return Begun::HandOff,
+            Err(err) => {
+                let resp = err.into_response(&received.request_id);
+                let resp = self.finish(resp, &snapshot, received, outcome);
+                return Begun::Answered { resp, close };
+            }
+        };
+        let Routed {
+            upstream,
+            path,
+            fwd,
+            ctx,
+            body_limit,
+            idempotent,
+            ..
+        } = routed;
+        let encoded = EncodedHead::new(head.method, &path, head.query, fields, &fwd);
+        Begun::Ready(InlineRequest {
+            snapshot,
+            prepared: Prepared {
+                upstream,
+                method: head.method.clone(),
+                head: Head::Encoded(encoded),
+                client_upgrade: None,
+                body: None,
+                body_limit,
+                ctx,
+                idempotent,
+                interim: None,
+            },
+            received,
+            outcome,
+            close,
+        })
+    }
+}

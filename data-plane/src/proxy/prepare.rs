@@ -1,0 +1,540 @@
+//! From a request head to what its attempts need: check the request line,
+//! normalise the path, route, and work out the rewrite — everything that
+//! needs no waiting, done before the request's future is made.
+//!
+//! [`Proxy::route_head`] is the part both kinds of request share: it reads
+//! the head through [`Fields`], so a head hyper parsed into a map and one
+//! the inline server parsed in place get the same checks, route and edits.
+//! [`Proxy::prepare`] wraps it for hyper's requests (body, upgrade, the
+//! head kept as fields for hyper's client); the inline server writes the
+//! upstream head straight away ([`EncodedHead`]).
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::fields::Fields;
+use super::forward::{self, Forwarding};
+use super::headers::{self, Seen};
+use super::request_body;
+use super::{ConnInfo, Outcome, Proxy, ProxyError, ProxySettings, h1, interim};
+use crate::balance::{self, PickContext};
+use crate::config::HashOn;
+use crate::routing::path;
+use crate::snapshot::{CompiledBackend, Snapshot};
+
+/// A request head as routing sees it, whoever parsed it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a, F> {
+    pub method: &'a Method,
+    pub version: Version,
+    /// The target's path as received (origin-form, or the path of an
+    /// absolute-form target).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The target's authority (absolute-form, or HTTP/2 `:authority`).
+    pub authority: Option<&'a str>,
+    pub fields: &'a F,
+    pub seen: Seen,
+}
+
+impl<'a, F: Fields> RequestHead<'a, F> {
+    /// Length of the request target's path and query.
+    fn target_len(&self) -> usize {
+        self.path.len() + self.query.map_or(0, |q| q.len() + 1)
+    }
+}
+
+/// What checking, routing and rewriting a head decided.
+#[derive(Debug)]
+pub(super) struct Routed<'a> {
+    /// Index of the route's upstream in the snapshot.
+    pub upstream: usize,
+    /// The path to send upstream: normalised, the route's prefix stripped
+    /// if it says so; borrowed from the head when nothing changed it.
+    pub path: Cow<'a, str>,
+    pub fwd: Forwarding,
+    pub ctx: PickContext,
+    pub body_limit: u64,
+    /// The protocol the client asks to switch to.
+    pub upgrade: Option<HeaderValue>,
+    /// May be sent again (to another backend).
+    pub idempotent: bool,
+    /// Every backend of the upstream takes the inline client.
+    pub inline: bool,
+}
+
+/// A request checked, routed and rewritten, ready for its attempts.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    /// Index of the route's upstream in the snapshot.
+    pub upstream: usize,
+    pub method: Method,
+    pub head: Head,
+    pub client_upgrade: Option<OnUpgrade>,
+    pub body: Option<Arc<request_body::BodySlot>>,
+    pub body_limit: u64,
+    pub ctx: PickContext,
+    pub idempotent: bool,
+    /// Relaying 1xx answers to the client through hyper's server, until
+    /// the final one.
+    pub interim: Option<interim::Armed>,
+}
+
+/// The request head the upstream gets.
+#[derive(Debug)]
+pub(super) enum Head {
+    /// Written out before any attempt, when every backend of the upstream
+    /// takes the inline client and there is no body nor upgrade. The
+    /// client's head can then be dropped at once: its fields and target
+    /// share the connection's read buffer, which is reused only once
+    /// nothing else holds it.
+    Encoded(EncodedHead),
+    /// The client's head and the gateway's edits, applied per attempt
+    /// (boxed: the edits are large, and the hot path does not use them).
+    Fields(Box<KeptFields>),
+}
+
+#[derive(Debug)]
+pub(super) struct KeptFields {
+    pub path_and_query: PathAndQuery,
+    /// The client's fields (without the gateway's edits); taken by the last
+    /// attempt through hyper's client.
+    pub headers: Option<HeaderMap>,
+    pub fwd: Forwarding,
+}
+
+/// A request head in bytes, but for each backend's `Host`.
+#[derive(Debug)]
+pub(super) struct EncodedHead {
+    bytes: Vec<u8>,
+    /// Where the `host` line goes: just after the request line.
+    host_at: usize,
+    /// Each backend gets its own `Host` (see [`Self::for_backend`]); else
+    /// the client's is kept and written with the other fields.
+    backend_host: bool,
+}
+
+impl EncodedHead {
+    pub fn new(
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &impl Fields,
+        fwd: &Forwarding,
+    ) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        let has_length = headers.contains(&header::CONTENT_LENGTH)
+            && fwd
+                .decides(header::CONTENT_LENGTH.as_str().as_bytes())
+                .is_none();
+        let host_at = h1::encode_request(&mut bytes, method, path, query, has_length, |out| {
+            fwd.write(headers, out);
+        });
+        EncodedHead {
+            bytes,
+            host_at,
+            backend_host: fwd.backend_host(),
+        }
+    }
+
+    /// The head as `backend` gets it: its own `Host` line goes after the
+    /// request line, unless the client's is kept (no copy: the pieces go
+    /// out with one vectored write).
+    pub fn for_backend<'a>(&'a self, backend: &'a CompiledBackend) -> h1::HeadBytes<'a> {
+        let (line, fields) = self.bytes.split_at(self.host_at);
+        let host: &[u8] = if self.backend_host {
+            &backend.host_line
+        } else {
+            &[]
+        };
+        [line, host, fields]
+    }
+}
+
+/// The request's host name without port: the target's authority
+/// (absolute-form or HTTP/2 `:authority`) or else the `Host` header.
+fn request_host<'a>(authority: Option<&'a str>, host_header: Option<&'a [u8]>) -> Option<&'a str> {
+    let raw = match authority {
+        Some(a) => a,
+        None => headers::text(host_header?)?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port → v6 literal with brackets kept, as configured.
+        return rest.find(']').map_or(host, |end| &host[..end + 2]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Hash of the request's `hash_on` key, if the request carries it: as
+/// the upstream gets it (a forwarding header hashes the gateway's value).
+fn hash_key(
+    hash_on: &HashOn,
+    headers: &impl Fields,
+    fwd: &Forwarding,
+    peer: SocketAddr,
+) -> Option<u64> {
+    match hash_on {
+        HashOn::Header(name) => fwd.value(headers, name).map(balance::ConsistentHash::hash),
+        HashOn::Cookie(name) => headers
+            .all(&header::COOKIE)
+            .filter_map(headers::text)
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| balance::ConsistentHash::hash(v.as_bytes())),
+        HashOn::ClientIp => Some(match peer.ip() {
+            IpAddr::V4(ip) => balance::ConsistentHash::hash(&ip.octets()),
+            IpAddr::V6(ip) => balance::ConsistentHash::hash(&ip.octets()),
+        }),
+    }
+}
+
+/// The protocol a client asks to switch to (`Connection: upgrade` plus
+/// `Upgrade`), unless it is `h2c`, which a proxy must not pass on.
+fn requested_upgrade(headers: &impl Fields, seen: Seen) -> Option<HeaderValue> {
+    if !(seen.connection && seen.upgrade) {
+        return None;
+    }
+    let wants = headers::lists_token(headers, &header::CONNECTION, "upgrade");
+    let upgrade = headers.value(&header::UPGRADE)?;
+    let h2c = upgrade
+        .to_str()
+        .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")))
+        .unwrap_or(true);
+    (wants && !h2c).then_some(upgrade)
+}
+
+/// Whether the client said `TE: trailers`.
+fn accepts_trailers(headers: &impl Fields, seen: Seen) -> bool {
+    seen.te && headers::lists_token(headers, &header::TE, "trailers")
+}
+
+/// Refuse request lines and heads a gateway must not pass on.
+fn check_request<F: Fields>(
+    head: &RequestHead<'_, F>,
+    settings: &ProxySettings,
+) -> Result<(), ProxyError> {
+    if *head.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    if head.target_len() > settings.max_uri_bytes {
+        return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
+    }
+    let hosts = if head.seen.host {
+        head.fields.all(&header::HOST).count()
+    } else {
+        0
+    };
+    if hosts > 1 {
+        return Err(ProxyError::BadHost("more than one Host header"));
+    }
+    if hosts == 0 && head.version == Version::HTTP_11 && head.authority.is_none() {
+        return Err(ProxyError::BadHost("HTTP/1.1 request without Host"));
+    }
+    Ok(())
+}
+
+/// `Content-Length` if the client declared one.
+fn declared_length(headers: &impl Fields, seen: Seen) -> Option<u64> {
+    if !seen.content_length {
+        return None;
+    }
+    headers
+        .all(&header::CONTENT_LENGTH)
+        .next()
+        .and_then(headers::text)
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Proxy {
+    fn trusted(&self, ip: IpAddr) -> bool {
+        let proxies = &self.settings.trusted_proxies;
+        !proxies.is_empty() && proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Check and route a request head and work out the gateway's edits to
+    /// it; the route goes in `outcome`.
+    pub(super) fn route_head<'a, F: Fields>(
+        &self,
+        snapshot: &Snapshot,
+        head: &RequestHead<'a, F>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Routed<'a>, ProxyError> {
+        check_request(head, &self.settings)?;
+        let (fields, seen) = (head.fields, head.seen);
+        let path = path::normalize(head.path)?;
+        // The host matters to routing only when some route names hosts.
+        let host = if snapshot.has_host_routes() {
+            let host_header = seen
+                .host
+                .then(|| fields.all(&header::HOST).next())
+                .flatten();
+            request_host(head.authority, host_header)
+        } else {
+            None
+        };
+        let (matched, route) = snapshot
+            .find(host, head.method, &path)
+            .ok_or(ProxyError::NoRoute)?;
+        outcome.route = Some(matched.route);
+        let upstream = snapshot.upstream(route.upstream);
+        let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
+        if declared_length(fields, seen).is_some_and(|n| n > body_limit) {
+            return Err(ProxyError::BodyTooLarge(body_limit));
+        }
+        let path = match path {
+            Cow::Borrowed(p) if route.strip_prefix => Cow::Borrowed(matched.strip(p)),
+            Cow::Owned(p) if route.strip_prefix => Cow::Owned(matched.strip(&p).to_string()),
+            unchanged => unchanged,
+        };
+        let client_host = match head.authority {
+            _ if seen.host => forward::Field::ClientHost,
+            Some(a) => HeaderValue::from_str(a).map_or(forward::Field::Drop, forward::Field::Set),
+            None => forward::Field::Drop,
+        };
+        let upgrade = requested_upgrade(fields, seen);
+        let mut fwd = Forwarding::new(
+            fields,
+            seen,
+            &forward::Origin {
+                client_ip: conn.peer.ip(),
+                client_ip_value: &conn.ip_value,
+                untrusted_lines: &conn.untrusted_lines,
+                trusted: self.trusted(conn.peer.ip()),
+                proto: if conn.tls { "https" } else { "http" },
+                host: &client_host,
+                request_id,
+                forwarded: self.settings.forwarded_header,
+            },
+        );
+        if route.preserve_host && client_host != forward::Field::Drop {
+            fwd.host = client_host;
+        }
+        // TE is hop-by-hop, but a client that takes trailers gets them only
+        // if the backend is told so too.
+        fwd.te_trailers = accepts_trailers(fields, seen);
+        fwd.upgrade.clone_from(&upgrade);
+        let ctx = PickContext {
+            hash: upstream
+                .hash_on
+                .as_ref()
+                .and_then(|h| hash_key(h, fields, &fwd, conn.peer)),
+        };
+        Ok(Routed {
+            upstream: route.upstream,
+            path,
+            fwd,
+            ctx,
+            body_limit,
+            // An upgrade is a conversation: once sent, never repeat it.
+            idempotent: is_idempotent(head.method) && upgrade.is_none(),
+            upgrade,
+            inline: upstream.backends.iter().all(|b| b.pooled),
+        })
+    }
+
+    /// Check, route and rewrite a request hyper's server parsed: everything
+    /// that needs no waiting, so that the future that then talks to
+    /// backends carries only what lives across its awaits.
+    pub(super) fn prepare(
+        &self,
+        snapshot: &Snapshot,
+        req: Request<Incoming>,
+        seen: Seen,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        outcome: &mut Outcome,
+    ) -> Result<Prepared, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let head = RequestHead {
+            method: &parts.method,
+            version: parts.version,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            fields: &parts.headers,
+            seen,
+        };
+        let routed = self.route_head(snapshot, &head, conn, request_id, outcome)?;
+        let path_and_query = match (routed.path == parts.uri.path(), parts.uri.query()) {
+            (true, _) => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            (false, None) => PathAndQuery::try_from(&*routed.path).map_err(|_| path_error())?,
+            (false, Some(q)) => {
+                PathAndQuery::try_from(format!("{}?{q}", routed.path)).map_err(|_| path_error())?
+            }
+        };
+        let Routed {
+            upstream,
+            fwd,
+            ctx,
+            body_limit,
+            upgrade,
+            idempotent,
+            inline,
+            ..
+        } = routed;
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let body = request_body::share(body, body_limit);
+        if self.settings.access_log {
+            outcome.body.clone_from(&body);
+        }
+        // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the
+        // final answer is known.
+        let interim = (parts.version == Version::HTTP_11).then(|| conn.interim.arm());
+        let head = if body.is_none() && upgrade.is_none() && inline {
+            Head::Encoded(EncodedHead::new(
+                &parts.method,
+                path_and_query.path(),
+                path_and_query.query(),
+                &parts.headers,
+                &fwd,
+            ))
+        } else {
+            Head::Fields(Box::new(KeptFields {
+                path_and_query,
+                headers: Some(parts.headers),
+                fwd,
+            }))
+        };
+        Ok(Prepared {
+            upstream,
+            method: parts.method,
+            head,
+            client_upgrade,
+            body,
+            body_limit,
+            ctx,
+            idempotent,
+            interim,
+        })
+    }
+}
+
+pub(super) fn path_error() -> ProxyError {
+    ProxyError::BadPath(path::PathError::BadCharacter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head written once and given each backend's `Host` in turn is the
+    /// head written for that backend from scratch.
+    #[test]
+    fn an_encoded_head_takes_each_backends_host() {
+        static IP: HeaderValue = HeaderValue::from_static("127.0.0.1");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        let id = HeaderValue::from_static("id-1");
+        let lines = forward::untrusted_lines(&IP, "http");
+        let host_field = forward::Field::ClientHost;
+        let origin = forward::Origin {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            client_ip_value: &IP,
+            untrusted_lines: &lines,
+            trusted: false,
+            proto: "http",
+            host: &host_field,
+            request_id: &id,
+            forwarded: false,
+        };
+        let from_scratch = |fwd: &Forwarding, host: Option<&HeaderValue>| {
+            let mut out = Vec::new();
+            h1::encode_request(
+                &mut out,
+                &Method::GET,
+                "/cart",
+                Some("id=7"),
+                false,
+                |out| {
+                    if let Some(host) = host {
+                        out.extend_from_slice(b"host: ");
+                        out.extend_from_slice(host.as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    fwd.write(&h, out)
+                },
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let backends = [
+            "10.0.0.1:8080",
+            "a-much-longer-backend-name.internal:9000",
+            "b:1",
+        ];
+        let registry = crate::Registry::new();
+        let backend = |host: &str| CompiledBackend {
+            id: 1,
+            url: format!("http://{host}").into(),
+            scheme: http::uri::Scheme::HTTP,
+            authority: host.parse().unwrap(),
+            host: HeaderValue::from_str(host).unwrap(),
+            host_line: format!("host: {host}\r\n").into(),
+            pooled: true,
+            weight: 1,
+            state: registry.backend(&crate::registry::BackendKey {
+                upstream: "u".into(),
+                url: host.into(),
+            }),
+        };
+        // The backend's own Host, after the request line.
+        let fwd = Forwarding::new(&h, Seen::of(&h), &origin);
+        let head = EncodedHead::new(&Method::GET, "/cart", Some("id=7"), &h, &fwd);
+        assert!(head.backend_host);
+        for host in backends {
+            let got = String::from_utf8(head.for_backend(&backend(host)).concat()).unwrap();
+            let value = HeaderValue::from_str(host).unwrap();
+            assert_eq!(got, from_scratch(&fwd, Some(&value)));
+            assert!(got.starts_with(&format!("GET /cart?id=7 HTTP/1.1\r\nhost: {host}\r\n")));
+        }
+        // The client's Host kept (`preserve_host`): written once, first.
+        let mut fwd = Forwarding::new(&h, Seen::of(&h), &origin);
+        fwd.host = forward::Field::ClientHost;
+        let head = EncodedHead::new(&Method::GET, "/cart", Some("id=7"), &h, &fwd);
+        assert!(!head.backend_host);
+        let got = String::from_utf8(head.for_backend(&backend("b:1")).concat()).unwrap();
+        assert_eq!(got, from_scratch(&fwd, None));
+        assert!(got.starts_with("GET /cart?id=7 HTTP/1.1\r\nhost: shop.example\r\n"));
+    }
+
+    #[test]
+    fn host_without_port() {
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:80"), "127.0.0.1");
+    }
+}

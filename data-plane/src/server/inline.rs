@@ -1,0 +1,434 @@
+//! The inline HTTP/1.1 server: plain-TCP client connections served in
+//! their own task without hyper's server, for the requests that make up
+//! most of a gateway's traffic — HTTP/1.1, no body, to backends the inline
+//! client serves.
+//!
+//! hyper's server builds a header map for every request and every
+//! response, runs its connection state machine and dispatcher around the
+//! handler, and boxes the handler's future; profiled, that was about half
+//! of the proxy's user-space instructions per request. Here a connection
+//! reads a head into its buffer, parses it in place (`httparse`, as hyper
+//! does), lowercases the names where they lie, and hands it to
+//! [`Proxy::begin_inline`], which checks, routes and writes the upstream
+//! head from it with the same code as for hyper's requests. The backend's
+//! head is written back from its bytes ([`respond::ClientHead`]), with the
+//! body's first bytes in the same system call.
+//!
+//! Anything else — a body, `Expect`, an upgrade, trailers, HTTP/1.0, a
+//! target that is not origin-form, a head hyper would refuse, a backend
+//! that needs hyper's client, an HTTP/2 preface — and the connection, with
+//! what was read of it, goes to hyper's server for the rest of its life
+//! ([`Served::HandOff`]): hyper parses the head again and answers it as it
+//! answers every request. Behaviour is hyper's throughout: the client's
+//! close cancels the request in flight, `Connection: close` is honoured, a
+//! head must arrive within the header-read timeout, which also bounds the
+//! idle time between requests, and a draining listener lets the request in
+//! flight finish, then closes.
+
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Response};
+use http_body::{Body, Frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::ReadHalf;
+use tokio::time::{Instant, Sleep};
+
+use super::respond::{self, ClientHead, Framing};
+use super::rewind::Rewind;
+use super::stop::StopWatch;
+use crate::proxy::fields::{RawFields, Span};
+use crate::proxy::inline::{Answer, Begun, InlineHead};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+
+/// Most fields in a request head: hyper's limit (it answers 431 past it).
+const MAX_FIELDS: usize = 100;
+/// Field slots tried first; [`MAX_FIELDS`] on a retry.
+const FEW_FIELDS: usize = 32;
+/// Read room asked for before a read.
+const READ_RESERVE: usize = 4096;
+
+/// How a connection ended here.
+#[derive(Debug)]
+pub enum Served {
+    /// Closed: by either side, for idling, or for the drain.
+    Closed,
+    /// To be served by hyper's server from here on, starting with what
+    /// was read and not served.
+    HandOff(Rewind<TcpStream>),
+}
+
+/// What the inline server needs of the listener's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head; hyper's server answers a longer one (431).
+    pub max_head: usize,
+    /// To receive a head, and the longest idle time between requests.
+    pub idle: Duration,
+}
+
+/// Serve `socket` until it closes or a request is not for this path.
+pub async fn serve(
+    mut socket: TcpStream,
+    proxy: &Proxy,
+    info: &ConnInfo,
+    limits: Limits,
+    stop: StopWatch,
+) -> Served {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    // The head deadline: one timer for the connection's life, moved later
+    // for each head (one atomic update while it is armed).
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    loop {
+        let mut waiting = false;
+        let (begun, head_request) = loop {
+            match take_head(&mut buf, proxy, info) {
+                Taken::Begun(begun, head_request) => break (begun, head_request),
+                Taken::HandOff => return Served::HandOff(Rewind::new(buf.freeze(), socket)),
+                Taken::Partial if buf.len() >= limits.max_head => {
+                    return Served::HandOff(Rewind::new(buf.freeze(), socket));
+                }
+                Taken::Partial => {}
+            }
+            // The deadline runs from when the wait for this head began.
+            let timer = match timer.as_mut() {
+                Some(t) if waiting => t,
+                Some(t) => {
+                    t.as_mut().reset(Instant::now() + limits.idle);
+                    t
+                }
+                None => timer.insert(Box::pin(tokio::time::sleep(limits.idle))),
+            };
+            waiting = true;
+            let (mut rd, _) = socket.split();
+            if !read_more(&mut rd, &mut buf, timer, &stop).await {
+                return Served::Closed;
+            }
+        };
+        let (mut rd, wr) = socket.split();
+        let (framing, body, close) = match begun {
+            Begun::Answered { resp, close } => {
+                let close = close || stop.is_stopped();
+                let (framing, body) = gateway(&mut out, resp, head_request, close);
+                (framing, body, close)
+            }
+            Begun::HandOff => unreachable!("handed off in take_head"),
+            Begun::Ready(req) => {
+                let close = req.close() || stop.is_stopped();
+                let request_id = req.request_id().clone();
+                let mut sink = ClientHead {
+                    out: &mut out,
+                    socket: wr.as_ref(),
+                    request_id: &request_id,
+                    close,
+                };
+                let send = req.send(proxy, &mut sink);
+                let answer = tokio::select! {
+                    biased;
+                    answer = send => answer,
+                    // The client went away: the request is dropped (and
+                    // with it the backend exchange), as hyper does.
+                    () = std::future::poll_fn(|cx| poll_client_gone(&mut rd, &mut buf, limits.max_head, cx)) => {
+                        return Served::Closed;
+                    }
+                };
+                let (framing, body) = match answer {
+                    Answer::Upstream { head, body } => (head, body),
+                    Answer::Gateway(resp) => gateway(&mut out, resp, head_request, close),
+                };
+                (framing, body, close)
+            }
+        };
+        let written = write_response(
+            wr.as_ref(),
+            &mut rd,
+            &mut buf,
+            &mut out,
+            framing,
+            body,
+            limits.max_head,
+        )
+        .await;
+        if !written || close || stop.is_stopped() {
+            let _ = socket.shutdown().await;
+            return Served::Closed;
+        }
+    }
+}
+
+/// The gateway's own answer, its head written to `out`.
+fn gateway(
+    out: &mut Vec<u8>,
+    resp: Response<ProxyBody>,
+    head_request: bool,
+    close: bool,
+) -> (Framing, ProxyBody) {
+    let framing = respond::gateway_head(out, &resp, head_request, close);
+    (framing, resp.into_body())
+}
+
+/// What [`take_head`] found at the front of the read buffer.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Boxing measured slower (see `Begun`).
+enum Taken {
+    /// No whole head yet.
+    Partial,
+    /// A head for this path, taken off the buffer; whether it was `HEAD`
+    /// (the answer then has no body).
+    Begun(Begun, bool),
+    /// A head for hyper's server, left in the buffer.
+    HandOff,
+}
+
+/// Parse a head off the front of `buf` and begin its request.
+fn take_head(buf: &mut BytesMut, proxy: &Proxy, info: &ConnInfo) -> Taken {
+    if buf.is_empty() {
+        return Taken::Partial;
+    }
+    match take_head_with::<FEW_FIELDS>(buf, proxy, info) {
+        Err(httparse::Error::TooManyHeaders) => {
+            take_head_with::<MAX_FIELDS>(buf, proxy, info).unwrap_or(Taken::HandOff)
+        }
+        taken => taken.unwrap_or(Taken::HandOff),
+    }
+}
+
+/// [`take_head`] with room for `N` fields; a head `httparse` refuses is an
+/// error (hyper's server answers it).
+fn take_head_with<const N: usize>(
+    buf: &mut BytesMut,
+    proxy: &Proxy,
+    info: &ConnInfo,
+) -> Result<Taken, httparse::Error> {
+    let mut slots = [const { MaybeUninit::uninit() }; N];
+    let mut spans: [Span; N] = [[0; 4]; N];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut slots)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(Taken::Partial),
+    };
+    if parsed.version != Some(1) {
+        return Ok(Taken::HandOff);
+    }
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let range = |s: &[u8]| offset(s)..offset(s) + s.len();
+    let method = parsed.method.map_or(0..0, |m| range(m.as_bytes()));
+    let target = parsed.path.map_or(0..0, |p| range(p.as_bytes()));
+    let count = parsed.headers.len();
+    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let (name, value) = (range(field.name.as_bytes()), range(field.value));
+        *span = [name.start, name.end, value.start, value.end].map(|i| i as u32);
+    }
+    // Names in lowercase, where they lie: as hyper's map has them.
+    for span in &spans[..count] {
+        buf[span[0] as usize..span[1] as usize].make_ascii_lowercase();
+    }
+    let head = &buf[..len];
+    let (Ok(method), Some((path, query))) = (
+        Method::from_bytes(&head[method]),
+        split_target(&head[target]),
+    ) else {
+        return Ok(Taken::HandOff);
+    };
+    let inline = InlineHead {
+        method: &method,
+        path,
+        query,
+        fields: RawFields::new(head, &spans[..count]),
+    };
+    let begun = proxy.begin_inline(&inline, info);
+    if matches!(begun, Begun::HandOff) {
+        return Ok(Taken::HandOff);
+    }
+    buf.advance(len);
+    Ok(Taken::Begun(begun, method == Method::HEAD))
+}
+
+/// An origin-form target's path and query, if it holds only characters
+/// RFC 3986 allows there (a subset of what hyper's server takes: anything
+/// else goes to hyper, which parses it its own way).
+fn split_target(target: &[u8]) -> Option<(&str, Option<&str>)> {
+    if target.first() != Some(&b'/') || !target.iter().all(|&b| TARGET[usize::from(b)]) {
+        return None;
+    }
+    let target = std::str::from_utf8(target).ok()?;
+    Some(match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    })
+}
+
+/// Bytes of an origin-form target: unreserved, sub-delims, `%`, `:`,
+/// `@`, `/` and `?`.
+static TARGET: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:@/?";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Read more of a head into `buf`: false if the connection is to close
+/// (the client closed, the socket failed, the deadline passed, or the
+/// listener is draining and no head has begun).
+async fn read_more(
+    rd: &mut ReadHalf<'_>,
+    buf: &mut BytesMut,
+    timer: &mut Pin<Box<Sleep>>,
+    stop: &StopWatch,
+) -> bool {
+    if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+        buf.reserve(READ_RESERVE);
+    }
+    std::future::poll_fn(|cx| {
+        if buf.is_empty() && stop.poll_stopped(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf) {
+            Poll::Ready(Ok(n)) => return Poll::Ready(n > 0),
+            Poll::Ready(Err(_)) => return Poll::Ready(false),
+            Poll::Pending => {}
+        }
+        // A head that arrives as the time runs out still counts.
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Watch the client while its request is in flight: what it sends (a
+/// pipelined request) is read into `buf`, up to `max`; ready once it
+/// closed the connection or the socket failed.
+fn poll_client_gone(
+    rd: &mut ReadHalf<'_>,
+    buf: &mut BytesMut,
+    max: usize,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        if buf.len() >= max {
+            // Enough read ahead: not watched again until it is served.
+            return Poll::Pending;
+        }
+        if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+            buf.reserve(READ_RESERVE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// The body's next piece if it is there now.
+fn poll_now(body: &mut ProxyBody) -> Option<Polled> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => None,
+    }
+}
+
+/// One poll of a body.
+type Polled = Option<Result<Frame<Bytes>, crate::proxy::body::BoxError>>;
+
+/// What waiting for the body's next piece gave.
+enum Next {
+    Frame(Polled),
+    ClientGone,
+}
+
+/// Write the head in `out` and the body, framed as `framing`: the body's
+/// first bytes go with the head when they are already there, later pieces
+/// as they come (never collected). False if the connection cannot go on:
+/// the body failed, or the client went away or stopped reading.
+async fn write_response(
+    socket: &TcpStream,
+    rd: &mut ReadHalf<'_>,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    mut body: ProxyBody,
+    max: usize,
+) -> bool {
+    let mut ended = framing == Framing::Empty;
+    // What the body has now, without waiting.
+    let mut next = if ended { None } else { poll_now(&mut body) };
+    loop {
+        let mut data = Bytes::new();
+        match next.take() {
+            None => {}
+            Some(None) => ended = true,
+            Some(Some(Err(_))) => return false,
+            // Trailers are not sent: the client did not ask for them.
+            Some(Some(Ok(frame))) => data = frame.into_data().unwrap_or_default(),
+        }
+        ended |= body.is_end_stream();
+        if !ended && !data.is_empty() {
+            // A chunked body's end may be here already: then it goes in
+            // the same write.
+            match poll_now(&mut body) {
+                Some(None) => ended = true,
+                other => next = other,
+            }
+        }
+        let mut line = [0u8; 18];
+        let mut parts = [
+            IoSlice::new(out),
+            IoSlice::new(&[]),
+            IoSlice::new(&[]),
+            IoSlice::new(&[]),
+        ];
+        match framing {
+            Framing::Chunked => {
+                if !data.is_empty() {
+                    parts[1] = IoSlice::new(respond::chunk_line(data.len(), &mut line));
+                    parts[2] = IoSlice::new(&data);
+                }
+                parts[3] = IoSlice::new(match (data.is_empty(), ended) {
+                    (true, true) => b"0\r\n\r\n",
+                    (false, true) => b"\r\n0\r\n\r\n",
+                    (false, false) => b"\r\n",
+                    (true, false) => b"",
+                });
+            }
+            Framing::Length => parts[1] = IoSlice::new(&data),
+            Framing::Empty => {}
+        }
+        if respond::write_all(socket, &mut parts).await.is_err() {
+            return false;
+        }
+        out.clear();
+        if ended {
+            return true;
+        }
+        if next.is_some() {
+            continue;
+        }
+        let waited = std::future::poll_fn(|cx| {
+            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Next::Frame(frame));
+            }
+            poll_client_gone(rd, buf, max, cx).map(|()| Next::ClientGone)
+        })
+        .await;
+        match waited {
+            Next::Frame(frame) => next = Some(frame),
+            Next::ClientGone => return false,
+        }
+    }
+}

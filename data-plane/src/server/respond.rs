@@ -1,0 +1,354 @@
+//! Response heads and body framing on the inline server's connections.
+//!
+//! A backend's head goes to the client through [`ClientHead`], the
+//! [`HeadSink`] the inline client hands it to: the status line and fields
+//! are written from the bytes the backend sent, under the same rules as
+//! hyper's responses get from [`headers::forward_response`] (hop-by-hop
+//! fields and those `Connection` names, `Server` and `X-Powered-By` go;
+//! `Via` is extended; `X-Request-ID` is the request's), with the framing
+//! the client needs: the body's length, or chunked when the backend's body
+//! has none. 1xx heads are written to the socket as they come. The
+//! gateway's own answers (errors) are written from their `Response` by
+//! [`gateway_head`]. Like hyper, a head without `Date` gets one.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::Body;
+use tokio::net::TcpStream;
+
+use crate::proxy::ProxyBody;
+use crate::proxy::h1::{BodyFraming, H1Error, HeadSink, RawHead};
+use crate::proxy::headers::{self, ResponseField, VIA_ENTRY};
+
+/// How a response's body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: an answer to `HEAD`, a `204` or a `304`.
+    Empty,
+    /// The body's bytes as they are (the head says how many).
+    Length,
+    /// Each piece as a chunk.
+    Chunked,
+}
+
+/// The sink of the inline server's requests (see the module docs).
+#[derive(Debug)]
+pub struct ClientHead<'a> {
+    /// Bytes for the client not yet written: the final head goes here,
+    /// after any 1xx the socket would not take at once.
+    pub out: &'a mut Vec<u8>,
+    pub socket: &'a TcpStream,
+    pub request_id: &'a HeaderValue,
+    /// Say `Connection: close`: the connection ends after this response.
+    pub close: bool,
+}
+
+impl HeadSink for ClientHead<'_> {
+    type Final = Framing;
+
+    fn interim(&mut self, head: &RawHead<'_>) {
+        // `100 Continue` answers a question this path never asks.
+        if head.status == StatusCode::CONTINUE {
+            return;
+        }
+        let queued = !self.out.is_empty();
+        status_line(self.out, head.status, head.reason());
+        fields(self.out, head, self.request_id, false);
+        self.out.extend_from_slice(b"\r\n");
+        if queued {
+            return;
+        }
+        // Sent now if the socket takes it (it is idle while the request is
+        // in flight); what it does not take goes ahead of the final head.
+        if let Ok(n) = self.socket.try_write(self.out) {
+            self.out.drain(..n);
+        }
+    }
+
+    fn head(&mut self, head: &RawHead<'_>) -> Result<Framing, H1Error> {
+        let out = &mut *self.out;
+        status_line(out, head.status, head.reason());
+        // An answer to HEAD keeps the length it declares (that of the body
+        // a GET would get); a 204 or 304 sends none, as hyper's server.
+        let keep_length = head.body == BodyFraming::None
+            && head.status != StatusCode::NO_CONTENT
+            && head.status != StatusCode::NOT_MODIFIED;
+        let dated = fields(out, head, self.request_id, keep_length);
+        if !dated {
+            put_date(out);
+        }
+        let framing = match head.body {
+            BodyFraming::None => Framing::Empty,
+            BodyFraming::Length(n) => {
+                put_length(out, n);
+                Framing::Length
+            }
+            BodyFraming::Chunked | BodyFraming::Eof => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+        };
+        end_head(out, self.close);
+        Ok(framing)
+    }
+}
+
+/// The gateway's own answer's head, from its `Response`: the body's length
+/// from its size (it is whole), no body for `HEAD`.
+pub fn gateway_head(
+    out: &mut Vec<u8>,
+    resp: &Response<ProxyBody>,
+    head_request: bool,
+    close: bool,
+) -> Framing {
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| r.as_bytes());
+    status_line(out, resp.status(), reason);
+    for (name, value) in resp.headers() {
+        put(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !resp.headers().contains_key(header::DATE) {
+        put_date(out);
+    }
+    let bodiless =
+        resp.status() == StatusCode::NO_CONTENT || resp.status() == StatusCode::NOT_MODIFIED;
+    let framing = match resp.body().size_hint().exact() {
+        _ if bodiless => Framing::Empty,
+        Some(n) => {
+            if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+                put_length(out, n);
+            }
+            Framing::Length
+        }
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+    };
+    end_head(out, close);
+    if head_request {
+        Framing::Empty
+    } else {
+        framing
+    }
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = reason.or(status.canonical_reason().map(str::as_bytes));
+    out.extend_from_slice(reason.unwrap_or_default());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Write `head`'s fields as the client gets them, then the gateway's
+/// `Via` and `X-Request-ID`; `Content-Length` only if `keep_length`.
+/// Whether the head has a `Date`.
+fn fields(
+    out: &mut Vec<u8>,
+    head: &RawHead<'_>,
+    request_id: &HeaderValue,
+    keep_length: bool,
+) -> bool {
+    let start = out.len();
+    let mut copied = copy_fields(out, head, keep_length, false);
+    if copied.connection {
+        // Rare: `Connection` may name fields (even `Date` or `Via`) that
+        // must go too. Written again, leaving those out.
+        out.truncate(start);
+        copied = copy_fields(out, head, keep_length, true);
+    }
+    out.extend_from_slice(b"via: ");
+    if copied.via {
+        let lines = head
+            .fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"via"))
+            .filter_map(|(_, v)| headers::text(v))
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        for line in lines {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(VIA_ENTRY.as_bytes());
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    copied.dated
+}
+
+/// What [`copy_fields`] came across.
+#[derive(Debug, Clone, Copy, Default)]
+struct Copied {
+    via: bool,
+    dated: bool,
+    connection: bool,
+}
+
+/// Copy the fields of `head` the client gets as they are; with `named`,
+/// leave out those its `Connection` names.
+fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, keep_length: bool, named: bool) -> Copied {
+    let mut copied = Copied::default();
+    for (name, value) in head.fields() {
+        if named && connection_names(head, name) {
+            continue;
+        }
+        match headers::response_field(name) {
+            ResponseField::Keep => {}
+            ResponseField::Via => {
+                copied.via = true;
+                continue;
+            }
+            ResponseField::HopByHop => {
+                copied.connection |= name.eq_ignore_ascii_case(b"connection");
+                continue;
+            }
+            ResponseField::Identifying | ResponseField::RequestId => continue,
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if !keep_length || head.drop_length {
+                continue;
+            }
+        } else if name.eq_ignore_ascii_case(b"date") {
+            copied.dated = true;
+        }
+        put(out, name, value);
+    }
+    copied
+}
+
+/// Whether the head's `Connection` names the field `name`.
+fn connection_names(head: &RawHead<'_>, name: &[u8]) -> bool {
+    head.fields()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| headers::list_items(v))
+        .any(|token| name.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn end_head(out: &mut Vec<u8>, close: bool) {
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// `date: <IMF-fixdate>`, formatted at most once a second per thread.
+fn put_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let formatted = httpdate::fmt_http_date(now);
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+                *at = secs;
+            }
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// The size line of a chunk of `len` bytes (`{len:x}\r\n`), written at
+/// the end of `buf`.
+pub fn chunk_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut at = buf.len() - 2;
+    buf[at..].copy_from_slice(b"\r\n");
+    let mut n = len;
+    loop {
+        at -= 1;
+        buf[at] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Write all of `bufs` to `socket`, waiting for room as needed. Through a
+/// shared reference: the connection's reader may watch the same socket.
+pub async fn write_all(socket: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match socket.try_write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(itoa_u64(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa_u64(100, &mut [0; 20]), b"100");
+        assert_eq!(itoa_u64(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+        assert_eq!(chunk_line(0, &mut [0; 18]), b"0\r\n");
+        assert_eq!(chunk_line(255, &mut [0; 18]), b"ff\r\n");
+        assert_eq!(
+            chunk_line(usize::MAX, &mut [0; 18]),
+            b"ffffffffffffffff\r\n"
+        );
+    }
+
+    #[test]
+    fn dates_are_imf_fixdates() {
+        let mut out = Vec::new();
+        put_date(&mut out);
+        put_date(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.split_terminator("\r\n").collect();
+        assert_eq!(lines.len(), 2);
+        for line in lines {
+            let date = line.strip_prefix("date: ").unwrap();
+            assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        }
+    }
+}
