@@ -20,6 +20,7 @@
 pub mod balance;
 pub mod config;
 pub mod health;
+pub mod lazy_timer;
 pub mod metrics;
 pub mod persist;
 pub mod proxy;

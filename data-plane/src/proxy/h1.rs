@@ -32,7 +32,9 @@ use http::header::HeaderMap;
 use http::{Method, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::lazy_timer::LazyTimer;
 
 pub use body::ResponseBody;
 pub use head::{BodyFraming, HeadSink, RawHead};
@@ -83,14 +85,13 @@ pub struct Conn {
     buf: BytesMut,
     /// Room to ask for before the next read.
     reserve: usize,
-    /// The response-head deadline of this connection's exchanges: made on
-    /// the first, then moved later for each next one, which costs one
-    /// atomic update while it is still armed (tokio only touches its timer
-    /// wheel when the timer is first armed and when it fires). A timer made
-    /// and dropped per request would take the wheel twice per request.
-    /// Between exchanges it may fire unwatched, waking the task that last
-    /// waited on it for nothing: at most once per timeout period.
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// The response-head deadline of this connection's exchanges: one
+    /// timer for all of them, not moved for each (see [`LazyTimer`]). A
+    /// timer made and dropped per request would take tokio's timer wheel
+    /// twice per request. Between exchanges it may fire unwatched, waking
+    /// the task that last waited on it for nothing: at most once per
+    /// timeout period.
+    timer: LazyTimer,
 }
 
 impl Conn {
@@ -99,18 +100,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             reserve: READ_RESERVE,
-            deadline: None,
-        }
-    }
-
-    /// This connection's deadline timer, set to `deadline`.
-    fn take_deadline(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
-        match self.deadline.take() {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
+            timer: LazyTimer::new(),
         }
     }
 
@@ -222,16 +212,17 @@ pub async fn exchange<S: HeadSink>(
     deadline: Instant,
     sink: &mut S,
 ) -> Result<(S::Final, ResponseBody), Failed> {
-    let mut timer = conn.take_deadline(deadline);
+    let mut timer = std::mem::take(&mut conn.timer);
+    timer.arm(deadline);
     let mut received = false;
     // The sink's final head is made in the same poll that completes this
     // branch: a deadline cannot cut in after it.
     let result = tokio::select! {
         biased;
         r = head_of_response(&mut conn, head, method, &mut received, sink) => r,
-        () = timer.as_mut() => Err(H1Error::TimedOut),
+        () = timer.expired(deadline) => Err(H1Error::TimedOut),
     };
-    conn.deadline = Some(timer);
+    conn.timer = timer;
     match result {
         Ok((head, body, reusable)) => Ok((head, ResponseBody::new(conn, body, reusable))),
         Err(error) => Err(Failed {

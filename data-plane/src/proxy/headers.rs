@@ -197,13 +197,23 @@ pub enum ResponseField {
     RequestId,
 }
 
+/// Whether the field name `name`, as received (in any case), is `lower`,
+/// which holds lowercase letters and `-` only. One OR per byte: exact for
+/// the names `httparse` admits (tokens: no byte of one is another's with
+/// bit 5 set, but letters).
+#[inline]
+pub fn is_name(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
+    name.len() == lower.len() && name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
 /// [`ResponseField`] of the field `name`, in any case.
 pub fn response_field(name: &[u8]) -> ResponseField {
     // Most names have a length none of these has.
     if !matches!(name.len(), 2 | 3 | 6 | 7 | 10 | 12 | 16..=19) {
         return ResponseField::Keep;
     }
-    let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+    let is = |n: &HeaderName| is_name(name, n.as_str().as_bytes());
     if HOP_BY_HOP.iter().any(|n| is(n)) {
         ResponseField::HopByHop
     } else if is(&header::SERVER) || is(&X_POWERED_BY) {

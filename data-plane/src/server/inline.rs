@@ -37,11 +37,12 @@ use http_body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::ReadHalf;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::respond::{self, ClientHead, Framing};
 use super::rewind::Rewind;
 use super::stop::StopWatch;
+use crate::lazy_timer::LazyTimer;
 use crate::proxy::fields::{RawFields, Span};
 use crate::proxy::inline::{Answer, Begun, InlineHead};
 use crate::proxy::{ConnInfo, Proxy, ProxyBody};
@@ -82,11 +83,11 @@ pub async fn serve(
 ) -> Served {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
-    // The head deadline: one timer for the connection's life, moved later
-    // for each head (one atomic update while it is armed).
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    // The head deadline: one timer for the connection's life, not moved
+    // for each head (see `LazyTimer`).
+    let mut timer = LazyTimer::new();
     loop {
-        let mut waiting = false;
+        let mut deadline = None;
         let (begun, head_request) = loop {
             match take_head(&mut buf, proxy, info) {
                 Taken::Begun(begun, head_request) => break (begun, head_request),
@@ -97,22 +98,18 @@ pub async fn serve(
                 Taken::Partial => {}
             }
             // The deadline runs from when the wait for this head began.
-            let timer = match timer.as_mut() {
-                Some(t) if waiting => t,
-                Some(t) => {
-                    t.as_mut().reset(Instant::now() + limits.idle);
-                    t
-                }
-                None => timer.insert(Box::pin(tokio::time::sleep(limits.idle))),
-            };
-            waiting = true;
+            let deadline = *deadline.get_or_insert_with(|| {
+                let deadline = Instant::now() + limits.idle;
+                timer.arm(deadline);
+                deadline
+            });
             let (mut rd, _) = socket.split();
-            if !read_more(&mut rd, &mut buf, timer, &stop).await {
+            if !read_more(&mut rd, &mut buf, &mut timer, deadline, &stop).await {
                 return Served::Closed;
             }
         };
         let (mut rd, wr) = socket.split();
-        let (framing, body, close) = match begun {
+        let (framing, mut body, close) = match begun {
             Begun::Answered { resp, close } => {
                 let close = close || stop.is_stopped();
                 let (framing, body) = gateway(&mut out, resp, head_request, close);
@@ -151,10 +148,13 @@ pub async fn serve(
             &mut buf,
             &mut out,
             framing,
-            body,
+            &mut body,
             limits.max_head,
         )
         .await;
+        // Done with: the backend connection goes back to its pool (if the
+        // body was read to its end) and the access log is written.
+        drop(body);
         if !written || close || stop.is_stopped() {
             let _ = socket.shutdown().await;
             return Served::Closed;
@@ -259,8 +259,8 @@ fn split_target(target: &[u8]) -> Option<(&str, Option<&str>)> {
         return None;
     }
     let target = std::str::from_utf8(target).ok()?;
-    Some(match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
+    Some(match target.bytes().position(|b| b == b'?') {
+        Some(at) => (&target[..at], Some(&target[at + 1..])),
         None => (target, None),
     })
 }
@@ -285,7 +285,8 @@ static TARGET: [bool; 256] = {
 async fn read_more(
     rd: &mut ReadHalf<'_>,
     buf: &mut BytesMut,
-    timer: &mut Pin<Box<Sleep>>,
+    timer: &mut LazyTimer,
+    deadline: Instant,
     stop: &StopWatch,
 ) -> bool {
     if buf.capacity() - buf.len() < READ_RESERVE / 4 {
@@ -301,10 +302,7 @@ async fn read_more(
             Poll::Pending => {}
         }
         // A head that arrives as the time runs out still counts.
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(false),
-            Poll::Pending => Poll::Pending,
-        }
+        timer.poll_expired(deadline, cx).map(|()| false)
     })
     .await
 }
@@ -362,12 +360,12 @@ async fn write_response(
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
     framing: Framing,
-    mut body: ProxyBody,
+    body: &mut ProxyBody,
     max: usize,
 ) -> bool {
     let mut ended = framing == Framing::Empty;
     // What the body has now, without waiting.
-    let mut next = if ended { None } else { poll_now(&mut body) };
+    let mut next = if ended { None } else { poll_now(body) };
     loop {
         let mut data = Bytes::new();
         match next.take() {
@@ -381,7 +379,7 @@ async fn write_response(
         if !ended && !data.is_empty() {
             // A chunked body's end may be here already: then it goes in
             // the same write.
-            match poll_now(&mut body) {
+            match poll_now(body) {
                 Some(None) => ended = true,
                 other => next = other,
             }
@@ -420,7 +418,7 @@ async fn write_response(
             continue;
         }
         let waited = std::future::poll_fn(|cx| {
-            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+            if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
                 return Poll::Ready(Next::Frame(frame));
             }
             poll_client_gone(rd, buf, max, cx).map(|()| Next::ClientGone)

@@ -169,7 +169,7 @@ fn fields(
     if copied.via {
         let lines = head
             .fields()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"via"))
+            .filter(|(n, _)| headers::is_name(n, b"via"))
             .filter_map(|(_, v)| headers::text(v))
             .map(str::trim)
             .filter(|v| !v.is_empty());
@@ -208,16 +208,16 @@ fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, keep_length: bool, named: 
                 continue;
             }
             ResponseField::HopByHop => {
-                copied.connection |= name.eq_ignore_ascii_case(b"connection");
+                copied.connection |= headers::is_name(name, b"connection");
                 continue;
             }
             ResponseField::Identifying | ResponseField::RequestId => continue,
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if headers::is_name(name, b"content-length") {
             if !keep_length || head.drop_length {
                 continue;
             }
-        } else if name.eq_ignore_ascii_case(b"date") {
+        } else if headers::is_name(name, b"date") {
             copied.dated = true;
         }
         put(out, name, value);
@@ -228,7 +228,7 @@ fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, keep_length: bool, named: 
 /// Whether the head's `Connection` names the field `name`.
 fn connection_names(head: &RawHead<'_>, name: &[u8]) -> bool {
     head.fields()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .filter(|(n, _)| headers::is_name(n, b"connection"))
         .flat_map(|(_, v)| headers::list_items(v))
         .any(|token| name.eq_ignore_ascii_case(token.as_bytes()))
 }

@@ -81,7 +81,7 @@ impl<'a> RawHead<'a> {
         for span in self.spans {
             let [name_start, name_end, start, end] = span.map(|i| i as usize);
             let name = &self.bytes[name_start..name_end];
-            if self.drop_length && name.eq_ignore_ascii_case(b"content-length") {
+            if self.drop_length && headers::is_name(name, b"content-length") {
                 continue;
             }
             let (name, value) = header_field(name, self.bytes.slice(start..end))?;
@@ -238,14 +238,14 @@ impl<'a> Framing<'a> {
             length: Ok(None),
         };
         for (name, value) in fields {
-            if name.eq_ignore_ascii_case(b"connection") {
+            if headers::is_name(name, b"connection") {
                 for token in headers::list_items(value) {
                     f.close |= token.eq_ignore_ascii_case("close");
                     f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            } else if headers::is_name(name, b"transfer-encoding") {
                 f.transfer_encoding = Some(value);
-            } else if name.eq_ignore_ascii_case(b"content-length") {
+            } else if headers::is_name(name, b"content-length") {
                 f.has_length = true;
                 f.length = f.length.and_then(|length| add_length(length, value));
             }
