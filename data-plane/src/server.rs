@@ -11,37 +11,23 @@
 //! wait in the kernel backlog), request heads of at most
 //! `max_header_bytes` (431), and `header_read_timeout` to receive a head,
 //! which also bounds the idle time of a keep-alive connection between
-//! requests, so slowloris and idle connections are closed.
-//!
-//! That timeout is kept by one watchdog per connection ([`Activity`]), not
-//! by hyper's own header-read timer: hyper boxes a new timer for every
-//! request head and drops it again, an allocation and a timer-wheel insert
-//! and removal per request. The watchdog counts requests in flight and
-//! notes when the last one finished; its single timer fires at most once
-//! per timeout period, and a request costs two counter updates, a
-//! reference count and a clock read.
+//! requests, so slowloris and idle connections are closed: by the inline
+//! server itself, and on hyper's connections by a watchdog per connection
+//! ([`hyper_conn`]).
 
+mod hyper_conn;
 mod inline;
 mod respond;
 mod rewind;
 mod stop;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Version;
-use http_body::{Body, Frame, SizeHint};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -49,10 +35,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::body::BoxError as BodyError;
-use crate::proxy::interim::{Interim, InterimIo};
-use crate::proxy::{ConnInfo, Proxy, ProxyBody};
-use crate::registry::now_ns;
+use crate::proxy::interim::Interim;
+use crate::proxy::{ConnInfo, Proxy};
+use hyper_conn::{Http, serve_conn};
 
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,19 +129,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Drained {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Kept by the connection's watchdog instead (see the module docs).
-        .header_read_timeout(None)
-        // A head that does not fit the read buffer is answered 431.
-        .max_buf_size(config.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(config.max_header_bytes as u32);
-    let builder = Arc::new(builder);
+    let (auto, http1) = hyper_conn::builders(&config);
+    let (auto, http1) = (Arc::new(auto), Arc::new(http1));
     let tls = config.tls.map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     // Connection tasks watch `stopping` to finish gracefully; `connections`
@@ -192,9 +166,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, builder, stopping, tls) = (
+        let (proxy, auto, http1, stopping, tls) = (
             proxy.clone(),
-            Arc::clone(&builder),
+            Arc::clone(&auto),
+            Arc::clone(&http1),
             stopping.clone(),
             tls.clone(),
         );
@@ -209,16 +184,21 @@ pub async fn serve(
                     let _permit = permit;
                     let _open = proxy.connection();
                     let info = ConnInfo::new(peer, false, Interim::new());
-                    let io = match watch {
+                    let (io, http) = match watch {
                         Some(watch) => {
                             match inline::serve(stream, &proxy, &info, limits, watch).await {
                                 inline::Served::Closed => return,
-                                inline::Served::HandOff(io) => io,
+                                inline::Served::HandOff { io, http1: true } => {
+                                    (io, Http::Http1(&http1))
+                                }
+                                inline::Served::HandOff { io, http1: false } => {
+                                    (io, Http::Auto(&auto))
+                                }
                             }
                         }
-                        None => rewind::Rewind::new(Bytes::new(), stream),
+                        None => (rewind::Rewind::new(Bytes::new(), stream), Http::Auto(&auto)),
                     };
-                    if let Err(e) = serve_conn(&builder, stopping, io, proxy, info, idle).await {
+                    if let Err(e) = serve_conn(http, stopping, io, proxy, info, idle).await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 })
@@ -231,7 +211,12 @@ pub async fn serve(
                         let info = ConnInfo::new(peer, true, Interim::new());
                         // Boxed: the TLS session is large.
                         Box::pin(serve_conn(
-                            &builder, stopping, tls_stream, proxy, info, idle,
+                            Http::Auto(&auto),
+                            stopping,
+                            tls_stream,
+                            proxy,
+                            info,
+                            idle,
                         ))
                         .await
                     }
@@ -263,165 +248,5 @@ pub async fn serve(
         Drained::Clean
     } else {
         Drained::TimedOut
-    }
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Serve one connection; when `stopping` turns true, finish the request in
-/// flight (no new ones on this connection) and close. A connection with no
-/// request in flight for `idle` (which covers a head that never completes)
-/// is closed: at once, as hyper's own header timeout would, unless it has
-/// carried an HTTP/2 request — then gracefully (GOAWAY), so that a request
-/// crossing the close is refused cleanly rather than lost. (An upload
-/// still streaming after its response ended does not count as in flight.)
-async fn serve_conn<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    mut stopping: watch::Receiver<bool>,
-    io: I,
-    proxy: Proxy,
-    info: ConnInfo,
-    idle: Duration,
-) -> Result<(), BoxError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let io = InterimIo::new(io, Arc::clone(&info.interim));
-    let activity = Arc::new(Activity::new());
-    // hyper keeps one slot per connection, allocated up front and sized for
-    // the service's future; the request's own future (1.3 KiB) is boxed
-    // per request instead, so an idle keep-alive connection does not hold
-    // that much memory.
-    let service = service_fn({
-        let activity = Arc::clone(&activity);
-        move |req: http::Request<hyper::body::Incoming>| {
-            let busy = activity.begin(req.version());
-            // Called here, not in the future: the head is checked and
-            // rewritten before hyper reads from the client again.
-            let resp = Box::pin(proxy.clone().handle(req, info.clone()));
-            async move {
-                let resp = resp.await;
-                Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
-            }
-        }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    // Drop the watch guard at once: it must not live across an await.
-    let stop = async move {
-        let _ = stopping.wait_for(|s| *s).await.map(|_| ());
-    };
-    tokio::select! {
-        // A head that arrives as the time runs out still counts.
-        biased;
-        r = conn.as_mut() => return r,
-        () = stop => {}
-        () = activity.idle_for(idle) => {
-            if !activity.h2.load(Ordering::Relaxed) {
-                tracing::debug!(?idle, "no complete request head in time; closing");
-                return Ok(());
-            }
-        }
-    }
-    // Stopping, or an idle HTTP/2 connection told GOAWAY: requests in
-    // flight finish. One that then goes quiet for `idle` is dropped: a head
-    // still coming in when the drain began, or an HTTP/2 client that never
-    // answers the PING that GOAWAY waits for.
-    conn.as_mut().graceful_shutdown();
-    tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        () = activity.idle_for(idle) => Ok(()),
-    }
-}
-
-/// What a connection's watchdog knows: requests in flight, and when the
-/// last one finished (nanoseconds on [`now_ns`]'s clock).
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicU32,
-    idle_since: AtomicU64,
-    /// A request came over HTTP/2.
-    h2: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            in_flight: AtomicU32::new(0),
-            idle_since: AtomicU64::new(now_ns()),
-            h2: AtomicBool::new(false),
-        }
-    }
-
-    /// A request head arrived; the connection is busy until the returned
-    /// guard (carried by the response body) is dropped.
-    fn begin(self: &Arc<Self>, version: Version) -> Busy {
-        if version == Version::HTTP_2 {
-            self.h2.store(true, Ordering::Relaxed);
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Busy(Arc::clone(self))
-    }
-
-    /// Resolves once no request has been in flight for `idle`. Its one
-    /// timer is re-armed only when it fires, never per request.
-    async fn idle_for(&self, idle: Duration) {
-        let idle_ns = idle.as_nanos() as u64;
-        let mut wake = tokio::time::Instant::now() + idle;
-        loop {
-            tokio::time::sleep_until(wake).await;
-            let now = now_ns();
-            let due = if self.in_flight.load(Ordering::Acquire) > 0 {
-                now + idle_ns
-            } else {
-                self.idle_since.load(Ordering::Relaxed) + idle_ns
-            };
-            if due <= now {
-                return;
-            }
-            wake = tokio::time::Instant::now() + Duration::from_nanos(due - now);
-        }
-    }
-}
-
-/// One request in flight on its connection.
-#[derive(Debug)]
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        // The time first, released with the count: the watchdog (maybe on
-        // another thread, under HTTP/2) reads the count, then the time.
-        self.0.idle_since.store(now_ns(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// The response body with its request's [`Busy`] mark: hyper drops it once
-/// the body is written (or abandoned).
-#[derive(Debug)]
-struct Tracked {
-    body: ProxyBody,
-    _busy: Busy,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

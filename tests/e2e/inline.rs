@@ -26,6 +26,10 @@ async fn shapes_backend() -> String {
             "/no-content" => b"HTTP/1.1 204 No Content\r\nX-Kept: 1\r\n\r\n",
             "/not-modified" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"v1\"\r\n\r\n",
             "/unavailable" => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nbusy",
+            "/trailer-length" => b"HTTP/1.1 200 OK\r\nTrailer: x-sum\r\nContent-Length: 2\r\n\r\nok",
+            "/trailer-chunked" => b"HTTP/1.1 200 OK\r\nTrailer: x-sum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-sum: 9\r\n\r\n",
+            "/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "/http10-until-close" => b"HTTP/1.0 200 OK\r\n\r\nto the end",
             _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
         };
         let answer = if head.starts_with("HEAD ") {
@@ -134,6 +138,12 @@ async fn both_http1_servers_answer_alike() {
         ("GET", "/no-content"),
         ("GET", "/not-modified"),
         ("GET", "/unavailable"),
+        ("GET", "/trailer-length"),
+        ("HEAD", "/trailer-length"),
+        ("GET", "/trailer-chunked"),
+        ("HEAD", "/trailer-chunked"),
+        ("GET", "/http10"),
+        ("GET", "/http10-until-close"),
         ("GET", "/missing-route-is-fine-too"),
     ];
     for (method, path) in cases {
@@ -271,4 +281,102 @@ async fn many_fields_and_unusual_targets() {
         "{echo}"
     );
     assert_eq!(a.hits(), 2);
+}
+
+/// A client that half-closes after pipelined requests: as hyper, the
+/// inline server answers what it had begun before it saw the close (the
+/// close is not watched for while a pipelined request waits in the buffer)
+/// and then closes.
+#[tokio::test]
+async fn a_half_close_after_pipelined_requests_is_taken_as_hyper_takes_it() {
+    let slow = Backend::named("slow")
+        .delay(Duration::from_millis(150))
+        .start()
+        .await;
+    let inline = TestGateway::start().await;
+    let hyper_only = TestGateway::start_with(|s| s.server.inline = false).await;
+    let mut seen = Vec::new();
+    for gw in [&inline, &hyper_only] {
+        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": slow.url}]}))
+            .await;
+        let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+            .await
+            .expect("closed within 5 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let paths: Vec<_> = ["\"/a\"", "\"/b\""]
+            .into_iter()
+            .filter(|p| text.contains(&format!("\"path\":{p}")))
+            .collect();
+        seen.push(paths);
+    }
+    assert_eq!(seen[0], seen[1], "inline vs hyper");
+    assert_eq!(seen[0][0], "\"/a\"", "the first is answered");
+}
+
+/// Once a connection carried HTTP/1.1, an HTTP/2 preface on it is not a
+/// switch to HTTP/2 (hyper's server would have taken it as HTTP/1 from the
+/// start): the answer is HTTP/1 or a close, never HTTP/2 frames.
+#[tokio::test]
+async fn an_http2_preface_after_http1_requests_is_not_http2() {
+    let gw = TestGateway::start().await;
+    let a = Backend::named("a").start().await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answers(&mut s, 1).await[0].1["path"], "/a");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// A response still to come when the drain begins says `Connection: close`
+/// (as hyper's graceful shutdown does), and the connection then closes.
+#[tokio::test]
+async fn an_answer_written_during_the_drain_says_close() {
+    let gw = TestGateway::start().await;
+    let slow = Backend::named("slow")
+        .delay(Duration::from_millis(300))
+        .start()
+        .await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": slow.url}]}))
+        .await;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let in_flight = crate::common::eventually(Duration::from_secs(5), || async {
+        (slow.hits() == 1).then_some(())
+    })
+    .await;
+    assert!(in_flight.is_some());
+    let stopping = tokio::spawn(gw.stop());
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+        .await
+        .expect("answered and closed within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 "), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    drop(stopping.await.unwrap());
 }

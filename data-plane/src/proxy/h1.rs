@@ -217,10 +217,23 @@ pub async fn exchange<S: HeadSink>(
     let mut received = false;
     // The sink's final head is made in the same poll that completes this
     // branch: a deadline cannot cut in after it.
-    let result = tokio::select! {
-        biased;
-        r = head_of_response(&mut conn, head, method, &mut received, sink) => r,
-        () = timer.expired(deadline) => Err(H1Error::TimedOut),
+    let result = {
+        let mut exchange = std::pin::pin!(head_of_response(
+            &mut conn,
+            head,
+            method,
+            &mut received,
+            sink
+        ));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            timer
+                .poll_expired(deadline, cx)
+                .map(|()| Err(H1Error::TimedOut))
+        })
+        .await
     };
     conn.timer = timer;
     match result {

@@ -202,16 +202,17 @@ impl ConnPool {
                 Err(failed) => return Err(failed.error.into()),
             }
         }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let stream = match connect_tcp(authority, connect_timeout.min(left)).await {
-            Err(PoolError::ConnectTimeout) if left < connect_timeout => {
-                return Err(H1Error::TimedOut.into());
-            }
-            connected => connected?,
-        };
-        h1::exchange(Conn::new(stream), head, method, deadline, sink)
-            .await
-            .map_err(|failed| failed.error.into())
+        // Boxed: connecting is the rare case, and its room in this future
+        // would be moved with it on every request.
+        Box::pin(exchange_new(
+            authority,
+            connect_timeout,
+            deadline,
+            head,
+            method,
+            sink,
+        ))
+        .await
     }
 
     /// Return a bare connection whose response was read to its end.
@@ -242,6 +243,27 @@ impl Lent {
             pool.senders.push(self.sender, Instant::now());
         }
     }
+}
+
+/// [`ConnPool::exchange`] on a new connection.
+async fn exchange_new<S: HeadSink>(
+    authority: &Authority,
+    connect_timeout: Duration,
+    deadline: tokio::time::Instant,
+    head: h1::HeadBytes<'_>,
+    method: &http::Method,
+    sink: &mut S,
+) -> Result<(S::Final, ResponseBody), PoolError> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let stream = match connect_tcp(authority, connect_timeout.min(left)).await {
+        Err(PoolError::ConnectTimeout) if left < connect_timeout => {
+            return Err(H1Error::TimedOut.into());
+        }
+        connected => connected?,
+    };
+    h1::exchange(Conn::new(stream), head, method, deadline, sink)
+        .await
+        .map_err(|failed| failed.error.into())
 }
 
 async fn connect(

@@ -267,7 +267,10 @@ impl Proxy {
             let Some(t) = tries.next(p, outcome) else {
                 return Err(tries.exhausted());
             };
-            match self.attempt(upstream, &t, p, request_id).await {
+            // A head that cannot be made for this backend is no backend's
+            // failure: it ends the request at once.
+            let attempt = p.attempt(t.backend, t.last, request_id)?;
+            match self.attempt(upstream, &t, p, attempt, request_id).await {
                 Ok(resp) => {
                     let i = t.index;
                     let status = resp.status();
@@ -313,10 +316,11 @@ impl Proxy {
         upstream: &CompiledUpstream,
         t: &Try<'_>,
         p: &mut Prepared,
+        attempt: Attempt,
         request_id: &HeaderValue,
     ) -> Result<Response<Upstream>, ProxyError> {
         let backend = t.backend;
-        let r = match p.attempt(backend, t.last, request_id)? {
+        let r = match attempt {
             Attempt::Inline => {
                 return self.hyper_inline_attempt(upstream, t, p, request_id).await;
             }

@@ -51,6 +51,8 @@ use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 const MAX_FIELDS: usize = 100;
 /// Field slots tried first; [`MAX_FIELDS`] on a retry.
 const FEW_FIELDS: usize = 32;
+/// Longest request target hyper's server takes.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
 /// Read room asked for before a read.
 const READ_RESERVE: usize = 4096;
 
@@ -60,8 +62,16 @@ pub enum Served {
     /// Closed: by either side, for idling, or for the drain.
     Closed,
     /// To be served by hyper's server from here on, starting with what
-    /// was read and not served.
-    HandOff(Rewind<TcpStream>),
+    /// was read and not served; `http1`: only as HTTP/1 (a request was
+    /// served here already).
+    HandOff { io: Rewind<TcpStream>, http1: bool },
+}
+
+fn hand_off(buf: BytesMut, socket: TcpStream, http1: bool) -> Served {
+    Served::HandOff {
+        io: Rewind::new(buf.freeze(), socket),
+        http1,
+    }
 }
 
 /// What the inline server needs of the listener's settings.
@@ -86,14 +96,18 @@ pub async fn serve(
     // The head deadline: one timer for the connection's life, not moved
     // for each head (see `LazyTimer`).
     let mut timer = LazyTimer::new();
+    // Once a request is served here, the connection is HTTP/1 for good: a
+    // later hand-off goes to hyper's HTTP/1 server (an HTTP/2 preface then
+    // is an error, as it would be on a connection hyper took as HTTP/1).
+    let mut served = false;
     loop {
         let mut deadline = None;
         let (begun, head_request) = loop {
             match take_head(&mut buf, proxy, info) {
                 Taken::Begun(begun, head_request) => break (begun, head_request),
-                Taken::HandOff => return Served::HandOff(Rewind::new(buf.freeze(), socket)),
+                Taken::HandOff => return hand_off(buf, socket, served),
                 Taken::Partial if buf.len() >= limits.max_head => {
-                    return Served::HandOff(Rewind::new(buf.freeze(), socket));
+                    return hand_off(buf, socket, served);
                 }
                 Taken::Partial => {}
             }
@@ -109,52 +123,51 @@ pub async fn serve(
             }
         };
         let (mut rd, wr) = socket.split();
-        let (framing, mut body, close) = match begun {
-            Begun::Answered { resp, close } => {
-                let close = close || stop.is_stopped();
-                let (framing, body) = gateway(&mut out, resp, head_request, close);
-                (framing, body, close)
-            }
+        // Whether the connection ends after this answer is decided as its
+        // head is written (the client asked, or the listener is draining),
+        // and the head then says so.
+        let ((framing, close), mut body) = match begun {
+            Begun::Answered { resp, close } => gateway(&mut out, resp, head_request, close, &stop),
             Begun::HandOff => unreachable!("handed off in take_head"),
             Begun::Ready(req) => {
-                let close = req.close() || stop.is_stopped();
                 let request_id = req.request_id().clone();
                 let mut sink = ClientHead {
                     out: &mut out,
                     socket: wr.as_ref(),
                     request_id: &request_id,
-                    close,
+                    close: req.close(),
+                    stop: &stop,
                 };
-                let send = req.send(proxy, &mut sink);
-                let answer = tokio::select! {
-                    biased;
-                    answer = send => answer,
-                    // The client went away: the request is dropped (and
-                    // with it the backend exchange), as hyper does.
-                    () = std::future::poll_fn(|cx| poll_client_gone(&mut rd, &mut buf, limits.max_head, cx)) => {
-                        return Served::Closed;
-                    }
+                let close = req.close();
+                // Pinned where it is made: a `select!` would move the
+                // request's (large) future into its own tuple first.
+                let answer = {
+                    let mut send = std::pin::pin!(req.send(proxy, &mut sink));
+                    std::future::poll_fn(|cx| {
+                        if let Poll::Ready(answer) = send.as_mut().poll(cx) {
+                            return Poll::Ready(Some(answer));
+                        }
+                        poll_client_gone(&mut rd, &mut buf, cx).map(|()| None)
+                    })
+                    .await
                 };
-                let (framing, body) = match answer {
+                // The client went away: the request is dropped (and with it
+                // the backend exchange), as hyper does.
+                let Some(answer) = answer else {
+                    return Served::Closed;
+                };
+                match answer {
                     Answer::Upstream { head, body } => (head, body),
-                    Answer::Gateway(resp) => gateway(&mut out, resp, head_request, close),
-                };
-                (framing, body, close)
+                    Answer::Gateway(resp) => gateway(&mut out, resp, head_request, close, &stop),
+                }
             }
         };
-        let written = write_response(
-            wr.as_ref(),
-            &mut rd,
-            &mut buf,
-            &mut out,
-            framing,
-            &mut body,
-            limits.max_head,
-        )
-        .await;
+        let written =
+            write_response(wr.as_ref(), &mut rd, &mut buf, &mut out, framing, &mut body).await;
         // Done with: the backend connection goes back to its pool (if the
         // body was read to its end) and the access log is written.
         drop(body);
+        served = true;
         if !written || close || stop.is_stopped() {
             let _ = socket.shutdown().await;
             return Served::Closed;
@@ -162,15 +175,18 @@ pub async fn serve(
     }
 }
 
-/// The gateway's own answer, its head written to `out`.
+/// The gateway's own answer, its head written to `out`: its framing and
+/// whether it closes the connection (the client asked, or `stop`).
 fn gateway(
     out: &mut Vec<u8>,
     resp: Response<ProxyBody>,
     head_request: bool,
     close: bool,
-) -> (Framing, ProxyBody) {
+    stop: &StopWatch,
+) -> ((Framing, bool), ProxyBody) {
+    let close = close || stop.is_stopped();
     let framing = respond::gateway_head(out, &resp, head_request, close);
-    (framing, resp.into_body())
+    ((framing, close), resp.into_body())
 }
 
 /// What [`take_head`] found at the front of the read buffer.
@@ -231,6 +247,10 @@ fn take_head_with<const N: usize>(
         buf[span[0] as usize..span[1] as usize].make_ascii_lowercase();
     }
     let head = &buf[..len];
+    // Longer targets get hyper's own answer (414).
+    if target.len() > MAX_TARGET {
+        return Ok(Taken::HandOff);
+    }
     let (Ok(method), Some((path, query))) = (
         Method::from_bytes(&head[method]),
         split_target(&head[target]),
@@ -307,28 +327,21 @@ async fn read_more(
     .await
 }
 
-/// Watch the client while its request is in flight: what it sends (a
-/// pipelined request) is read into `buf`, up to `max`; ready once it
-/// closed the connection or the socket failed.
-fn poll_client_gone(
-    rd: &mut ReadHalf<'_>,
-    buf: &mut BytesMut,
-    max: usize,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    loop {
-        if buf.len() >= max {
-            // Enough read ahead: not watched again until it is served.
-            return Poll::Pending;
-        }
-        if buf.capacity() - buf.len() < READ_RESERVE / 4 {
-            buf.reserve(READ_RESERVE);
-        }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Ready(Ok(_)) => {}
-            Poll::Pending => return Poll::Pending,
-        }
+/// Watch the client while its request is in flight, as hyper does: ready
+/// once it closed the connection (or the socket failed) with nothing more
+/// sent. Once it sent more (a pipelined request, kept in `buf`), it is no
+/// longer watched: a client may half-close after its last request and
+/// still wait for the answers.
+fn poll_client_gone(rd: &mut ReadHalf<'_>, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<()> {
+    if !buf.is_empty() {
+        return Poll::Pending;
+    }
+    if buf.capacity() < READ_RESERVE / 4 {
+        buf.reserve(READ_RESERVE);
+    }
+    match tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf) {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
+        Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
     }
 }
 
@@ -361,7 +374,6 @@ async fn write_response(
     out: &mut Vec<u8>,
     framing: Framing,
     body: &mut ProxyBody,
-    max: usize,
 ) -> bool {
     let mut ended = framing == Framing::Empty;
     // What the body has now, without waiting.
@@ -421,7 +433,7 @@ async fn write_response(
             if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
                 return Poll::Ready(Next::Frame(frame));
             }
-            poll_client_gone(rd, buf, max, cx).map(|()| Next::ClientGone)
+            poll_client_gone(rd, buf, cx).map(|()| Next::ClientGone)
         })
         .await;
         match waited {

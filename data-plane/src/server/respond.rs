@@ -20,6 +20,7 @@ use http::{Response, StatusCode};
 use http_body::Body;
 use tokio::net::TcpStream;
 
+use super::stop::StopWatch;
 use crate::proxy::ProxyBody;
 use crate::proxy::h1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::headers::{self, ResponseField, VIA_ENTRY};
@@ -43,12 +44,17 @@ pub struct ClientHead<'a> {
     pub out: &'a mut Vec<u8>,
     pub socket: &'a TcpStream,
     pub request_id: &'a HeaderValue,
-    /// Say `Connection: close`: the connection ends after this response.
+    /// The client asked to close the connection after this response.
     pub close: bool,
+    /// The listener is draining: then too the connection closes after
+    /// this response (looked at as the head is written).
+    pub stop: &'a StopWatch,
 }
 
 impl HeadSink for ClientHead<'_> {
-    type Final = Framing;
+    /// The body's framing, and whether the connection closes after it
+    /// (the head says `Connection: close` then).
+    type Final = (Framing, bool);
 
     fn interim(&mut self, head: &RawHead<'_>) {
         // `100 Continue` answers a question this path never asks.
@@ -56,8 +62,10 @@ impl HeadSink for ClientHead<'_> {
             return;
         }
         let queued = !self.out.is_empty();
-        status_line(self.out, head.status, head.reason());
-        fields(self.out, head, self.request_id, false);
+        // As hyper's server writes a relayed 1xx: the usual reason phrase,
+        // the fields as they are (a length included).
+        status_line(self.out, head.status, None);
+        fields(self.out, head, self.request_id, Omit::default());
         self.out.extend_from_slice(b"\r\n");
         if queued {
             return;
@@ -69,15 +77,21 @@ impl HeadSink for ClientHead<'_> {
         }
     }
 
-    fn head(&mut self, head: &RawHead<'_>) -> Result<Framing, H1Error> {
+    fn head(&mut self, head: &RawHead<'_>) -> Result<(Framing, bool), H1Error> {
         let out = &mut *self.out;
         status_line(out, head.status, head.reason());
         // An answer to HEAD keeps the length it declares (that of the body
-        // a GET would get); a 204 or 304 sends none, as hyper's server.
-        let keep_length = head.body == BodyFraming::None
-            && head.status != StatusCode::NO_CONTENT
-            && head.status != StatusCode::NOT_MODIFIED;
-        let dated = fields(out, head, self.request_id, keep_length);
+        // a GET would get); a 204 or 304 sends none, as hyper's server. A
+        // body's length is the gateway's to write, and with no body to
+        // come, trailers will not either.
+        let bodiless = head.body == BodyFraming::None;
+        let omit = Omit {
+            length: !bodiless
+                || head.status == StatusCode::NO_CONTENT
+                || head.status == StatusCode::NOT_MODIFIED,
+            trailer: bodiless,
+        };
+        let dated = fields(out, head, self.request_id, omit);
         if !dated {
             put_date(out);
         }
@@ -92,8 +106,9 @@ impl HeadSink for ClientHead<'_> {
                 Framing::Chunked
             }
         };
-        end_head(out, self.close);
-        Ok(framing)
+        let close = self.close || self.stop.is_stopped();
+        end_head(out, close);
+        Ok((framing, close))
     }
 }
 
@@ -148,22 +163,26 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Fields of the backend's head left out besides those [`ResponseField`]
+/// says go.
+#[derive(Debug, Clone, Copy, Default)]
+struct Omit {
+    /// `Content-Length`.
+    length: bool,
+    /// `Trailer`.
+    trailer: bool,
+}
+
 /// Write `head`'s fields as the client gets them, then the gateway's
-/// `Via` and `X-Request-ID`; `Content-Length` only if `keep_length`.
-/// Whether the head has a `Date`.
-fn fields(
-    out: &mut Vec<u8>,
-    head: &RawHead<'_>,
-    request_id: &HeaderValue,
-    keep_length: bool,
-) -> bool {
+/// `Via` and `X-Request-ID`. Whether the head has a `Date`.
+fn fields(out: &mut Vec<u8>, head: &RawHead<'_>, request_id: &HeaderValue, omit: Omit) -> bool {
     let start = out.len();
-    let mut copied = copy_fields(out, head, keep_length, false);
+    let mut copied = copy_fields(out, head, omit, false);
     if copied.connection {
         // Rare: `Connection` may name fields (even `Date` or `Via`) that
         // must go too. Written again, leaving those out.
         out.truncate(start);
-        copied = copy_fields(out, head, keep_length, true);
+        copied = copy_fields(out, head, omit, true);
     }
     out.extend_from_slice(b"via: ");
     if copied.via {
@@ -195,7 +214,7 @@ struct Copied {
 
 /// Copy the fields of `head` the client gets as they are; with `named`,
 /// leave out those its `Connection` names.
-fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, keep_length: bool, named: bool) -> Copied {
+fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, omit: Omit, named: bool) -> Copied {
     let mut copied = Copied::default();
     for (name, value) in head.fields() {
         if named && connection_names(head, name) {
@@ -214,11 +233,13 @@ fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, keep_length: bool, named: 
             ResponseField::Identifying | ResponseField::RequestId => continue,
         }
         if headers::is_name(name, b"content-length") {
-            if !keep_length || head.drop_length {
+            if omit.length || head.drop_length {
                 continue;
             }
         } else if headers::is_name(name, b"date") {
             copied.dated = true;
+        } else if omit.trailer && headers::is_name(name, b"trailer") {
+            continue;
         }
         put(out, name, value);
     }
@@ -290,7 +311,7 @@ fn put_date(out: &mut Vec<u8>) {
 /// The size line of a chunk of `len` bytes (`{len:x}\r\n`), written at
 /// the end of `buf`.
 pub fn chunk_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     let mut at = buf.len() - 2;
     buf[at..].copy_from_slice(b"\r\n");
     let mut n = len;
@@ -331,10 +352,10 @@ mod tests {
         assert_eq!(itoa_u64(100, &mut [0; 20]), b"100");
         assert_eq!(itoa_u64(u64::MAX, &mut [0; 20]), b"18446744073709551615");
         assert_eq!(chunk_line(0, &mut [0; 18]), b"0\r\n");
-        assert_eq!(chunk_line(255, &mut [0; 18]), b"ff\r\n");
+        assert_eq!(chunk_line(255, &mut [0; 18]), b"FF\r\n");
         assert_eq!(
             chunk_line(usize::MAX, &mut [0; 18]),
-            b"ffffffffffffffff\r\n"
+            b"FFFFFFFFFFFFFFFF\r\n"
         );
     }
 

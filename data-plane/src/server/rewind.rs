@@ -28,7 +28,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.prefix.is_empty() {
+        if this.prefix.is_empty() || buf.remaining() == 0 {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let n = this.prefix.len().min(buf.remaining());

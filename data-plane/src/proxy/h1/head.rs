@@ -72,9 +72,10 @@ impl<'a> RawHead<'a> {
     /// hyper's form of the head: fields in a map, their values sharing the
     /// received bytes, an unusual reason phrase as an extension.
     pub fn to_response(&self) -> Result<Response<()>, H1Error> {
+        // The client gets the gateway's own version (RFC 9110 §6.2), not
+        // the backend's: a backend's HTTP/1.0 answer goes on as HTTP/1.1.
         let mut resp = Response::new(());
         *resp.status_mut() = self.status;
-        *resp.version_mut() = self.version;
         let headers = resp.headers_mut();
         // Room for what the gateway adds (`Via`, `X-Request-ID`).
         headers.reserve(self.spans.len() + 2);

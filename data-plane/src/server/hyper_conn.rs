@@ -1,0 +1,247 @@
+//! Connections served by hyper's server: TLS ones, those the inline
+//! server handed over, and all of them with the inline server off.
+//!
+//! The header-read and idle timeout is kept by one watchdog per connection
+//! ([`Activity`]), not by hyper's own header-read timer: hyper boxes a new
+//! timer for every request head and drops it again, an allocation and a
+//! timer-wheel insert and removal per request. The watchdog counts
+//! requests in flight and notes when the last one finished; its single
+//! timer fires at most once per timeout period, and a request costs two
+//! counter updates, a reference count and a clock read.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Version;
+use http_body::{Body, Frame, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+
+use super::ServerConfig;
+use crate::proxy::body::BoxError as BodyError;
+use crate::proxy::interim::InterimIo;
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::registry::now_ns;
+
+/// How hyper serves a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Http<'a> {
+    /// HTTP/1 or HTTP/2, as the client's first bytes say.
+    Auto(&'a auto::Builder<TokioExecutor>),
+    /// HTTP/1 only: a connection that carried HTTP/1.1 already.
+    Http1(&'a http1::Builder),
+}
+
+/// hyper's servers as the listener's settings want them: both kinds, and
+/// HTTP/1 alone (alike).
+pub fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, http1::Builder) {
+    let max_buf = config.max_header_bytes.max(8192);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(TokioTimer::new())
+        // Kept by the connection's watchdog instead (see the module docs).
+        .header_read_timeout(None)
+        // A head that does not fit the read buffer is answered 431.
+        .max_buf_size(max_buf);
+    auto.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32);
+    let mut only = http1::Builder::new();
+    only.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(max_buf);
+    (auto, only)
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serve one connection; when `stopping` turns true, finish the request in
+/// flight (no new ones on this connection) and close. A connection with no
+/// request in flight for `idle` (which covers a head that never completes)
+/// is closed: at once, as hyper's own header timeout would, unless it has
+/// carried an HTTP/2 request — then gracefully (GOAWAY), so that a request
+/// crossing the close is refused cleanly rather than lost. (An upload
+/// still streaming after its response ended does not count as in flight.)
+pub async fn serve_conn<I>(
+    http: Http<'_>,
+    stopping: watch::Receiver<bool>,
+    io: I,
+    proxy: Proxy,
+    info: ConnInfo,
+    idle: Duration,
+) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = InterimIo::new(io, Arc::clone(&info.interim));
+    let activity = Arc::new(Activity::new());
+    // hyper keeps one slot per connection, allocated up front and sized for
+    // the service's future; the request's own future (1.3 KiB) is boxed
+    // per request instead, so an idle keep-alive connection does not hold
+    // that much memory.
+    let service = service_fn({
+        let activity = Arc::clone(&activity);
+        move |req: http::Request<hyper::body::Incoming>| {
+            let busy = activity.begin(req.version());
+            // Called here, not in the future: the head is checked and
+            // rewritten before hyper reads from the client again.
+            let resp = Box::pin(proxy.clone().handle(req, info.clone()));
+            async move {
+                let resp = resp.await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
+            }
+        }
+    });
+    let io = TokioIo::new(io);
+    match http {
+        Http::Auto(builder) => {
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
+        }
+        Http::Http1(builder) => {
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
+        }
+    }
+}
+
+/// Run `conn` until it ends; when `stopping` turns true, or no request has
+/// been in flight for `idle`, see [`serve_conn`].
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    mut stopping: watch::Receiver<bool>,
+    activity: &Activity,
+    idle: Duration,
+) -> Result<(), BoxError>
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    tokio::pin!(conn);
+    // Drop the watch guard at once: it must not live across an await.
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await.map(|_| ());
+    };
+    tokio::select! {
+        // A head that arrives as the time runs out still counts.
+        biased;
+        r = conn.as_mut() => return r.map_err(Into::into),
+        () = stop => {}
+        () = activity.idle_for(idle) => {
+            if !activity.h2.load(Ordering::Relaxed) {
+                tracing::debug!(?idle, "no complete request head in time; closing");
+                return Ok(());
+            }
+        }
+    }
+    // Stopping, or an idle HTTP/2 connection told GOAWAY: requests in
+    // flight finish. One that then goes quiet for `idle` is dropped: a head
+    // still coming in when the drain began, or an HTTP/2 client that never
+    // answers the PING that GOAWAY waits for.
+    graceful(conn.as_mut());
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => r.map_err(Into::into),
+        () = activity.idle_for(idle) => Ok(()),
+    }
+}
+
+/// What a connection's watchdog knows: requests in flight, and when the
+/// last one finished (nanoseconds on [`now_ns`]'s clock).
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicU32,
+    idle_since: AtomicU64,
+    /// A request came over HTTP/2.
+    h2: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(now_ns()),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    /// A request head arrived; the connection is busy until the returned
+    /// guard (carried by the response body) is dropped.
+    fn begin(self: &Arc<Self>, version: Version) -> Busy {
+        if version == Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `idle`. Its one
+    /// timer is re-armed only when it fires, never per request.
+    async fn idle_for(&self, idle: Duration) {
+        let idle_ns = idle.as_nanos() as u64;
+        let mut wake = tokio::time::Instant::now() + idle;
+        loop {
+            tokio::time::sleep_until(wake).await;
+            let now = now_ns();
+            let due = if self.in_flight.load(Ordering::Acquire) > 0 {
+                now + idle_ns
+            } else {
+                self.idle_since.load(Ordering::Relaxed) + idle_ns
+            };
+            if due <= now {
+                return;
+            }
+            wake = tokio::time::Instant::now() + Duration::from_nanos(due - now);
+        }
+    }
+}
+
+/// One request in flight on its connection.
+#[derive(Debug)]
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // The time first, released with the count: the watchdog (maybe on
+        // another thread, under HTTP/2) reads the count, then the time.
+        self.0.idle_since.store(now_ns(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// The response body with its request's [`Busy`] mark: hyper drops it once
+/// the body is written (or abandoned).
+#[derive(Debug)]
+pub struct Tracked {
+    body: ProxyBody,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
