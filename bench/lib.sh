@@ -8,6 +8,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 # BENCH_SWITCHYARD_BIN: measure this prebuilt gateway binary instead of building one.
 SWITCHYARD_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
 BACKEND_BIN=$TARGET_DIR/release/bench-backend
+FLOOR_BIN=$TARGET_DIR/release/bench-floor
 PORT_BASE=${BENCH_PORT_BASE:-19080}
 BACKEND_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
@@ -19,6 +20,9 @@ BACKEND2_PORT=$((PORT_BASE + 5))
 # takes every request): what the inline server gains, in the same rounds.
 SY_BARE_PORT=$((PORT_BASE + 6))
 SY_BARE_ADMIN_PORT=$((PORT_BASE + 7))
+# bench/floor (run.sh --floor): a proxy that does nothing but parse and pass
+# on heads, on the same runtime: the floor for any proxy built like ours.
+FLOOR_PORT=$((PORT_BASE + 8))
 # CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
@@ -106,6 +110,13 @@ build_all() {
   [[ -x $SWITCHYARD_BIN && -x $BACKEND_BIN ]] || die "build outputs missing"
 }
 
+build_floor() {
+  log "cargo build --release (bench/floor)"
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --locked \
+    --manifest-path "$BENCH_DIR/floor/Cargo.toml"
+  [[ -x $FLOOR_BIN ]] || die "build output missing: $FLOOR_BIN"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {
@@ -141,6 +152,11 @@ start_backend() { # NAME PORT
   start_bg "$1" "$LOAD_CPU" "$BACKEND_BIN" "127.0.0.1:$2"
   local v="PID_$1"
   wait_port "$2" "${!v}" "$1"
+}
+
+start_floor() {
+  start_bg floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BACKEND_PORT"
+  wait_port "$FLOOR_PORT" "$PID_floor" floor
 }
 
 start_nginx() {

@@ -3,7 +3,8 @@
 # measured in one run, pinned, rounds interleaved with the order rotated.
 # See BENCHMARKS.md. Usage:
 #   bench/run.sh [--rounds N] [--duration S] [--c1-duration S] [--warmup S]
-#                [--smoke] [--no-reconfig] [--no-install] [--no-build]
+#                [--smoke] [--no-reconfig] [--no-install] [--no-build] [--floor]
+# --floor also measures bench/floor, a featureless proxy on the same runtime.
 # Env equivalents: BENCH_ROUNDS, BENCH_DURATION, BENCH_C1_DURATION,
 # BENCH_WARMUP, BENCH_PORT_BASE (default 19080), BENCH_PROXY_CPU (0),
 # BENCH_LOAD_CPU (1), CARGO_TARGET_DIR, BENCH_KEEP_TMP=1 (keep logs).
@@ -18,6 +19,7 @@ SMOKE=0
 RECONFIG=1
 INSTALL=1
 BUILD=1
+FLOOR=0
 while (($#)); do
   case $1 in
     --rounds) ROUNDS=$2; shift ;;
@@ -28,7 +30,8 @@ while (($#)); do
     --no-reconfig) RECONFIG=0 ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --floor) FLOOR=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -42,10 +45,11 @@ trap 'exit 130' INT TERM
 
 ((INSTALL)) && install_deps
 ((BUILD)) && build_all
+((BUILD && FLOOR)) && build_floor
 bench_tmp
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 check_ports_free "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT" \
-  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT"
+  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" "$FLOOR_PORT"
 
 log "starting peers (proxies on CPU $PROXY_CPU, backend + wrk on CPU $LOAD_CPU); logs in $BENCH_TMP"
 start_backend backend "$BACKEND_PORT"
@@ -56,6 +60,11 @@ start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-inli
 ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
 admin POST /admin/routes "$ROUTE" >/dev/null
 ADMIN_PORT=$SY_BARE_ADMIN_PORT admin POST /admin/routes "$ROUTE" >/dev/null
+FLOOR_PEER=()
+if ((FLOOR)); then
+  start_floor
+  FLOOR_PEER=(--peer "floor:$FLOOR_PORT:$PID_floor")
+fi
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_BARE_PORT"; do
   wait_proxied "$port" /
 done
@@ -73,7 +82,7 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "nginx:$NGINX_PORT:$PID_nginx" \
   --peer "haproxy:$HAPROXY_PORT:$PID_haproxy" \
   --peer "switchyard:$SY_PORT:$PID_switchyard" \
-  --peer "switchyard_hyper_server:$SY_BARE_PORT:$PID_switchyard_bare" \
+  --peer "switchyard_hyper_server:$SY_BARE_PORT:$PID_switchyard_bare" "${FLOOR_PEER[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
   --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"
