@@ -106,6 +106,7 @@ impl<'a, S> Noting<'a, S> {
 
 impl<S: HeadSink> HeadSink for Noting<'_, S> {
     type Final = S::Final;
+    const SHARES_BYTES: bool = S::SHARES_BYTES;
 
     fn interim(&mut self, head: &h1::RawHead<'_>) {
         self.sink.interim(head);

@@ -155,6 +155,11 @@ pub fn gateway_head(
 }
 
 fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
+    if status == StatusCode::OK && reason.is_none() {
+        // Most answers: one copy.
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

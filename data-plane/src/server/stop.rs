@@ -47,6 +47,7 @@ impl Stop {
             stop: Arc::clone(self),
             id,
             waker,
+            registered: AtomicBool::new(false),
         }
     }
 }
@@ -57,6 +58,9 @@ pub struct StopWatch {
     stop: Arc<Stop>,
     id: u64,
     waker: Arc<AtomicWaker>,
+    /// The connection's task registered its waker: a task's waker wakes it
+    /// whichever poll it came from, so once is enough.
+    registered: AtomicBool,
 }
 
 impl StopWatch {
@@ -68,7 +72,9 @@ impl StopWatch {
     pub fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before the flag is read: a stop between the two still
         // wakes this task.
-        self.waker.register(cx.waker());
+        if !self.registered.swap(true, Ordering::Relaxed) {
+            self.waker.register(cx.waker());
+        }
         if self.is_stopped() {
             Poll::Ready(())
         } else {

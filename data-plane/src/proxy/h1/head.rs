@@ -5,7 +5,7 @@
 //! it (requests hyper's server took); the inline server's writes the
 //! client's head straight from the received bytes, with no header map.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
@@ -17,6 +17,10 @@ use crate::proxy::headers;
 pub trait HeadSink {
     /// What the final head becomes.
     type Final;
+    /// The sink keeps parts of heads ([`RawHead::to_response`]): the head
+    /// is split off the connection's buffer as shared bytes first. Else it
+    /// is only looked at there, and the buffer moves past it.
+    const SHARES_BYTES: bool = false;
     /// A 1xx head (never `101`), as it arrives.
     fn interim(&mut self, head: &RawHead<'_>);
     /// The final head. Called only when nothing can fail after it: the
@@ -42,7 +46,9 @@ pub enum BodyFraming {
 pub struct RawHead<'a> {
     pub status: StatusCode,
     pub version: Version,
-    bytes: &'a Bytes,
+    bytes: &'a [u8],
+    /// The same bytes, shared (for a sink that [`HeadSink::SHARES_BYTES`]).
+    shared: Option<&'a Bytes>,
     spans: &'a [Span],
     /// The reason phrase, when it is not the status code's usual one.
     reason: Option<(u32, u32)>,
@@ -76,6 +82,14 @@ impl<'a> RawHead<'a> {
         // the backend's: a backend's HTTP/1.0 answer goes on as HTTP/1.1.
         let mut resp = Response::new(());
         *resp.status_mut() = self.status;
+        let copied;
+        let shared = match self.shared {
+            Some(shared) => shared,
+            None => {
+                copied = Bytes::copy_from_slice(self.bytes);
+                &copied
+            }
+        };
         let headers = resp.headers_mut();
         // Room for what the gateway adds (`Via`, `X-Request-ID`).
         headers.reserve(self.spans.len() + 2);
@@ -85,7 +99,7 @@ impl<'a> RawHead<'a> {
             if self.drop_length && headers::is_name(name, b"content-length") {
                 continue;
             }
-            let (name, value) = header_field(name, self.bytes.slice(start..end))?;
+            let (name, value) = header_field(name, shared.slice(start..end))?;
             headers.append(name, value);
         }
         if let Some(reason) = self.reason() {
@@ -188,28 +202,37 @@ fn parse_with<const N: usize, S: HeadSink>(
         return Err(H1Error::Switching);
     }
     let spans = &spans[..count];
-    let bytes = buf.split_to(len).freeze();
+    let shared = S::SHARES_BYTES.then(|| buf.split_to(len).freeze());
     let mut head = RawHead {
         status,
         version,
-        bytes: &bytes,
+        bytes: match &shared {
+            Some(shared) => shared,
+            None => &buf[..len],
+        },
+        shared: shared.as_ref(),
         spans,
         reason,
         body: BodyFraming::None,
         drop_length: false,
     };
-    if status.is_informational() {
+    let parsed = if status.is_informational() {
         sink.interim(&head);
-        return Ok(Parsed::Interim);
+        Parsed::Interim
+    } else {
+        let framing = Framing::of(head.fields());
+        let reusable = framing.decide(&mut head, method)?;
+        let body = head.body;
+        Parsed::Final {
+            head: sink.head(&head)?,
+            body,
+            reusable,
+        }
+    };
+    if shared.is_none() {
+        buf.advance(len);
     }
-    let framing = Framing::of(head.fields());
-    let reusable = framing.decide(&mut head, method)?;
-    let body = head.body;
-    Ok(Parsed::Final {
-        head: sink.head(&head)?,
-        body,
-        reusable,
-    })
+    Ok(parsed)
 }
 
 /// What a response head says of its body's framing and its connection,
@@ -330,6 +353,7 @@ pub(crate) struct ToResponse<'a> {
 
 impl HeadSink for ToResponse<'_> {
     type Final = Response<()>;
+    const SHARES_BYTES: bool = true;
 
     fn interim(&mut self, head: &RawHead<'_>) {
         if let Ok(resp) = head.to_response() {
