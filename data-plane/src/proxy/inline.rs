@@ -108,24 +108,11 @@ impl InlineRequest {
             let Head::Encoded(head) = &prepared.head else {
                 unreachable!("the inline server encodes every head it sends")
             };
-            let backend = t.backend;
             let mut noting = Noting::new(sink);
-            let exchanged = backend
-                .state
-                .pool()
-                .exchange(
-                    &backend.authority,
-                    t.limits(upstream),
-                    head.for_backend(backend),
-                    &prepared.method,
-                    prepared.idempotent,
-                    &mut noting,
-                )
-                .await;
-            let (head, body) = match exchanged {
+            let (head, body) = match t.exchange(upstream, head, &prepared, &mut noting).await {
                 Ok(answer) => answer,
                 Err(e) => {
-                    let e = ProxyError::from_pool(&backend.url, e);
+                    let e = ProxyError::from_pool(&t.backend.url, e);
                     match tries.failed(t, e, &prepared, &mut outcome) {
                         Ok(()) => continue,
                         Err(e) => break e,

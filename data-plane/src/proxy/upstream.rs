@@ -142,15 +142,32 @@ pub(super) struct Try<'u> {
 }
 
 impl Try<'_> {
-    /// What the inline client's exchange of this attempt may take: the
-    /// deadline is kept on the connection's own timer (see `h1::Conn`), a
-    /// missed one is its error.
-    pub fn limits(&self, upstream: &CompiledUpstream) -> pool::Limits {
-        pool::Limits {
+    /// This attempt through the inline client: `head` to the backend's
+    /// pool, the answer's heads to `sink`. (The pool's future itself, not
+    /// one around it: every async layer is a copy of its size per request.)
+    pub fn exchange<'a, S: HeadSink>(
+        &'a self,
+        upstream: &CompiledUpstream,
+        head: &'a EncodedHead,
+        p: &'a Prepared,
+        sink: &'a mut S,
+    ) -> impl Future<Output = Result<(S::Final, h1::ResponseBody), pool::PoolError>> + 'a {
+        let backend = self.backend;
+        // The deadline is kept on the connection's own timer (see
+        // `h1::Conn`); a missed one is its error.
+        let limits = pool::Limits {
             connect_timeout: upstream.connect_timeout,
             deadline: self.deadline,
             now: self.now.into_std(),
-        }
+        };
+        backend.state.pool().exchange(
+            &backend.authority,
+            limits,
+            head.for_backend(backend),
+            &p.method,
+            p.idempotent,
+            sink,
+        )
     }
 }
 
@@ -383,19 +400,7 @@ impl Proxy {
         let mut sink = h1::head::ToResponse {
             interim: &mut relay,
         };
-        let exchanged = backend
-            .state
-            .pool()
-            .exchange(
-                &backend.authority,
-                t.limits(upstream),
-                head.for_backend(backend),
-                &p.method,
-                p.idempotent,
-                &mut sink,
-            )
-            .await;
-        match exchanged {
+        match t.exchange(upstream, head, p, &mut sink).await {
             Ok((resp, body)) => Ok(resp.map(|()| Upstream::Inline(Some(body)))),
             Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
         }
