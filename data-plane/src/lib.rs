@@ -9,7 +9,9 @@
 //! - [`health`]: the active health-check scheduler, reconciled per snapshot;
 //! - [`metrics`]: lock-free counters and the Prometheus collector;
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
-//! - [`server`]: the listener with HTTP/1.1 + h2c and graceful drain.
+//! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
+//!   rest (HTTP/1.1, h2c, TLS), graceful drain;
+//! - [`lazy_timer`]: one timer reused across waits without moving it.
 //!
 //! [`DataPlane`] ties them together: it holds the current snapshot in one
 //! `ArcSwap` and never lets an older config version replace a newer one.

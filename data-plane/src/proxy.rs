@@ -5,6 +5,10 @@
 //! streaming body to the pooled client; retry on another backend when that
 //! is safe. No lock, no database, no buffering: bodies pass through frame
 //! by frame. Upgrades (WebSocket) become tunnels once the backend says 101.
+//!
+//! Two ways in: [`Proxy::handle`] for requests hyper's server parsed, and
+//! [`Proxy::begin_inline`] ([`inline`]) for heads the inline server parsed
+//! in place; both check, route and rewrite with [`prepare`]'s code.
 
 pub mod body;
 pub mod client;
@@ -164,7 +168,7 @@ impl Proxy {
     /// holds only what lives across its awaits, not the raw request too.
     /// Called as hyper hands over the request, this also lets go of the
     /// client's head before hyper next reads from the connection (see
-    /// [`upstream`]'s `Head::Encoded`).
+    /// [`prepare`]'s `Head::Encoded`).
     pub fn handle(
         self,
         req: Request<Incoming>,

@@ -34,9 +34,9 @@ enum Attempt {
 
 impl Prepared {
     /// Ready an attempt on `backend`: the inline client for a plain HTTP/1.1
-    /// backend when there is no body nor upgrade (an encoded head gets the
-    /// backend's `Host` here), else a request for hyper's client — the
-    /// client's head cloned, or taken by the `last` attempt.
+    /// backend when there is no body nor upgrade, else a request for
+    /// hyper's client — the client's head cloned, or taken by the `last`
+    /// attempt.
     fn attempt(
         &mut self,
         backend: &CompiledBackend,
