@@ -175,16 +175,7 @@ impl Proxy {
         conn: ConnInfo,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
         let seen = headers::Seen::of(req.headers());
-        let received = Received {
-            started: registry::now_ns(),
-            request_id: headers::request_id(req.headers(), seen),
-            method: req.method().clone(),
-            path: self
-                .settings
-                .access_log
-                .then(|| req.uri().path().to_string()),
-            client: conn.peer.ip(),
-        };
+        let received = self.received(req.headers(), seen, req.method(), req.uri().path(), &conn);
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
         let mut prepared = self.prepare(
@@ -203,15 +194,42 @@ impl Proxy {
                 Ok(ref mut p) => self.send(&snapshot, p, request_id, &mut outcome).await,
                 Err(err) => Err(err),
             };
-            let resp = match sent {
-                Ok(resp) => resp,
-                Err(err) => {
-                    tracing::debug!(request_id = ?request_id, error = %err, "proxy error");
-                    err.into_response(request_id)
-                }
-            };
-            self.finish(resp, &snapshot, received, outcome)
+            match sent {
+                Ok(resp) => self.finish(resp, &snapshot, received, outcome),
+                Err(err) => self.refuse(err, &snapshot, received, outcome),
+            }
         }
+    }
+
+    /// What the access log and metrics keep of a request as it came in.
+    fn received(
+        &self,
+        fields: &impl fields::Fields,
+        seen: headers::Seen,
+        method: &Method,
+        path: &str,
+        conn: &ConnInfo,
+    ) -> Received {
+        Received {
+            started: registry::now_ns(),
+            request_id: headers::request_id(fields, seen),
+            method: method.clone(),
+            path: self.settings.access_log.then(|| path.to_string()),
+            client: conn.peer.ip(),
+        }
+    }
+
+    /// A request's failure as the gateway's own answer, counted and logged.
+    fn refuse(
+        &self,
+        err: ProxyError,
+        snapshot: &Snapshot,
+        received: Received,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        tracing::debug!(request_id = ?received.request_id, error = %err, "proxy error");
+        let resp = err.into_response(&received.request_id);
+        self.finish(resp, snapshot, received, outcome)
     }
 
     /// Count and log a request's response.

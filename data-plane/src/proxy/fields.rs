@@ -66,14 +66,6 @@ impl<'a> RawFields<'a> {
         RawFields { head, spans }
     }
 
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     fn name(&self, span: &Span) -> &'a [u8] {
         &self.head[span[0] as usize..span[1] as usize]
     }

@@ -28,8 +28,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use http::header::HeaderMap;
-use http::{Method, Response, StatusCode};
+use http::Method;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -37,8 +36,8 @@ use tokio::time::Instant;
 use crate::lazy_timer::LazyTimer;
 
 pub use body::ResponseBody;
+use head::Parsed;
 pub use head::{BodyFraming, HeadSink, RawHead};
-use head::{Parsed, ToResponse};
 
 /// Most header fields in a response head (or trailer section): hyper's
 /// default, as before this client.
@@ -245,20 +244,6 @@ pub async fn exchange<S: HeadSink>(
     }
 }
 
-/// [`exchange`] into hyper's `Response`, 1xx heads handed to `interim` as
-/// status and map.
-pub async fn exchange_response(
-    conn: Conn,
-    head: &[u8],
-    method: &Method,
-    deadline: Instant,
-    interim: &mut (dyn FnMut(StatusCode, &HeaderMap) + Send),
-) -> Result<Response<ResponseBody>, Failed> {
-    let mut sink = ToResponse { interim };
-    let (resp, body) = exchange(conn, [head, &[], &[]], method, deadline, &mut sink).await?;
-    Ok(resp.map(|()| body))
-}
-
 /// The write and read half of [`exchange`]; `received` tells whether any
 /// of the response arrived.
 async fn head_of_response<S: HeadSink>(
@@ -300,9 +285,24 @@ async fn head_of_response<S: HeadSink>(
 #[cfg(test)]
 mod tests {
     use super::body::find;
+    use super::head::ToResponse;
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderMap, HeaderValue, Response, StatusCode};
     use http_body::Body;
+
+    /// [`exchange`] into hyper's `Response`, 1xx heads handed to `interim`
+    /// as status and map.
+    async fn exchange_response(
+        conn: Conn,
+        head: &[u8],
+        method: &Method,
+        deadline: Instant,
+        interim: &mut (dyn FnMut(StatusCode, &HeaderMap) + Send),
+    ) -> Result<Response<ResponseBody>, Failed> {
+        let mut sink = ToResponse { interim };
+        let (resp, body) = exchange(conn, [head, &[], &[]], method, deadline, &mut sink).await?;
+        Ok(resp.map(|()| body))
+    }
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;

@@ -100,16 +100,6 @@ pub fn lists_token(headers: &impl Fields, name: &HeaderName, token: &str) -> boo
         .any(|t| t.eq_ignore_ascii_case(token))
 }
 
-/// Whether `name` is hop-by-hop whatever `Connection` says.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
-
-/// [`is_hop_by_hop`] for a lowercase name as received.
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.as_str().as_bytes() == name)
-}
-
 /// Remove hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);

@@ -24,7 +24,6 @@ use super::headers::{self, Seen};
 use super::prepare::{EncodedHead, Head, Prepared, RequestHead, Routed};
 use super::upstream::{Noting, Tries};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream};
-use crate::registry;
 use crate::snapshot::Snapshot;
 
 /// An HTTP/1.1 request head with an origin-form target, parsed in place;
@@ -130,10 +129,7 @@ impl InlineRequest {
             proxy.record(status, &mut body, &snapshot, received, outcome);
             return Answer::Upstream { head, body };
         };
-        let request_id = &received.request_id;
-        tracing::debug!(request_id = ?request_id, error = %failure, "proxy error");
-        let resp = failure.into_response(request_id);
-        Answer::Gateway(proxy.finish(resp, &snapshot, received, outcome))
+        Answer::Gateway(proxy.refuse(failure, &snapshot, received, outcome))
     }
 }
 
@@ -148,13 +144,7 @@ impl Proxy {
             return Begun::HandOff;
         }
         let close = seen.connection && headers::lists_token(fields, &header::CONNECTION, "close");
-        let received = Received {
-            started: registry::now_ns(),
-            request_id: headers::request_id(fields, seen),
-            method: head.method.clone(),
-            path: self.settings.access_log.then(|| head.path.to_string()),
-            client: conn.peer.ip(),
-        };
+        let received = self.received(fields, seen, head.method, head.path, conn);
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
         let request = RequestHead {
@@ -177,8 +167,7 @@ impl Proxy {
             Ok(routed) if routed.inline => routed,
             Ok(_) => return Begun::HandOff,
             Err(err) => {
-                let resp = err.into_response(&received.request_id);
-                let resp = self.finish(resp, &snapshot, received, outcome);
+                let resp = self.refuse(err, &snapshot, received, outcome);
                 return Begun::Answered { resp, close };
             }
         };
