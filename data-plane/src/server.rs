@@ -68,6 +68,13 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+impl ServerConfig {
+    /// The longest request head either HTTP/1 server reads: at least 8 KiB.
+    fn head_limit(&self) -> usize {
+        self.max_header_bytes.max(8192)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -131,16 +138,16 @@ pub async fn serve(
 ) -> Drained {
     let (auto, http1) = hyper_conn::builders(&config);
     let (auto, http1) = (Arc::new(auto), Arc::new(http1));
-    let tls = config.tls.map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     // Connection tasks watch `stopping` to finish gracefully; `connections`
     // tells when they all have.
     let (stop, stopping) = watch::channel(false);
     let stop_inline = stop::Stop::new();
     let limits = inline::Limits {
-        max_head: config.max_header_bytes.max(8192),
+        max_head: config.head_limit(),
         idle: config.header_read_timeout,
     };
+    let tls = config.tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
     let sweeper = tokio::spawn({
         let proxy = proxy.clone();

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::backend::raw_backend;
-use crate::common::{Backend, TestGateway};
+use crate::common::{Backend, TestGateway, read_to_close};
 
 /// A keep-alive backend on raw sockets answering by path, with the
 /// framings, fields and statuses a gateway must pass on faithfully.
@@ -59,11 +59,7 @@ async fn ask(addr: SocketAddr, method: &str, path: &str) -> Seen {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("answer within 10 s")
-        .unwrap();
+    let raw = read_to_close(&mut s, Duration::from_secs(10)).await;
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8(raw[..end].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
@@ -304,11 +300,7 @@ async fn a_half_close_after_pipelined_requests_is_taken_as_hyper_takes_it() {
             .await
             .unwrap();
         s.shutdown().await.unwrap();
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
-            .await
-            .expect("closed within 5 s")
-            .unwrap();
+        let raw = read_to_close(&mut s, Duration::from_secs(5)).await;
         let text = String::from_utf8_lossy(&raw).into_owned();
         let paths: Vec<_> = ["\"/a\"", "\"/b\""]
             .into_iter()
@@ -337,11 +329,7 @@ async fn an_http2_preface_after_http1_requests_is_not_http2() {
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
-        .await
-        .expect("closed within 5 s")
-        .unwrap();
+    let rest = read_to_close(&mut s, Duration::from_secs(5)).await;
     assert!(
         rest.is_empty() || rest.starts_with(b"HTTP/1.1 "),
         "{:?}",
@@ -370,11 +358,7 @@ async fn an_answer_written_during_the_drain_says_close() {
     .await;
     assert!(in_flight.is_some());
     let stopping = tokio::spawn(gw.stop());
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
-        .await
-        .expect("answered and closed within 5 s")
-        .unwrap();
+    let raw = read_to_close(&mut s, Duration::from_secs(5)).await;
     let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 200 "), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");

@@ -43,7 +43,7 @@ pub enum Http<'a> {
 /// hyper's servers as the listener's settings want them: both kinds, and
 /// HTTP/1 alone (alike).
 pub fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, http1::Builder) {
-    let max_buf = config.max_header_bytes.max(8192);
+    let max_buf = config.head_limit();
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
         .timer(TokioTimer::new())

@@ -234,18 +234,25 @@ pub async fn read_head(s: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Everything `s` sends until it closes, which must be `within` this long.
+pub async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("closed within {within:?}"))
+        .unwrap();
+    out
+}
+
 /// Send `request` (raw bytes) to `addr` over a fresh connection and return
 /// the status code and body of the answer. For bytes that an HTTP client
 /// library would rewrite before sending (dot segments, escapes).
 pub async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("answer within 10 s")
-        .unwrap();
+    let out = read_to_close(&mut s, Duration::from_secs(10)).await;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split(' ')
