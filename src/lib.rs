@@ -89,6 +89,9 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         }
         _ => {}
     }
+    // A panic while handling a request is answered and logged once, with
+    // the request's ID; any other is logged through `tracing` too.
+    data_plane::proxy::recover::install_hook();
     let plane = Arc::new(DataPlane::new());
     let control = ControlPlane::start(&settings.database_url, Arc::clone(&plane)).await?;
     if let Some(path) = &settings.bootstrap {

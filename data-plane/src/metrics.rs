@@ -266,7 +266,7 @@ pub struct LiveCollector {
 }
 
 /// (name, help) of every family [`LiveCollector`] exports.
-const FAMILIES: [(&str, &str); 13] = [
+const FAMILIES: [(&str, &str); 14] = [
     (
         "switchyard_requests_total",
         "Proxied requests by route, upstream, method and status.",
@@ -318,6 +318,10 @@ const FAMILIES: [(&str, &str); 13] = [
     (
         "switchyard_open_connections",
         "Client connections open on the proxy listener.",
+    ),
+    (
+        "switchyard_panics_total",
+        "Panics caught (a request answered 500 or aborted) or seen elsewhere in the process.",
     ),
 ];
 
@@ -426,6 +430,10 @@ impl Collector for LiveCollector {
                 vec![gauge(vec![], snap.upstream_count() as f64)],
             ),
             (MetricType::GAUGE, vec![gauge(vec![], open)]),
+            (
+                MetricType::COUNTER,
+                vec![counter(vec![], crate::proxy::recover::panics() as f64)],
+            ),
         ];
         FAMILIES
             .iter()

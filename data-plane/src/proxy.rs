@@ -13,6 +13,8 @@
 pub mod body;
 pub mod client;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod fields;
 pub mod forward;
 pub mod h1;
@@ -21,6 +23,7 @@ pub mod inline;
 pub mod interim;
 pub mod pool;
 mod prepare;
+pub mod recover;
 pub mod request_body;
 pub mod tunnel;
 mod upstream;
@@ -175,30 +178,77 @@ impl Proxy {
         conn: ConnInfo,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
         let seen = headers::Seen::of(req.headers());
-        let received = self.received(req.headers(), seen, req.method(), req.uri().path(), &conn);
+        let uri = req.uri();
+        let authority = uri.authority().map(|a| a.as_str());
+        let received = self.received(
+            req.headers(),
+            seen,
+            req.method(),
+            authority,
+            uri.path(),
+            &conn,
+        );
+        // Kept apart for an answer if the handling below panics.
+        let (request_id, method, started) = (
+            received.request_id.clone(),
+            received.method.clone(),
+            received.started,
+        );
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
-        let mut prepared = self.prepare(
-            &snapshot,
-            req,
-            seen,
-            &conn,
-            &received.request_id,
-            &mut outcome,
-        );
+        let prepared = recover::catch(|| {
+            self.prepare(
+                &snapshot,
+                req,
+                seen,
+                &conn,
+                &received.request_id,
+                &mut outcome,
+            )
+        });
         async move {
-            let request_id = &received.request_id;
-            // Borrowed in place: moved out, it would take a second slot in
-            // this future.
-            let sent = match prepared {
-                Ok(ref mut p) => self.send(&snapshot, p, request_id, &mut outcome).await,
-                Err(err) => Err(err),
+            let handled = match prepared {
+                Ok(mut prepared) => {
+                    recover::catching(async {
+                        let request_id = &received.request_id;
+                        // Borrowed in place: moved out, it would take a
+                        // second slot in this future.
+                        let sent = match prepared {
+                            Ok(ref mut p) => {
+                                self.send(&snapshot, p, request_id, &mut outcome).await
+                            }
+                            Err(err) => Err(err),
+                        };
+                        match sent {
+                            Ok(resp) => self.finish(resp, &snapshot, received, outcome),
+                            Err(err) => self.refuse(err, &snapshot, received, outcome),
+                        }
+                    })
+                    .await
+                }
+                Err(panic) => Err(panic),
             };
-            match sent {
-                Ok(resp) => self.finish(resp, &snapshot, received, outcome),
-                Err(err) => self.refuse(err, &snapshot, received, outcome),
-            }
+            handled.unwrap_or_else(|panic| self.panicked(&panic, &request_id, &method, started))
         }
+    }
+
+    /// The answer to a request whose handling panicked: reported once,
+    /// counted as a 500 of no route, and answered as the gateway's own
+    /// error (nothing of the response had gone out).
+    pub fn panicked(
+        &self,
+        panic: &recover::Panic,
+        request_id: &HeaderValue,
+        method: &Method,
+        started: u64,
+    ) -> Response<ProxyBody> {
+        panic.report(request_id);
+        if self.settings.metrics {
+            let took = registry::now_ns().saturating_sub(started);
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            self.plane.stats().unrouted.record(method, status, took);
+        }
+        ProxyError::Internal.into_response(request_id)
     }
 
     /// What the access log and metrics keep of a request as it came in.
@@ -207,14 +257,28 @@ impl Proxy {
         fields: &impl fields::Fields,
         seen: headers::Seen,
         method: &Method,
+        authority: Option<&str>,
         path: &str,
         conn: &ConnInfo,
     ) -> Received {
+        let logged = self.settings.access_log.then(|| {
+            // The authority routing uses (see `prepare`): the target's, or
+            // else `Host`.
+            let host = match authority {
+                Some(a) => Some(a),
+                None if seen.host => fields
+                    .all(&http::header::HOST)
+                    .next()
+                    .and_then(headers::text),
+                None => None,
+            };
+            body::Target::new(host.unwrap_or_default(), path)
+        });
         Received {
             started: registry::now_ns(),
             request_id: headers::request_id(fields, seen),
             method: method.clone(),
-            path: self.settings.access_log.then(|| path.to_string()),
+            logged,
             client: conn.peer.ip(),
         }
     }
@@ -225,9 +289,14 @@ impl Proxy {
         err: ProxyError,
         snapshot: &Snapshot,
         received: Received,
-        outcome: Outcome,
+        mut outcome: Outcome,
     ) -> Response<ProxyBody> {
         tracing::debug!(request_id = ?received.request_id, error = %err, "proxy error");
+        // The whole story (the backend, the OS error) for the operator's
+        // log; the client's answer says only what kind of failure it was.
+        if received.logged.is_some() {
+            outcome.error = Some(error_chain(&err));
+        }
         let resp = err.into_response(&received.request_id);
         self.finish(resp, snapshot, received, outcome)
     }
@@ -259,7 +328,7 @@ impl Proxy {
             started,
             request_id,
             method,
-            path,
+            logged,
             client,
         } = received;
         let route = outcome.route.map(|i| snapshot.route(i));
@@ -268,13 +337,17 @@ impl Proxy {
             let done = outcome.answered_at.unwrap_or_else(registry::now_ns);
             stats.record(&method, status, done.saturating_sub(started));
         }
-        if let Some(path) = path {
+        #[cfg(feature = "fault-injection")]
+        if outcome.fault == Some(fault::Stage::Body) {
+            body.fault_on_poll();
+        }
+        if let Some(target) = logged {
             let upstream = route.map(|r| snapshot.upstream(r.upstream));
             body.log_when_done(Box::new(body::AccessEntry {
                 request_id,
                 client,
                 method,
-                path,
+                target,
                 route: route.map(|r| Arc::clone(&r.name)),
                 upstream: upstream.map(|u| Arc::clone(&u.name)),
                 backend: upstream
@@ -285,6 +358,7 @@ impl Proxy {
                 started_ns: started,
                 request_body: outcome.body,
                 bytes_out: 0,
+                error: outcome.error,
             }));
         }
     }
@@ -310,7 +384,7 @@ struct Received {
     request_id: HeaderValue,
     method: Method,
     /// For the access log (none when it is off).
-    path: Option<String>,
+    logged: Option<body::Target>,
     client: IpAddr,
 }
 
@@ -323,6 +397,26 @@ struct Outcome {
     body: Option<Arc<request_body::BodySlot>>,
     /// When the backend's answer arrived (on [`registry::now_ns`]'s clock).
     answered_at: Option<u64>,
+    /// Why the gateway answered itself, for the access log.
+    error: Option<String>,
+    /// Where the request asked to panic (test builds).
+    #[cfg(feature = "fault-injection")]
+    fault: Option<fault::Stage>,
+}
+
+/// An error and its sources, `: `-joined (each source's text once).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// How often idle backend connections are checked for a close.

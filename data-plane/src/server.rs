@@ -136,8 +136,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Drained {
-    let (auto, http1) = hyper_conn::builders(&config);
-    let (auto, http1) = (Arc::new(auto), Arc::new(http1));
+    let builders = Arc::new(hyper_conn::builders(&config));
     let permits = Arc::new(Semaphore::new(config.max_connections));
     // Connection tasks watch `stopping` to finish gracefully; `connections`
     // tells when they all have.
@@ -173,10 +172,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, auto, http1, stopping, tls) = (
+        let (proxy, builders, stopping, tls) = (
             proxy.clone(),
-            Arc::clone(&auto),
-            Arc::clone(&http1),
+            Arc::clone(&builders),
             stopping.clone(),
             tls.clone(),
         );
@@ -196,14 +194,17 @@ pub async fn serve(
                             match inline::serve(stream, &proxy, &info, limits, watch).await {
                                 inline::Served::Closed => return,
                                 inline::Served::HandOff { io, http1: true } => {
-                                    (io, Http::Http1(&http1))
+                                    (io, Http::Http1(&builders.http1))
                                 }
                                 inline::Served::HandOff { io, http1: false } => {
-                                    (io, Http::Auto(&auto))
+                                    (io, Http::Auto(&builders.auto))
                                 }
                             }
                         }
-                        None => (rewind::Rewind::new(Bytes::new(), stream), Http::Auto(&auto)),
+                        None => (
+                            rewind::Rewind::new(Bytes::new(), stream),
+                            Http::Auto(&builders.auto),
+                        ),
                     };
                     if let Err(e) = serve_conn(http, stopping, io, proxy, info, idle).await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
@@ -216,16 +217,9 @@ pub async fn serve(
                 let result = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         let info = ConnInfo::new(peer, true, Interim::new());
+                        let http = builders.for_alpn(tls_stream.get_ref().1.alpn_protocol());
                         // Boxed: the TLS session is large.
-                        Box::pin(serve_conn(
-                            Http::Auto(&auto),
-                            stopping,
-                            tls_stream,
-                            proxy,
-                            info,
-                            idle,
-                        ))
-                        .await
+                        Box::pin(serve_conn(http, stopping, tls_stream, proxy, info, idle)).await
                     }
                     Ok(Err(e)) => Err(Box::new(e) as _),
                     Err(_) => Err(Box::new(io::Error::new(

@@ -14,8 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::h1;
 use super::pool::Lent;
+use super::{h1, recover};
 use crate::registry::InFlight;
 
 /// Errors of proxied bodies.
@@ -31,6 +31,9 @@ pub struct ProxyBody {
     kind: Kind,
     /// Written when the body is done (only when access logging is on).
     access: Option<Box<AccessEntry>>,
+    /// Panic when polled (test builds, see [`super::fault`]).
+    #[cfg(feature = "fault-injection")]
+    fault: bool,
 }
 
 /// One access-log line, written when the response body is finished or
@@ -40,7 +43,7 @@ pub struct AccessEntry {
     pub request_id: http::HeaderValue,
     pub client: std::net::IpAddr,
     pub method: http::Method,
-    pub path: String,
+    pub target: Target,
     pub route: Option<std::sync::Arc<str>>,
     pub upstream: Option<std::sync::Arc<str>>,
     pub backend: Option<std::sync::Arc<str>>,
@@ -49,6 +52,8 @@ pub struct AccessEntry {
     pub started_ns: u64,
     pub request_body: Option<std::sync::Arc<super::request_body::BodySlot>>,
     pub bytes_out: u64,
+    /// Why the gateway answered itself (the backend and OS error named).
+    pub error: Option<String>,
 }
 
 impl Drop for ProxyBody {
@@ -83,7 +88,8 @@ impl Drop for ProxyBody {
             request_id = e.request_id.to_str().unwrap_or(""),
             client = %e.client,
             method = %e.method,
-            path = %e.path,
+            host = e.target.host(),
+            path = e.target.path(),
             route = e.route.as_deref().unwrap_or("-"),
             upstream = e.upstream.as_deref().unwrap_or("-"),
             backend = e.backend.as_deref().unwrap_or("-"),
@@ -92,8 +98,40 @@ impl Drop for ProxyBody {
             bytes_in = e.request_body.as_ref().map_or(0, |b| b.sent()),
             bytes_out = e.bytes_out,
             retries = e.retries,
-            complete = matches!(self.kind, Kind::Full(None)) || self.is_end_stream(),
+            complete = match self.kind {
+                Kind::Failed(_) => false,
+                Kind::Full(None) => true,
+                _ => self.is_end_stream(),
+            },
+            error = e.error.as_deref(),
         );
+    }
+}
+
+/// The host and path a request was for, in one allocation.
+#[derive(Debug)]
+pub struct Target {
+    text: String,
+    host_len: usize,
+}
+
+impl Target {
+    pub fn new(host: &str, path: &str) -> Self {
+        let mut text = String::with_capacity(host.len() + path.len());
+        text.push_str(host);
+        text.push_str(path);
+        Target {
+            text,
+            host_len: host.len(),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.text[..self.host_len]
+    }
+
+    pub fn path(&self) -> &str {
+        &self.text[self.host_len..]
     }
 }
 
@@ -146,6 +184,8 @@ enum Kind {
         timer: Option<Pin<Box<Sleep>>>,
     },
     Full(Option<Bytes>),
+    /// Polling the body panicked: the error (until taken), then nothing.
+    Failed(Option<BoxError>),
 }
 
 impl ProxyBody {
@@ -159,6 +199,8 @@ impl ProxyBody {
                 timer: None,
             },
             access: None,
+            #[cfg(feature = "fault-injection")]
+            fault: false,
         }
     }
 
@@ -167,6 +209,8 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             access: None,
+            #[cfg(feature = "fault-injection")]
+            fault: false,
         }
     }
 
@@ -174,7 +218,15 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full(None),
             access: None,
+            #[cfg(feature = "fault-injection")]
+            fault: false,
         }
+    }
+
+    /// Panic when next polled (test builds, see [`super::fault`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_on_poll(&mut self) {
+        self.fault = true;
     }
 
     /// Write `entry` to the access log when this body is done.
@@ -192,7 +244,26 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = poll_kind(&mut this.kind, cx);
+        let polled = match recover::catch(|| {
+            #[cfg(feature = "fault-injection")]
+            if std::mem::take(&mut this.fault) {
+                super::fault::panic_at(super::fault::Stage::Body);
+            }
+            poll_kind(&mut this.kind, cx)
+        }) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                // The upstream body's state is half updated: dropped, its
+                // connection with it (never back to a pool). The server
+                // reports the panic with the request's ID. As the inline
+                // client's bodies do, the error comes one poll late, so
+                // that the head is sent first: the client sees the answer
+                // break off, not an empty reply.
+                this.kind = Kind::Failed(Some(Box::new(panic)));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        };
         if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
             entry.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
@@ -203,6 +274,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Failed(error) => error.is_none(),
         }
     }
 
@@ -210,6 +282,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Failed(_) => SizeHint::default(),
         }
     }
 }
@@ -246,5 +319,6 @@ fn poll_kind(
             }
         },
         Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        Kind::Failed(error) => Poll::Ready(error.take().map(Err)),
     }
 }

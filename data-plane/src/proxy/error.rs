@@ -1,4 +1,9 @@
 //! Proxy failures and the one place they become HTTP responses.
+//!
+//! A failure's `Display` is for the operator: it names the backend and the
+//! OS error, and goes to the debug log and the access log's `error` field.
+//! What the client is told ([`ProxyError::public_message`]) names the kind
+//! of failure only: a gateway's clients never learn its internal addresses.
 
 use std::sync::Arc;
 
@@ -29,6 +34,8 @@ pub enum ProxyError {
     BadHost(&'static str),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    #[error("transfer codings other than chunked are not supported")]
+    UnsupportedCoding,
     #[error("upstream {0:?} has no backend available")]
     NoBackend(Arc<str>),
     #[error("could not connect to backend {backend}")]
@@ -45,6 +52,9 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
+    /// Handling the request panicked (see [`super::recover`]).
+    #[error("the gateway failed while handling the request")]
+    Internal,
 }
 
 impl ProxyError {
@@ -97,9 +107,11 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -112,10 +124,35 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::UriTooLong(_) => "uri_too_long",
             ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::UnsupportedCoding => "unsupported_transfer_coding",
             ProxyError::NoBackend(_) => "no_backend",
             ProxyError::Connect { .. } => "upstream_connect",
             ProxyError::Upstream { .. } => "upstream_protocol",
             ProxyError::Timeout { .. } => "upstream_timeout",
+            ProxyError::Internal => "internal_error",
+        }
+    }
+
+    /// What the client is told: the kind of failure, never a backend's
+    /// address nor an OS error.
+    pub fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ProxyError::NoBackend(_) => "no backend of the upstream is available".into(),
+            ProxyError::Connect { .. } => "could not connect to a backend".into(),
+            ProxyError::Timeout { .. } => "the backend did not answer in time".into(),
+            ProxyError::Upstream { .. } => {
+                "the backend's answer failed or was not valid HTTP".into()
+            }
+            // These name nothing inside the gateway (listed, not defaulted:
+            // a new kind must be looked at before its text goes out).
+            ProxyError::BadPath(_)
+            | ProxyError::NoRoute
+            | ProxyError::MethodNotAllowed
+            | ProxyError::UriTooLong(_)
+            | ProxyError::BadHost(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::UnsupportedCoding
+            | ProxyError::Internal => self.to_string().into(),
         }
     }
 
@@ -125,7 +162,7 @@ impl ProxyError {
         let body = serde_json::json!({
             "status": status.as_u16(),
             "error": self.code(),
-            "message": self.to_string(),
+            "message": self.public_message(),
             "request_id": request_id.to_str().unwrap_or_default(),
         });
         let mut resp = Response::new(ProxyBody::full(body.to_string()));

@@ -52,6 +52,28 @@ impl Fields for HeaderMap {
 /// end (byte offsets into the head).
 pub type Span = [u32; 4];
 
+/// Where `part` lies within `whole`, as start and end offsets; `None` if
+/// it does not lie there. A parser such as `httparse` hands back slices of
+/// the buffer it parsed, but not always (a missing reason phrase is a
+/// static `""`): offsets are never computed from pointers without this
+/// check.
+pub fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    if end > whole.len() {
+        return None;
+    }
+    Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+}
+
+/// The [`Span`] of one field of `whole`, if both its name and value lie
+/// within it.
+pub fn field_span(whole: &[u8], name: &[u8], value: &[u8]) -> Option<Span> {
+    let (name_start, name_end) = span_in(whole, name)?;
+    let (value_start, value_end) = span_in(whole, value)?;
+    Some([name_start, name_end, value_start, value_end])
+}
+
 /// The fields of a head as received, by their [`Span`]s in `head`; names
 /// already lowercase.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +123,25 @@ impl Fields for RawFields<'_> {
 mod tests {
     use super::*;
     use http::header;
+
+    #[test]
+    fn spans_only_of_slices_within() {
+        let whole = &b"HTTP/1.1 200 OK\r\n".to_vec()[..];
+        assert_eq!(span_in(whole, &whole[9..12]), Some((9, 12)));
+        assert_eq!(span_in(whole, &whole[17..]), Some((17, 17)));
+        assert_eq!(span_in(whole, whole), Some((0, 17)));
+        // An empty slice of no buffer, as httparse's missing reason.
+        let nowhere: &[u8] = &[];
+        assert_eq!(span_in(whole, nowhere), None);
+        let other = whole.to_vec();
+        assert_eq!(span_in(whole, &other[9..12]), None);
+        assert_eq!(
+            span_in(&whole[..10], &whole[9..12]),
+            None,
+            "runs past the end"
+        );
+        assert_eq!(span_in(&whole[10..], &whole[9..12]), None, "starts before");
+    }
 
     /// Both kinds answer alike for the same head.
     #[test]

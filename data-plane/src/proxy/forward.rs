@@ -197,6 +197,7 @@ impl Forwarding {
             b"upgrade" => self.upgrade.as_ref().map_or(FieldRef::Drop, FieldRef::Set),
             _ => {
                 let dropped = headers::response_field(name) == headers::ResponseField::HopByHop
+                    || headers::is_alias(name)
                     || self
                         .connection_named
                         .iter()
@@ -277,6 +278,14 @@ impl Forwarding {
     pub fn apply(&self, headers: &mut HeaderMap) {
         let client_host = headers.get(header::HOST).cloned();
         headers::remove_hop_by_hop(headers, &self.connection_named);
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| headers::is_alias(k.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for alias in aliases {
+            headers.remove(alias);
+        }
         // Room for the gateway's fields: the map grows at most once.
         headers.reserve(self.fields().len());
         for (name, field) in self.fields() {
@@ -428,6 +437,33 @@ mod tests {
         for gone in ["x-secret", "keep-alive", "connection", "host"] {
             assert!(!h.contains_key(gone), "{gone}");
         }
+    }
+
+    #[test]
+    fn underscore_aliases_of_decided_fields_are_not_passed_on() {
+        let mut h = HeaderMap::new();
+        h.insert("content_length", HeaderValue::from_static("5"));
+        h.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x_real_ip", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-custom_name", HeaderValue::from_static("kept"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        let id = HeaderValue::from_static("id");
+        let h = forward(
+            &h,
+            &Forwarding::new(&h, Seen::of(&h), &origin(true, None, &id)),
+        );
+        for gone in [
+            "content_length",
+            "transfer_encoding",
+            "x_forwarded_for",
+            "x_real_ip",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["x-custom_name"], "kept");
+        assert_eq!(h["content-type"], "text/plain");
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
     }
 
     #[test]

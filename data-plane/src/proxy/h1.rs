@@ -14,9 +14,9 @@
 //! (as in hyper) with at most [`MAX_HEADERS`] fields in [`MAX_HEAD`]
 //! bytes; `1xx` heads are handed to a callback and skipped; the body is
 //! framed by the request method and status (`HEAD`, `204`, `304`: none),
-//! `Transfer-Encoding` (chunked last: chunked, with trailers; otherwise
-//! until close), `Content-Length` (conflicting values are an error), or
-//! else until close. A connection goes back to its pool only when its
+//! `Transfer-Encoding` (chunked, with trailers; any other coding is an
+//! error), `Content-Length` (conflicting values are an error), or else
+//! until close. A connection goes back to its pool only when its
 //! response ended exactly where the next one may start and neither side
 //! asked to close.
 
@@ -69,6 +69,8 @@ pub enum H1Error {
     Switching,
     #[error("HTTP/1.0 response with Transfer-Encoding (faulty framing, RFC 9112 §6.1)")]
     Http10TransferEncoding,
+    #[error("response with a transfer coding other than chunked")]
+    TransferCoding,
     #[error("invalid chunked response body")]
     Chunked,
     #[error("response body ended before its end")]

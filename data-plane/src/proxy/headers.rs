@@ -91,6 +91,16 @@ pub fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &str> {
         .map(str::trim)
 }
 
+/// Whether a `Transfer-Encoding` line names no coding but `chunked`
+/// (empty list items aside): the only coding the gateway decodes, in a
+/// request or a response.
+pub fn only_chunked(value: &[u8]) -> bool {
+    text(value).is_some()
+        && list_items(value)
+            .filter(|coding| !coding.is_empty())
+            .all(|coding| coding.eq_ignore_ascii_case("chunked"))
+}
+
 /// Whether the comma-separated list header `name` (all its lines) holds
 /// `token`, compared without regard to case.
 pub fn lists_token(headers: &impl Fields, name: &HeaderName, token: &str) -> bool {
@@ -195,6 +205,46 @@ pub enum ResponseField {
 pub fn is_name(name: &[u8], lower: &[u8]) -> bool {
     debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
     name.len() == lower.len() && name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
+/// Request fields whose meaning the gateway or the message's framing
+/// decides; a field named like one of them but for `_` in place of `-` is
+/// never passed on (see [`is_alias`]).
+static DECIDED: [&str; 18] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "upgrade",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
+    "via",
+    "x-request-id",
+];
+
+/// Whether the request field `name` (lowercase) differs from one the
+/// gateway decides ([`DECIDED`]) only by `_` in place of `-`: backends
+/// that read fields as CGI variables (`HTTP_CONTENT_LENGTH`) cannot tell
+/// the two apart, so the alias could frame a body or forge an address
+/// behind the gateway's back.
+pub fn is_alias(name: &[u8]) -> bool {
+    // Names with no `_` (nearly all) are answered by the first test.
+    name.contains(&b'_')
+        && DECIDED.iter().any(|d| {
+            d.len() == name.len()
+                && d.bytes()
+                    .zip(name)
+                    .all(|(d, &n)| d == n || (d == b'-' && n == b'_'))
+        })
 }
 
 /// [`ResponseField`] of the field `name`, in any case.

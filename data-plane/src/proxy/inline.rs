@@ -22,8 +22,10 @@ use super::fields::RawFields;
 use super::h1::HeadSink;
 use super::headers::{self, Seen};
 use super::prepare::{EncodedHead, Head, Prepared, RequestHead, Routed};
+use super::recover::Panic;
 use super::upstream::{Noting, Tries};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream};
+use crate::registry;
 use crate::snapshot::Snapshot;
 
 /// An HTTP/1.1 request head with an origin-form target, parsed in place;
@@ -81,6 +83,11 @@ impl InlineRequest {
         &self.received.method
     }
 
+    /// When the request began (on [`registry::now_ns`]'s clock).
+    pub fn started(&self) -> u64 {
+        self.received.started
+    }
+
     /// The client asked to close the connection after this request.
     pub fn close(&self) -> bool {
         self.close
@@ -134,6 +141,17 @@ impl InlineRequest {
 }
 
 impl Proxy {
+    /// The answer to a head whose [`Proxy::begin_inline`] panicked (see
+    /// [`Proxy::panicked`]).
+    pub fn begin_panicked(&self, head: &InlineHead<'_>, panic: &Panic) -> Begun {
+        let fields = &head.fields;
+        let seen = Seen::of(fields);
+        let request_id = headers::request_id(fields, seen);
+        let close = seen.connection && headers::lists_token(fields, &header::CONNECTION, "close");
+        let resp = self.panicked(panic, &request_id, head.method, registry::now_ns());
+        Begun::Answered { resp, close }
+    }
+
     /// Check, route and rewrite a head the inline server parsed (see the
     /// module docs).
     pub fn begin_inline(&self, head: &InlineHead<'_>, conn: &ConnInfo) -> Begun {
@@ -144,7 +162,7 @@ impl Proxy {
             return Begun::HandOff;
         }
         let close = seen.connection && headers::lists_token(fields, &header::CONNECTION, "close");
-        let received = self.received(fields, seen, head.method, head.path, conn);
+        let received = self.received(fields, seen, head.method, None, head.path, conn);
         let snapshot = self.plane.snapshot();
         let mut outcome = Outcome::default();
         let request = RequestHead {

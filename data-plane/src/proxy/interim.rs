@@ -33,6 +33,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::headers;
 
+/// Most bytes of 1xx heads queued for one client connection (on either
+/// server), past which more are dropped.
+pub const MAX_QUEUED: usize = 64 * 1024;
+
 /// The 1xx channel of one client connection, shared by its socket wrapper
 /// and the requests served on it.
 #[derive(Debug, Default)]
@@ -79,6 +83,12 @@ impl Interim {
         let mut head = upstream_headers.clone();
         headers::forward_response(&mut head, request_id);
         let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        // A client that does not read while a backend sends 1xx after 1xx:
+        // past the bound they are dropped (a hint is only a hint).
+        if queued.bytes.len() > MAX_QUEUED {
+            tracing::debug!("informational response dropped: the client is not reading");
+            return;
+        }
         if queued.bytes.is_empty() {
             queued.after_flush = armed - 1;
         }

@@ -158,14 +158,124 @@ impl EncodedHead {
     }
 }
 
-/// The request's host name without port: the target's authority
-/// (absolute-form or HTTP/2 `:authority`) or else the `Host` header.
-fn request_host<'a>(authority: Option<&'a str>, host_header: Option<&'a [u8]>) -> Option<&'a str> {
-    let raw = match authority {
-        Some(a) => a,
-        None => headers::text(host_header?)?,
+/// The authority a request is for, decided once and used for routing,
+/// `X-Forwarded-Host`, `Forwarded`, `preserve_host` and the access log:
+/// the target's (absolute-form, or HTTP/2's `:authority`) when it has one,
+/// which wins over `Host` (RFC 9112 §3.2.2), else the `Host` field.
+#[derive(Debug, Clone, Copy)]
+enum Authority<'a> {
+    Target(&'a str),
+    HostField(&'a [u8]),
+}
+
+impl<'a> Authority<'a> {
+    /// The request's authority, checked: at most one `Host`, which an
+    /// HTTP/1.1 request without an authority in its target must have;
+    /// over HTTP/2, a `Host` beside `:authority` names the same (RFC 9113
+    /// §8.3.1); and the one used is a `uri-host [":" port]`, no userinfo.
+    fn of<F: Fields>(head: &RequestHead<'a, F>) -> Result<Option<Self>, ProxyError> {
+        let host = if head.seen.host {
+            let mut hosts = head.fields.all(&header::HOST);
+            let first = hosts.next();
+            if hosts.next().is_some() {
+                return Err(ProxyError::BadHost("more than one Host header"));
+            }
+            first
+        } else {
+            None
+        };
+        let authority = match (head.authority, host) {
+            (Some(target), host) => {
+                if head.version == Version::HTTP_2
+                    && host.is_some_and(|h| !h.eq_ignore_ascii_case(target.as_bytes()))
+                {
+                    return Err(ProxyError::BadHost("Host differs from :authority"));
+                }
+                Authority::Target(target)
+            }
+            (None, Some(host)) => Authority::HostField(host),
+            (None, None) if head.version == Version::HTTP_11 => {
+                return Err(ProxyError::BadHost("HTTP/1.1 request without Host"));
+            }
+            (None, None) => return Ok(None),
+        };
+        if !is_authority(authority.bytes()) {
+            return Err(ProxyError::BadHost("not a host and optional port"));
+        }
+        Ok(Some(authority))
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        match self {
+            Authority::Target(a) => a.as_bytes(),
+            Authority::HostField(h) => h,
+        }
+    }
+
+    /// The host without port, for routing.
+    fn host(&self) -> &'a str {
+        // Checked ASCII (see `is_authority`).
+        strip_port(std::str::from_utf8(self.bytes()).unwrap_or_default())
+    }
+
+    /// What the upstream is told of it: the client's own `Host` field as
+    /// sent (no copy), or the target's authority.
+    fn field(&self) -> forward::Field {
+        match self {
+            Authority::HostField(_) => forward::Field::ClientHost,
+            Authority::Target(a) => {
+                HeaderValue::from_str(a).map_or(forward::Field::Drop, forward::Field::Set)
+            }
+        }
+    }
+}
+
+/// Whether `a` is `uri-host [ ":" port ]` (RFC 3986 §3.2.2, RFC 9110
+/// §7.2): an IPv6 literal in brackets, or a name of unreserved
+/// characters, sub-delims and percent-escapes (an IPv4 address is one);
+/// then digits after a colon. No userinfo, path, space or control.
+pub(super) fn is_authority(a: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = a.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&rest[..end]).ok();
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return false;
+        }
+        (&[][..], &rest[end + 1..])
+    } else {
+        match a.iter().position(|&b| b == b':') {
+            Some(at) => (&a[..at], &a[at..]),
+            None => (a, &[][..]),
+        }
     };
-    Some(strip_port(raw))
+    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    port_ok && is_reg_name(host)
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        if b == b'%' {
+            let hex = |j: usize| name.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 fn strip_port(host: &str) -> &str {
@@ -212,9 +322,12 @@ fn hash_key(
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` plus
-/// `Upgrade`), unless it is `h2c`, which a proxy must not pass on.
-fn requested_upgrade(headers: &impl Fields, seen: Seen) -> Option<HeaderValue> {
-    if !(seen.connection && seen.upgrade) {
+/// `Upgrade`), unless it is `h2c`, which a proxy must not pass on. Only
+/// HTTP/1.1 has upgrades: an HTTP/1.0 request's `Upgrade` is ignored
+/// (RFC 9110 §7.8), and the request served as any other.
+fn requested_upgrade(head: &RequestHead<'_, impl Fields>) -> Option<HeaderValue> {
+    let (headers, seen) = (head.fields, head.seen);
+    if !(seen.connection && seen.upgrade) || head.version != Version::HTTP_11 {
         return None;
     }
     let wants = headers::lists_token(headers, &header::CONNECTION, "upgrade");
@@ -242,16 +355,15 @@ fn check_request<F: Fields>(
     if head.target_len() > settings.max_uri_bytes {
         return Err(ProxyError::UriTooLong(settings.max_uri_bytes));
     }
-    let hosts = if head.seen.host {
-        head.fields.all(&header::HOST).count()
-    } else {
-        0
-    };
-    if hosts > 1 {
-        return Err(ProxyError::BadHost("more than one Host header"));
-    }
-    if hosts == 0 && head.version == Version::HTTP_11 && head.authority.is_none() {
-        return Err(ProxyError::BadHost("HTTP/1.1 request without Host"));
+    // A body coded other than `chunked` would be passed on re-framed,
+    // its coding lost with the hop-by-hop field (RFC 9112 §6.1: 501).
+    if head.seen.transfer_encoding
+        && !head
+            .fields
+            .all(&header::TRANSFER_ENCODING)
+            .all(headers::only_chunked)
+    {
+        return Err(ProxyError::UnsupportedCoding);
     }
     Ok(())
 }
@@ -285,15 +397,19 @@ impl Proxy {
         outcome: &mut Outcome,
     ) -> Result<Routed<'a>, ProxyError> {
         check_request(head, &self.settings)?;
+        let authority = Authority::of(head)?;
         let (fields, seen) = (head.fields, head.seen);
+        #[cfg(feature = "fault-injection")]
+        {
+            outcome.fault = super::fault::requested(fields);
+            if outcome.fault == Some(super::fault::Stage::Route) {
+                super::fault::panic_at(super::fault::Stage::Route);
+            }
+        }
         let path = path::normalize(head.path)?;
         // The host matters to routing only when some route names hosts.
         let host = if snapshot.has_host_routes() {
-            let host_header = seen
-                .host
-                .then(|| fields.all(&header::HOST).next())
-                .flatten();
-            request_host(head.authority, host_header)
+            authority.map(|a| a.host())
         } else {
             None
         };
@@ -311,12 +427,8 @@ impl Proxy {
             Cow::Owned(p) if route.strip_prefix => Cow::Owned(matched.strip(&p).to_string()),
             unchanged => unchanged,
         };
-        let client_host = match head.authority {
-            _ if seen.host => forward::Field::ClientHost,
-            Some(a) => HeaderValue::from_str(a).map_or(forward::Field::Drop, forward::Field::Set),
-            None => forward::Field::Drop,
-        };
-        let upgrade = requested_upgrade(fields, seen);
+        let client_host = authority.map_or(forward::Field::Drop, |a| a.field());
+        let upgrade = requested_upgrade(head);
         let mut fwd = Forwarding::new(
             fields,
             seen,

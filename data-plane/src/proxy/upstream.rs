@@ -82,6 +82,27 @@ impl Prepared {
     }
 }
 
+/// What is wrong with an answer hyper's client accepted, by the rules the
+/// inline client's parser applies (`h1::head`): a status outside 100–599,
+/// a `101` to a request that asked for no upgrade (or that names no
+/// protocol), a transfer coding other than chunked.
+fn invalid_answer<B>(resp: &Response<B>, upgrade_asked: bool) -> Option<h1::H1Error> {
+    let status = resp.status();
+    if status.as_u16() > 599 {
+        return Some(h1::H1Error::Parse(httparse::Error::Status));
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && !(upgrade_asked && resp.headers().contains_key(header::UPGRADE))
+    {
+        return Some(h1::H1Error::Switching);
+    }
+    let codings = resp.headers().get_all(header::TRANSFER_ENCODING);
+    if !codings.iter().all(|v| headers::only_chunked(v.as_bytes())) {
+        return Some(h1::H1Error::TransferCoding);
+    }
+    None
+}
+
 /// An attempt through hyper's client.
 type SendFuture<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<Response<Upstream>, ProxyError>> + Send + 'a>>;
@@ -195,6 +216,10 @@ impl<'u> Tries<'u> {
         self.tried[self.made] = i;
         self.made += 1;
         outcome.backend = Some(i);
+        #[cfg(feature = "fault-injection")]
+        if outcome.fault == Some(super::fault::Stage::Send) {
+            super::fault::panic_at(super::fault::Stage::Send);
+        }
         let backend = &self.upstream.backends[i];
         let now = Instant::now();
         Some(Try {
@@ -364,7 +389,14 @@ impl Proxy {
             })
         };
         match tokio::time::timeout_at(t.deadline, send).await {
-            Ok(sent) => sent,
+            Ok(Ok(resp)) => match invalid_answer(&resp, p.client_upgrade.is_some()) {
+                None => Ok(resp),
+                Some(e) => Err(ProxyError::Upstream {
+                    backend: Arc::clone(&backend.url),
+                    source: e.into(),
+                }),
+            },
+            Ok(Err(e)) => Err(e),
             Err(_elapsed) => Err(ProxyError::Timeout {
                 backend: Arc::clone(&backend.url),
             }),

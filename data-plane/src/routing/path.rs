@@ -63,15 +63,18 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Decode escapes of unreserved characters; keep (upper-cased) all others.
+/// Works on bytes: every other byte, a non-ASCII one too, is kept as it
+/// is, so the result is as much UTF-8 as the input (an escape becomes one
+/// ASCII byte or stays three).
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         if b != b'%' {
-            out.push(b as char);
+            out.push(b);
             i += 1;
             continue;
         }
@@ -84,16 +87,15 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         let value = hi << 4 | lo;
         match value {
             b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
-            v if is_unreserved(v) => out.push(v as char),
+            v if is_unreserved(v) => out.push(v),
             v => {
-                out.push('%');
-                out.push(HEX[(v >> 4) as usize] as char);
-                out.push(HEX[(v & 0xf) as usize] as char);
+                out.extend_from_slice(&[b'%', HEX[usize::from(v >> 4)], HEX[usize::from(v & 0xf)]])
             }
         }
         i += 3;
     }
-    Ok(out)
+    // Only ASCII bytes were put in place of ASCII bytes.
+    String::from_utf8(out).map_err(|_| PathError::BadCharacter)
 }
 
 /// Resolve `.`/`..` and drop empty segments. A trailing slash is kept when
@@ -160,6 +162,9 @@ mod tests {
         // Reserved characters stay encoded, hex upper-cased.
         assert_eq!(n("/a%3fb"), "/a%3Fb");
         assert_eq!(n("/caf%c3%a9"), "/caf%C3%A9");
+        // Bytes beside an escape are kept as they are, non-ASCII ones too.
+        assert_eq!(n("/caf\u{e9}%41"), "/caf\u{e9}A");
+        assert_eq!(n("/\u{1f600}/%2e%2e/x/\u{e9}%2e"), "/x/\u{e9}.");
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Version;
+use http::{HeaderValue, Version};
 use http_body::{Body, Frame, SizeHint};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,8 +27,9 @@ use tokio::sync::watch;
 
 use super::ServerConfig;
 use crate::proxy::body::BoxError as BodyError;
+use crate::proxy::headers::X_REQUEST_ID;
 use crate::proxy::interim::InterimIo;
-use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
 use crate::registry::now_ns;
 
 /// How hyper serves a connection.
@@ -36,13 +37,37 @@ use crate::registry::now_ns;
 pub enum Http<'a> {
     /// HTTP/1 or HTTP/2, as the client's first bytes say.
     Auto(&'a auto::Builder<TokioExecutor>),
-    /// HTTP/1 only: a connection that carried HTTP/1.1 already.
+    /// HTTP/1 only: a connection that carried HTTP/1.1 already, or that
+    /// negotiated `http/1.1` by ALPN.
     Http1(&'a http1::Builder),
+    /// HTTP/2 only: a TLS connection that negotiated `h2` by ALPN (HTTP/1
+    /// bytes on it are a connection error, not a request).
+    Http2(&'a http2::Builder<TokioExecutor>),
+}
+
+/// hyper's servers as the listener's settings want them.
+#[derive(Debug)]
+pub struct Builders {
+    pub auto: auto::Builder<TokioExecutor>,
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    /// How to serve a TLS connection that negotiated `alpn`: as the
+    /// protocol agreed, or as its first bytes say when none was.
+    pub fn for_alpn(&self, alpn: Option<&[u8]>) -> Http<'_> {
+        match alpn {
+            Some(b"h2") => Http::Http2(&self.http2),
+            Some(b"http/1.1") => Http::Http1(&self.http1),
+            _ => Http::Auto(&self.auto),
+        }
+    }
 }
 
 /// hyper's servers as the listener's settings want them: both kinds, and
-/// HTTP/1 alone (alike).
-pub fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, http1::Builder) {
+/// each alone (alike).
+pub fn builders(config: &ServerConfig) -> Builders {
     let max_buf = config.head_limit();
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
@@ -54,11 +79,16 @@ pub fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, http1::
     auto.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(config.max_header_bytes as u32);
-    let mut only = http1::Builder::new();
-    only.timer(TokioTimer::new())
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(max_buf);
-    (auto, only)
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32);
+    Builders { auto, http1, http2 }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -96,7 +126,13 @@ where
             let resp = Box::pin(proxy.clone().handle(req, info.clone()));
             async move {
                 let resp = resp.await;
-                Ok::<_, Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
+                // For a panic while the body streams (see `recover`).
+                let request_id = resp.headers().get(&X_REQUEST_ID).cloned();
+                Ok::<_, Infallible>(resp.map(|body| Tracked {
+                    body,
+                    request_id,
+                    _busy: busy,
+                }))
             }
         }
     });
@@ -108,6 +144,11 @@ where
         }
         Http::Http1(builder) => {
             let conn = builder.serve_connection(io, service).with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
+        }
+        Http::Http2(builder) => {
+            activity.h2.store(true, Ordering::Relaxed);
+            let conn = builder.serve_connection(io, service);
             drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
         }
     }
@@ -223,6 +264,7 @@ impl Drop for Busy {
 #[derive(Debug)]
 pub struct Tracked {
     body: ProxyBody,
+    request_id: Option<HeaderValue>,
     _busy: Busy,
 }
 
@@ -234,7 +276,12 @@ impl Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Err(e))), Some(id)) = (&polled, &this.request_id) {
+            recover::report_body_error(&**e, id);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Response};
+use http::{HeaderValue, Method, Response};
 use http_body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -43,9 +43,10 @@ use super::respond::{self, ClientHead, Framing};
 use super::rewind::Rewind;
 use super::stop::StopWatch;
 use crate::lazy_timer::LazyTimer;
-use crate::proxy::fields::{RawFields, Span};
+use crate::proxy::fields::{RawFields, Span, field_span, span_in};
+use crate::proxy::headers::X_REQUEST_ID;
 use crate::proxy::inline::{Answer, Begun, InlineHead};
-use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
 
 /// Most fields in a request head: hyper's limit (it answers 431 past it).
 const MAX_FIELDS: usize = 100;
@@ -126,25 +127,31 @@ pub async fn serve(
         // Whether the connection ends after this answer is decided as its
         // head is written (the client asked, or the listener is draining),
         // and the head then says so.
-        let ((framing, close), mut body) = match begun {
-            Begun::Answered { resp, close } => gateway(&mut out, resp, head_request, close, &stop),
+        let ((framing, close), mut body, request_id) = match begun {
+            Begun::Answered { resp, close } => {
+                let request_id = resp.headers().get(&X_REQUEST_ID).cloned();
+                let (head, body) = gateway(&mut out, resp, head_request, close, &stop);
+                (head, body, request_id)
+            }
             Begun::HandOff => unreachable!("handed off in take_head"),
             Begun::Ready(req) => {
                 let request_id = req.request_id().clone();
+                // Kept apart for an answer if sending panics.
+                let (method, started, close) = (req.method().clone(), req.started(), req.close());
                 let mut sink = ClientHead {
                     out: &mut out,
+                    committed: 0,
                     socket: wr.as_ref(),
                     request_id: &request_id,
-                    close: req.close(),
+                    close,
                     stop: &stop,
                 };
-                let close = req.close();
                 // Pinned where it is made: a `select!` would move the
                 // request's (large) future into its own tuple first.
                 let answer = {
                     let mut send = std::pin::pin!(req.send(proxy, &mut sink));
                     std::future::poll_fn(|cx| {
-                        if let Poll::Ready(answer) = send.as_mut().poll(cx) {
+                        if let Poll::Ready(answer) = recover::poll(send.as_mut(), cx) {
                             return Poll::Ready(Some(answer));
                         }
                         poll_client_gone(&mut rd, &mut buf, cx).map(|()| None)
@@ -156,14 +163,33 @@ pub async fn serve(
                 let Some(answer) = answer else {
                     return Served::Closed;
                 };
-                match answer {
-                    Answer::Upstream { head, body } => (head, body),
-                    Answer::Gateway(resp) => gateway(&mut out, resp, head_request, close, &stop),
-                }
+                let committed = sink.committed;
+                let (head, body) = match answer {
+                    Ok(Answer::Upstream { head, body }) => (head, body),
+                    Ok(Answer::Gateway(resp)) => {
+                        gateway(&mut out, resp, head_request, close, &stop)
+                    }
+                    Err(panic) => {
+                        // Whole 1xx heads stay queued ahead of the answer;
+                        // whatever else the sink had begun goes.
+                        out.truncate(committed);
+                        let resp = proxy.panicked(&panic, &request_id, &method, started);
+                        gateway(&mut out, resp, head_request, close, &stop)
+                    }
+                };
+                (head, body, Some(request_id))
             }
         };
-        let written =
-            write_response(wr.as_ref(), &mut rd, &mut buf, &mut out, framing, &mut body).await;
+        let written = write_response(
+            wr.as_ref(),
+            &mut rd,
+            &mut buf,
+            &mut out,
+            framing,
+            &mut body,
+            request_id.as_ref(),
+        )
+        .await;
         // Done with: the backend connection goes back to its pool (if the
         // body was read to its end) and the access log is written.
         drop(body);
@@ -232,15 +258,22 @@ fn take_head_with<const N: usize>(
     if parsed.version != Some(1) {
         return Ok(Taken::HandOff);
     }
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| s.as_ptr() as usize - base;
-    let range = |s: &[u8]| offset(s)..offset(s) + s.len();
-    let method = parsed.method.map_or(0..0, |m| range(m.as_bytes()));
-    let target = parsed.path.map_or(0..0, |p| range(p.as_bytes()));
+    // Where the parts lie in the head (none of them elsewhere, or the head
+    // is hyper's to judge).
+    let whole = &buf[..len];
+    let (Some(method), Some(target)) = (
+        parsed.method.and_then(|m| span_in(whole, m.as_bytes())),
+        parsed.path.and_then(|p| span_in(whole, p.as_bytes())),
+    ) else {
+        return Ok(Taken::HandOff);
+    };
+    let (method, target) = (range(method), range(target));
     let count = parsed.headers.len();
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let (name, value) = (range(field.name.as_bytes()), range(field.value));
-        *span = [name.start, name.end, value.start, value.end].map(|i| i as u32);
+        match field_span(whole, field.name.as_bytes(), field.value) {
+            Some(s) => *span = s,
+            None => return Ok(Taken::HandOff),
+        }
     }
     // Names in lowercase, where they lie: as hyper's map has them.
     for span in &spans[..count] {
@@ -263,12 +296,19 @@ fn take_head_with<const N: usize>(
         query,
         fields: RawFields::new(head, &spans[..count]),
     };
-    let begun = proxy.begin_inline(&inline, info);
+    let begun = match recover::catch(|| proxy.begin_inline(&inline, info)) {
+        Ok(begun) => begun,
+        Err(panic) => proxy.begin_panicked(&inline, &panic),
+    };
     if matches!(begun, Begun::HandOff) {
         return Ok(Taken::HandOff);
     }
     buf.advance(len);
     Ok(Taken::Begun(begun, method == Method::HEAD))
+}
+
+fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..end as usize
 }
 
 /// An origin-form target's path and query, if it holds only characters
@@ -374,6 +414,7 @@ async fn write_response(
     out: &mut Vec<u8>,
     framing: Framing,
     body: &mut ProxyBody,
+    request_id: Option<&HeaderValue>,
 ) -> bool {
     let mut ended = framing == Framing::Empty;
     // What the body has now, without waiting.
@@ -383,7 +424,12 @@ async fn write_response(
         match next.take() {
             None => {}
             Some(None) => ended = true,
-            Some(Some(Err(_))) => return false,
+            Some(Some(Err(e))) => {
+                if let Some(id) = request_id {
+                    recover::report_body_error(&*e, id);
+                }
+                return false;
+            }
             // Trailers are not sent: the client did not ask for them.
             Some(Some(Ok(frame))) => data = frame.into_data().unwrap_or_default(),
         }

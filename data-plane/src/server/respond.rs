@@ -21,9 +21,9 @@ use http_body::Body;
 use tokio::net::TcpStream;
 
 use super::stop::StopWatch;
-use crate::proxy::ProxyBody;
 use crate::proxy::h1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::headers::{self, ResponseField, VIA_ENTRY};
+use crate::proxy::{ProxyBody, interim};
 
 /// How a response's body goes to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ pub struct ClientHead<'a> {
     /// Bytes for the client not yet written: the final head goes here,
     /// after any 1xx the socket would not take at once.
     pub out: &'a mut Vec<u8>,
+    /// How much of `out` is whole 1xx heads (what stays if the request
+    /// fails before its final head is written).
+    pub committed: usize,
     pub socket: &'a TcpStream,
     pub request_id: &'a HeaderValue,
     /// The client asked to close the connection after this response.
@@ -62,19 +65,27 @@ impl HeadSink for ClientHead<'_> {
             return;
         }
         let queued = !self.out.is_empty();
+        // A client that does not read while a backend sends 1xx after 1xx
+        // would otherwise have them pile up here: past the bound they are
+        // dropped (a hint is only a hint).
+        if self.out.len() > interim::MAX_QUEUED {
+            tracing::debug!("informational response dropped: the client is not reading");
+            return;
+        }
         // As hyper's server writes a relayed 1xx: the usual reason phrase,
         // the fields as they are (a length included).
         status_line(self.out, head.status, None);
         fields(self.out, head, self.request_id, Omit::default());
         self.out.extend_from_slice(b"\r\n");
-        if queued {
-            return;
+        if !queued {
+            // Sent now if the socket takes it (it is idle while the request
+            // is in flight); what it does not take goes ahead of the final
+            // head.
+            if let Ok(n) = self.socket.try_write(self.out) {
+                self.out.drain(..n);
+            }
         }
-        // Sent now if the socket takes it (it is idle while the request is
-        // in flight); what it does not take goes ahead of the final head.
-        if let Ok(n) = self.socket.try_write(self.out) {
-            self.out.drain(..n);
-        }
+        self.committed = self.out.len();
     }
 
     fn head(&mut self, head: &RawHead<'_>) -> Result<(Framing, bool), H1Error> {

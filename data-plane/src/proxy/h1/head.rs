@@ -10,7 +10,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
 use super::{H1Error, MAX_HEADERS};
-use crate::proxy::fields::Span;
+use crate::proxy::fields::{Span, field_span, span_in};
 use crate::proxy::headers;
 
 /// What an exchange does with the heads it reads.
@@ -124,6 +124,14 @@ pub(super) fn header_field(
     Ok((name, value))
 }
 
+/// The status of a response head: three digits, 100 to 599 (RFC 9110
+/// §15); anything else is not a response a client can be given.
+pub(super) fn status_of(code: Option<u16>) -> Result<StatusCode, H1Error> {
+    code.filter(|c| (100..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(H1Error::Parse(httparse::Error::Status))
+}
+
 /// What [`parse`] found at the front of the buffer.
 #[derive(Debug)]
 pub(super) enum Parsed<T> {
@@ -175,29 +183,28 @@ fn parse_with<const N: usize, S: HeadSink>(
     };
     // Where each field's name and value sit, so that the values can share
     // the frozen head.
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+    let whole = &buf[..len];
     let count = parsed.headers.len();
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
-        *span = [
-            name,
-            name + field.name.len() as u32,
-            value,
-            value + field.value.len() as u32,
-        ];
+        *span = field_span(whole, field.name.as_bytes(), field.value)
+            .ok_or(H1Error::Parse(httparse::Error::HeaderName))?;
     }
-    let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
-        .map_err(|_| H1Error::Parse(httparse::Error::Status))?;
+    let status = status_of(parsed.code)?;
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let reason = parsed
-        .reason
-        .filter(|r| Some(*r) != status.canonical_reason())
-        .map(|r| (offset(r.as_bytes()), offset(r.as_bytes()) + r.len() as u32));
+    let reason = match parsed.reason {
+        Some(r) if Some(r) == status.canonical_reason() => None,
+        // No reason phrase (RFC 9112 §4 allows none, even without the
+        // space), or one of obs-text that httparse leaves out: relayed
+        // without one, as hyper's client does.
+        None | Some("") => Some((0, 0)),
+        Some(r) => {
+            Some(span_in(whole, r.as_bytes()).ok_or(H1Error::Parse(httparse::Error::Status))?)
+        }
+    };
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(H1Error::Switching);
     }
@@ -238,13 +245,15 @@ fn parse_with<const N: usize, S: HeadSink>(
 /// What a response head says of its body's framing and its connection,
 /// found in one pass over its fields.
 #[derive(Debug)]
-pub(super) struct Framing<'a> {
+pub(super) struct Framing {
     /// `Connection: close`.
     close: bool,
     /// `Connection: keep-alive`.
     keep_alive: bool,
-    /// The last `Transfer-Encoding` line.
-    transfer_encoding: Option<&'a [u8]>,
+    /// Some `Transfer-Encoding` line is there.
+    transfer_encoding: bool,
+    /// One names a coding other than `chunked`.
+    other_coding: bool,
     /// Some `Content-Length` line is there.
     has_length: bool,
     /// The one `Content-Length` (repeated equal values allowed), or why
@@ -252,12 +261,13 @@ pub(super) struct Framing<'a> {
     length: Result<Option<u64>, ()>,
 }
 
-impl<'a> Framing<'a> {
-    pub(super) fn of(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+impl Framing {
+    pub(super) fn of<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut f = Framing {
             close: false,
             keep_alive: false,
-            transfer_encoding: None,
+            transfer_encoding: false,
+            other_coding: false,
             has_length: false,
             length: Ok(None),
         };
@@ -268,7 +278,8 @@ impl<'a> Framing<'a> {
                     f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
                 }
             } else if headers::is_name(name, b"transfer-encoding") {
-                f.transfer_encoding = Some(value);
+                f.transfer_encoding = true;
+                f.other_coding |= !headers::only_chunked(value);
             } else if headers::is_name(name, b"content-length") {
                 f.has_length = true;
                 f.length = f.length.and_then(|length| add_length(length, value));
@@ -287,9 +298,15 @@ impl<'a> Framing<'a> {
             || status == StatusCode::NOT_MODIFIED
         {
             BodyFraming::None
-        } else if let Some(te) = self.transfer_encoding {
+        } else if self.transfer_encoding {
             if head.version == Version::HTTP_10 {
                 return Err(H1Error::Http10TransferEncoding);
+            }
+            // Another coding (`gzip, chunked`) would reach the client
+            // without the field that names it (hop-by-hop): refused, as
+            // nginx does, rather than passed on garbled.
+            if self.other_coding {
+                return Err(H1Error::TransferCoding);
             }
             if self.has_length {
                 // Both framings: Transfer-Encoding wins, and the connection
@@ -297,15 +314,7 @@ impl<'a> Framing<'a> {
                 head.drop_length = true;
                 reusable = false;
             }
-            let chunked_last = headers::list_items(te)
-                .next_back()
-                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-            if chunked_last {
-                BodyFraming::Chunked
-            } else {
-                reusable = false;
-                BodyFraming::Eof
-            }
+            BodyFraming::Chunked
         } else {
             match self.length.map_err(|()| H1Error::ContentLength)? {
                 Some(n) => BodyFraming::Length(n),
@@ -427,7 +436,7 @@ mod tests {
     #[test]
     fn framing_of_a_head() {
         let f = Framing::of(std::iter::empty());
-        assert!(!f.close && !f.keep_alive && f.transfer_encoding.is_none());
+        assert!(!f.close && !f.keep_alive && !f.transfer_encoding);
         assert_eq!(f.length, Ok(None));
         let mut fields: Vec<(&[u8], &[u8])> = vec![
             (b"Connection", b"Keep-Alive, x"),
@@ -439,7 +448,10 @@ mod tests {
         ];
         let f = Framing::of(fields.iter().copied());
         assert!(f.close && f.keep_alive && f.has_length);
-        assert_eq!(f.transfer_encoding.unwrap(), b"chunked");
+        assert!(
+            f.transfer_encoding && f.other_coding,
+            "gzip is another coding"
+        );
         assert_eq!(f.length, Ok(Some(5)));
         for bad in ["6", "", "+5", "5x", "99999999999999999999"] {
             fields.push((b"content-length", bad.as_bytes()));
