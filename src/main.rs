@@ -98,6 +98,12 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     header_read_timeout_ms: u64,
 
+    /// Milliseconds a client may pause while sending a request body (408
+    /// past it, never held against the backend).
+    #[arg(long, env = "SWITCHYARD_CLIENT_BODY_TIMEOUT_MS", default_value_t = proxy::DEFAULT_CLIENT_BODY_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    client_body_timeout_ms: u64,
+
     /// Most client connections open at once (more wait in the backlog).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -219,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         forwarded_header: cli.forwarded_header,
                         max_uri_bytes: cli.max_uri_bytes as usize,
                         max_body_bytes: cli.max_body_bytes,
+                        client_body_timeout: Duration::from_millis(cli.client_body_timeout_ms),
                         tunnel_idle: Duration::from_secs(cli.tunnel_idle_seconds),
                         metrics: !cli.no_request_metrics,
                         access_log: !cli.no_access_log,

@@ -58,6 +58,9 @@ pub struct ProxySettings {
     pub max_uri_bytes: usize,
     /// Request body limit of routes that set none: 413 past it.
     pub max_body_bytes: u64,
+    /// Longest pause in a client's request body: 408 past it, the
+    /// client's fault (never the backend's).
+    pub client_body_timeout: Duration,
     /// An upgraded connection (WebSocket) with no traffic for this long is
     /// closed.
     pub tunnel_idle: Duration,
@@ -70,6 +73,7 @@ pub struct ProxySettings {
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(300);
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ProxySettings {
     fn default() -> Self {
@@ -78,6 +82,7 @@ impl Default for ProxySettings {
             forwarded_header: false,
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            client_body_timeout: DEFAULT_CLIENT_BODY_TIMEOUT,
             tunnel_idle: DEFAULT_TUNNEL_IDLE,
             metrics: true,
             access_log: true,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod balance;
+mod client_faults;
 mod common;
 mod concurrency;
 mod config;

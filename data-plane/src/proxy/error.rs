@@ -36,6 +36,13 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("transfer codings other than chunked are not supported")]
     UnsupportedCoding,
+    /// The client's body was malformed or cut short, or the client went
+    /// away while sending it: the client's fault, not the backend's.
+    #[error("the request body was malformed or incomplete")]
+    BadRequestBody,
+    /// The client stopped sending its body.
+    #[error("the request body did not arrive in time")]
+    ClientTimeout,
     #[error("upstream {0:?} has no backend available")]
     NoBackend(Arc<str>),
     #[error("could not connect to backend {backend}")]
@@ -108,6 +115,8 @@ impl ProxyError {
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -125,6 +134,8 @@ impl ProxyError {
             ProxyError::UriTooLong(_) => "uri_too_long",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::UnsupportedCoding => "unsupported_transfer_coding",
+            ProxyError::BadRequestBody => "bad_request_body",
+            ProxyError::ClientTimeout => "client_timeout",
             ProxyError::NoBackend(_) => "no_backend",
             ProxyError::Connect { .. } => "upstream_connect",
             ProxyError::Upstream { .. } => "upstream_protocol",
@@ -152,6 +163,8 @@ impl ProxyError {
             | ProxyError::BadHost(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::UnsupportedCoding
+            | ProxyError::BadRequestBody
+            | ProxyError::ClientTimeout
             | ProxyError::Internal => self.to_string().into(),
         }
     }

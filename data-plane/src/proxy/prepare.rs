@@ -516,7 +516,7 @@ impl Proxy {
         let client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-        let body = request_body::share(body, body_limit);
+        let body = request_body::share(body, body_limit, self.settings.client_body_timeout);
         if self.settings.access_log {
             outcome.body.clone_from(&body);
         }

@@ -1,5 +1,6 @@
 //! The request body sent upstream, with just enough bookkeeping to retry
-//! safely and to enforce the route's body limit while streaming.
+//! safely, to enforce the route's body limit while streaming, and to tell
+//! a client's fault from a backend's.
 //!
 //! A body is never buffered. An empty body (most GETs) can be sent any
 //! number of times. A non-empty body lives in a [`BodySlot`] shared by the
@@ -7,22 +8,54 @@
 //! from then on the request can no longer be retried, because part of the
 //! body may have reached a backend. An attempt that failed before polling
 //! (a refused connection) leaves the body in the slot for the next one.
+//!
+//! When the client's side of the body fails — a malformed or truncated
+//! body, a client that went away, one that stalls longer than the client
+//! body timeout, more than the limit — the slot says so ([`BodySlot::fault`])
+//! before the attempt sees the error: the request is then answered as the
+//! client's fault (400, 408, 413) and nothing is held against the backend.
+//! The slot also notes when the body has been sent whole
+//! ([`BodySlot::sent_at_ns`]): the response-header timeout runs from then.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use super::body::BoxError;
+use crate::registry::now_ns;
 
 /// The client sent more body than the route allows.
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than {0} bytes")]
 pub struct BodyTooLarge(pub u64);
+
+/// The client's body failed: malformed, cut short, or abandoned.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyFailed(#[source] pub hyper::Error);
+
+/// The client sent no more of its body for this long.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {0:?}")]
+pub struct ClientBodyStalled(pub Duration);
+
+/// How the client's side of a body failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// More than the route's limit.
+    TooLarge = 1,
+    /// Malformed or truncated, or the client went away.
+    Failed = 2,
+    /// Nothing more for the client body timeout.
+    Stalled = 3,
+}
 
 /// Holds a request body until one attempt starts streaming it. Locked once
 /// per attempt of a request that has a body, never across requests.
@@ -31,9 +64,14 @@ pub struct BodySlot {
     body: Mutex<Option<Incoming>>,
     hint: SizeHint,
     limit: u64,
-    too_large: AtomicBool,
+    /// Longest pause between two pieces of the client's body.
+    idle: Duration,
+    /// A [`BodyFault`], or 0.
+    fault: AtomicU8,
     /// Bytes streamed upstream (for the access log).
     sent: AtomicU64,
+    /// When the whole body had been handed on ([`now_ns`]), or 0.
+    sent_at: AtomicU64,
 }
 
 impl BodySlot {
@@ -50,9 +88,31 @@ impl BodySlot {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// Whether streaming stopped because the body passed the limit.
-    pub fn too_large(&self) -> bool {
-        self.too_large.load(Ordering::Relaxed)
+    /// Why streaming stopped on the client's side, if it did.
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.fault.load(Ordering::Acquire) {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::Failed),
+            3 => Some(BodyFault::Stalled),
+            _ => None,
+        }
+    }
+
+    /// When the whole body had been handed on (on [`now_ns`]'s clock).
+    pub fn sent_at_ns(&self) -> Option<u64> {
+        match self.sent_at.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(at),
+        }
+    }
+
+    /// The route's limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn set_fault(&self, fault: BodyFault) {
+        self.fault.store(fault as u8, Ordering::Release);
     }
 
     fn take(&self) -> Option<Incoming> {
@@ -74,14 +134,16 @@ enum State {
         body: Incoming,
         slot: Arc<BodySlot>,
         seen: u64,
+        /// The client body timeout, made the first time the body waits.
+        idle: Option<Pin<Box<Sleep>>>,
     },
     Gone,
 }
 
 /// Split a downstream body into what attempts share: `None` if it is
 /// empty (freely repeatable), otherwise the slot. `limit` is the most
-/// bytes the body may have.
-pub fn share(body: Incoming, limit: u64) -> Option<Arc<BodySlot>> {
+/// bytes the body may have, `idle` the longest pause in it.
+pub fn share(body: Incoming, limit: u64, idle: Duration) -> Option<Arc<BodySlot>> {
     if body.is_end_stream() {
         return None;
     }
@@ -89,8 +151,10 @@ pub fn share(body: Incoming, limit: u64) -> Option<Arc<BodySlot>> {
         hint: body.size_hint(),
         body: Mutex::new(Some(body)),
         limit,
-        too_large: AtomicBool::new(false),
+        idle,
+        fault: AtomicU8::new(0),
         sent: AtomicU64::new(0),
+        sent_at: AtomicU64::new(0),
     }))
 }
 
@@ -102,6 +166,52 @@ impl RequestBody {
                 None => State::Empty,
                 Some(s) => State::Waiting(Arc::clone(s)),
             },
+        }
+    }
+}
+
+/// One poll of the client's body, with the slot kept up to date.
+fn poll_client(
+    body: &mut Incoming,
+    slot: &BodySlot,
+    seen: &mut u64,
+    idle: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+            *seen += n;
+            slot.sent.fetch_add(n, Ordering::Relaxed);
+            if *seen > slot.limit {
+                slot.set_fault(BodyFault::TooLarge);
+                return Poll::Ready(Some(Err(BodyTooLarge(slot.limit).into())));
+            }
+            if let Some(timer) = idle {
+                timer.as_mut().reset(Instant::now() + slot.idle);
+            }
+            if body.is_end_stream() {
+                slot.sent_at.store(now_ns(), Ordering::Release);
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(Some(Err(e))) => {
+            slot.set_fault(BodyFault::Failed);
+            Poll::Ready(Some(Err(ClientBodyFailed(e).into())))
+        }
+        Poll::Ready(None) => {
+            slot.sent_at.store(now_ns(), Ordering::Release);
+            Poll::Ready(None)
+        }
+        Poll::Pending => {
+            let timer = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(slot.idle)));
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    slot.set_fault(BodyFault::Stalled);
+                    Poll::Ready(Some(Err(ClientBodyStalled(slot.idle).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            }
         }
     }
 }
@@ -118,23 +228,12 @@ impl Body for RequestBody {
         loop {
             match &mut this.state {
                 State::Empty | State::Gone => return Poll::Ready(None),
-                State::Streaming { body, slot, seen } => {
-                    return match Pin::new(body).poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
-                            *seen += n;
-                            slot.sent.fetch_add(n, Ordering::Relaxed);
-                            if *seen > slot.limit {
-                                slot.too_large.store(true, Ordering::Relaxed);
-                                Poll::Ready(Some(Err(BodyTooLarge(slot.limit).into())))
-                            } else {
-                                Poll::Ready(Some(Ok(frame)))
-                            }
-                        }
-                        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                        other => other.map_err(Into::into),
-                    };
-                }
+                State::Streaming {
+                    body,
+                    slot,
+                    seen,
+                    idle,
+                } => return poll_client(body, slot, seen, idle, cx),
                 State::Waiting(slot) => {
                     // Another attempt already took it: nothing to send (that
                     // attempt's request is the one that counts).
@@ -144,6 +243,7 @@ impl Body for RequestBody {
                             body,
                             slot,
                             seen: 0,
+                            idle: None,
                         },
                         None => State::Gone,
                     };

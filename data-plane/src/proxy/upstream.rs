@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::h1::HeadSink;
 use super::prepare::{EncodedHead, Head, Prepared, path_error};
-use super::request_body::RequestBody;
+use super::request_body::{BodyFault, BodySlot, RequestBody};
 use super::{Outcome, Proxy, ProxyBody, ProxyError, Upstream};
 use super::{h1, headers, pool};
 use crate::metrics::ErrorKind;
@@ -101,6 +101,44 @@ fn invalid_answer<B>(resp: &Response<B>, upgrade_asked: bool) -> Option<h1::H1Er
         return Some(h1::H1Error::TransferCoding);
     }
     None
+}
+
+/// `send`'s answer, or `None` if its response head misses the deadline: at
+/// first `deadline`; for a request with a `body`, `timeout` after the body
+/// was sent whole (RFC-wise the request is not over until then, and a slow
+/// upload is no slow backend). While the body is still on its way the
+/// deadline is only looked at again, not moved per frame.
+async fn answered_within<T>(
+    send: impl Future<Output = T>,
+    deadline: Instant,
+    timeout: std::time::Duration,
+    body: Option<&BodySlot>,
+) -> Option<T> {
+    let mut send = std::pin::pin!(send);
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = send.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        loop {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            let Some(body) = body else {
+                return std::task::Poll::Ready(None);
+            };
+            let now = registry::now_ns();
+            // Still being sent: a whole timeout from now at the earliest.
+            let due = body
+                .sent_at_ns()
+                .unwrap_or(now)
+                .saturating_add(timeout.as_nanos() as u64);
+            if due <= now {
+                return std::task::Poll::Ready(None);
+            }
+            let left = std::time::Duration::from_nanos(due - now);
+            sleep.as_mut().reset(Instant::now() + left);
+        }
+    })
+    .await
 }
 
 /// An attempt through hyper's client.
@@ -260,8 +298,15 @@ impl<'u> Tries<'u> {
         p: &Prepared,
         outcome: &mut Outcome,
     ) -> Result<(), ProxyError> {
-        if p.body.as_ref().is_some_and(|b| b.too_large()) {
-            return Err(ProxyError::BodyTooLarge(p.body_limit));
+        // The client's side of the body failed: its fault, whatever the
+        // attempt saw of it (hyper's client fails the exchange when the
+        // body it streams does); nothing is held against the backend.
+        if let Some(fault) = p.body.as_ref().and_then(|b| b.fault()) {
+            return Err(match fault {
+                BodyFault::TooLarge => ProxyError::BodyTooLarge(p.body_limit),
+                BodyFault::Failed => ProxyError::BadRequestBody,
+                BodyFault::Stalled => ProxyError::ClientTimeout,
+            });
         }
         drop(t.in_flight);
         t.backend.state.stats().error(match failure {
@@ -388,16 +433,17 @@ impl Proxy {
                 }
             })
         };
-        match tokio::time::timeout_at(t.deadline, send).await {
-            Ok(Ok(resp)) => match invalid_answer(&resp, p.client_upgrade.is_some()) {
+        let timeout = upstream.response_header_timeout;
+        match answered_within(send, t.deadline, timeout, p.body.as_deref()).await {
+            Some(Ok(resp)) => match invalid_answer(&resp, p.client_upgrade.is_some()) {
                 None => Ok(resp),
                 Some(e) => Err(ProxyError::Upstream {
                     backend: Arc::clone(&backend.url),
                     source: e.into(),
                 }),
             },
-            Ok(Err(e)) => Err(e),
-            Err(_elapsed) => Err(ProxyError::Timeout {
+            Some(Err(e)) => Err(e),
+            None => Err(ProxyError::Timeout {
                 backend: Arc::clone(&backend.url),
             }),
         }
