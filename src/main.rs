@@ -104,6 +104,12 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     client_body_timeout_ms: u64,
 
+    /// Milliseconds a client (or a tunnel's backend) may take no byte of
+    /// what is written to it before it is disconnected.
+    #[arg(long, env = "SWITCHYARD_SEND_TIMEOUT_MS", default_value_t = proxy::DEFAULT_SEND_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    send_timeout_ms: u64,
+
     /// Most client connections open at once (more wait in the backlog).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -227,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         max_body_bytes: cli.max_body_bytes,
                         client_body_timeout: Duration::from_millis(cli.client_body_timeout_ms),
                         tunnel_idle: Duration::from_secs(cli.tunnel_idle_seconds),
+                        send_timeout: Duration::from_millis(cli.send_timeout_ms),
                         metrics: !cli.no_request_metrics,
                         access_log: !cli.no_access_log,
                     },

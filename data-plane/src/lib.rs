@@ -11,7 +11,8 @@
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
 //! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
 //!   rest (HTTP/1.1, h2c, TLS), graceful drain;
-//! - [`lazy_timer`]: one timer reused across waits without moving it.
+//! - [`lazy_timer`]: one timer reused across waits without moving it;
+//! - [`stall`]: the send timeout (writes that make no progress fail).
 //!
 //! [`DataPlane`] ties them together: it holds the current snapshot in one
 //! `ArcSwap` and never lets an older config version replace a newer one.
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod stall;
 
 use std::sync::Arc;
 

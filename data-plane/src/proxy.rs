@@ -64,6 +64,9 @@ pub struct ProxySettings {
     /// An upgraded connection (WebSocket) with no traffic for this long is
     /// closed.
     pub tunnel_idle: Duration,
+    /// A client (or a tunnel's backend) that takes no byte of what is
+    /// written to it for this long is disconnected (see [`crate::stall`]).
+    pub send_timeout: Duration,
     /// Count requests per route and backend for `/metrics`.
     pub metrics: bool,
     /// Write one access-log line per request.
@@ -74,6 +77,7 @@ pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(300);
 pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ProxySettings {
     fn default() -> Self {
@@ -84,6 +88,7 @@ impl Default for ProxySettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             client_body_timeout: DEFAULT_CLIENT_BODY_TIMEOUT,
             tunnel_idle: DEFAULT_TUNNEL_IDLE,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             metrics: true,
             access_log: true,
         }
@@ -158,6 +163,10 @@ impl Proxy {
 
     pub fn tunnels(&self) -> &Tunnels {
         &self.tunnels
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
     }
 
     /// Count an open client connection until the guard is dropped.

@@ -145,6 +145,7 @@ pub async fn serve(
     let limits = inline::Limits {
         max_head: config.head_limit(),
         idle: config.header_read_timeout,
+        send: proxy.settings().send_timeout,
     };
     let tls = config.tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();

@@ -17,5 +17,6 @@ mod observability;
 mod process;
 mod proxy;
 mod recovery;
+mod slow_readers;
 mod streaming;
 mod tls;

@@ -1,7 +1,9 @@
 //! Upgraded connections (WebSocket and any other `Upgrade`): once the
 //! backend answers 101, bytes are copied both ways until either side
-//! closes (a half-close is passed on) or nothing moves for the idle
-//! timeout. Tunnels are tracked so shutdown can drain them.
+//! closes (a half-close is passed on), nothing moves for the idle
+//! timeout, or a side takes nothing of what is written to it for the send
+//! timeout ([`crate::stall`]). Tunnels are tracked so shutdown can drain
+//! them.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::registry::{InFlight, now_ns};
+use crate::stall::WriteStall;
 
 /// The set of open tunnels.
 #[derive(Debug, Clone, Default)]
@@ -41,12 +44,12 @@ impl Tunnels {
     }
 
     /// Start the tunnel between the client's and the backend's upgraded
-    /// connections.
+    /// connections; `(idle, send)`: its idle and send timeouts.
     pub fn spawn(
         &self,
         client: OnUpgrade,
         backend: OnUpgrade,
-        idle: Duration,
+        (idle, send): (Duration, Duration),
         in_flight: InFlight,
         label: Arc<str>,
     ) {
@@ -61,8 +64,8 @@ impl Tunnels {
                 }
             };
             let last = Arc::new(AtomicU64::new(now_ns()));
-            let mut client = Activity::new(TokioIo::new(client), &last);
-            let mut backend = Activity::new(TokioIo::new(backend), &last);
+            let mut client = Activity::new(TokioIo::new(client), &last, send);
+            let mut backend = Activity::new(TokioIo::new(backend), &last, send);
             let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
             tokio::pin!(copy);
             let tick = (idle / 4).max(Duration::from_millis(10));
@@ -88,17 +91,20 @@ impl Tunnels {
     }
 }
 
-/// An IO that records the time of its last successful read or write.
+/// An IO that records the time of its last successful read or write, and
+/// fails a write that waits longer than the send timeout.
 struct Activity<T> {
     io: T,
     last: Arc<AtomicU64>,
+    stall: WriteStall,
 }
 
 impl<T> Activity<T> {
-    fn new(io: T, last: &Arc<AtomicU64>) -> Self {
+    fn new(io: T, last: &Arc<AtomicU64>, send: Duration) -> Self {
         Activity {
             io,
             last: Arc::clone(last),
+            stall: WriteStall::new(send),
         }
     }
 
@@ -134,11 +140,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.touch();
         }
-        r
+        this.stall.check(r, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.stall.check(r, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

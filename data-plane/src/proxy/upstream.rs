@@ -384,7 +384,7 @@ impl Proxy {
             self.tunnels.spawn(
                 client_side,
                 backend_side,
-                self.settings.tunnel_idle,
+                (self.settings.tunnel_idle, self.settings.send_timeout),
                 in_flight,
                 Arc::clone(&backend.url),
             );

@@ -31,6 +31,7 @@ use crate::proxy::headers::X_REQUEST_ID;
 use crate::proxy::interim::InterimIo;
 use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
 use crate::registry::now_ns;
+use crate::stall::SendTimeoutIo;
 
 /// How hyper serves a connection.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +112,10 @@ pub async fn serve_conn<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // A client that stops reading fails hyper's writes after the send
+    // timeout: the connection, and the backend connection behind its
+    // answer, are let go (so are an upgraded tunnel's).
+    let io = SendTimeoutIo::new(io, proxy.settings().send_timeout);
     let io = InterimIo::new(io, Arc::clone(&info.interim));
     let activity = Arc::new(Activity::new());
     // hyper keeps one slot per connection, allocated up front and sized for

@@ -47,6 +47,7 @@ use crate::proxy::fields::{RawFields, Span, field_span, span_in};
 use crate::proxy::headers::X_REQUEST_ID;
 use crate::proxy::inline::{Answer, Begun, InlineHead};
 use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
+use crate::stall::WriteStall;
 
 /// Most fields in a request head: hyper's limit (it answers 431 past it).
 const MAX_FIELDS: usize = 100;
@@ -82,6 +83,8 @@ pub struct Limits {
     pub max_head: usize,
     /// To receive a head, and the longest idle time between requests.
     pub idle: Duration,
+    /// The send timeout (see [`crate::stall`]).
+    pub send: Duration,
 }
 
 /// Serve `socket` until it closes or a request is not for this path.
@@ -97,6 +100,9 @@ pub async fn serve(
     // The head deadline: one timer for the connection's life, not moved
     // for each head (see `LazyTimer`).
     let mut timer = LazyTimer::new();
+    // A client that takes nothing of an answer for the send timeout is let
+    // go, and the backend connection with it.
+    let mut stall = WriteStall::new(limits.send);
     // Once a request is served here, the connection is HTTP/1 for good: a
     // later hand-off goes to hyper's HTTP/1 server (an HTTP/2 preface then
     // is an error, as it would be on a connection hyper took as HTTP/1).
@@ -180,16 +186,14 @@ pub async fn serve(
                 (head, body, Some(request_id))
             }
         };
-        let written = write_response(
-            wr.as_ref(),
-            &mut rd,
-            &mut buf,
-            &mut out,
-            framing,
-            &mut body,
-            request_id.as_ref(),
-        )
-        .await;
+        let client = Client {
+            socket: wr.as_ref(),
+            rd: &mut rd,
+            buf: &mut buf,
+            stall: &mut stall,
+        };
+        let written =
+            write_response(client, &mut out, framing, &mut body, request_id.as_ref()).await;
         // Done with: the backend connection goes back to its pool (if the
         // body was read to its end) and the access log is written.
         drop(body);
@@ -397,6 +401,17 @@ fn poll_now(body: &mut ProxyBody) -> Option<Polled> {
 /// One poll of a body.
 type Polled = Option<Result<Frame<Bytes>, crate::proxy::body::BoxError>>;
 
+/// The client's side of a connection while an answer goes out to it.
+struct Client<'a, 'r> {
+    socket: &'a TcpStream,
+    /// Watched for the client's close.
+    rd: &'a mut ReadHalf<'r>,
+    /// What the client sent next (a pipelined request), kept.
+    buf: &'a mut BytesMut,
+    /// The send timeout.
+    stall: &'a mut WriteStall,
+}
+
 /// What waiting for the body's next piece gave.
 enum Next {
     Frame(Polled),
@@ -408,14 +423,18 @@ enum Next {
 /// as they come (never collected). False if the connection cannot go on:
 /// the body failed, or the client went away or stopped reading.
 async fn write_response(
-    socket: &TcpStream,
-    rd: &mut ReadHalf<'_>,
-    buf: &mut BytesMut,
+    client: Client<'_, '_>,
     out: &mut Vec<u8>,
     framing: Framing,
     body: &mut ProxyBody,
     request_id: Option<&HeaderValue>,
 ) -> bool {
+    let Client {
+        socket,
+        rd,
+        buf,
+        stall,
+    } = client;
     let mut ended = framing == Framing::Empty;
     // What the body has now, without waiting.
     let mut next = if ended { None } else { poll_now(body) };
@@ -465,7 +484,7 @@ async fn write_response(
             Framing::Length => parts[1] = IoSlice::new(&data),
             Framing::Empty => {}
         }
-        if respond::write_all(socket, &mut parts).await.is_err() {
+        if respond::write_all(socket, &mut parts, stall).await.is_err() {
             return false;
         }
         out.clear();

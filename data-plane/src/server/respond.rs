@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
@@ -24,6 +25,7 @@ use super::stop::StopWatch;
 use crate::proxy::h1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::headers::{self, ResponseField, VIA_ENTRY};
 use crate::proxy::{ProxyBody, interim};
+use crate::stall::WriteStall;
 
 /// How a response's body goes to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,16 +343,30 @@ pub fn chunk_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     }
 }
 
-/// Write all of `bufs` to `socket`, waiting for room as needed. Through a
-/// shared reference: the connection's reader may watch the same socket.
-pub async fn write_all(socket: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// Write all of `bufs` to `socket`, waiting for room as needed, but not
+/// longer than `stall` allows without progress (the send timeout).
+/// Through a shared reference: the connection's reader may watch the same
+/// socket.
+pub async fn write_all(
+    socket: &TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+    stall: &mut WriteStall,
+) -> io::Result<()> {
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         match socket.try_write_vectored(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Ok(n) => {
+                stall.progressed();
+                IoSlice::advance_slices(&mut bufs, n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
+                // Room again is not progress yet: only bytes taken are.
+                std::future::poll_fn(|cx| match socket.poll_write_ready(cx) {
+                    Poll::Pending => stall.poll_stalled(cx).map(Err),
+                    ready => ready,
+                })
+                .await?;
             }
             Err(e) => return Err(e),
         }
