@@ -104,3 +104,34 @@ async fn a_client_that_stops_reading_is_let_go_after_the_send_timeout() {
         assert!(idle.is_some(), "{server}: requests still in flight");
     }
 }
+
+/// An HTTP/2 client that stops reading grants no more window: nothing
+/// waits on the socket, yet the answer goes nowhere. It is let go too.
+#[tokio::test]
+async fn an_http2_client_that_grants_no_window_is_let_go() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (url, released) = endless_backend().await;
+    let gw = TestGateway::start_with(|s| s.proxy.send_timeout = Duration::from_millis(300)).await;
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": url}]}))
+        .await;
+    let io = TokioIo::new(TcpStream::connect(gw.gateway().proxy_addr).await.unwrap());
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("http://t/big")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    // The head arrives; the body is never read.
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let let_go = eventually(Duration::from_secs(15), || async {
+        (released.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    assert!(let_go.is_some(), "the backend connection was never let go");
+    let closed = tokio::time::timeout(Duration::from_secs(15), conn).await;
+    assert!(closed.is_ok(), "the client connection was not closed");
+    drop(resp);
+}

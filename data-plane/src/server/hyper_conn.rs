@@ -115,7 +115,8 @@ where
     // A client that stops reading fails hyper's writes after the send
     // timeout: the connection, and the backend connection behind its
     // answer, are let go (so are an upgraded tunnel's).
-    let io = SendTimeoutIo::new(io, proxy.settings().send_timeout);
+    let send_timeout = proxy.settings().send_timeout;
+    let io = SendTimeoutIo::new(io, send_timeout);
     let io = InterimIo::new(io, Arc::clone(&info.interim));
     let activity = Arc::new(Activity::new());
     // hyper keeps one slot per connection, allocated up front and sized for
@@ -136,7 +137,7 @@ where
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
                     request_id,
-                    _busy: busy,
+                    busy,
                 }))
             }
         }
@@ -145,16 +146,37 @@ where
     match http {
         Http::Auto(builder) => {
             let conn = builder.serve_connection_with_upgrades(io, service);
-            drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                stopping,
+                &activity,
+                (idle, send_timeout),
+            )
+            .await
         }
         Http::Http1(builder) => {
             let conn = builder.serve_connection(io, service).with_upgrades();
-            drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                stopping,
+                &activity,
+                (idle, send_timeout),
+            )
+            .await
         }
         Http::Http2(builder) => {
             activity.h2.store(true, Ordering::Relaxed);
             let conn = builder.serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), stopping, &activity, idle).await
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                stopping,
+                &activity,
+                (idle, send_timeout),
+            )
+            .await
         }
     }
 }
@@ -166,7 +188,7 @@ async fn drive<C, E>(
     graceful: impl FnOnce(Pin<&mut C>),
     mut stopping: watch::Receiver<bool>,
     activity: &Activity,
-    idle: Duration,
+    (idle, send_timeout): (Duration, Duration),
 ) -> Result<(), BoxError>
 where
     C: Future<Output = Result<(), E>>,
@@ -188,6 +210,7 @@ where
                 return Ok(());
             }
         }
+        () = activity.stalled_for(send_timeout) => return Ok(()),
     }
     // Stopping, or an idle HTTP/2 connection told GOAWAY: requests in
     // flight finish. One that then goes quiet for `idle` is dropped: a head
@@ -198,6 +221,7 @@ where
         biased;
         r = conn.as_mut() => r.map_err(Into::into),
         () = activity.idle_for(idle) => Ok(()),
+        () = activity.stalled_for(send_timeout) => Ok(()),
     }
 }
 
@@ -209,6 +233,12 @@ struct Activity {
     idle_since: AtomicU64,
     /// A request came over HTTP/2.
     h2: AtomicBool,
+    /// Answers that handed hyper a piece of body and have not been asked
+    /// for the next: what waits for the client to take it.
+    handed: AtomicU32,
+    /// How often an answer was asked for its next piece after one it had
+    /// handed over: the client taking what it is sent.
+    took: AtomicU64,
 }
 
 impl Activity {
@@ -217,6 +247,36 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ns()),
             h2: AtomicBool::new(false),
+            handed: AtomicU32::new(0),
+            took: AtomicU64::new(0),
+        }
+    }
+
+    /// Resolves once answers have waited for the client for the send
+    /// timeout and it took none of them: a client that stopped reading
+    /// without making a socket write wait (HTTP/2 flow control: it grants
+    /// no more window; a write that waits fails by itself, see
+    /// `SendTimeoutIo`). Looks twice per timeout; costs the requests two
+    /// counter updates per body piece.
+    async fn stalled_for(&self, timeout: Duration) {
+        let step = timeout / 2;
+        let mut seen = self.took.load(Ordering::Relaxed);
+        let mut quiet = Duration::ZERO;
+        loop {
+            tokio::time::sleep(step).await;
+            let now = self.took.load(Ordering::Relaxed);
+            if now != seen || self.handed.load(Ordering::Relaxed) == 0 {
+                (seen, quiet) = (now, Duration::ZERO);
+                continue;
+            }
+            quiet += step;
+            if quiet >= timeout {
+                tracing::debug!(
+                    ?timeout,
+                    "the client took nothing of its answers (send timeout); closing"
+                );
+                return;
+            }
         }
     }
 
@@ -227,7 +287,10 @@ impl Activity {
             self.h2.store(true, Ordering::Relaxed);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Busy(Arc::clone(self))
+        Busy {
+            activity: Arc::clone(self),
+            handed: false,
+        }
     }
 
     /// Resolves once no request has been in flight for `idle`. Its one
@@ -253,14 +316,35 @@ impl Activity {
 
 /// One request in flight on its connection.
 #[derive(Debug)]
-struct Busy(Arc<Activity>);
+struct Busy {
+    activity: Arc<Activity>,
+    /// A piece of its answer is with hyper, not yet followed by a request
+    /// for the next (counted in [`Activity::handed`]).
+    handed: bool,
+}
+
+impl Busy {
+    /// Whether a piece of the answer waits to be taken.
+    fn set_handed(&mut self, handed: bool) {
+        if handed != self.handed {
+            self.handed = handed;
+            if handed {
+                self.activity.handed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.activity.handed.fetch_sub(1, Ordering::Relaxed);
+                self.activity.took.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.set_handed(false);
         // The time first, released with the count: the watchdog (maybe on
         // another thread, under HTTP/2) reads the count, then the time.
-        self.0.idle_since.store(now_ns(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Release);
+        self.activity.idle_since.store(now_ns(), Ordering::Relaxed);
+        self.activity.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -270,7 +354,7 @@ impl Drop for Busy {
 pub struct Tracked {
     body: ProxyBody,
     request_id: Option<HeaderValue>,
-    _busy: Busy,
+    busy: Busy,
 }
 
 impl Body for Tracked {
@@ -282,9 +366,17 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        // Asked for more: what was handed over has been taken.
+        this.busy.set_handed(false);
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let (Poll::Ready(Some(Err(e))), Some(id)) = (&polled, &this.request_id) {
-            recover::report_body_error(&**e, id);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() => this.busy.set_handed(true),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(id) = &this.request_id {
+                    recover::report_body_error(&**e, id);
+                }
+            }
+            _ => {}
         }
         polled
     }
