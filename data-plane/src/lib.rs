@@ -22,6 +22,8 @@
 
 pub mod balance;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod lazy_timer;
 pub mod metrics;

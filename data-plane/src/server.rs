@@ -15,11 +15,12 @@
 //! server itself, and on hyper's connections by a watchdog per connection
 //! ([`hyper_conn`]).
 
-mod hyper_conn;
+pub(crate) mod hyper_conn;
 mod inline;
-mod respond;
+pub mod request_head;
+pub(crate) mod respond;
 mod rewind;
-mod stop;
+pub(crate) mod stop;
 
 use std::future::Future;
 use std::io;

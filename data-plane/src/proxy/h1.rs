@@ -20,7 +20,7 @@
 //! response ended exactly where the next one may start and neither side
 //! asked to close.
 
-mod body;
+pub(crate) mod body;
 pub mod head;
 
 use std::io;

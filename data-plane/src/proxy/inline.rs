@@ -140,6 +140,12 @@ impl InlineRequest {
     }
 }
 
+/// Whether the inline path takes a head with these fields: not with a body,
+/// `Expect: 100-continue`, an upgrade or trailers (hyper's server does).
+pub fn takes(seen: Seen) -> bool {
+    !(seen.content_length || seen.transfer_encoding || seen.expect || seen.upgrade || seen.te)
+}
+
 impl Proxy {
     /// The answer to a head whose [`Proxy::begin_inline`] panicked (see
     /// [`Proxy::panicked`]).
@@ -157,8 +163,7 @@ impl Proxy {
     pub fn begin_inline(&self, head: &InlineHead<'_>, conn: &ConnInfo) -> Begun {
         let fields = &head.fields;
         let seen = Seen::of(fields);
-        // A body, `Expect: 100-continue`, an upgrade or trailers: hyper's.
-        if seen.content_length || seen.transfer_encoding || seen.expect || seen.upgrade || seen.te {
+        if !takes(seen) {
             return Begun::HandOff;
         }
         let close = seen.connection && headers::lists_token(fields, &header::CONNECTION, "close");

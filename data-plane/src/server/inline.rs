@@ -26,7 +26,6 @@
 //! flight finish, then closes.
 
 use std::io::IoSlice;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,22 +38,17 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::ReadHalf;
 use tokio::time::Instant;
 
+use super::request_head::{self, FEW_FIELDS, MAX_FIELDS, Parsed};
 use super::respond::{self, ClientHead, Framing};
 use super::rewind::Rewind;
 use super::stop::StopWatch;
 use crate::lazy_timer::LazyTimer;
-use crate::proxy::fields::{RawFields, Span, field_span, span_in};
+use crate::proxy::fields::Span;
 use crate::proxy::headers::X_REQUEST_ID;
-use crate::proxy::inline::{Answer, Begun, InlineHead};
+use crate::proxy::inline::{Answer, Begun};
 use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
 use crate::stall::WriteStall;
 
-/// Most fields in a request head: hyper's limit (it answers 431 past it).
-const MAX_FIELDS: usize = 100;
-/// Field slots tried first; [`MAX_FIELDS`] on a retry.
-const FEW_FIELDS: usize = 32;
-/// Longest request target hyper's server takes.
-const MAX_TARGET: usize = u16::MAX as usize - 1;
 /// Read room asked for before a read.
 const READ_RESERVE: usize = 4096;
 
@@ -147,7 +141,7 @@ pub async fn serve(
                 let mut sink = ClientHead {
                     out: &mut out,
                     committed: 0,
-                    socket: wr.as_ref(),
+                    socket: Some(wr.as_ref()),
                     request_id: &request_id,
                     close,
                     stop: &stop,
@@ -252,54 +246,13 @@ fn take_head_with<const N: usize>(
     proxy: &Proxy,
     info: &ConnInfo,
 ) -> Result<Taken, httparse::Error> {
-    let mut slots = [const { MaybeUninit::uninit() }; N];
     let mut spans: [Span; N] = [[0; 4]; N];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match parsed.parse_with_uninit_headers(buf, &mut slots)? {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(Taken::Partial),
+    let (len, head) = match request_head::parse::<N>(buf, &mut spans)? {
+        Parsed::Partial => return Ok(Taken::Partial),
+        Parsed::HandOff => return Ok(Taken::HandOff),
+        Parsed::Head { len, head } => (len, head),
     };
-    if parsed.version != Some(1) {
-        return Ok(Taken::HandOff);
-    }
-    // Where the parts lie in the head (none of them elsewhere, or the head
-    // is hyper's to judge).
-    let whole = &buf[..len];
-    let (Some(method), Some(target)) = (
-        parsed.method.and_then(|m| span_in(whole, m.as_bytes())),
-        parsed.path.and_then(|p| span_in(whole, p.as_bytes())),
-    ) else {
-        return Ok(Taken::HandOff);
-    };
-    let (method, target) = (range(method), range(target));
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        match field_span(whole, field.name.as_bytes(), field.value) {
-            Some(s) => *span = s,
-            None => return Ok(Taken::HandOff),
-        }
-    }
-    // Names in lowercase, where they lie: as hyper's map has them.
-    for span in &spans[..count] {
-        buf[span[0] as usize..span[1] as usize].make_ascii_lowercase();
-    }
-    let head = &buf[..len];
-    // Longer targets get hyper's own answer (414).
-    if target.len() > MAX_TARGET {
-        return Ok(Taken::HandOff);
-    }
-    let (Ok(method), Some((path, query))) = (
-        Method::from_bytes(&head[method]),
-        split_target(&head[target]),
-    ) else {
-        return Ok(Taken::HandOff);
-    };
-    let inline = InlineHead {
-        method: &method,
-        path,
-        query,
-        fields: RawFields::new(head, &spans[..count]),
-    };
+    let inline = head.inline();
     let begun = match recover::catch(|| proxy.begin_inline(&inline, info)) {
         Ok(begun) => begun,
         Err(panic) => proxy.begin_panicked(&inline, &panic),
@@ -307,41 +260,10 @@ fn take_head_with<const N: usize>(
     if matches!(begun, Begun::HandOff) {
         return Ok(Taken::HandOff);
     }
+    let head_request = head.method == Method::HEAD;
     buf.advance(len);
-    Ok(Taken::Begun(begun, method == Method::HEAD))
+    Ok(Taken::Begun(begun, head_request))
 }
-
-fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
-    start as usize..end as usize
-}
-
-/// An origin-form target's path and query, if it holds only characters
-/// RFC 3986 allows there (a subset of what hyper's server takes: anything
-/// else goes to hyper, which parses it its own way).
-fn split_target(target: &[u8]) -> Option<(&str, Option<&str>)> {
-    if target.first() != Some(&b'/') || !target.iter().all(|&b| TARGET[usize::from(b)]) {
-        return None;
-    }
-    let target = std::str::from_utf8(target).ok()?;
-    Some(match target.bytes().position(|b| b == b'?') {
-        Some(at) => (&target[..at], Some(&target[at + 1..])),
-        None => (target, None),
-    })
-}
-
-/// Bytes of an origin-form target: unreserved, sub-delims, `%`, `:`,
-/// `@`, `/` and `?`.
-static TARGET: [bool; 256] = {
-    let mut table = [false; 256];
-    let allowed =
-        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:@/?";
-    let mut i = 0;
-    while i < allowed.len() {
-        table[allowed[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
 
 /// Read more of a head into `buf`: false if the connection is to close
 /// (the client closed, the socket failed, the deadline passed, or the

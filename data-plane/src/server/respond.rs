@@ -47,7 +47,8 @@ pub struct ClientHead<'a> {
     /// How much of `out` is whole 1xx heads (what stays if the request
     /// fails before its final head is written).
     pub committed: usize,
-    pub socket: &'a TcpStream,
+    /// Where 1xx heads go as they come (none: they queue in `out`).
+    pub socket: Option<&'a TcpStream>,
     pub request_id: &'a HeaderValue,
     /// The client asked to close the connection after this response.
     pub close: bool,
@@ -83,7 +84,7 @@ impl HeadSink for ClientHead<'_> {
             // Sent now if the socket takes it (it is idle while the request
             // is in flight); what it does not take goes ahead of the final
             // head.
-            if let Ok(n) = self.socket.try_write(self.out) {
+            if let Some(Ok(n)) = self.socket.map(|s| s.try_write(self.out)) {
                 self.out.drain(..n);
             }
         }

@@ -29,7 +29,7 @@ pub struct ResponseBody {
 }
 
 #[derive(Debug)]
-enum Decode {
+pub(crate) enum Decode {
     /// This many bytes are left.
     Length(u64),
     Chunked(Chunk),
@@ -39,6 +39,16 @@ enum Decode {
 }
 
 impl Decode {
+    /// The decoder of a body framed as `framing`.
+    pub(crate) fn of(framing: BodyFraming) -> Self {
+        match framing {
+            BodyFraming::None => Decode::Length(0),
+            BodyFraming::Length(n) => Decode::Length(n),
+            BodyFraming::Chunked => Decode::Chunked(Chunk::Size),
+            BodyFraming::Eof => Decode::Eof,
+        }
+    }
+
     /// Nothing of the body is left to read.
     fn is_done(&self) -> bool {
         matches!(self, Decode::Done | Decode::Length(0))
@@ -46,7 +56,7 @@ impl Decode {
 }
 
 #[derive(Debug)]
-enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     /// The CRLF after a chunk's data.
@@ -58,15 +68,9 @@ impl ResponseBody {
     /// The body framed by `framing` on `conn`; `reusable`: the connection
     /// may carry another request once the body is done.
     pub(super) fn new(conn: Conn, framing: BodyFraming, reusable: bool) -> Self {
-        let decode = match framing {
-            BodyFraming::None => Decode::Length(0),
-            BodyFraming::Length(n) => Decode::Length(n),
-            BodyFraming::Chunked => Decode::Chunked(Chunk::Size),
-            BodyFraming::Eof => Decode::Eof,
-        };
         ResponseBody {
             conn: Some(conn),
-            decode,
+            decode: Decode::of(framing),
             reusable,
             failed: None,
         }
@@ -127,59 +131,86 @@ impl ResponseBody {
             return Poll::Ready(None);
         };
         loop {
-            // Each arm either answers or has more in the buffer to go on.
-            let need_more = match &mut self.decode {
-                Decode::Done => return Poll::Ready(None),
-                Decode::Length(0) => {
-                    self.decode = Decode::Done;
-                    return Poll::Ready(None);
-                }
-                Decode::Length(left) | Decode::Chunked(Chunk::Data(left)) => {
-                    if conn.buf.is_empty() {
-                        true
-                    } else {
-                        let n = (*left).min(conn.buf.len() as u64);
-                        *left -= n;
-                        if *left == 0
-                            && let Decode::Chunked(chunk) = &mut self.decode
-                        {
-                            *chunk = Chunk::DataEnd;
-                        }
-                        let data = conn.buf.split_to(n as usize).freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Decode::Eof => {
-                    if conn.buf.is_empty() {
-                        match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => {
-                                self.decode = Decode::Done;
-                                return Poll::Ready(None);
-                            }
-                            Ok(_) => continue,
-                            Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
-                }
-                Decode::Chunked(chunk) => match step_chunked(chunk, &mut conn.buf) {
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                    Ok(Step::More) => true,
-                    Ok(Step::Next) => false,
-                    Ok(Step::End(trailers)) => {
-                        self.decode = Decode::Done;
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-                    }
-                },
-            };
-            if need_more {
-                match ready!(conn.poll_fill(cx)) {
-                    Ok(0) => return Poll::Ready(Some(Err(H1Error::Truncated))),
+            match decode(&mut self.decode, &mut conn.buf) {
+                Ok(Decoded::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Err(e) => return Poll::Ready(Some(Err(e))),
+                Ok(Decoded::NeedMore) => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => return Poll::Ready(at_close(&mut self.decode)),
                     Ok(_) => {}
                     Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                }
+                },
             }
         }
+    }
+}
+
+/// What [`decode`] made of the buffer.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A piece of the body, or its trailers.
+    Frame(Frame<Bytes>),
+    /// The body is over (no trailers, or they were handed out).
+    End,
+    /// The buffer holds no more of the body: read more.
+    NeedMore,
+}
+
+/// Decode the next piece of a body framed as `state` from `buf`, taking
+/// what it uses off the buffer. Pure: the caller reads more when told, and
+/// calls [`at_close`] when the connection ends.
+#[inline]
+pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
+    loop {
+        match state {
+            Decode::Done => return Ok(Decoded::End),
+            Decode::Length(0) => {
+                *state = Decode::Done;
+                return Ok(Decoded::End);
+            }
+            Decode::Length(left) | Decode::Chunked(Chunk::Data(left)) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                if *left == 0
+                    && let Decode::Chunked(chunk) = state
+                {
+                    *chunk = Chunk::DataEnd;
+                }
+                let data = buf.split_to(n as usize).freeze();
+                return Ok(Decoded::Frame(Frame::data(data)));
+            }
+            Decode::Eof => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                return Ok(Decoded::Frame(Frame::data(buf.split().freeze())));
+            }
+            Decode::Chunked(chunk) => match step_chunked(chunk, buf)? {
+                Step::More => return Ok(Decoded::NeedMore),
+                Step::Next => {}
+                Step::End(trailers) => {
+                    *state = Decode::Done;
+                    return Ok(match trailers {
+                        Some(t) => Decoded::Frame(Frame::trailers(t)),
+                        None => Decoded::End,
+                    });
+                }
+            },
+        }
+    }
+}
+
+/// The connection closed with the body framed as `state` not over: the end
+/// of a body read until close, else a body cut short.
+pub(crate) fn at_close(state: &mut Decode) -> Option<Result<Frame<Bytes>, H1Error>> {
+    if matches!(state, Decode::Eof) {
+        *state = Decode::Done;
+        None
+    } else {
+        Some(Err(H1Error::Truncated))
     }
 }
 

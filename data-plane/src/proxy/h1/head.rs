@@ -134,7 +134,7 @@ pub(super) fn status_of(code: Option<u16>) -> Result<StatusCode, H1Error> {
 
 /// What [`parse`] found at the front of the buffer.
 #[derive(Debug)]
-pub(super) enum Parsed<T> {
+pub(crate) enum Parsed<T> {
     /// Not a whole head yet.
     Partial,
     /// A 1xx head, handed to the sink and taken off the buffer.
@@ -154,7 +154,7 @@ pub(super) const FEW_HEADERS: usize = 16;
 
 /// Parse one response head off the front of `buf`, if it is all there, and
 /// hand it to `sink`. A `101` is an error: nothing asked to switch.
-pub(super) fn parse<S: HeadSink>(
+pub(crate) fn parse<S: HeadSink>(
     buf: &mut BytesMut,
     method: &Method,
     sink: &mut S,
