@@ -5,6 +5,8 @@
 //! - [`routing`]: the pure route table (host map → path-segment trie) and
 //!   path normalisation;
 //! - [`balance`]: backend selection strategies behind one trait;
+//! - [`available`]: which backends take traffic now, and the balancer's
+//!   plan for them, cached per upstream without a lock;
 //! - [`registry`]: live per-backend state that outlives snapshots;
 //! - [`health`]: the active health-check scheduler, reconciled per snapshot;
 //! - [`metrics`]: lock-free counters and the Prometheus collector;
@@ -19,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod available;
 pub mod balance;
 pub mod config;
 pub mod health;

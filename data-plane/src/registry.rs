@@ -34,6 +34,24 @@ pub fn ns_at(at: Instant) -> u64 {
     at.saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
+/// Bumped after every change of whether some backend takes traffic (a
+/// health flip, an ejection or its early end), so that a cached view of
+/// which backends are out knows it is stale (see `crate::available`).
+/// One counter for the process: flips are rare, and a cache that finds
+/// the epoch moved but its own backends unchanged keeps its plan.
+static AVAILABILITY_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current availability epoch.
+pub fn availability_epoch() -> u64 {
+    AVAILABILITY_EPOCH.load(Ordering::Acquire)
+}
+
+/// Say that some backend's availability changed (after the change is
+/// stored).
+fn availability_changed() {
+    AVAILABILITY_EPOCH.fetch_add(1, Ordering::Release);
+}
+
 /// Active health state of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,10 +178,22 @@ impl BackendState {
         until != 0 && now_ns() < until
     }
 
+    /// When the ejection in force at `now` (on [`now_ns`]'s clock) ends;
+    /// `None` when it is not ejected then.
+    pub fn ejected_until(&self, now: u64) -> Option<u64> {
+        let until = self.ejected_until_ns.load(Ordering::Relaxed);
+        (until != 0 && now < until).then_some(until)
+    }
+
+    /// Whether active health lets it take traffic (not unhealthy).
+    pub fn is_available_by_health(&self) -> bool {
+        self.health() != Health::Unhealthy
+    }
+
     /// Whether it may take new requests: not unhealthy, not ejected.
     /// Two atomic loads (and a clock read only while ejected).
     pub fn is_available(&self) -> bool {
-        self.health() != Health::Unhealthy && !self.is_ejected()
+        self.is_available_by_health() && !self.is_ejected()
     }
 
     pub fn ejections(&self) -> u64 {
@@ -214,6 +244,7 @@ impl BackendState {
         let period = base.saturating_mul(streak).min(max);
         self.ejected_until_ns
             .store(now_ns() + period.as_nanos() as u64, Ordering::Relaxed);
+        availability_changed();
         self.passive_failures.store(0, Ordering::Relaxed);
         self.ejections_total.fetch_add(1, Ordering::Relaxed);
         self.stats.flips[2].fetch_add(1, Ordering::Relaxed);
@@ -239,7 +270,9 @@ impl BackendState {
         if passed {
             rec.consecutive_successes += 1;
             rec.consecutive_failures = 0;
-            self.ejected_until_ns.store(0, Ordering::Relaxed);
+            if self.ejected_until_ns.swap(0, Ordering::Relaxed) != 0 {
+                availability_changed();
+            }
             self.ejection_streak.store(0, Ordering::Relaxed);
             self.passive_failures.store(0, Ordering::Relaxed);
         } else {
@@ -262,6 +295,7 @@ impl BackendState {
             return None;
         }
         self.health.store(next as u8, Ordering::Relaxed);
+        availability_changed();
         rec.since_unix_ms = unix_ms();
         let flip = if next == Health::Healthy { 0 } else { 1 };
         self.stats.flips[flip].fetch_add(1, Ordering::Relaxed);
@@ -271,6 +305,7 @@ impl BackendState {
     /// Forget active health (the upstream stopped health checking).
     pub fn reset_health(&self) {
         if self.health.swap(Health::Unknown as u8, Ordering::Relaxed) != Health::Unknown as u8 {
+            availability_changed();
             self.probes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

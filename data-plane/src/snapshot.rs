@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::Method;
 use http::uri::{Authority, Scheme, Uri};
 
+use crate::available::Availability;
 use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
     GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, RouteConfig,
@@ -100,6 +101,8 @@ pub struct CompiledUpstream {
     pub name: Arc<str>,
     pub backends: Box<[CompiledBackend]>,
     balancer: Box<dyn Balancer>,
+    /// Which backends are out now, and the balancer's plan for the others.
+    availability: Availability,
     pub response_header_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub client: UpstreamClient,
@@ -140,23 +143,30 @@ impl Backends for View<'_> {
 
 impl CompiledUpstream {
     /// The index of the backend for the next attempt of a request, skipping
-    /// `tried`. Unhealthy and ejected backends are passed over; when none
-    /// is left and the upstream fails open, they are used anyway.
+    /// `tried`. Unhealthy and ejected backends are passed over (the others
+    /// keep their relative weights); when none is left and the upstream
+    /// fails open, they are used anyway.
     pub fn pick(&self, ctx: &PickContext, tried: &[usize]) -> Option<usize> {
+        let current = self.availability.current(&*self.balancer, self.states());
         let view = View {
             backends: &self.backends,
             tried,
             ignore_health: false,
         };
-        self.balancer.pick(&view, ctx).or_else(|| {
+        self.balancer.pick(current.plan(), &view, ctx).or_else(|| {
             self.fail_open.then(|| {
                 let view = View {
                     ignore_health: true,
                     ..view
                 };
-                self.balancer.pick(&view, ctx)
+                self.balancer.pick(self.availability.full(), &view, ctx)
             })?
         })
+    }
+
+    /// The backends' live states, in index order.
+    fn states(&self) -> impl Iterator<Item = &BackendState> + Clone {
+        self.backends.iter().map(|b| &*b.state)
     }
 
     /// Record that backend `i` answered well.
@@ -612,9 +622,11 @@ fn compile_upstream(
         })
         .collect();
     let balancer = balance::build(u.strategy, &candidates);
+    let availability = Availability::new(&*balancer, backends.iter().map(|b| &*b.state));
     Ok(CompiledUpstream {
         name: u.name.as_str().into(),
         balancer,
+        availability,
         backends: backends.into_boxed_slice(),
         response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
         body_idle_timeout: Duration::from_millis(u.timeouts.body_idle_ms),
