@@ -149,7 +149,6 @@ mod tests {
     use super::*;
     use crate::balance::{self, Candidate, PickContext};
     use crate::config::Strategy;
-    use crate::{GatewayConfig, Registry, Snapshot};
 
     fn setup(n: usize) -> (Box<dyn Balancer>, Vec<Arc<BackendState>>) {
         let c: Vec<Candidate> = (0..n)
@@ -220,13 +219,9 @@ mod tests {
                 serde_json::json!({"id": i + 1, "url": format!("http://127.0.0.1:{}", 9001 + i), "weight": weight})
             })
             .collect();
-        let config: GatewayConfig = serde_json::from_value(serde_json::json!({
-            "version": 1, "routes": [],
-            "upstreams": [{"name": "u", "strategy": strategy.as_str(), "backends": backends}],
-        }))
-        .unwrap();
-        let registry = Registry::new();
-        let snap = Snapshot::build(&config, &registry).unwrap();
+        let snap = crate::snapshot::one_upstream(
+            serde_json::json!({"strategy": strategy.as_str(), "backends": backends}),
+        );
         let u = snap.upstream_named("u").unwrap();
         let state = &u.backends[out].state;
         match how {

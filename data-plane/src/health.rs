@@ -203,19 +203,26 @@ impl Probe {
                 };
                 self.probe_once().await
             };
-            if let Some(now) = self.state.record_probe(
+            let flips = self.state.record_probe(
                 passed,
                 result.clone(),
                 latency,
                 self.check.healthy_threshold,
                 self.check.unhealthy_threshold,
-            ) {
-                let level_unhealthy = now == Health::Unhealthy;
-                if level_unhealthy {
-                    tracing::warn!(upstream = %self.key.upstream, backend = %self.key.url, to = "unhealthy", reason = %result, "backend health changed");
-                } else {
-                    tracing::info!(upstream = %self.key.upstream, backend = %self.key.url, to = "healthy", reason = %result, "backend health changed");
+            );
+            let (upstream, backend) = (&self.key.upstream, &self.key.url);
+            match flips.health {
+                Some(Health::Unhealthy) => {
+                    tracing::warn!(%upstream, %backend, to = "unhealthy", reason = %result, "backend health changed")
                 }
+                Some(to) => {
+                    tracing::info!(%upstream, %backend, to = to.as_str(), reason = %result, "backend health changed")
+                }
+                None => {}
+            }
+            if flips.failing_ended {
+                let to = self.state.condition().as_str();
+                tracing::info!(%upstream, %backend, to, reason = %format_args!("a health probe passed: {result}"), "backend recovered");
             }
         }
     }

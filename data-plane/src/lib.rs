@@ -9,6 +9,8 @@
 //!   plan for them, cached per upstream without a lock;
 //! - [`registry`]: live per-backend state that outlives snapshots;
 //! - [`health`]: the active health-check scheduler, reconciled per snapshot;
+//! - [`outlier`]: passive outlier detection (ejected, or `failing` when it
+//!   cannot be), from each request's result;
 //! - [`metrics`]: lock-free counters and the Prometheus collector;
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
 //! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
@@ -27,6 +29,7 @@ pub mod config;
 pub mod health;
 pub mod lazy_timer;
 pub mod metrics;
+pub mod outlier;
 pub mod persist;
 pub mod proxy;
 pub mod registry;

@@ -16,8 +16,7 @@ use http::uri::{Authority, Scheme, Uri};
 use crate::available::Availability;
 use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
-    GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, RouteConfig,
-    UpstreamConfig,
+    GatewayConfig, HashOn, HealthCheck, OutlierDetection, RouteConfig, UpstreamConfig,
 };
 use crate::metrics::RequestStats;
 use crate::persist::{ChunkedVec, ShardedMap};
@@ -167,44 +166,6 @@ impl CompiledUpstream {
     /// The backends' live states, in index order.
     fn states(&self) -> impl Iterator<Item = &BackendState> + Clone {
         self.backends.iter().map(|b| &*b.state)
-    }
-
-    /// Record that backend `i` answered well.
-    pub fn report_success(&self, i: usize) {
-        self.backends[i].state.record_success();
-    }
-
-    /// Record a failure of backend `i` (connect error, timeout or 5xx) and
-    /// eject it when the streak reaches the threshold, unless that would
-    /// eject more than `max_ejection_percent` of the upstream.
-    pub fn report_failure(&self, i: usize) {
-        let od = &self.outlier_detection;
-        let b = &self.backends[i];
-        let streak = b.state.record_failure();
-        if !od.enabled || streak < od.consecutive_failures || b.state.is_ejected() {
-            return;
-        }
-        let ejected = self
-            .backends
-            .iter()
-            .filter(|x| x.state.is_ejected())
-            .count();
-        if (ejected + 1) * 100 > od.max_ejection_percent as usize * self.backends.len() {
-            tracing::warn!(
-                upstream = %self.name, backend = %b.url, streak,
-                "backend keeps failing but is not ejected: max_ejection_percent reached"
-            );
-            return;
-        }
-        let period = b.state.eject(
-            Duration::from_millis(od.base_ejection_ms),
-            Duration::from_millis(MAX_EJECTION_MS),
-        );
-        tracing::warn!(
-            upstream = %self.name, backend = %b.url, streak,
-            ejected_for_ms = period.as_millis() as u64,
-            "backend ejected after consecutive failures"
-        );
     }
 }
 
@@ -682,6 +643,18 @@ pub fn parse_backend_url(url: &str) -> Result<(Scheme, Authority), &'static str>
         return Err("must not have a path or query");
     }
     Ok((scheme, authority))
+}
+
+/// A snapshot of one upstream `u`, from the JSON of its config (`name`
+/// added), for tests of what it does with its backends.
+#[cfg(test)]
+pub(crate) fn one_upstream(mut upstream: serde_json::Value) -> Snapshot {
+    upstream["name"] = "u".into();
+    let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+        "version": 1, "routes": [], "upstreams": [upstream],
+    }))
+    .expect("a valid upstream config");
+    Snapshot::build(&config, &Registry::new()).expect("it compiles")
 }
 
 #[cfg(test)]
