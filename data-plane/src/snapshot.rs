@@ -163,6 +163,11 @@ impl CompiledUpstream {
         })
     }
 
+    /// The settings `client` was made for (connect timeout, TLS, HTTP/2).
+    pub fn client_key(&self) -> ClientKey {
+        client_key(&self.config)
+    }
+
     /// The backends' live states, in index order.
     fn states(&self) -> impl Iterator<Item = &BackendState> + Clone {
         self.backends.iter().map(|b| &*b.state)
@@ -592,11 +597,7 @@ fn compile_upstream(
         response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
         body_idle_timeout: Duration::from_millis(u.timeouts.body_idle_ms),
         client: registry
-            .client(&ClientKey {
-                connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
-                tls: u.tls.clone(),
-                http2: u.http2,
-            })
+            .client(&client_key(u))
             .map_err(|source| BuildError::Client {
                 upstream: u.name.clone(),
                 source,
@@ -611,6 +612,15 @@ fn compile_upstream(
         stats: registry.upstream(&u.name),
         config: u.clone(),
     })
+}
+
+/// The connection settings of `u`'s client.
+fn client_key(u: &UpstreamConfig) -> ClientKey {
+    ClientKey {
+        connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
+        tls: u.tls.clone(),
+        http2: u.http2,
+    }
 }
 
 /// Parse a backend URL: absolute `http`/`https` with a host, no path beyond
