@@ -13,10 +13,12 @@
 //! When the entry is stale one request rescans the backends (O(backends))
 //! and makes a new plan only if the set really changed; requests that
 //! arrive meanwhile use the old entry, which stays safe because a pick
-//! checks each backend it chooses.
+//! checks each backend it chooses. The usual case — nothing out, nothing
+//! flipped since it was seen — skips even the `ArcSwap` load: two atomic
+//! loads and a compare give the plan made when the snapshot was built.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 
@@ -34,13 +36,20 @@ pub struct Current {
     plan: Arc<Plan>,
 }
 
-impl Current {
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
+/// The plan a pick uses, as [`Availability::current`] found it.
+pub enum Now<'a> {
+    /// Nothing out and nothing flipped since that was seen: the full plan.
+    AllIn(&'a Plan),
+    /// The cached entry.
+    Cached(Guard<Arc<Current>>),
+}
 
-    pub fn out(&self) -> &OutSet {
-        &self.out
+impl Now<'_> {
+    pub fn plan(&self) -> &Plan {
+        match self {
+            Now::AllIn(plan) => plan,
+            Now::Cached(current) => &current.plan,
+        }
     }
 }
 
@@ -50,6 +59,10 @@ pub struct Availability {
     /// The plan with nothing out: for failing open, and shared by every
     /// entry with nothing out.
     full: Arc<Plan>,
+    /// The epoch at which a scan last found every backend in; `u64::MAX`
+    /// when the last scan found some out. Equal to the epoch now: nothing
+    /// is out (an ejection would have moved the epoch).
+    all_in: AtomicU64,
     current: ArcSwap<Current>,
     /// Held by the one request that rescans.
     refreshing: AtomicBool,
@@ -64,15 +77,15 @@ impl Availability {
         states: impl Iterator<Item = &'a BackendState> + Clone,
     ) -> Self {
         let full = Arc::new(balancer.plan(&OutSet::default()));
-        let current = scan(
-            registry::availability_epoch(),
-            states,
-            &full,
-            None,
-            balancer,
-        );
+        let epoch = registry::availability_epoch();
+        let current = scan(epoch, states, &full, None, balancer);
         Availability {
             full,
+            all_in: AtomicU64::new(if current.out.is_empty() {
+                epoch
+            } else {
+                u64::MAX
+            }),
             current: ArcSwap::from_pointee(current),
             refreshing: AtomicBool::new(false),
         }
@@ -83,27 +96,44 @@ impl Availability {
         &self.full
     }
 
-    /// The backends out now and the plan for the others. An atomic load, an
-    /// `ArcSwap` load and (only while a backend is ejected) a clock read,
-    /// unless something flipped since the last call.
+    /// The plan for the backends in now. Two atomic loads when nothing is
+    /// out; else an `ArcSwap` load more and (only while a backend is
+    /// ejected) a clock read, unless something flipped since the last call.
     pub fn current<'a>(
         &self,
         balancer: &dyn Balancer,
         states: impl Iterator<Item = &'a BackendState> + Clone,
-    ) -> Guard<Arc<Current>> {
+    ) -> Now<'_> {
         let epoch = registry::availability_epoch();
+        if self.all_in.load(Ordering::Relaxed) == epoch {
+            return Now::AllIn(&self.full);
+        }
         let cur = self.current.load();
         let fresh =
             cur.epoch == epoch && (cur.until_ns == u64::MAX || registry::now_ns() < cur.until_ns);
         if fresh || self.refreshing.swap(true, Ordering::Acquire) {
             // Fresh, or another request is refreshing it: picks check each
             // backend they choose, so a stale entry is still safe.
-            return cur;
+            return Now::Cached(cur);
         }
+        // Let go of the flag however this ends (a panic included), or the
+        // entry would never be refreshed again.
+        let _release = Release(&self.refreshing);
         let next = scan(epoch, states, &self.full, Some(&cur), balancer);
+        let all_in = next.out.is_empty();
         self.current.store(Arc::new(next));
-        self.refreshing.store(false, Ordering::Release);
-        self.current.load()
+        self.all_in
+            .store(if all_in { epoch } else { u64::MAX }, Ordering::Relaxed);
+        Now::Cached(self.current.load())
+    }
+}
+
+/// Clears the refresh flag when dropped.
+struct Release<'a>(&'a AtomicBool);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -173,11 +203,9 @@ mod tests {
         let (b, s) = setup(3);
         let a = Availability::new(&*b, s.iter().map(|s| &**s));
         assert_eq!(members(&a, &*b, &s), [0, 1, 2]);
-        let before = Arc::as_ptr(&a.current(&*b, s.iter().map(|s| &**s)).plan);
-        assert_eq!(
-            before,
-            Arc::as_ptr(&a.full),
-            "nothing out shares the full plan"
+        assert!(
+            matches!(a.current(&*b, s.iter().map(|s| &**s)), Now::AllIn(_)),
+            "nothing out: the full plan, without the cache"
         );
         s[1].record_probe(false, "status 503".into(), Duration::ZERO, 1, 1);
         assert_eq!(members(&a, &*b, &s), [0, 2]);
