@@ -19,7 +19,7 @@ mod weighted;
 pub use consistent_hash::ConsistentHash;
 pub use least_conn::LeastConnections;
 pub use p2c::P2cEwma;
-pub use plan::{MAX_PERIOD, OutSet, Plan};
+pub use plan::{OutSet, Plan};
 pub use round_robin::RoundRobin;
 pub use weighted::SmoothWeighted;
 

@@ -145,7 +145,7 @@ fn reduced(weights: &[u32]) -> Vec<u64> {
 }
 
 /// nginx's algorithm, run for one full period.
-pub fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
+fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
     let ws = reduced(weights);
     let total: i64 = ws.iter().sum::<u64>() as i64;
     let mut current = vec![0i64; ws.len()];
