@@ -4,7 +4,10 @@
 //!   find its route (hit) in a table of N routes; `route_miss/*` the same
 //!   for a path no route matches. The design target is that cost does not
 //!   grow with N (10k within 1.5x of 10).
-//! - `balancer_pick/<strategy>/<backends>`: one `Balancer::pick`.
+//! - `balancer_pick/<strategy>/<backends>`: one `Balancer::pick` with its
+//!   plan made; `upstream_pick/<strategy>/<backends>`: one
+//!   `CompiledUpstream::pick`, which also finds the plan for the backends
+//!   out now (the cached one, as nothing flips).
 //! - `snapshot_build/*`: `Snapshot::build` of a 10k-route config, with one
 //!   shared upstream and with one inline upstream per route (what 10k
 //!   `POST /admin/routes` with inline backends produce).
@@ -16,7 +19,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use data_plane::Patch;
-use data_plane::balance::{self, Backends, Candidate, PickContext};
+use data_plane::balance::{self, Backends, Candidate, OutSet, PickContext};
 use data_plane::config::Strategy;
 use data_plane::routing::{RouteTable, RouteTableBuilder, path};
 use data_plane::{GatewayConfig, Registry, Snapshot};
@@ -150,15 +153,41 @@ fn balancer_pick(c: &mut Criterion) {
         let fake = Fake::new(n);
         for strategy in STRATEGIES {
             let balancer = balance::build(strategy, &candidates);
-            let ctx = PickContext {
-                hash: (strategy == Strategy::ConsistentHash).then_some(0x9e37_79b9_7f4a_7c15),
-            };
+            let plan = balancer.plan(&OutSet::default());
+            let ctx = pick_context(strategy);
             g.bench_function(BenchmarkId::new(strategy.as_str(), n), |b| {
-                b.iter(|| black_box(balancer.pick(black_box(&fake), black_box(&ctx))))
+                b.iter(|| black_box(balancer.pick(&plan, black_box(&fake), black_box(&ctx))))
             });
         }
     }
     g.finish();
+
+    let mut g = c.benchmark_group("upstream_pick");
+    for n in [4usize, 32] {
+        for strategy in STRATEGIES {
+            let backends: Vec<_> = (0..n)
+                .map(|i| serde_json::json!({"id": i + 1, "url": format!("http://10.0.0.{i}:8080"), "weight": 1 + i % 5}))
+                .collect();
+            let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+                "version": 1, "routes": [],
+                "upstreams": [{"name": "u", "strategy": strategy.as_str(), "backends": backends}],
+            }))
+            .expect("bench config deserialises into GatewayConfig");
+            let snap = Snapshot::build(&config, &Registry::new()).unwrap();
+            let u = snap.upstream_named("u").unwrap();
+            let ctx = pick_context(strategy);
+            g.bench_function(BenchmarkId::new(strategy.as_str(), n), |b| {
+                b.iter(|| black_box(u.pick(black_box(&ctx), &[])))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn pick_context(strategy: Strategy) -> PickContext {
+    PickContext {
+        hash: (strategy == Strategy::ConsistentHash).then_some(0x9e37_79b9_7f4a_7c15),
+    }
 }
 
 /// A config of `n` routes as JSON (so the bench keeps compiling when

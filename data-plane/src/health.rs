@@ -7,6 +7,20 @@
 //! of an upstream's check settings restarts its probes but keeps the
 //! backends' health. Probes in flight are bounded by one semaphore.
 //!
+//! Probes go through the upstream's own client (`CompiledUpstream::client`,
+//! one per connection settings, kept by the registry): the connector that
+//! carries its traffic, with the upstream's CA file, server name,
+//! `insecure_skip_verify`, connect timeout and HTTP/2, so a backend is
+//! never probed over another TLS setup or protocol than it is proxied to.
+//! Plain `http://` HTTP/1.1 backends send their traffic through their own
+//! connection pool instead; their probes still use that client (whose
+//! connector makes the same plain TCP connections with the same connect
+//! timeout), so a probe neither takes a pooled connection from requests
+//! nor leaves one behind for them: it tests that the backend accepts
+//! connections and answers, not the state of the pool.
+//! A change of those settings restarts the upstream's probes on the new
+//! client.
+//!
 //! Health itself lives in the backend's [`BackendState`] in the registry,
 //! so it survives every snapshot swap. Initial state is `unknown`, which
 //! takes traffic: a new route is usable at once, and the first probe (sent
@@ -18,17 +32,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::{BodyExt, Limited};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::HealthCheck;
+use crate::proxy::client::{ClientKey, UpstreamClient};
+use crate::proxy::request_body::RequestBody;
 use crate::registry::{BackendKey, BackendState, Health};
 use crate::snapshot::{CompiledUpstream, Retired, Snapshot};
 
@@ -37,11 +48,11 @@ pub const MAX_CONCURRENT_PROBES: usize = 64;
 /// Bytes of a probe answer read (then the connection is reused).
 const PROBE_BODY_LIMIT: usize = 64 * 1024;
 
-type ProbeClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
 #[derive(Debug)]
 struct Task {
+    /// What it probes with: a change of either restarts it.
     check: HealthCheck,
+    client_key: ClientKey,
     handle: JoinHandle<()>,
 }
 
@@ -55,7 +66,6 @@ impl Drop for Task {
 #[derive(Debug)]
 pub struct HealthChecker {
     tasks: Mutex<HashMap<BackendKey, Task>>,
-    client: ProbeClient,
     permits: Arc<Semaphore>,
 }
 
@@ -67,21 +77,8 @@ impl Default for HealthChecker {
 
 impl HealthChecker {
     pub fn new() -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         HealthChecker {
             tasks: Mutex::new(HashMap::new()),
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(connector),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
         }
     }
@@ -94,11 +91,7 @@ impl HealthChecker {
         for u in snapshot.upstreams() {
             wanted_probes(u, &tasks, &mut wanted);
         }
-        tasks.retain(|key, task| {
-            wanted
-                .get(key)
-                .is_some_and(|(check, _, _)| *check == task.check)
-        });
+        tasks.retain(|key, task| wanted.get(key).is_some_and(|w| w.keeps(task)));
         self.spawn_missing(&mut tasks, wanted);
     }
 
@@ -120,36 +113,57 @@ impl HealthChecker {
             };
             wanted_probes(u, &tasks, &mut wanted);
             tasks.retain(|key, task| {
-                key.upstream != **name
-                    || wanted
-                        .get(key)
-                        .is_some_and(|(check, _, _)| *check == task.check)
+                key.upstream != **name || wanted.get(key).is_some_and(|w| w.keeps(task))
             });
         }
         self.spawn_missing(&mut tasks, wanted);
     }
 
     fn spawn_missing(&self, tasks: &mut HashMap<BackendKey, Task>, wanted: Wanted) {
-        for (key, (check, uri, state)) in wanted {
+        for (key, want) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
+            let (check, client_key) = (want.check.clone(), want.client_key);
             let probe = Probe {
                 key: key.clone(),
-                check: check.clone(),
-                uri,
-                state,
-                client: self.client.clone(),
+                check: want.check,
+                uri: want.uri,
+                state: want.state,
+                client: want.client,
                 permits: Arc::clone(&self.permits),
             };
             let handle = tokio::spawn(probe.run());
-            tasks.insert(key, Task { check, handle });
+            tasks.insert(
+                key,
+                Task {
+                    check,
+                    client_key,
+                    handle,
+                },
+            );
         }
     }
 }
 
+/// The probe a backend should have.
+struct Want {
+    check: HealthCheck,
+    client_key: ClientKey,
+    client: UpstreamClient,
+    uri: Uri,
+    state: Arc<BackendState>,
+}
+
+impl Want {
+    /// Whether `task` already probes this way.
+    fn keeps(&self, task: &Task) -> bool {
+        self.check == task.check && self.client_key == task.client_key
+    }
+}
+
 /// The probes each backend should have.
-type Wanted = HashMap<BackendKey, (HealthCheck, Uri, Arc<BackendState>)>;
+type Wanted = HashMap<BackendKey, Want>;
 
 /// Add the probes `u`'s backends should have to `wanted`; a backend whose
 /// checking was switched off forgets what it found.
@@ -168,7 +182,14 @@ fn wanted_probes(u: &CompiledUpstream, tasks: &HashMap<BackendKey, Task>, wanted
                     .build();
                 match uri {
                     Ok(uri) => {
-                        wanted.insert(key, (check.clone(), uri, Arc::clone(&b.state)));
+                        let want = Want {
+                            check: check.clone(),
+                            client_key: u.client_key(),
+                            client: u.client.clone(),
+                            uri,
+                            state: Arc::clone(&b.state),
+                        };
+                        wanted.insert(key, want);
                     }
                     Err(e) => {
                         tracing::error!(upstream = %u.name, error = %e, "bad health check path")
@@ -186,7 +207,8 @@ struct Probe {
     check: HealthCheck,
     uri: Uri,
     state: Arc<BackendState>,
-    client: ProbeClient,
+    /// The upstream's client: its TLS settings and protocol.
+    client: UpstreamClient,
     permits: Arc<Semaphore>,
 }
 
@@ -203,19 +225,26 @@ impl Probe {
                 };
                 self.probe_once().await
             };
-            if let Some(now) = self.state.record_probe(
+            let flips = self.state.record_probe(
                 passed,
                 result.clone(),
                 latency,
                 self.check.healthy_threshold,
                 self.check.unhealthy_threshold,
-            ) {
-                let level_unhealthy = now == Health::Unhealthy;
-                if level_unhealthy {
-                    tracing::warn!(upstream = %self.key.upstream, backend = %self.key.url, to = "unhealthy", reason = %result, "backend health changed");
-                } else {
-                    tracing::info!(upstream = %self.key.upstream, backend = %self.key.url, to = "healthy", reason = %result, "backend health changed");
+            );
+            let (upstream, backend) = (&self.key.upstream, &self.key.url);
+            match flips.health {
+                Some(Health::Unhealthy) => {
+                    tracing::warn!(%upstream, %backend, to = "unhealthy", reason = %result, "backend health changed")
                 }
+                Some(to) => {
+                    tracing::info!(%upstream, %backend, to = to.as_str(), reason = %result, "backend health changed")
+                }
+                None => {}
+            }
+            if flips.failing_ended {
+                let to = self.state.condition().as_str();
+                tracing::info!(%upstream, %backend, to, reason = %format_args!("a health probe passed: {result}"), "backend recovered");
             }
         }
     }
@@ -225,7 +254,7 @@ impl Probe {
         let started = Instant::now();
         let req = Request::get(self.uri.clone())
             .header(header::USER_AGENT, "switchyard-health-check")
-            .body(Empty::new())
+            .body(RequestBody::attempt(None))
             .expect("a GET with a valid URI builds");
         let timeout = Duration::from_millis(self.check.timeout_ms);
         let outcome = tokio::time::timeout(timeout, async {

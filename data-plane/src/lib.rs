@@ -5,8 +5,12 @@
 //! - [`routing`]: the pure route table (host map → path-segment trie) and
 //!   path normalisation;
 //! - [`balance`]: backend selection strategies behind one trait;
+//! - [`available`]: which backends take traffic now, and the balancer's
+//!   plan for them, cached per upstream without a lock;
 //! - [`registry`]: live per-backend state that outlives snapshots;
 //! - [`health`]: the active health-check scheduler, reconciled per snapshot;
+//! - [`outlier`]: passive outlier detection (ejected, or `failing` when it
+//!   cannot be), from each request's result;
 //! - [`metrics`]: lock-free counters and the Prometheus collector;
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
 //! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
@@ -20,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod available;
 pub mod balance;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -27,6 +32,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod lazy_timer;
 pub mod metrics;
+pub mod outlier;
 pub mod persist;
 pub mod proxy;
 pub mod registry;

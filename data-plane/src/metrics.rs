@@ -20,7 +20,6 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::DataPlane;
-use crate::registry::Health;
 
 /// Histogram bucket upper bounds in seconds: 100 µs to 10 s.
 pub const BUCKETS: [f64; 16] = [
@@ -192,6 +191,10 @@ pub enum ErrorKind {
 
 pub const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "protocol", "status_5xx"];
 
+/// The `to` label of `switchyard_backend_state_changes_total`, by slot of
+/// [`BackendStats::flips`].
+pub const FLIPS: [&str; 4] = ["healthy", "unhealthy", "ejected", "failing"];
+
 /// Per-backend counters (held by the backend's live state).
 #[derive(Debug, Default)]
 pub struct BackendStats {
@@ -199,8 +202,8 @@ pub struct BackendStats {
     pub duration: AtomicHistogram,
     /// Health probes passed / failed.
     pub probes: [AtomicU64; 2],
-    /// Flips to healthy, unhealthy, ejected.
-    pub flips: [AtomicU64; 3],
+    /// Flips to healthy, unhealthy, ejected, failing (as [`FLIPS`]).
+    pub flips: [AtomicU64; 4],
 }
 
 impl BackendStats {
@@ -289,7 +292,7 @@ const FAMILIES: [(&str, &str); 14] = [
     ),
     (
         "switchyard_backend_healthy",
-        "1 if the backend takes traffic (healthy or unknown, not ejected), else 0.",
+        "1 if nothing is known against the backend (healthy or unknown), 0 if unhealthy, ejected or failing.",
     ),
     (
         "switchyard_backend_in_flight",
@@ -391,7 +394,7 @@ impl Collector for LiveCollector {
                     l.push(label("kind", kind));
                     errors.push(counter(l, st.errors[i].load(Ordering::Relaxed) as f64));
                 }
-                let up = b.state.health() != Health::Unhealthy && !b.state.is_ejected();
+                let up = b.state.condition().is_up();
                 healthy.push(gauge(ub(), if up { 1.0 } else { 0.0 }));
                 in_flight.push(gauge(ub(), b.state.in_flight() as f64));
                 for (i, result) in ["pass", "fail"].iter().enumerate() {
@@ -399,7 +402,7 @@ impl Collector for LiveCollector {
                     l.push(label("result", result));
                     probes.push(counter(l, st.probes[i].load(Ordering::Relaxed) as f64));
                 }
-                for (i, to) in ["healthy", "unhealthy", "ejected"].iter().enumerate() {
+                for (i, to) in FLIPS.iter().enumerate() {
                     let mut l = ub();
                     l.push(label("to", to));
                     flips.push(counter(l, st.flips[i].load(Ordering::Relaxed) as f64));

@@ -6,15 +6,20 @@
 //! counters; only backends that left the config are dropped
 //! ([`Registry::retain`]). The registry's lock is taken only while a
 //! snapshot is compiled or installed, never on the request path: requests
-//! reach the state through the `Arc` the snapshot holds.
+//! reach the state through the `Arc` the snapshot holds. The passive side
+//! of a backend's state (failure streaks, ejection, `failing`) is in
+//! `passive`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{BackendStats, RequestStats};
 use crate::proxy::client::{self, ClientError, ClientKey, UpstreamClient};
+
+mod passive;
+pub use passive::{Condition, FAILING_LOG_EVERY, Failing};
 
 /// Stable identity of a backend across snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,6 +39,24 @@ pub fn ns_at(at: Instant) -> u64 {
     at.saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
+/// Bumped after every change of whether some backend takes traffic (a
+/// health flip, an ejection or its early end), so that a cached view of
+/// which backends are out knows it is stale (see `crate::available`).
+/// One counter for the process: flips are rare, and a cache that finds
+/// the epoch moved but its own backends unchanged keeps its plan.
+static AVAILABILITY_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current availability epoch.
+pub fn availability_epoch() -> u64 {
+    AVAILABILITY_EPOCH.load(Ordering::Acquire)
+}
+
+/// Say that some backend's availability changed (after the change is
+/// stored).
+fn availability_changed() {
+    AVAILABILITY_EPOCH.fetch_add(1, Ordering::Release);
+}
+
 /// Active health state of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,6 +68,14 @@ pub enum Health {
 }
 
 impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
     fn from_u8(v: u8) -> Health {
         match v {
             1 => Health::Healthy,
@@ -85,6 +116,14 @@ pub struct BackendState {
     passive_failures: AtomicU32,
     /// Ejections in a row (reset by a success or a passing probe).
     ejection_streak: AtomicU32,
+    /// The streak reached the threshold but it was not ejected. Only ever
+    /// set while `passive_failures` is above 0, so a success that finds the
+    /// streak at 0 need not look at it.
+    failing: AtomicBool,
+    /// `now_ns()` of the last log line about it failing, and the failures
+    /// seen since.
+    failing_logged_ns: AtomicU64,
+    failing_unlogged: AtomicU64,
     ejections_total: AtomicU64,
     ewma_ns: AtomicU64,
     ewma_stamp_ns: AtomicU64,
@@ -103,6 +142,9 @@ impl Default for BackendState {
             ejected_until_ns: AtomicU64::new(0),
             passive_failures: AtomicU32::new(0),
             ejection_streak: AtomicU32::new(0),
+            failing: AtomicBool::new(false),
+            failing_logged_ns: AtomicU64::new(0),
+            failing_unlogged: AtomicU64::new(0),
             ejections_total: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(EWMA_INITIAL_NS),
             ewma_stamp_ns: AtomicU64::new(0),
@@ -160,10 +202,22 @@ impl BackendState {
         until != 0 && now_ns() < until
     }
 
+    /// When the ejection in force at `now` (on [`now_ns`]'s clock) ends;
+    /// `None` when it is not ejected then.
+    pub fn ejected_until(&self, now: u64) -> Option<u64> {
+        let until = self.ejected_until_ns.load(Ordering::Relaxed);
+        (until != 0 && now < until).then_some(until)
+    }
+
+    /// Whether active health lets it take traffic (not unhealthy).
+    pub fn is_available_by_health(&self) -> bool {
+        self.health() != Health::Unhealthy
+    }
+
     /// Whether it may take new requests: not unhealthy, not ejected.
     /// Two atomic loads (and a clock read only while ejected).
     pub fn is_available(&self) -> bool {
-        self.health() != Health::Unhealthy && !self.is_ejected()
+        self.is_available_by_health() && !self.is_ejected()
     }
 
     pub fn ejections(&self) -> u64 {
@@ -191,38 +245,9 @@ impl BackendState {
         self.ewma_ns.store(next.max(1), Ordering::Relaxed);
     }
 
-    /// A request got a good answer: clears the passive failure streak.
-    pub fn record_success(&self) {
-        if self.passive_failures.load(Ordering::Relaxed) != 0 {
-            self.passive_failures.store(0, Ordering::Relaxed);
-        }
-        if self.ejection_streak.load(Ordering::Relaxed) != 0 && !self.is_ejected() {
-            self.ejection_streak.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// A request failed (connect error or 5xx). Returns the new length of
-    /// the failure streak.
-    pub fn record_failure(&self) -> u32 {
-        self.passive_failures.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Eject for `base` × (ejections in a row), at most `max`. Returns how
-    /// long.
-    pub fn eject(&self, base: Duration, max: Duration) -> Duration {
-        let streak = self.ejection_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        let period = base.saturating_mul(streak).min(max);
-        self.ejected_until_ns
-            .store(now_ns() + period.as_nanos() as u64, Ordering::Relaxed);
-        self.passive_failures.store(0, Ordering::Relaxed);
-        self.ejections_total.fetch_add(1, Ordering::Relaxed);
-        self.stats.flips[2].fetch_add(1, Ordering::Relaxed);
-        period
-    }
-
-    /// Record one active probe. Returns the new health if it flipped.
-    /// From `Unknown` the first probe decides at once; afterwards the
-    /// thresholds apply. A passing probe also ends an ejection.
+    /// Record one active probe. Returns what it changed. From `Unknown`
+    /// the first probe decides at once; afterwards the thresholds apply. A
+    /// passing probe also ends an ejection and `failing`.
     pub fn record_probe(
         &self,
         passed: bool,
@@ -230,18 +255,26 @@ impl BackendState {
         latency: Duration,
         healthy_threshold: u32,
         unhealthy_threshold: u32,
-    ) -> Option<Health> {
+    ) -> ProbeFlips {
         self.stats.probes[usize::from(!passed)].fetch_add(1, Ordering::Relaxed);
         let mut rec = self.probes.lock().unwrap_or_else(|e| e.into_inner());
         rec.last_probe_unix_ms = Some(unix_ms());
         rec.last_result = Some(result);
         rec.last_latency_ms = Some(latency.as_secs_f64() * 1e3);
+        let mut failing_ended = false;
         if passed {
             rec.consecutive_successes += 1;
             rec.consecutive_failures = 0;
-            self.ejected_until_ns.store(0, Ordering::Relaxed);
+            if self.ejected_until_ns.swap(0, Ordering::Relaxed) != 0 {
+                availability_changed();
+            }
             self.ejection_streak.store(0, Ordering::Relaxed);
-            self.passive_failures.store(0, Ordering::Relaxed);
+            self.passive_failures.store(0, Ordering::SeqCst);
+            // (Not end_failing: this holds the lock it takes.)
+            failing_ended = self.failing.swap(false, Ordering::SeqCst);
+            if failing_ended {
+                rec.since_unix_ms = unix_ms();
+            }
         } else {
             rec.consecutive_failures += 1;
             rec.consecutive_successes = 0;
@@ -259,18 +292,26 @@ impl BackendState {
             (h, _) => h,
         };
         if next == current {
-            return None;
+            return ProbeFlips {
+                health: None,
+                failing_ended,
+            };
         }
         self.health.store(next as u8, Ordering::Relaxed);
+        availability_changed();
         rec.since_unix_ms = unix_ms();
         let flip = if next == Health::Healthy { 0 } else { 1 };
         self.stats.flips[flip].fetch_add(1, Ordering::Relaxed);
-        Some(next)
+        ProbeFlips {
+            health: Some(next),
+            failing_ended,
+        }
     }
 
     /// Forget active health (the upstream stopped health checking).
     pub fn reset_health(&self) {
         if self.health.swap(Health::Unknown as u8, Ordering::Relaxed) != Health::Unknown as u8 {
+            availability_changed();
             self.probes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -285,6 +326,15 @@ impl BackendState {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// What one probe changed (see [`BackendState::record_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFlips {
+    /// The new active health, if it flipped.
+    pub health: Option<Health>,
+    /// Whether it ended `failing`.
+    pub failing_ended: bool,
 }
 
 /// One request in flight to a backend; decrements the count on drop.

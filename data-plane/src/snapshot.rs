@@ -13,10 +13,10 @@ use std::time::Duration;
 use http::Method;
 use http::uri::{Authority, Scheme, Uri};
 
+use crate::available::Availability;
 use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
-    GatewayConfig, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, RouteConfig,
-    UpstreamConfig,
+    GatewayConfig, HashOn, HealthCheck, OutlierDetection, RouteConfig, UpstreamConfig,
 };
 use crate::metrics::RequestStats;
 use crate::persist::{ChunkedVec, ShardedMap};
@@ -100,6 +100,8 @@ pub struct CompiledUpstream {
     pub name: Arc<str>,
     pub backends: Box<[CompiledBackend]>,
     balancer: Box<dyn Balancer>,
+    /// Which backends are out now, and the balancer's plan for the others.
+    availability: Availability,
     pub response_header_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub client: UpstreamClient,
@@ -140,61 +142,35 @@ impl Backends for View<'_> {
 
 impl CompiledUpstream {
     /// The index of the backend for the next attempt of a request, skipping
-    /// `tried`. Unhealthy and ejected backends are passed over; when none
-    /// is left and the upstream fails open, they are used anyway.
+    /// `tried`. Unhealthy and ejected backends are passed over (the others
+    /// keep their relative weights); when none is left and the upstream
+    /// fails open, they are used anyway.
     pub fn pick(&self, ctx: &PickContext, tried: &[usize]) -> Option<usize> {
+        let current = self.availability.current(&*self.balancer, self.states());
         let view = View {
             backends: &self.backends,
             tried,
             ignore_health: false,
         };
-        self.balancer.pick(&view, ctx).or_else(|| {
+        self.balancer.pick(current.plan(), &view, ctx).or_else(|| {
             self.fail_open.then(|| {
                 let view = View {
                     ignore_health: true,
                     ..view
                 };
-                self.balancer.pick(&view, ctx)
+                self.balancer.pick(self.availability.full(), &view, ctx)
             })?
         })
     }
 
-    /// Record that backend `i` answered well.
-    pub fn report_success(&self, i: usize) {
-        self.backends[i].state.record_success();
+    /// The settings `client` was made for (connect timeout, TLS, HTTP/2).
+    pub fn client_key(&self) -> ClientKey {
+        client_key(&self.config)
     }
 
-    /// Record a failure of backend `i` (connect error, timeout or 5xx) and
-    /// eject it when the streak reaches the threshold, unless that would
-    /// eject more than `max_ejection_percent` of the upstream.
-    pub fn report_failure(&self, i: usize) {
-        let od = &self.outlier_detection;
-        let b = &self.backends[i];
-        let streak = b.state.record_failure();
-        if !od.enabled || streak < od.consecutive_failures || b.state.is_ejected() {
-            return;
-        }
-        let ejected = self
-            .backends
-            .iter()
-            .filter(|x| x.state.is_ejected())
-            .count();
-        if (ejected + 1) * 100 > od.max_ejection_percent as usize * self.backends.len() {
-            tracing::warn!(
-                upstream = %self.name, backend = %b.url, streak,
-                "backend keeps failing but is not ejected: max_ejection_percent reached"
-            );
-            return;
-        }
-        let period = b.state.eject(
-            Duration::from_millis(od.base_ejection_ms),
-            Duration::from_millis(MAX_EJECTION_MS),
-        );
-        tracing::warn!(
-            upstream = %self.name, backend = %b.url, streak,
-            ejected_for_ms = period.as_millis() as u64,
-            "backend ejected after consecutive failures"
-        );
+    /// The backends' live states, in index order.
+    fn states(&self) -> impl Iterator<Item = &BackendState> + Clone {
+        self.backends.iter().map(|b| &*b.state)
     }
 }
 
@@ -612,18 +588,16 @@ fn compile_upstream(
         })
         .collect();
     let balancer = balance::build(u.strategy, &candidates);
+    let availability = Availability::new(&*balancer, backends.iter().map(|b| &*b.state));
     Ok(CompiledUpstream {
         name: u.name.as_str().into(),
         balancer,
+        availability,
         backends: backends.into_boxed_slice(),
         response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
         body_idle_timeout: Duration::from_millis(u.timeouts.body_idle_ms),
         client: registry
-            .client(&ClientKey {
-                connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
-                tls: u.tls.clone(),
-                http2: u.http2,
-            })
+            .client(&client_key(u))
             .map_err(|source| BuildError::Client {
                 upstream: u.name.clone(),
                 source,
@@ -638,6 +612,15 @@ fn compile_upstream(
         stats: registry.upstream(&u.name),
         config: u.clone(),
     })
+}
+
+/// The connection settings of `u`'s client.
+fn client_key(u: &UpstreamConfig) -> ClientKey {
+    ClientKey {
+        connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
+        tls: u.tls.clone(),
+        http2: u.http2,
+    }
 }
 
 /// Parse a backend URL: absolute `http`/`https` with a host, no path beyond
@@ -670,6 +653,18 @@ pub fn parse_backend_url(url: &str) -> Result<(Scheme, Authority), &'static str>
         return Err("must not have a path or query");
     }
     Ok((scheme, authority))
+}
+
+/// A snapshot of one upstream `u`, from the JSON of its config (`name`
+/// added), for tests of what it does with its backends.
+#[cfg(test)]
+pub(crate) fn one_upstream(mut upstream: serde_json::Value) -> Snapshot {
+    upstream["name"] = "u".into();
+    let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+        "version": 1, "routes": [], "upstreams": [upstream],
+    }))
+    .expect("a valid upstream config");
+    Snapshot::build(&config, &Registry::new()).expect("it compiles")
 }
 
 #[cfg(test)]

@@ -221,3 +221,40 @@ async fn weight_zero_drains_while_in_flight_requests_finish() {
     assert_eq!(names(&gw, 5).await, ["other"; 5]);
     assert_eq!(slow.hits(), 1);
 }
+
+#[tokio::test]
+async fn weights_hold_when_a_backend_is_unhealthy() {
+    let gw = TestGateway::start().await;
+    let (a, b, c) = (
+        Backend::named("a").start().await,
+        Backend::named("b").start().await,
+        Backend::named("c").start().await,
+    );
+    c.set_healthy(false);
+    for strategy in ["weighted_round_robin", "least_connections"] {
+        gw.create_upstream(json!({"name": strategy, "strategy": strategy,
+            "health_check": {"interval_ms": 100, "timeout_ms": 100},
+            "backends": [{"url": a.url, "weight": 3}, {"url": b.url, "weight": 1}, {"url": c.url, "weight": 1}]}))
+            .await;
+        let path = format!("/{strategy}");
+        gw.create_route(json!({"name": strategy, "path": path, "upstream": strategy}))
+            .await;
+        let out = eventually(Duration::from_secs(5), || async {
+            let h = gw.backend_health(strategy, &c.url).await;
+            (h["state"] == "unhealthy").then_some(())
+        })
+        .await;
+        assert!(out.is_some(), "{strategy}: c never became unhealthy");
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..1000 {
+            *counts.entry(gw.backend_of(&path).await).or_insert(0) += 1;
+        }
+        let share = |name: &str| counts.get(name).copied().unwrap_or(0) as f64 / 1000.0;
+        // 3:1 of what is left, not 80/20 (c's turn falling to a).
+        assert!(
+            (share("a") - 0.75).abs() <= 0.02 && (share("b") - 0.25).abs() <= 0.02,
+            "{strategy}: {counts:?}"
+        );
+        assert_eq!(share("c"), 0.0, "{strategy}: {counts:?}");
+    }
+}

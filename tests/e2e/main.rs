@@ -14,6 +14,7 @@ mod health;
 mod inline;
 mod live;
 mod observability;
+mod passive;
 mod process;
 mod proxy;
 mod recovery;

@@ -1,6 +1,9 @@
-//! TLS termination on the proxy listener, with ALPN h2 and http/1.1.
+//! TLS termination on the proxy listener, with ALPN h2 and http/1.1;
+//! HTTPS backends verified (and health-probed) with the upstream's TLS
+//! settings.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -9,7 +12,7 @@ use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio_rustls::TlsConnector;
 
-use crate::common::{Backend, TestGateway};
+use crate::common::{Backend, TestGateway, eventually};
 
 /// A self-signed certificate for `localhost`, written as PEM files.
 fn certificate(
@@ -100,12 +103,22 @@ fn bad_certificate_files_are_refused_clearly() {
     assert!(err.contains("empty.pem"), "{err}");
 }
 
-/// An HTTPS backend (h2 and http/1.1 by ALPN) whose certificate names
-/// `backend.test`; it answers with the HTTP version it saw. Returns its
-/// URL and the PEM of its certificate (to use as a CA file).
-async fn https_backend() -> (String, String) {
+/// An HTTPS backend with its own self-signed certificate.
+struct TlsBackend {
+    url: String,
+    /// The certificate's PEM, to use as a CA file.
+    ca_pem: String,
+    /// The HTTP version of every `/healthz` request it answered.
+    probes: Arc<Mutex<Vec<String>>>,
+}
+
+/// An HTTPS backend whose certificate names `names` (DNS names or IP
+/// addresses), offering `alpn` (`[h2]` alone: HTTP/2 only); it answers
+/// with the HTTP version it saw.
+async fn tls_backend(names: &[&str], alpn: &[&[u8]]) -> TlsBackend {
     use hyper_util::server::conn::auto;
-    let cert = rcgen::generate_simple_self_signed(vec!["backend.test".to_string()]).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -115,23 +128,31 @@ async fn https_backend() -> (String, String) {
     .with_no_client_auth()
     .with_single_cert(vec![cert.cert.der().clone()], key)
     .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&probes);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = format!("{{\"version\":\"{:?}\"}}", req.version());
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from(body)),
-                        ))
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let version = format!("{:?}", req.version());
+                        if req.uri().path() == "/healthz" {
+                            seen.lock().unwrap().push(version.clone());
+                        }
+                        let body = format!("{{\"version\":\"{version}\"}}");
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from(body)),
+                            ))
+                        }
                     },
                 );
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -140,7 +161,17 @@ async fn https_backend() -> (String, String) {
             });
         }
     });
-    (url, cert.cert.pem())
+    TlsBackend {
+        url,
+        ca_pem: cert.cert.pem(),
+        probes,
+    }
+}
+
+/// The h2-and-http/1.1 backend naming `backend.test`: its URL and CA PEM.
+async fn https_backend() -> (String, String) {
+    let b = tls_backend(&["backend.test"], &[b"h2", b"http/1.1"]).await;
+    (b.url, b.ca_pem)
 }
 
 #[tokio::test]
@@ -199,4 +230,107 @@ async fn https_backends_are_verified_unless_told_otherwise() {
         .await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["pointer"], "/tls/ca_file");
+}
+
+#[tokio::test]
+async fn health_probes_use_the_upstreams_tls_settings_and_protocol() {
+    let gw = TestGateway::start().await;
+    let by_ip = tls_backend(&["127.0.0.1"], &[b"http/1.1"]).await;
+    let by_name = tls_backend(&["backend.test"], &[b"h2", b"http/1.1"]).await;
+    let h2_only = tls_backend(&["backend.test"], &[b"h2"]).await;
+    let ca_file = |name: &str, b: &TlsBackend| {
+        let path = gw.dir.path().join(format!("{name}-ca.pem"));
+        std::fs::write(&path, &b.ca_pem).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cases = [
+        // A private CA whose certificate names the backend's address.
+        (
+            "private-ca",
+            &by_ip,
+            json!({"tls": {"ca_file": ca_file("ip", &by_ip)}}),
+            "HTTP/1.1",
+        ),
+        (
+            "server-name",
+            &by_name,
+            json!({"tls": {"ca_file": ca_file("name", &by_name), "server_name": "backend.test"}}),
+            "HTTP/1.1",
+        ),
+        (
+            "h2-only",
+            &h2_only,
+            json!({"tls": {"ca_file": ca_file("h2", &h2_only), "server_name": "backend.test"},
+                   "http2": true}),
+            "HTTP/2.0",
+        ),
+    ];
+    for (name, backend, extra, version) in cases {
+        let mut body = json!({"name": name, "retries": 0, "backends": [{"url": backend.url}],
+            "health_check": {"interval_ms": 1000, "timeout_ms": 1000}});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        gw.create_upstream(body).await;
+        gw.create_route(json!({"name": name, "path": format!("/{name}"), "upstream": name}))
+            .await;
+        // The first probe decides: healthy, or unhealthy for good.
+        let h = eventually(Duration::from_secs(10), || async {
+            let h = gw.backend_health(name, &backend.url).await;
+            (h["health"] != "unknown").then_some(h)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{name}: never probed"));
+        assert_eq!(h["state"], "healthy", "{name}: {h}");
+        assert_eq!(h["last_probe_result"], "ok 200", "{name}: {h}");
+        let probes = backend.probes.lock().unwrap().clone();
+        assert!(
+            !probes.is_empty() && probes.iter().all(|v| v == version),
+            "{name}: probes over {probes:?}, not {version}"
+        );
+        // And traffic goes the same way.
+        let (status, text) = gw.get(&format!("/{name}")).await;
+        assert_eq!(status, 200, "{name}: {text}");
+        assert!(text.contains(version), "{name}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_change_of_tls_settings_restarts_the_probes_with_them() {
+    let gw = TestGateway::start().await;
+    let backend = tls_backend(&["backend.test"], &[b"http/1.1"]).await;
+    let ca = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca, &backend.ca_pem).unwrap();
+    let ca = ca.to_str().unwrap();
+    // The certificate does not name 127.0.0.1: unhealthy.
+    gw.create_upstream(json!({"name": "u", "backends": [{"url": backend.url}],
+        "tls": {"ca_file": ca},
+        "health_check": {"interval_ms": 60000, "timeout_ms": 1000, "healthy_threshold": 1}}))
+        .await;
+    let state = |want: &'static str| {
+        let gw = &gw;
+        let url = backend.url.clone();
+        async move {
+            eventually(Duration::from_secs(10), || async {
+                let h = gw.backend_health("u", &url).await;
+                (h["state"] == want).then_some(h)
+            })
+            .await
+        }
+    };
+    assert!(state("unhealthy").await.is_some());
+    // Same check, new TLS settings: probed again at once, on the new client
+    // (the interval alone would wait a minute).
+    let (status, body) = gw
+        .admin_json(
+            reqwest::Method::PATCH,
+            "/admin/upstreams/u",
+            Some(json!({"tls": {"ca_file": ca, "server_name": "backend.test"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let h = state("healthy")
+        .await
+        .expect("probed with the new settings");
+    assert_eq!(h["last_probe_result"], "ok 200");
 }

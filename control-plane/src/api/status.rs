@@ -33,8 +33,9 @@ pub struct BackendHealth {
     pub id: u64,
     pub url: String,
     pub weight: u32,
-    /// `healthy`, `unhealthy`, `unknown` (not probed), or `ejected`
-    /// (passive detection keeps it out for now).
+    /// `healthy`, `unhealthy`, `unknown` (not probed), `ejected` (passive
+    /// detection keeps it out for now) or `failing` (its passive failure
+    /// streak reached the threshold, but it cannot be ejected).
     pub state: &'static str,
     /// Active health: `healthy`, `unhealthy` or `unknown`.
     pub health: Health,
@@ -62,20 +63,13 @@ fn upstream_health(u: &CompiledUpstream) -> UpstreamHealth {
             .iter()
             .map(|b| {
                 let probes = b.state.probe_record();
-                let health = b.state.health();
-                let ejected = b.state.is_ejected();
                 BackendHealth {
                     id: b.id,
                     url: b.url.to_string(),
                     weight: b.weight,
-                    state: match (health, ejected) {
-                        (Health::Unhealthy, _) => "unhealthy",
-                        (_, true) => "ejected",
-                        (Health::Healthy, false) => "healthy",
-                        (Health::Unknown, false) => "unknown",
-                    },
-                    health,
-                    ejected,
+                    state: b.state.condition().as_str(),
+                    health: b.state.health(),
+                    ejected: b.state.is_ejected(),
                     since_unix_ms: probes.since_unix_ms,
                     last_probe_unix_ms: probes.last_probe_unix_ms,
                     last_probe_result: probes.last_result,

@@ -6,24 +6,31 @@
 //! backends moves about 1/N of the keys, and the table is rebuilt only
 //! when a snapshot is compiled.
 //!
-//! When the chosen backend is not eligible the next slots are tried, so its
-//! keys spread over the others while the remaining keys stay put. Requests
-//! without the key (no such header or cookie) are spread round robin.
+//! When the chosen backend is not eligible the key is hashed again (up to
+//! `PROBES` times) to another slot, so its keys spread over the others
+//! while the remaining keys stay put. Each new slot is independent of the
+//! first, a draw in proportion to table share, that is to weight: a backend
+//! out leaves its keys to the others in proportion to their weights (a test
+//! checks the whole table). The next slot of the table would not do: the
+//! owners of neighbouring slots are not independent, and 5:1:1 with the
+//! heavy one out split its keys 47/53. Requests without the key (no such
+//! header or cookie) are spread in weighted turn (the [`Plan`]'s sequence).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::{Backends, Balancer, Candidate, PickContext, first_eligible_from};
+use super::{Backends, Balancer, Candidate, OutSet, PickContext, Plan, first_eligible_from};
 
 /// Table sizes: primes, the first at least 100 × the backend count is used.
 const TABLE_SIZES: [usize; 4] = [65_537, 131_071, 262_139, 524_287];
-/// Slots tried past an ineligible backend before scanning.
-const PROBES: usize = 64;
+/// Slots tried for a key whose backend is not eligible, before scanning.
+const PROBES: u64 = 64;
 
 #[derive(Debug)]
 pub struct ConsistentHash {
     table: Box<[u32]>,
+    weights: Box<[u32]>,
     next: AtomicUsize,
 }
 
@@ -36,6 +43,7 @@ impl ConsistentHash {
     pub fn new(candidates: &[Candidate<'_>]) -> Self {
         ConsistentHash {
             table: maglev_table(candidates),
+            weights: candidates.iter().map(|c| c.weight).collect(),
             next: AtomicUsize::new(0),
         }
     }
@@ -95,27 +103,42 @@ fn maglev_table(candidates: &[Candidate<'_>]) -> Box<[u32]> {
 }
 
 impl Balancer for ConsistentHash {
-    fn pick(&self, backends: &dyn Backends, ctx: &PickContext) -> Option<usize> {
+    fn plan(&self, out: &OutSet) -> Plan {
+        Plan::new(&self.weights, out)
+    }
+
+    fn pick(&self, plan: &Plan, backends: &dyn Backends, ctx: &PickContext) -> Option<usize> {
         let m = self.table.len();
         if m == 0 || backends.is_empty() {
             return None;
         }
         let Some(hash) = ctx.hash else {
-            let start = self.next.fetch_add(1, Ordering::Relaxed) % backends.len();
-            return first_eligible_from(backends, start);
+            return plan.walk(self.next.fetch_add(1, Ordering::Relaxed), backends);
         };
-        let slot = (hash % m as u64) as usize;
+        let slot = |h: u64| self.table[(h % m as u64) as usize] as usize;
         (0..PROBES)
-            .map(|k| self.table[(slot + k) % m] as usize)
+            .map(|k| slot(if k == 0 { hash } else { rehash(hash, k) }))
             .find(|&i| backends.eligible(i))
-            .or_else(|| first_eligible_from(backends, self.table[slot] as usize))
+            .or_else(|| first_eligible_from(backends, slot(hash)))
     }
+}
+
+/// The key's `k`-th other hash (murmur3's 64-bit finaliser over the key's
+/// hash and `k`): a slot independent of the first and of each other, so a
+/// draw in proportion to table share.
+fn rehash(hash: u64, k: u64) -> u64 {
+    let mut x = hash ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::fake::Fake;
+    use crate::balance::fake::{Fake, counts, picks};
 
     fn build(urls: &[&str]) -> ConsistentHash {
         let c: Vec<Candidate> = urls
@@ -126,12 +149,13 @@ mod tests {
     }
 
     fn assign(b: &ConsistentHash, f: &Fake, keys: usize) -> Vec<usize> {
+        let plan = b.plan(&f.out());
         (0..keys)
             .map(|k| {
                 let ctx = PickContext {
                     hash: Some(ConsistentHash::hash(format!("user-{k}").as_bytes())),
                 };
-                b.pick(f, &ctx).unwrap()
+                b.pick(&plan, f, &ctx).unwrap()
             })
             .collect()
     }
@@ -234,11 +258,51 @@ mod tests {
 
     #[test]
     fn requests_without_a_key_are_spread() {
-        let b = build(&URLS[..2]);
-        let f = Fake::new(2);
-        let p: Vec<_> = (0..4)
-            .map(|_| b.pick(&f, &PickContext::default()).unwrap())
+        assert_eq!(picks(&build(&URLS[..2]), &Fake::new(2), 4), [0, 1, 0, 1]);
+    }
+
+    fn weighted(ws: &[u32]) -> ConsistentHash {
+        let c: Vec<Candidate> = ws
+            .iter()
+            .zip(URLS)
+            .map(|(&weight, key)| Candidate { weight, key })
             .collect();
-        assert_eq!(p, [0, 1, 0, 1]);
+        ConsistentHash::new(&c)
+    }
+
+    /// The share of the whole key space each backend answers: every slot of
+    /// the table looked up once.
+    fn table_shares(b: &ConsistentHash, f: &Fake) -> Vec<f64> {
+        let plan = b.plan(&f.out());
+        let m = b.table.len();
+        let picks: Vec<usize> = (0..m as u64)
+            .map(|slot| b.pick(&plan, f, &PickContext { hash: Some(slot) }).unwrap())
+            .collect();
+        counts(&picks, f.eligible.len())
+            .into_iter()
+            .map(|c| c as f64 / m as f64)
+            .collect()
+    }
+
+    #[test]
+    fn a_backend_out_leaves_its_keys_in_proportion_to_weight() {
+        for ws in [[3, 1, 1], [5, 1, 1], [1, 1, 1]] {
+            let b = weighted(&ws);
+            for out in 0..3 {
+                let mut f = Fake::new(3);
+                f.eligible[out] = false;
+                let live: u32 = (0..3).filter(|&i| i != out).map(|i| ws[i]).sum();
+                let shares = table_shares(&b, &f);
+                for i in (0..3).filter(|&i| i != out) {
+                    let want = ws[i] as f64 / live as f64;
+                    assert!(
+                        (shares[i] - want).abs() <= 0.02,
+                        "{ws:?}, {out} out: {i} has {:.4} of the keys, not {want:.4}",
+                        shares[i]
+                    );
+                }
+                assert_eq!(shares[out], 0.0);
+            }
+        }
     }
 }
