@@ -12,6 +12,14 @@
 //! request's own task drives ([`super::h1`]), and `hyper::client::conn::http1`
 //! senders for requests with a body (hyper streams it while it reads the
 //! answer) and upgrades.
+//!
+//! At most [`MAX_CONNECTING`] connection attempts to a backend are under
+//! way at once; a request past that waits for a connection to come back
+//! to the pool or for an attempt to end, within its connect timeout. A
+//! burst of requests (10,000 HTTP/2 streams at once) would otherwise open
+//! as many connections at once, overflow the backend's accept queue, and
+//! wait out SYN retransmits (1 s, then 3 s) past the connect timeout: 504s
+//! from a backend that answers in microseconds.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,12 +33,17 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use super::h1::{self, Conn, H1Error, HeadSink, ResponseBody};
 use super::request_body::RequestBody;
 
 /// Idle connections kept per backend; more are closed when returned.
 const MAX_IDLE: usize = 256;
+/// Connection attempts to one backend under way at once (see the module
+/// docs): below the accept queue of common servers (511 nginx, 1024
+/// tokio, 4096 Linux's cap).
+pub const MAX_CONNECTING: usize = 64;
 /// An idle connection unused for this long is closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,12 +77,32 @@ pub enum PoolError {
 
 /// The idle connections of one backend, in two lock-free queues (the hot
 /// path takes no lock; nothing is allocated until the first connection).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnPool {
     /// hyper senders, for requests with a body and upgrades.
     senders: IdleQueue<SendRequest<RequestBody>>,
     /// Bare connections, for requests without a body.
     bare: IdleQueue<Conn>,
+    /// Leave to start a connection attempt (see [`MAX_CONNECTING`]).
+    connecting: Semaphore,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        ConnPool {
+            senders: IdleQueue::default(),
+            bare: IdleQueue::default(),
+            connecting: Semaphore::new(MAX_CONNECTING),
+        }
+    }
+}
+
+/// What a request waiting for a connection got.
+enum Slot<'a, T> {
+    /// One that came back to the pool.
+    Idle(T),
+    /// Leave to open a new one (given back when the attempt ends).
+    New(SemaphorePermit<'a>),
 }
 
 /// A connection lent to one request; [`Lent::give_back`] returns it once
@@ -86,6 +119,10 @@ struct IdleQueue<T> {
     queue: SegQueue<(T, Instant)>,
     /// Roughly how many are queued (bounds the queue).
     count: AtomicUsize,
+    /// Requests waiting for a connection of this kind ([`ConnPool::slot`]).
+    waiting: AtomicUsize,
+    /// Wakes one of them when a connection comes back.
+    returned: Notify,
 }
 
 impl<T> Default for IdleQueue<T> {
@@ -93,6 +130,8 @@ impl<T> Default for IdleQueue<T> {
         IdleQueue {
             queue: SegQueue::new(),
             count: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            returned: Notify::new(),
         }
     }
 }
@@ -104,13 +143,19 @@ impl<T> IdleQueue<T> {
         Some(popped)
     }
 
-    /// Queue `conn`, idle since `since`, unless the queue is full.
+    /// Queue `conn`, idle since `since`, unless the queue is full; wake a
+    /// request waiting for one. (Without a fence between the two, a
+    /// waiter may miss the wake-up: it then takes the next connection
+    /// attempt's leave instead, as attempts are under way while it waits.)
     fn push(&self, conn: T, since: Instant) {
         if self.count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         self.queue.push((conn, since));
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_one();
+        }
     }
 
     /// The oldest connection idle for less than [`IDLE_TIMEOUT`] at `now`
@@ -143,6 +188,39 @@ fn sender_open(sender: &SendRequest<RequestBody>) -> bool {
 }
 
 impl ConnPool {
+    /// A connection from `queue` (one that comes back while waiting), or
+    /// leave to open a new one, whichever comes first; past `until`, a
+    /// connect timeout.
+    async fn slot<'a, T>(
+        &'a self,
+        queue: &IdleQueue<T>,
+        usable: impl Fn(&T) -> bool,
+        until: tokio::time::Instant,
+    ) -> Result<Slot<'a, T>, PoolError> {
+        if let Ok(permit) = self.connecting.try_acquire() {
+            return Ok(Slot::New(permit));
+        }
+        queue.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waited = Waited(&queue.waiting);
+        let out_of_time = tokio::time::sleep_until(until);
+        tokio::pin!(out_of_time);
+        loop {
+            let returned = queue.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(conn) = queue.take(Instant::now(), &usable) {
+                return Ok(Slot::Idle(conn));
+            }
+            tokio::select! {
+                permit = self.connecting.acquire() => {
+                    return Ok(Slot::New(permit.expect("the semaphore is never closed")));
+                }
+                () = &mut returned => {}
+                () = &mut out_of_time => return Err(PoolError::ConnectTimeout),
+            }
+        }
+    }
+
     /// Send `req` (origin-form target, `Host` set) to the backend at
     /// `authority` on an idle connection, or a new one.
     pub async fn send(
@@ -151,7 +229,23 @@ impl ConnPool {
         connect_timeout: Duration,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lent), PoolError> {
-        while let Some(mut sender) = self.senders.take(Instant::now(), sender_open) {
+        let connect_by = tokio::time::Instant::now() + connect_timeout;
+        loop {
+            let mut sender = match self.senders.take(Instant::now(), sender_open) {
+                Some(sender) => sender,
+                None => match self.slot(&self.senders, sender_open, connect_by).await? {
+                    Slot::Idle(sender) => sender,
+                    Slot::New(permit) => {
+                        let left =
+                            connect_by.saturating_duration_since(tokio::time::Instant::now());
+                        let connected = connect(authority, left).await;
+                        drop(permit);
+                        let mut sender = connected?;
+                        let resp = sender.send_request(req).await?;
+                        return Ok((resp, Lent { sender }));
+                    }
+                },
+            };
             // Only a connection ready now is used: one still busy with its
             // last exchange (a request body the backend did not read) or
             // closing is dropped rather than waited for.
@@ -168,9 +262,6 @@ impl ConnPool {
                 },
             }
         }
-        let mut sender = connect(authority, connect_timeout).await?;
-        let resp = sender.send_request(req).await?;
-        Ok((resp, Lent { sender }))
     }
 
     /// Send a request without body, serialised in `head`, to the backend at
@@ -188,11 +279,7 @@ impl ConnPool {
         replayable: bool,
         sink: &mut S,
     ) -> Result<(S::Final, ResponseBody), PoolError> {
-        let Limits {
-            connect_timeout,
-            deadline,
-            now,
-        } = limits;
+        let Limits { deadline, now, .. } = limits;
         if let Some(conn) = self.bare.take(now, Conn::is_usable) {
             match h1::exchange(conn, head, method, deadline, sink).await {
                 Ok(resp) => return Ok(resp),
@@ -204,15 +291,44 @@ impl ConnPool {
         }
         // Boxed: connecting is the rare case, and its room in this future
         // would be moved with it on every request.
-        Box::pin(exchange_new(
-            authority,
+        Box::pin(self.exchange_new(authority, limits, head, method, sink)).await
+    }
+
+    /// [`ConnPool::exchange`] on a new connection, or one that comes back
+    /// while it waits for leave to connect.
+    async fn exchange_new<S: HeadSink>(
+        &self,
+        authority: &Authority,
+        limits: Limits,
+        head: h1::HeadBytes<'_>,
+        method: &http::Method,
+        sink: &mut S,
+    ) -> Result<(S::Final, ResponseBody), PoolError> {
+        let Limits {
             connect_timeout,
             deadline,
-            head,
-            method,
-            sink,
-        ))
-        .await
+            ..
+        } = limits;
+        let connect_by = (tokio::time::Instant::now() + connect_timeout).min(deadline);
+        // Out of time before connected: the response deadline's, if it
+        // came first, else the connect timeout's.
+        let timed_out = |e| match e {
+            PoolError::ConnectTimeout if connect_by == deadline => H1Error::TimedOut.into(),
+            e => e,
+        };
+        let conn = match self.slot(&self.bare, Conn::is_usable, connect_by).await {
+            Ok(Slot::Idle(conn)) => conn,
+            Ok(Slot::New(permit)) => {
+                let left = connect_by.saturating_duration_since(tokio::time::Instant::now());
+                let connected = connect_tcp(authority, left).await;
+                drop(permit);
+                Conn::new(connected.map_err(timed_out)?)
+            }
+            Err(e) => return Err(timed_out(e)),
+        };
+        h1::exchange(conn, head, method, deadline, sink)
+            .await
+            .map_err(|failed| failed.error.into())
     }
 
     /// Return a bare connection whose response was read to its end.
@@ -245,25 +361,13 @@ impl Lent {
     }
 }
 
-/// [`ConnPool::exchange`] on a new connection.
-async fn exchange_new<S: HeadSink>(
-    authority: &Authority,
-    connect_timeout: Duration,
-    deadline: tokio::time::Instant,
-    head: h1::HeadBytes<'_>,
-    method: &http::Method,
-    sink: &mut S,
-) -> Result<(S::Final, ResponseBody), PoolError> {
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let stream = match connect_tcp(authority, connect_timeout.min(left)).await {
-        Err(PoolError::ConnectTimeout) if left < connect_timeout => {
-            return Err(H1Error::TimedOut.into());
-        }
-        connected => connected?,
-    };
-    h1::exchange(Conn::new(stream), head, method, deadline, sink)
-        .await
-        .map_err(|failed| failed.error.into())
+/// Counts a request out of its queue's waiters when dropped.
+struct Waited<'a>(&'a AtomicUsize);
+
+impl Drop for Waited<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn connect(
@@ -366,6 +470,84 @@ mod tests {
         assert_eq!(&buf[..n], get, "sent once on the reused connection");
         let again = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         assert!(again.is_err(), "sent again on a new connection");
+    }
+
+    /// With every connection attempt's leave taken, a request waits: it
+    /// takes a connection given back meanwhile (no new one is opened),
+    /// and without one it fails at its connect deadline, not later.
+    #[tokio::test]
+    async fn past_the_attempts_in_flight_a_request_waits_for_a_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let pool = ConnPool::default();
+        let held = pool
+            .connecting
+            .acquire_many(MAX_CONNECTING as u32)
+            .await
+            .unwrap();
+        let get = b"GET / HTTP/1.1\r\nhost: b\r\n\r\n";
+        let limits = |ms| Limits {
+            connect_timeout: Duration::from_millis(ms),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            now: Instant::now(),
+        };
+        let mut ignore = |_, _: &http::HeaderMap| {};
+        let mut sink = h1::head::ToResponse {
+            interim: &mut ignore,
+        };
+        // Nothing comes back: a connect timeout at the connect deadline.
+        let started = Instant::now();
+        let waited = pool
+            .exchange(
+                &authority,
+                limits(150),
+                [get, &[], &[]],
+                &http::Method::GET,
+                true,
+                &mut sink,
+            )
+            .await;
+        assert!(
+            matches!(waited, Err(PoolError::ConnectTimeout)),
+            "{waited:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // One comes back while it waits: it is used.
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let backend = async {
+            let mut buf = [0u8; 256];
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], get);
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        };
+        let give_back = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pool.give_back_bare(Conn::new(client));
+        };
+        let exchange = pool.exchange(
+            &authority,
+            limits(5000),
+            [get, &[], &[]],
+            &http::Method::GET,
+            true,
+            &mut sink,
+        );
+        let ((), (), answer) = tokio::join!(backend, give_back, exchange);
+        assert_eq!(answer.unwrap().0.status(), 200);
+        let another = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(another.is_err(), "a new connection was opened");
+        drop(held);
     }
 
     #[tokio::test]
