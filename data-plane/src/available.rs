@@ -203,10 +203,11 @@ mod tests {
         let (b, s) = setup(3);
         let a = Availability::new(&*b, s.iter().map(|s| &**s));
         assert_eq!(members(&a, &*b, &s), [0, 1, 2]);
-        assert!(
-            matches!(a.current(&*b, s.iter().map(|s| &**s)), Now::AllIn(_)),
-            "nothing out: the full plan, without the cache"
-        );
+        // Other tests flip their backends too, which moves the process's
+        // epoch: the fast path is taken once it stands still for a moment.
+        let fast =
+            (0..1000).any(|_| matches!(a.current(&*b, s.iter().map(|s| &**s)), Now::AllIn(_)));
+        assert!(fast, "nothing out: the full plan, without the cache");
         s[1].record_probe(false, "status 503".into(), Duration::ZERO, 1, 1);
         assert_eq!(members(&a, &*b, &s), [0, 2]);
         s[1].record_probe(true, "ok 200".into(), Duration::ZERO, 1, 1);
