@@ -68,8 +68,10 @@ impl ControlPlane {
     /// version 0). Returns the new version, or `None` when the database
     /// already had a config and the document was ignored.
     pub async fn bootstrap(&self, document: &str) -> Result<Option<u64>, BootstrapError> {
-        let value: serde_json::Value =
-            serde_json::from_str(document).map_err(|e| BootstrapError::Malformed(e.to_string()))?;
+        let value = model::read_json(document.as_bytes()).map_err(|e| match e {
+            model::JsonError::Syntax(reason) => BootstrapError::Malformed(reason),
+            model::JsonError::DuplicateKey(member) => BootstrapError::Invalid(vec![member]),
+        })?;
         let config = model::parse::<model::ConfigSpec>(value)
             .map_err(BootstrapError::Invalid)?
             .validate()

@@ -20,10 +20,12 @@
 //! - timeouts: `connect_ms` 1–60000, `response_header_ms` 1–3600000.
 
 mod document;
+mod json;
 mod parse;
 mod policy;
 
 pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
+pub use json::{JsonError, read as read_json};
 pub use parse::{Shape, parse};
 pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec, TlsSpec};
 

@@ -15,4 +15,5 @@ mod observability;
 mod process;
 mod proxy;
 mod streaming;
+mod strict;
 mod tls;

@@ -9,14 +9,15 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::model::{Shape, parse};
+use crate::model::{JsonError, Shape, parse, read_json};
 
 /// Largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A JSON body: `application/json` (or any `+json` type, such as
-/// `application/merge-patch+json`), at most [`MAX_BODY_BYTES`], parsed into
-/// `T` with every type error named by JSON pointer.
+/// `application/merge-patch+json`), at most [`MAX_BODY_BYTES`], read with
+/// duplicate members refused ([`read_json`]) and parsed into `T` with every
+/// type error named by JSON pointer.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -30,8 +31,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Shape> FromRequest<S> for JsonBody<T>
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let value = read_json(&bytes).map_err(|e| match e {
+            JsonError::Syntax(reason) => ApiError::Malformed(reason),
+            JsonError::DuplicateKey(member) => ApiError::DuplicateMember(member),
+        })?;
         Ok(JsonBody(from_value(value)?))
     }
 }
