@@ -1,6 +1,7 @@
 //! Admin bodies and the `--bootstrap` file are read strictly: a member
-//! given twice is a 400 naming it (never "the last one wins"). Nothing is
-//! written by a refused request.
+//! given twice is a 400 naming it (never "the last one wins"), every
+//! nested object must be an object, and integer members take `210.0` as
+//! 210 but refuse `210.5`. Nothing is written by a refused request.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -37,6 +38,12 @@ fn field_error(problem: &Value) -> (String, String) {
         errors[0]["pointer"].as_str().unwrap().to_string(),
         errors[0]["detail"].as_str().unwrap().to_string(),
     )
+}
+
+async fn config_version(gw: &TestGateway) -> u64 {
+    gw.admin_json(Method::GET, "/admin/status", None).await.1["config_version"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -114,6 +121,109 @@ async fn a_member_given_twice_is_a_400_naming_it_in_every_body() {
     }
     let after = gw.admin_json(Method::GET, "/admin/config", None).await.1;
     assert_eq!(after, before, "nothing was written");
+}
+
+#[tokio::test]
+async fn an_upstreams_tls_must_be_an_object_as_in_a_config_document() {
+    let gw = TestGateway::start().await;
+    let tls_array = json!({"name": "u", "tls": ["/etc/ca.pem", "api.internal"]});
+    for (method, path) in [
+        (Method::POST, "/admin/upstreams"),
+        (Method::PUT, "/admin/upstreams/u"),
+    ] {
+        let (status, p) = gw.admin_json(method, path, Some(tls_array.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(
+            field_error(&p),
+            ("/tls".into(), "must be a JSON object".into())
+        );
+    }
+    let (status, p) = gw
+        .admin_json(
+            Method::PUT,
+            "/admin/config",
+            Some(json!({"upstreams": [tls_array]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(field_error(&p).0, "/upstreams/0/tls");
+    // A route's inline backends too, and a merge patch that would put an
+    // array where an object stands.
+    let (status, p) = gw
+        .admin_json(
+            Method::POST,
+            "/admin/routes",
+            Some(json!({"name": "r", "path": "/r", "backends": [["http://127.0.0.1:1", 1]]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(field_error(&p).0, "/backends/0");
+    gw.create_upstream(json!({"name": "v"})).await;
+    let (status, p) = send_raw(
+        &gw,
+        Method::PATCH,
+        "/admin/upstreams/v",
+        r#"{"tls": [true]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(field_error(&p).0, "/tls");
+    let (status, p) = send_raw(
+        &gw,
+        Method::PATCH,
+        "/admin/upstreams/v",
+        r#"[{"retries": 2}]"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(field_error(&p), ("".into(), "must be a JSON object".into()));
+    assert_eq!(config_version(&gw).await, 1, "only v was created");
+}
+
+#[tokio::test]
+async fn integer_members_take_a_zero_fraction_and_refuse_any_other() {
+    let gw = TestGateway::start().await;
+    let (status, u) = send_raw(
+        &gw,
+        Method::POST,
+        "/admin/upstreams",
+        r#"{"name": "u", "retries": 2.0, "timeouts": {"connect_ms": 1.5e3},
+            "backends": [{"url": "http://127.0.0.1:1", "weight": 210.0}]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{u}");
+    assert_eq!(u["retries"], 2);
+    assert_eq!(u["timeouts"]["connect_ms"], 1500);
+    assert_eq!(u["backends"][0]["weight"], 210);
+
+    for (body, pointer) in [
+        (
+            r#"{"name": "w", "backends": [{"url": "http://127.0.0.1:1", "weight": 210.5}]}"#,
+            "/backends/0/weight",
+        ),
+        (r#"{"name": "w", "retries": 0.5}"#, "/retries"),
+        (
+            r#"{"name": "w", "health_check": {"expected_statuses": [200, 204.5]}}"#,
+            "/health_check/expected_statuses/1",
+        ),
+    ] {
+        let (status, p) = send_raw(&gw, Method::POST, "/admin/upstreams", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(
+            field_error(&p),
+            (pointer.into(), "must be an integer".into())
+        );
+    }
+    let (status, p) = send_raw(
+        &gw,
+        Method::PATCH,
+        "/admin/upstreams/u/backends/1",
+        r#"{"weight": 7.25}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(field_error(&p).0, "/weight");
+    assert_eq!(config_version(&gw).await, 1);
 }
 
 #[test]
