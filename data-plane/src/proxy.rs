@@ -227,7 +227,11 @@ impl Proxy {
         received: Received,
         outcome: Outcome,
     ) -> Response<ProxyBody> {
-        tracing::debug!(request_id = ?received.request_id, error = %err, "proxy error");
+        tracing::debug!(
+            request_id = received.request_id.to_str().unwrap_or(""),
+            error = %err,
+            "proxy error"
+        );
         let resp = err.into_response(&received.request_id);
         self.finish(resp, snapshot, received, outcome)
     }

@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod config;
 mod durability;
+mod flags;
 mod hardening;
 mod health;
 mod inline;

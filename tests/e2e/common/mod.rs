@@ -330,6 +330,12 @@ impl Process {
     /// Start the binary with `args` (listeners on 127.0.0.1:0) and wait for
     /// its "listening" log line to learn the ports.
     pub fn start(database_url: &str, args: &[&str]) -> Process {
+        Self::start_with_env(database_url, args, &[])
+    }
+
+    /// [`Process::start`] with environment variables set (after the
+    /// default `SWITCHYARD_LOG=info`, which they may override).
+    pub fn start_with_env(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
@@ -341,6 +347,7 @@ impl Process {
             .args(["--database-url", database_url])
             .args(args)
             .env("SWITCHYARD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
