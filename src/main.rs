@@ -1,5 +1,7 @@
 //! The `switchyard` binary: CLI, logging, runtime, signals.
 
+mod cli;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -17,16 +19,16 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Address of the proxy listener.
-    #[arg(long, env = "SWITCHYARD_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address of the proxy listener: IP:PORT, HOST:PORT (resolved at
+    /// start) or :PORT (every interface).
+    #[arg(long, env = "SWITCHYARD_PROXY_LISTEN", default_value = "0.0.0.0:8080",
+          value_parser = cli::listen_addr)]
     proxy_listen: SocketAddr,
 
-    /// Address of the admin API (a non-loopback address needs --admin-token).
-    #[arg(
-        long,
-        env = "SWITCHYARD_ADMIN_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
+    /// Address of the admin API, written like --proxy-listen (a
+    /// non-loopback address needs --admin-token).
+    #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:8081",
+          value_parser = cli::listen_addr)]
     admin_listen: SocketAddr,
 
     /// SQLite database holding the config (created if missing).
@@ -74,8 +76,9 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<ipnet::IpNet>,
 
-    /// Also send an RFC 7239 Forwarded header upstream.
-    #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER")]
+    /// Also send an RFC 7239 Forwarded header upstream. (Every on/off flag's
+    /// variable takes 1/0, true/false, yes/no or on/off.)
+    #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER", value_parser = cli::Boolish::new())]
     forwarded_header: bool,
 
     /// Largest request head in bytes (431 past it; at least 8192).
@@ -110,19 +113,19 @@ struct Cli {
     tunnel_idle_seconds: u64,
 
     /// Do not write one access-log line per proxied request.
-    #[arg(long, env = "SWITCHYARD_NO_ACCESS_LOG")]
+    #[arg(long, env = "SWITCHYARD_NO_ACCESS_LOG", value_parser = cli::Boolish::new())]
     no_access_log: bool,
 
     /// Do not count requests per route and backend (/metrics then has only
     /// config, health and process metrics). For measuring their cost.
-    #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS")]
+    #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS", value_parser = cli::Boolish::new())]
     no_request_metrics: bool,
 
     /// Serve every plain HTTP/1.1 request with hyper's server, not the
     /// inline server (which serves bodiless requests itself and hands the
     /// rest to hyper's). For comparing the two, or working around a client
     /// the inline server mishandles.
-    #[arg(long, env = "SWITCHYARD_NO_INLINE_SERVER")]
+    #[arg(long, env = "SWITCHYARD_NO_INLINE_SERVER", value_parser = cli::Boolish::new())]
     no_inline_server: bool,
 }
 

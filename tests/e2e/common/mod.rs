@@ -327,8 +327,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Start the binary with `args` (listeners on 127.0.0.1:0) and wait for
-    /// its "listening" log line to learn the ports.
+    /// Start the binary with `args` (listeners on 127.0.0.1:0 unless `args`
+    /// name them) and wait for its "listening" log line to learn the ports.
     pub fn start(database_url: &str, args: &[&str]) -> Process {
         Self::start_with_env(database_url, args, &[])
     }
@@ -337,13 +337,12 @@ impl Process {
     /// default `SWITCHYARD_LOG=info`, which they may override).
     pub fn start_with_env(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
         use std::io::BufRead;
+        let listeners = ["--proxy-listen", "--admin-listen"]
+            .into_iter()
+            .filter(|flag| !args.contains(flag))
+            .flat_map(|flag| [flag, "127.0.0.1:0"]);
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "--proxy-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(listeners)
             .args(["--database-url", database_url])
             .args(args)
             .env("SWITCHYARD_LOG", "info")
