@@ -42,7 +42,9 @@ pub struct Settings {
     pub server: ServerConfig,
 }
 
-/// Why the gateway could not start.
+/// Why the gateway could not start: each says what is wrong and what to
+/// do, in one line. None returns its cause as `source()`; each message
+/// already holds it, so a chain printed whole says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
@@ -51,15 +53,41 @@ pub enum StartError {
     TokenRequired(SocketAddr),
     #[error("--admin-token must not be empty")]
     EmptyToken,
+    #[error("{0} ({fix}pass --database-url sqlite:///path/to/file.db)", fix = .0.fix().map(|f| format!("{f}, or ")).unwrap_or_default())]
+    Database(control_plane::OpenError),
     #[error("cannot load the config: {0}")]
-    Config(#[from] control_plane::PublishError),
+    Config(control_plane::PublishError),
     #[error("bootstrap file {path}: {reason}")]
     Bootstrap { path: String, reason: String },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_failure(error, flag))]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        /// The flag that sets the address.
+        flag: &'static str,
+        error: std::io::Error,
     },
+}
+
+fn bind_failure(error: &std::io::Error, flag: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the address is already in use (stop what listens there, or choose another address with {flag})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("no interface of this machine has that address (choose another with {flag})")
+        }
+        _ => format!("{error} (check {flag})"),
+    }
+}
+
+impl From<control_plane::PublishError> for StartError {
+    fn from(e: control_plane::PublishError) -> Self {
+        use control_plane::{PublishError, StoreError};
+        match e {
+            PublishError::Store(StoreError::Open(e)) => StartError::Database(e),
+            other => StartError::Config(other),
+        }
+    }
 }
 
 /// A running gateway.
@@ -73,10 +101,10 @@ pub struct Gateway {
     admin: JoinHandle<()>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { addr, source })
+        .map_err(|error| StartError::Bind { addr, flag, error })
 }
 
 /// Start both planes. Returns once both listeners accept connections and
@@ -89,8 +117,10 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         }
         _ => {}
     }
+    let database =
+        control_plane::DatabaseFile::parse(&settings.database_url).map_err(StartError::Database)?;
     let plane = Arc::new(DataPlane::new());
-    let control = ControlPlane::start(&settings.database_url, Arc::clone(&plane)).await?;
+    let control = ControlPlane::start(&database, Arc::clone(&plane)).await?;
     if let Some(path) = &settings.bootstrap {
         let failed = |reason: String| StartError::Bootstrap {
             path: path.display().to_string(),
@@ -111,8 +141,8 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         }
     }
 
-    let admin_listener = bind(settings.admin_listen).await?;
-    let proxy_listener = bind(settings.proxy_listen).await?;
+    let admin_listener = bind(settings.admin_listen, "--admin-listen").await?;
+    let proxy_listener = bind(settings.proxy_listen, "--proxy-listen").await?;
     let admin_addr = admin_listener
         .local_addr()
         .expect("bound socket has an address");
@@ -160,5 +190,45 @@ impl Gateway {
         let drained = self.proxy.await.unwrap_or(Drained::TimedOut);
         let _ = self.admin.await;
         drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control_plane::{PublishError, StoreError};
+
+    /// An error and its `source()` chain as `{:#}` would print it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut line = e.to_string();
+        let mut next = e.source();
+        while let Some(cause) = next {
+            line = format!("{line}: {cause}");
+            next = cause.source();
+        }
+        line
+    }
+
+    #[test]
+    fn a_start_error_says_its_cause_once() {
+        // sqlx's own Io error both prints and returns its io::Error.
+        let sqlx = sqlx::Error::Io(std::io::Error::other("disk on fire"));
+        let e = StartError::from(PublishError::Store(StoreError::Database(sqlx)));
+        assert_eq!(
+            chain(&e).matches("disk on fire").count(),
+            1,
+            "{}",
+            chain(&e)
+        );
+        let e = StartError::Bind {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            flag: "--proxy-listen",
+            error: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(
+            chain(&e),
+            "cannot listen on 127.0.0.1:8080: the address is already in use \
+             (stop what listens there, or choose another address with --proxy-listen)"
+        );
     }
 }

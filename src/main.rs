@@ -249,11 +249,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// An error and its causes on one line. Switchyard's own errors hold
+/// their cause in their message and return none; some libraries' errors
+/// do both (sqlx's, rustls' inside `server::TlsError`), so a cause whose
+/// text the line already holds is left out rather than said twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     if let Err(e) = run(cli) {
-        eprintln!("switchyard: {e:#}");
+        eprintln!("switchyard: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(io()).context("cannot start");
+        assert_eq!(one_line(&e), "cannot start: disk on fire");
+        let e = anyhow::Error::new(Repeats(io())).context("cannot start");
+        assert_eq!(one_line(&e), "cannot start: outer: disk on fire");
     }
 }

@@ -26,7 +26,7 @@ use data_plane::DataPlane;
 
 pub use api::{AdminState, app};
 pub use publish::{PublishError, Publisher};
-pub use store::{Store, StoreError};
+pub use store::{DatabaseFile, OpenError, Store, StoreError};
 
 /// Why a bootstrap document was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +54,12 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Open (create, migrate) the database and put its config in force on
     /// `plane`. Returns once the snapshot is live.
-    pub async fn start(database_url: &str, plane: Arc<DataPlane>) -> Result<Self, PublishError> {
-        let store = Store::open(database_url).await?;
+    pub async fn start(
+        database: &DatabaseFile,
+        plane: Arc<DataPlane>,
+    ) -> Result<Self, PublishError> {
+        let store = Store::open_file(database).await?;
+        tracing::info!(database = %database.path().display(), "config database open");
         let metrics = metrics::Metrics::new(Arc::clone(&plane));
         let publisher = Arc::new(Publisher::new(store, plane, metrics));
         let version = publisher.publish_current().await?;

@@ -15,6 +15,7 @@ mod live;
 mod observability;
 mod process;
 mod proxy;
+mod startup;
 mod streaming;
 mod strict;
 mod tls;
