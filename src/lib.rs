@@ -1,16 +1,20 @@
 //! Wiring of the Switchyard process: both planes in one process.
 //!
-//! [`start`] opens the store, publishes the committed config, then binds
-//! the admin and proxy listeners (the proxy accepts traffic only once a
-//! snapshot is live) and returns a [`Gateway`] handle; [`Gateway::shutdown`]
-//! stops accepting and drains. `main.rs` adds the CLI and signals; the
-//! end-to-end tests call [`start`] directly with ephemeral ports.
+//! [`start`] takes the admin and proxy addresses, opens the store and
+//! publishes the committed config, and only then lets the listeners
+//! accept (the proxy takes traffic only once a snapshot is live); it
+//! returns a [`Gateway`] handle, and [`Gateway::shutdown`] stops accepting
+//! and drains. A failed start says why in one line ([`StartError`]) and
+//! leaves no database behind that it created. `main.rs` adds the CLI and
+//! signals; the end-to-end tests call [`start`] directly with ephemeral
+//! ports.
 
 #![forbid(unsafe_code)]
 
 pub mod demo;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ pub use data_plane::server::ServerConfig;
 
 use data_plane::proxy::Proxy;
 use data_plane::server::{self, Drained};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -101,14 +105,49 @@ pub struct Gateway {
     admin: JoinHandle<()>,
 }
 
-async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
+/// Take `addr` (bound, not yet listening: connections are refused until
+/// [`listen`]), so that an address in use stops the start before the
+/// database is touched.
+fn reserve(addr: SocketAddr, flag: &'static str) -> Result<TcpSocket, StartError> {
+    let failed = |error| StartError::Bind { addr, flag, error };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(failed)?;
+    // As TcpListener::bind does: a restart need not wait out TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.bind(addr).map_err(failed)?;
+    Ok(socket)
+}
+
+/// Start accepting on a [`reserve`]d address.
+fn listen(socket: TcpSocket, flag: &'static str) -> Result<TcpListener, StartError> {
+    let addr = socket.local_addr().expect("a bound socket has an address");
+    socket
+        .listen(1024)
         .map_err(|error| StartError::Bind { addr, flag, error })
+}
+
+/// Read and check the `--bootstrap` file.
+fn read_bootstrap(path: &Path) -> Result<control_plane::model::Config, StartError> {
+    let failed = |reason: String| StartError::Bootstrap {
+        path: path.display().to_string(),
+        reason,
+    };
+    let document = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    control_plane::read_bootstrap(&document).map_err(|e| failed(e.to_string()))
 }
 
 /// Start both planes. Returns once both listeners accept connections and
 /// the stored config is live.
+///
+/// Order: everything that can be checked without side effects (token,
+/// bootstrap file, database URL), then both addresses are taken, then the
+/// database is opened and its config published, and only then do the
+/// listeners accept. A start that fails after creating the database
+/// removes it again, so a failed start leaves no files behind.
 pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     match settings.admin_token.as_deref() {
         Some("") => return Err(StartError::EmptyToken),
@@ -117,32 +156,59 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         }
         _ => {}
     }
+    let bootstrap = match &settings.bootstrap {
+        Some(path) => Some((path, read_bootstrap(path)?)),
+        None => None,
+    };
     let database =
         control_plane::DatabaseFile::parse(&settings.database_url).map_err(StartError::Database)?;
+    let admin_socket = reserve(settings.admin_listen, "--admin-listen")?;
+    let proxy_socket = reserve(settings.proxy_listen, "--proxy-listen")?;
+
+    let created = !database.exists();
     let plane = Arc::new(DataPlane::new());
-    let control = ControlPlane::start(&database, Arc::clone(&plane)).await?;
-    if let Some(path) = &settings.bootstrap {
-        let failed = |reason: String| StartError::Bootstrap {
-            path: path.display().to_string(),
-            reason,
-        };
-        let document = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-        match control
-            .bootstrap(&document)
-            .await
-            .map_err(|e| failed(e.to_string()))?
-        {
-            Some(version) => {
-                tracing::info!(path = %path.display(), version, "bootstrap config applied")
+    let control = match ControlPlane::start(&database, Arc::clone(&plane)).await {
+        Ok(control) => control,
+        Err(e) => {
+            if created {
+                database.remove();
             }
-            None => {
-                tracing::info!(path = %path.display(), "database already configured: bootstrap file ignored")
+            return Err(e.into());
+        }
+    };
+    let ready = async {
+        if let Some((path, config)) = bootstrap {
+            let applied = control
+                .bootstrap(config)
+                .await
+                .map_err(|e| StartError::Bootstrap {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            match applied {
+                Some(version) => {
+                    tracing::info!(path = %path.display(), version, "bootstrap config applied")
+                }
+                None => {
+                    tracing::info!(path = %path.display(), "database already configured: bootstrap file ignored")
+                }
             }
         }
-    }
-
-    let admin_listener = bind(settings.admin_listen, "--admin-listen").await?;
-    let proxy_listener = bind(settings.proxy_listen, "--proxy-listen").await?;
+        Ok((
+            listen(admin_socket, "--admin-listen")?,
+            listen(proxy_socket, "--proxy-listen")?,
+        ))
+    };
+    let (admin_listener, proxy_listener) = match ready.await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            control.close().await;
+            if created {
+                database.remove();
+            }
+            return Err(e);
+        }
+    };
     let admin_addr = admin_listener
         .local_addr()
         .expect("bound socket has an address");

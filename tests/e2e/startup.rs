@@ -1,5 +1,6 @@
 //! Start-up as an operator meets it: every refusal is one line naming the
-//! thing and the fix, with a non-zero exit.
+//! thing and the fix, with a non-zero exit, and a failed start leaves no
+//! database files behind that were not there before.
 
 use std::path::Path;
 use std::process::Command;
@@ -112,6 +113,51 @@ fn a_directory_it_cannot_write_is_named() {
         "{err}"
     );
     assert!(files_in(&ro).is_empty());
+}
+
+#[test]
+fn an_address_in_use_is_one_line_and_leaves_no_database() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for flag in ["--proxy-listen", "--admin-listen"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/switchyard.db", tmp.path().display());
+        let err = refused(switchyard(), &url, &[flag, &addr]);
+        assert_eq!(
+            err,
+            format!(
+                "switchyard: cannot listen on {addr}: the address is already in use \
+                 (stop what listens there, or choose another address with {flag})"
+            )
+        );
+        assert!(
+            files_in(tmp.path()).is_empty(),
+            "{:?}",
+            files_in(tmp.path())
+        );
+    }
+}
+
+#[test]
+fn a_start_that_fails_after_creating_the_database_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Valid as a document; refused when published (no such CA file).
+    let bootstrap = tmp.path().join("boot.json");
+    std::fs::write(
+        &bootstrap,
+        r#"{"upstreams": [{"name": "u", "tls": {"ca_file": "/nonexistent/ca.pem"},
+                           "backends": [{"url": "https://127.0.0.1:1"}]}],
+            "routes": [{"name": "r", "path": "/", "upstream": "u"}]}"#,
+    )
+    .unwrap();
+    let url = format!("sqlite://{}/switchyard.db", tmp.path().display());
+    let err = refused(
+        switchyard(),
+        &url,
+        &["--bootstrap", bootstrap.to_str().unwrap()],
+    );
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    assert_eq!(files_in(tmp.path()), ["boot.json"]);
 }
 
 #[tokio::test]
