@@ -14,7 +14,12 @@ use data_plane::{proxy, server};
 /// Switchyard: a dynamic HTTP gateway. Routes, upstream pools, backends and
 /// weights change live through the admin API; the config lives in SQLite.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about)]
+#[command(
+    name = "switchyard",
+    version,
+    about,
+    after_help = "The variable of an on/off flag takes 1/0, true/false, yes/no or on/off, in any case."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,8 +81,7 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<ipnet::IpNet>,
 
-    /// Also send an RFC 7239 Forwarded header upstream. (Every on/off flag's
-    /// variable takes 1/0, true/false, yes/no or on/off.)
+    /// Also send an RFC 7239 Forwarded header upstream.
     #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER", value_parser = cli::Boolish::new())]
     forwarded_header: bool,
 
