@@ -1,16 +1,20 @@
 //! Wiring of the Switchyard process: both planes in one process.
 //!
-//! [`start`] opens the store, publishes the committed config, then binds
-//! the admin and proxy listeners (the proxy accepts traffic only once a
-//! snapshot is live) and returns a [`Gateway`] handle; [`Gateway::shutdown`]
-//! stops accepting and drains. `main.rs` adds the CLI and signals; the
-//! end-to-end tests call [`start`] directly with ephemeral ports.
+//! [`start`] takes the admin and proxy addresses, opens the store and
+//! publishes the committed config, and only then lets the listeners
+//! accept (the proxy takes traffic only once a snapshot is live); it
+//! returns a [`Gateway`] handle, and [`Gateway::shutdown`] stops accepting
+//! and drains. A failed start says why in one line ([`StartError`]) and
+//! leaves no database behind that it created. `main.rs` adds the CLI and
+//! signals; the end-to-end tests call [`start`] directly with ephemeral
+//! ports.
 
 #![forbid(unsafe_code)]
 
 pub mod demo;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ pub use data_plane::server::ServerConfig;
 
 use data_plane::proxy::Proxy;
 use data_plane::server::{self, Drained};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,7 +46,9 @@ pub struct Settings {
     pub server: ServerConfig,
 }
 
-/// Why the gateway could not start.
+/// Why the gateway could not start: each says what is wrong and what to
+/// do, in one line. None returns its cause as `source()`; each message
+/// already holds it, so a chain printed whole says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
@@ -51,15 +57,41 @@ pub enum StartError {
     TokenRequired(SocketAddr),
     #[error("--admin-token must not be empty")]
     EmptyToken,
+    #[error("{0} ({fix}pass --database-url sqlite:///path/to/file.db)", fix = .0.fix().map(|f| format!("{f}, or ")).unwrap_or_default())]
+    Database(control_plane::OpenError),
     #[error("cannot load the config: {0}")]
-    Config(#[from] control_plane::PublishError),
+    Config(control_plane::PublishError),
     #[error("bootstrap file {path}: {reason}")]
     Bootstrap { path: String, reason: String },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_failure(error, flag))]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        /// The flag that sets the address.
+        flag: &'static str,
+        error: std::io::Error,
     },
+}
+
+fn bind_failure(error: &std::io::Error, flag: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the address is already in use (stop what listens there, or choose another address with {flag})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("no interface of this machine has that address (choose another with {flag})")
+        }
+        _ => format!("{error} (check {flag})"),
+    }
+}
+
+impl From<control_plane::PublishError> for StartError {
+    fn from(e: control_plane::PublishError) -> Self {
+        use control_plane::{PublishError, StoreError};
+        match e {
+            PublishError::Store(StoreError::Open(e)) => StartError::Database(e),
+            other => StartError::Config(other),
+        }
+    }
 }
 
 /// A running gateway.
@@ -73,14 +105,49 @@ pub struct Gateway {
     admin: JoinHandle<()>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+/// Take `addr` (bound, not yet listening: connections are refused until
+/// [`listen`]), so that an address in use stops the start before the
+/// database is touched.
+fn reserve(addr: SocketAddr, flag: &'static str) -> Result<TcpSocket, StartError> {
+    let failed = |error| StartError::Bind { addr, flag, error };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(failed)?;
+    // As TcpListener::bind does: a restart need not wait out TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.bind(addr).map_err(failed)?;
+    Ok(socket)
+}
+
+/// Start accepting on a [`reserve`]d address.
+fn listen(socket: TcpSocket, flag: &'static str) -> Result<TcpListener, StartError> {
+    let addr = socket.local_addr().expect("a bound socket has an address");
+    socket
+        .listen(1024)
+        .map_err(|error| StartError::Bind { addr, flag, error })
+}
+
+/// Read and check the `--bootstrap` file.
+fn read_bootstrap(path: &Path) -> Result<control_plane::model::Config, StartError> {
+    let failed = |reason: String| StartError::Bootstrap {
+        path: path.display().to_string(),
+        reason,
+    };
+    let document = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    control_plane::read_bootstrap(&document).map_err(|e| failed(e.to_string()))
 }
 
 /// Start both planes. Returns once both listeners accept connections and
 /// the stored config is live.
+///
+/// Order: everything that can be checked without side effects (token,
+/// bootstrap file, database URL), then both addresses are taken, then the
+/// database is opened and its config published, and only then do the
+/// listeners accept. A start that fails after creating the database
+/// removes it again, so a failed start leaves no files behind.
 pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     match settings.admin_token.as_deref() {
         Some("") => return Err(StartError::EmptyToken),
@@ -92,30 +159,59 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     // A panic while handling a request is answered and logged once, with
     // the request's ID; any other is logged through `tracing` too.
     data_plane::proxy::recover::install_hook();
+    let bootstrap = match &settings.bootstrap {
+        Some(path) => Some((path, read_bootstrap(path)?)),
+        None => None,
+    };
+    let database =
+        control_plane::DatabaseFile::parse(&settings.database_url).map_err(StartError::Database)?;
+    let admin_socket = reserve(settings.admin_listen, "--admin-listen")?;
+    let proxy_socket = reserve(settings.proxy_listen, "--proxy-listen")?;
+
+    let created = !database.exists();
     let plane = Arc::new(DataPlane::new());
-    let control = ControlPlane::start(&settings.database_url, Arc::clone(&plane)).await?;
-    if let Some(path) = &settings.bootstrap {
-        let failed = |reason: String| StartError::Bootstrap {
-            path: path.display().to_string(),
-            reason,
-        };
-        let document = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-        match control
-            .bootstrap(&document)
-            .await
-            .map_err(|e| failed(e.to_string()))?
-        {
-            Some(version) => {
-                tracing::info!(path = %path.display(), version, "bootstrap config applied")
+    let control = match ControlPlane::start(&database, Arc::clone(&plane)).await {
+        Ok(control) => control,
+        Err(e) => {
+            if created {
+                database.remove();
             }
-            None => {
-                tracing::info!(path = %path.display(), "database already configured: bootstrap file ignored")
+            return Err(e.into());
+        }
+    };
+    let ready = async {
+        if let Some((path, config)) = bootstrap {
+            let applied = control
+                .bootstrap(config)
+                .await
+                .map_err(|e| StartError::Bootstrap {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            match applied {
+                Some(version) => {
+                    tracing::info!(path = %path.display(), version, "bootstrap config applied")
+                }
+                None => {
+                    tracing::info!(path = %path.display(), "database already configured: bootstrap file ignored")
+                }
             }
         }
-    }
-
-    let admin_listener = bind(settings.admin_listen).await?;
-    let proxy_listener = bind(settings.proxy_listen).await?;
+        Ok((
+            listen(admin_socket, "--admin-listen")?,
+            listen(proxy_socket, "--proxy-listen")?,
+        ))
+    };
+    let (admin_listener, proxy_listener) = match ready.await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            control.close().await;
+            if created {
+                database.remove();
+            }
+            return Err(e);
+        }
+    };
     let admin_addr = admin_listener
         .local_addr()
         .expect("bound socket has an address");
@@ -163,5 +259,45 @@ impl Gateway {
         let drained = self.proxy.await.unwrap_or(Drained::TimedOut);
         let _ = self.admin.await;
         drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control_plane::{PublishError, StoreError};
+
+    /// An error and its `source()` chain as `{:#}` would print it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut line = e.to_string();
+        let mut next = e.source();
+        while let Some(cause) = next {
+            line = format!("{line}: {cause}");
+            next = cause.source();
+        }
+        line
+    }
+
+    #[test]
+    fn a_start_error_says_its_cause_once() {
+        // sqlx's own Io error both prints and returns its io::Error.
+        let sqlx = sqlx::Error::Io(std::io::Error::other("disk on fire"));
+        let e = StartError::from(PublishError::Store(StoreError::Database(sqlx)));
+        assert_eq!(
+            chain(&e).matches("disk on fire").count(),
+            1,
+            "{}",
+            chain(&e)
+        );
+        let e = StartError::Bind {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            flag: "--proxy-listen",
+            error: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(
+            chain(&e),
+            "cannot listen on 127.0.0.1:8080: the address is already in use \
+             (stop what listens there, or choose another address with --proxy-listen)"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The `switchyard` binary: CLI, logging, runtime, signals.
 
+mod cli;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -12,21 +14,26 @@ use data_plane::{proxy, server};
 /// Switchyard: a dynamic HTTP gateway. Routes, upstream pools, backends and
 /// weights change live through the admin API; the config lives in SQLite.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about)]
+#[command(
+    name = "switchyard",
+    version,
+    about,
+    after_help = "The variable of an on/off flag takes 1/0, true/false, yes/no or on/off, in any case."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Address of the proxy listener.
-    #[arg(long, env = "SWITCHYARD_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address of the proxy listener: IP:PORT, HOST:PORT (resolved at
+    /// start) or :PORT (every interface).
+    #[arg(long, env = "SWITCHYARD_PROXY_LISTEN", default_value = "0.0.0.0:8080",
+          value_parser = cli::listen_addr)]
     proxy_listen: SocketAddr,
 
-    /// Address of the admin API (a non-loopback address needs --admin-token).
-    #[arg(
-        long,
-        env = "SWITCHYARD_ADMIN_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
+    /// Address of the admin API, written like --proxy-listen (a
+    /// non-loopback address needs --admin-token).
+    #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:8081",
+          value_parser = cli::listen_addr)]
     admin_listen: SocketAddr,
 
     /// SQLite database holding the config (created if missing).
@@ -75,7 +82,7 @@ struct Cli {
     trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Also send an RFC 7239 Forwarded header upstream.
-    #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER")]
+    #[arg(long, env = "SWITCHYARD_FORWARDED_HEADER", value_parser = cli::Boolish::new())]
     forwarded_header: bool,
 
     /// Largest request head in bytes (431 past it; at least 8192).
@@ -122,19 +129,19 @@ struct Cli {
     tunnel_idle_seconds: u64,
 
     /// Do not write one access-log line per proxied request.
-    #[arg(long, env = "SWITCHYARD_NO_ACCESS_LOG")]
+    #[arg(long, env = "SWITCHYARD_NO_ACCESS_LOG", value_parser = cli::Boolish::new())]
     no_access_log: bool,
 
     /// Do not count requests per route and backend (/metrics then has only
     /// config, health and process metrics). For measuring their cost.
-    #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS")]
+    #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS", value_parser = cli::Boolish::new())]
     no_request_metrics: bool,
 
     /// Serve every plain HTTP/1.1 request with hyper's server, not the
     /// inline server (which serves bodiless requests itself and hands the
     /// rest to hyper's). For comparing the two, or working around a client
     /// the inline server mishandles.
-    #[arg(long, env = "SWITCHYARD_NO_INLINE_SERVER")]
+    #[arg(long, env = "SWITCHYARD_NO_INLINE_SERVER", value_parser = cli::Boolish::new())]
     no_inline_server: bool,
 }
 
@@ -260,11 +267,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// An error and its causes on one line. Switchyard's own errors hold
+/// their cause in their message and return none; some libraries' errors
+/// do both (sqlx's, rustls' inside `server::TlsError`), so a cause whose
+/// text the line already holds is left out rather than said twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     if let Err(e) = run(cli) {
-        eprintln!("switchyard: {e:#}");
+        eprintln!("switchyard: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(io()).context("cannot start");
+        assert_eq!(one_line(&e), "cannot start: disk on fire");
+        let e = anyhow::Error::new(Repeats(io())).context("cannot start");
+        assert_eq!(one_line(&e), "cannot start: outer: disk on fire");
     }
 }

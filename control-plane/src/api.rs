@@ -230,11 +230,24 @@ fn deleted(version: u64) -> Response {
     resp
 }
 
+/// A PATCH body: an RFC 7396 merge patch, which must be a JSON object (a
+/// patch of any other kind would replace the whole resource).
+#[derive(Debug)]
+pub struct MergePatch(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for MergePatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let members: serde_json::Map<String, serde_json::Value> =
+            serde::Deserialize::deserialize(d)?;
+        Ok(MergePatch(members.into()))
+    }
+}
+
 /// Apply an RFC 7396 merge patch to a representation, dropping read-only
 /// fields first so the result can be validated like a PUT body.
 fn merge_patch<T: Serialize>(
     current: &T,
-    patch: &serde_json::Value,
+    MergePatch(patch): &MergePatch,
     read_only: &[&str],
 ) -> serde_json::Value {
     let mut doc = serde_json::to_value(current).expect("a view serialises");

@@ -9,7 +9,8 @@
 //! - [`metrics`]: the `/metrics` registry.
 //!
 //! [`ControlPlane::start`] opens the store, publishes the committed config
-//! to the data plane and returns what [`api::app`] needs.
+//! to the data plane and returns what [`api::app`] needs;
+//! [`read_bootstrap`] checks a `--bootstrap` document before any of that.
 
 #![forbid(unsafe_code)]
 
@@ -26,7 +27,7 @@ use data_plane::DataPlane;
 
 pub use api::{AdminState, app};
 pub use publish::{PublishError, Publisher};
-pub use store::{Store, StoreError};
+pub use store::{DatabaseFile, OpenError, Store, StoreError};
 
 /// Why a bootstrap document was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,24 @@ impl From<StoreError> for BootstrapError {
     }
 }
 
+/// Read and validate a whole-config document (JSON, the format of `GET
+/// /admin/config`) for [`ControlPlane::bootstrap`]. Pure: nothing is
+/// opened or written, so a bad file stops a start before it creates a
+/// database.
+pub fn read_bootstrap(document: &str) -> Result<model::Config, BootstrapError> {
+    let value = model::read_json(document.as_bytes()).map_err(|e| match e {
+        model::JsonError::Syntax(reason) => BootstrapError::Malformed(reason),
+        model::JsonError::DuplicateKey(member) => BootstrapError::Invalid(vec![member]),
+    })?;
+    model::parse::<model::ConfigSpec>(value)
+        .map_err(BootstrapError::Invalid)?
+        .validate()
+        .map_err(|e| match e {
+            model::DocumentError::Invalid(errors) => BootstrapError::Invalid(errors),
+            model::DocumentError::Conflict(error) => BootstrapError::Invalid(vec![error]),
+        })
+}
+
 /// A started control plane bound to one data plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
@@ -53,30 +72,37 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Open (create, migrate) the database and put its config in force on
-    /// `plane`. Returns once the snapshot is live.
-    pub async fn start(database_url: &str, plane: Arc<DataPlane>) -> Result<Self, PublishError> {
-        let store = Store::open(database_url).await?;
+    /// `plane`. Returns once the snapshot is live; on failure the database
+    /// is closed again.
+    pub async fn start(
+        database: &DatabaseFile,
+        plane: Arc<DataPlane>,
+    ) -> Result<Self, PublishError> {
+        let store = Store::open_file(database).await?;
+        tracing::info!(database = %database.path().display(), "config database open");
         let metrics = metrics::Metrics::new(Arc::clone(&plane));
         let publisher = Arc::new(Publisher::new(store, plane, metrics));
-        let version = publisher.publish_current().await?;
+        let version = match publisher.publish_current().await {
+            Ok(version) => version,
+            Err(e) => {
+                publisher.store().close().await;
+                return Err(e);
+            }
+        };
         tracing::info!(version, "config loaded and published");
         Ok(ControlPlane { publisher })
     }
 
-    /// Apply a whole-config document (JSON, the format of `GET
-    /// /admin/config`) if the database has never been configured (config
-    /// version 0). Returns the new version, or `None` when the database
-    /// already had a config and the document was ignored.
-    pub async fn bootstrap(&self, document: &str) -> Result<Option<u64>, BootstrapError> {
-        let value: serde_json::Value =
-            serde_json::from_str(document).map_err(|e| BootstrapError::Malformed(e.to_string()))?;
-        let config = model::parse::<model::ConfigSpec>(value)
-            .map_err(BootstrapError::Invalid)?
-            .validate()
-            .map_err(|e| match e {
-                model::DocumentError::Invalid(errors) => BootstrapError::Invalid(errors),
-                model::DocumentError::Conflict(error) => BootstrapError::Invalid(vec![error]),
-            })?;
+    /// Close the database (the gateway will not start after all).
+    pub async fn close(&self) {
+        self.publisher.store().close().await;
+    }
+
+    /// Apply a whole-config document ([`read_bootstrap`]) if the database
+    /// has never been configured (config version 0). Returns the new
+    /// version, or `None` when the database already had a config and the
+    /// document was ignored.
+    pub async fn bootstrap(&self, config: model::Config) -> Result<Option<u64>, BootstrapError> {
         if self.publisher.store().config_version().await? != 0 {
             return Ok(None);
         }

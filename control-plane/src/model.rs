@@ -1,7 +1,9 @@
 //! Admin API request types and their validation ("parse, don't validate").
 //!
-//! Request bodies deserialise into `*Spec` DTOs that reject unknown fields;
-//! `validate()` turns a DTO into a domain value ([`Route`], [`Upstream`],
+//! A body is read strictly ([`read_json`]: a member given twice is refused)
+//! and parsed into a `*Spec` DTO that rejects unknown fields ([`parse`]:
+//! structs only from objects, integers also from `210.0`); `validate()`
+//! turns a DTO into a domain value ([`Route`], [`Upstream`],
 //! [`NewBackend`]) or into the list of every bad field, each named by JSON
 //! pointer. Only domain values reach the store.
 //!
@@ -20,11 +22,13 @@
 //! - timeouts: `connect_ms` 1–60000, `response_header_ms` 1–3600000.
 
 mod document;
+mod json;
 mod parse;
 mod policy;
 
 pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
-pub use parse::{Shape, parse};
+pub use json::{JsonError, read as read_json};
+pub use parse::parse;
 pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec, TlsSpec};
 
 use data_plane::config::{
@@ -139,24 +143,6 @@ pub struct BackendSpec {
     _id: Option<IgnoredAny>,
     #[serde(default, rename = "version")]
     _version: Option<IgnoredAny>,
-}
-
-impl Shape for RouteSpec {
-    const OBJECTS: &'static [&'static str] = &["", "/backends/*"];
-}
-
-impl Shape for UpstreamSpec {
-    const OBJECTS: &'static [&'static str] = &[
-        "",
-        "/backends/*",
-        "/timeouts",
-        "/health_check",
-        "/outlier_detection",
-    ];
-}
-
-impl Shape for BackendSpec {
-    const OBJECTS: &'static [&'static str] = &[""];
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -7,26 +7,27 @@
 //! writers queue instead of failing. Every mutation bumps the single
 //! global config version inside its transaction ([`Store::apply`]).
 
+mod file;
 mod read;
 mod write;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use data_plane::config::GatewayConfig;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::model::{Config, NewBackend, Route, Upstream};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
+pub use file::{DatabaseFile, OpenError};
 use read::{all_routes, export, get_backend, get_route, get_upstream};
 pub use read::{load_config, load_route, load_upstream};
 pub use write::apply;
 
-/// Why a store operation failed.
+/// Why a store operation failed. A variant that wraps another error says
+/// its message in its own and does not also return it as `source()`, so a
+/// chain printed whole (`{:#}`) says each thing once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{kind} {name:?} not found")]
@@ -45,9 +46,23 @@ pub enum StoreError {
     #[error("stored config is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 /// One typed change to the config (Sōzu-style). Each carries the version
@@ -152,7 +167,15 @@ pub(crate) fn not_found(kind: &'static str, name: impl Into<String>) -> StoreErr
 impl Store {
     /// Open (creating if missing) and migrate the database at `url`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        Store::open_file(&DatabaseFile::parse(url)?).await
+    }
+
+    /// Open (creating if missing) and migrate `file`. A file that cannot be
+    /// opened is an [`OpenError`] naming what to fix.
+    pub async fn open_file(file: &DatabaseFile) -> Result<Store, StoreError> {
+        file.prepare()?;
+        let options = file
+            .options()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -165,9 +188,19 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
+            .await
+            .map_err(|e| cannot_open(file, &e))?;
+        if let Err(e) = sqlx::migrate!("../migrations").run(&pool).await {
+            pool.close().await;
+            return Err(e.into());
+        }
         Ok(Store { pool })
+    }
+
+    /// Close every connection (SQLite checkpoints and removes its `-wal`
+    /// and `-shm` files when the last one closes).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Start a write transaction (`BEGIN IMMEDIATE`: takes the write lock
@@ -226,6 +259,24 @@ impl Store {
     pub async fn export(&self) -> Result<ConfigView, StoreError> {
         let mut tx = self.pool.begin().await?;
         export(&mut tx).await
+    }
+}
+
+/// SQLite's answer when the checks of [`DatabaseFile`] passed but it still
+/// could not open the file (not a database, locked, its directory not
+/// writable for the `-wal` and `-shm` files beside it).
+fn cannot_open(file: &DatabaseFile, e: &sqlx::Error) -> OpenError {
+    let reason = match e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("14") => format!(
+            "{} (the file and its directory must be writable: SQLite keeps -wal and -shm files beside it)",
+            db.message()
+        ),
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    };
+    OpenError::Other {
+        path: file.path().display().to_string(),
+        reason,
     }
 }
 

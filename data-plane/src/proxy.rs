@@ -305,7 +305,11 @@ impl Proxy {
         received: Received,
         mut outcome: Outcome,
     ) -> Response<ProxyBody> {
-        tracing::debug!(request_id = ?received.request_id, error = %err, "proxy error");
+        tracing::debug!(
+            request_id = received.request_id.to_str().unwrap_or(""),
+            error = %err,
+            "proxy error"
+        );
         // The whole story (the backend, the OS error) for the operator's
         // log; the client's answer says only what kind of failure it was.
         if received.logged.is_some() {

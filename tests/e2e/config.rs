@@ -230,4 +230,6 @@ fn an_invalid_bootstrap_file_stops_start_with_one_line() {
         err.contains("bad.json") && err.contains("/routes/0/path"),
         "{err}"
     );
+    // The file is checked before the database is opened.
+    assert!(!dir.path().join("gw.db").exists());
 }

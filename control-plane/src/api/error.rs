@@ -16,6 +16,8 @@ use data_plane::BuildError;
 pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     Malformed(String),
+    #[error("the request body gives a member twice ({}): each member of an object must be unique", .0.pointer)]
+    DuplicateMember(FieldError),
     #[error("the request body is invalid")]
     Invalid(Vec<FieldError>),
     #[error("the request body must be at most {0} bytes")]
@@ -79,6 +81,12 @@ impl ApiError {
         use StatusCode as S;
         match self {
             ApiError::Malformed(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON", vec![]),
+            ApiError::DuplicateMember(e) => (
+                S::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                vec![e.clone()],
+            ),
             ApiError::Invalid(errs) => (
                 S::UNPROCESSABLE_ENTITY,
                 "invalid-fields",

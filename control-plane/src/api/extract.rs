@@ -9,18 +9,19 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::model::{Shape, parse};
+use crate::model::{JsonError, parse, read_json};
 
 /// Largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A JSON body: `application/json` (or any `+json` type, such as
-/// `application/merge-patch+json`), at most [`MAX_BODY_BYTES`], parsed into
-/// `T` with every type error named by JSON pointer.
+/// `application/merge-patch+json`), at most [`MAX_BODY_BYTES`], read with
+/// duplicate members refused ([`read_json`]) and parsed into `T` with every
+/// type error named by JSON pointer ([`parse`]).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Shape> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
@@ -30,8 +31,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Shape> FromRequest<S> for JsonBody<T>
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let value = read_json(&bytes).map_err(|e| match e {
+            JsonError::Syntax(reason) => ApiError::Malformed(reason),
+            JsonError::DuplicateKey(member) => ApiError::DuplicateMember(member),
+        })?;
         Ok(JsonBody(from_value(value)?))
     }
 }
@@ -54,7 +57,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Parse `value` into `T`, every failure a field error (422).
-pub fn from_value<T: DeserializeOwned + Shape>(value: Value) -> Result<T, ApiError> {
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     parse(value).map_err(ApiError::Invalid)
 }
 

@@ -7,7 +7,9 @@ use http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::extract::{ApiPath, JsonBody, from_value};
-use super::{AdminState, deleted, if_match, merge_patch, mutated, patch_with_retry, resource};
+use super::{
+    AdminState, MergePatch, deleted, if_match, merge_patch, mutated, patch_with_retry, resource,
+};
 use crate::model::UpstreamSpec;
 use crate::store::{Applied, Change};
 use crate::view::{ListView, UpstreamView};
@@ -69,7 +71,7 @@ pub async fn patch(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody<serde_json::Value>,
+    JsonBody(patch): JsonBody<MergePatch>,
 ) -> Result<Response, ApiError> {
     let explicit = if_match(&headers)?;
     let (version, applied) = patch_with_retry(explicit, || async {

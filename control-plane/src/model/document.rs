@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::{FieldError, Route, RouteSpec, RouteTarget, Shape, Upstream, UpstreamSpec};
+use super::{FieldError, Route, RouteSpec, RouteTarget, Upstream, UpstreamSpec};
 
 /// Body of `PUT /admin/config`.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,20 +20,6 @@ pub struct ConfigSpec {
     pub upstreams: Vec<UpstreamSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
-}
-
-impl Shape for ConfigSpec {
-    const OBJECTS: &'static [&'static str] = &[
-        "",
-        "/upstreams/*",
-        "/upstreams/*/backends/*",
-        "/upstreams/*/timeouts",
-        "/upstreams/*/health_check",
-        "/upstreams/*/outlier_detection",
-        "/upstreams/*/tls",
-        "/routes/*",
-        "/routes/*/backends/*",
-    ];
 }
 
 /// An upstream of a validated document, with the route that owns it.

@@ -275,6 +275,48 @@ pub async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
+/// Run `cmd` to its exit, for at most `deadline`: past it the child is
+/// killed and the test fails, so a start that should have been refused
+/// cannot hang the suite by running.
+pub fn output_within(cmd: &mut std::process::Command, deadline: Duration) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        bytes
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = err.read_to_end(&mut bytes);
+        bytes
+    });
+    let end = std::time::Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("still running after {deadline:?}; stderr: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// The real `switchyard` binary running as a child process.
 pub struct Process {
     pub child: std::process::Child,
@@ -285,20 +327,26 @@ pub struct Process {
 }
 
 impl Process {
-    /// Start the binary with `args` (listeners on 127.0.0.1:0) and wait for
-    /// its "listening" log line to learn the ports.
+    /// Start the binary with `args` (listeners on 127.0.0.1:0 unless `args`
+    /// name them) and wait for its "listening" log line to learn the ports.
     pub fn start(database_url: &str, args: &[&str]) -> Process {
+        Self::start_with_env(database_url, args, &[])
+    }
+
+    /// [`Process::start`] with environment variables set (after the
+    /// default `SWITCHYARD_LOG=info`, which they may override).
+    pub fn start_with_env(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
         use std::io::BufRead;
+        let listeners = ["--proxy-listen", "--admin-listen"]
+            .into_iter()
+            .filter(|flag| !args.contains(flag))
+            .flat_map(|flag| [flag, "127.0.0.1:0"]);
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "--proxy-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(listeners)
             .args(["--database-url", database_url])
             .args(args)
             .env("SWITCHYARD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
