@@ -25,6 +25,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::publish::Publisher;
+use data_plane::proxy::recover;
 use error::ApiError;
 
 /// Shared state of the admin handlers.
@@ -77,10 +78,29 @@ pub fn app(state: AdminState) -> Router {
     // The token guards unknown paths too, so they cannot be probed.
     let admin = admin.layer(middleware::from_fn_with_state(state.clone(), require_token));
     // Prometheus scrapes without credentials, as it does elsewhere.
-    Router::new()
+    let app = Router::new()
         .route("/metrics", get(metrics))
         .merge(admin)
-        .with_state(state)
+        .with_state(state);
+    recovering(app)
+}
+
+/// `router` with a handler's panic answered: a 500 problem with a request
+/// ID, logged once with it and counted in `switchyard_panics_total` (see
+/// `data_plane::proxy::recover`); other requests are untouched.
+pub fn recovering(router: Router) -> Router {
+    router.layer(middleware::from_fn(recover_panic))
+}
+
+async fn recover_panic(req: Request, next: Next) -> Response {
+    match recover::catching(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let id = data_plane::proxy::headers::new_request_id();
+            panic.report(&id);
+            ApiError::Panicked(id.to_str().unwrap_or_default().to_string()).into_response()
+        }
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -281,5 +301,61 @@ where
             ))) if explicit.is_none() && tries < ATTEMPTS => continue,
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// A handler that panics gets a 500 problem with the request ID it was
+    /// logged with; the next request is served as usual.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_problem_with_a_request_id() {
+        let app = recovering(
+            Router::new()
+                .route(
+                    "/boom",
+                    get(|| async {
+                        if std::hint::black_box(true) {
+                            panic!("handler broke");
+                        }
+                        "unreachable"
+                    }),
+                )
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let before = recover::panics();
+        let resp = app
+            .clone()
+            .oneshot(
+                http::Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "urn:switchyard:problem:internal");
+        assert_eq!(problem["request_id"], id);
+        assert!(recover::panics() > before, "counted");
+        let resp = app
+            .oneshot(
+                http::Request::get("/fine")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
     }
 }

@@ -40,6 +40,10 @@ pub enum ApiError {
     RouteConflict(FieldError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The handler panicked (reported, with this request ID, where it was
+    /// caught: see [`super::recovering`]).
+    #[error("the gateway failed while handling the request (request ID {0})")]
+    Panicked(String),
 }
 
 impl ApiError {
@@ -73,6 +77,9 @@ struct Problem<'a> {
     status: u16,
     detail: String,
     errors: Vec<FieldError>,
+    /// The ID an internal error was logged with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -180,6 +187,12 @@ impl ApiError {
                 "Config rejected by the data plane",
                 vec![],
             ),
+            ApiError::Panicked(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                vec![],
+            ),
         }
     }
 }
@@ -187,7 +200,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title, errors) = self.parts();
-        if status.is_server_error() {
+        let request_id = match &self {
+            ApiError::Panicked(id) => Some(id.as_str()),
+            _ => None,
+        };
+        // A panic was logged where it was caught, once.
+        if status.is_server_error() && request_id.is_none() {
             tracing::error!(error = %self, "admin request failed");
         }
         let problem = Problem {
@@ -196,6 +214,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             errors,
+            request_id,
         };
         let body = serde_json::to_vec(&problem).expect("a problem serialises");
         let mut resp = (status, body).into_response();
@@ -206,6 +225,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            resp.headers_mut().insert("x-request-id", id);
         }
         resp
     }
