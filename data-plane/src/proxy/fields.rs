@@ -57,17 +57,17 @@ pub type Span = [u32; 4];
 /// the buffer it parsed, but not always (a missing reason phrase is a
 /// static `""`): offsets are never computed from pointers without this
 /// check.
+#[inline]
 pub fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start.checked_add(part.len())?;
-    if end > whole.len() {
-        return None;
-    }
-    Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+    // Before `whole`, the subtraction wraps to far past its end.
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    let fits = start <= whole.len() && part.len() <= whole.len() - start;
+    (fits && whole.len() <= u32::MAX as usize).then(|| (start as u32, (start + part.len()) as u32))
 }
 
 /// The [`Span`] of one field of `whole`, if both its name and value lie
 /// within it.
+#[inline]
 pub fn field_span(whole: &[u8], name: &[u8], value: &[u8]) -> Option<Span> {
     let (name_start, name_end) = span_in(whole, name)?;
     let (value_start, value_end) = span_in(whole, value)?;

@@ -40,6 +40,8 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Seen {
     pub host: bool,
+    /// More than one `Host` line.
+    pub hosts: bool,
     pub request_id: bool,
     pub content_length: bool,
     pub connection: bool,
@@ -55,7 +57,10 @@ impl Seen {
         let mut seen = Seen::default();
         for (name, _) in headers.each() {
             let slot = match name {
-                b"host" => &mut seen.host,
+                b"host" => {
+                    seen.hosts |= seen.host;
+                    &mut seen.host
+                }
                 b"x-request-id" => &mut seen.request_id,
                 b"content-length" => &mut seen.content_length,
                 b"connection" => &mut seen.connection,

@@ -174,16 +174,14 @@ impl<'a> Authority<'a> {
     /// over HTTP/2, a `Host` beside `:authority` names the same (RFC 9113
     /// §8.3.1); and the one used is a `uri-host [":" port]`, no userinfo.
     fn of<F: Fields>(head: &RequestHead<'a, F>) -> Result<Option<Self>, ProxyError> {
-        let host = if head.seen.host {
-            let mut hosts = head.fields.all(&header::HOST);
-            let first = hosts.next();
-            if hosts.next().is_some() {
-                return Err(ProxyError::BadHost("more than one Host header"));
-            }
-            first
-        } else {
-            None
-        };
+        if head.seen.hosts {
+            return Err(ProxyError::BadHost("more than one Host header"));
+        }
+        let host = head
+            .seen
+            .host
+            .then(|| head.fields.all(&header::HOST).next())
+            .flatten();
         let authority = match (head.authority, host) {
             (Some(target), host) => {
                 if head.version == Version::HTTP_2
@@ -233,50 +231,65 @@ impl<'a> Authority<'a> {
 /// Whether `a` is `uri-host [ ":" port ]` (RFC 3986 §3.2.2, RFC 9110
 /// §7.2): an IPv6 literal in brackets, or a name of unreserved
 /// characters, sub-delims and percent-escapes (an IPv4 address is one);
-/// then digits after a colon. No userinfo, path, space or control.
+/// then digits after a colon. No userinfo, path, space or control. One
+/// table look-up per byte: it runs for every request.
 pub(super) fn is_authority(a: &[u8]) -> bool {
-    let (host, port) = if let Some(rest) = a.strip_prefix(b"[") {
-        let Some(end) = rest.iter().position(|&b| b == b']') else {
+    let port = if a.first() == Some(&b'[') {
+        let Some(end) = a.iter().position(|&b| b == b']') else {
             return false;
         };
-        let literal = std::str::from_utf8(&rest[..end]).ok();
+        let literal = std::str::from_utf8(&a[1..end]).ok();
         if literal
             .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
             .is_none()
         {
             return false;
         }
-        (&[][..], &rest[end + 1..])
+        &a[end + 1..]
     } else {
-        match a.iter().position(|&b| b == b':') {
-            Some(at) => (&a[..at], &a[at..]),
-            None => (a, &[][..]),
+        match reg_name_len(a) {
+            Some(n) => &a[n..],
+            None => return false,
         }
     };
-    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
-    port_ok && is_reg_name(host)
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
 }
 
-/// `*( unreserved / pct-encoded / sub-delims )`.
-fn is_reg_name(name: &[u8]) -> bool {
+/// How long the `reg-name` (`*( unreserved / pct-encoded / sub-delims )`)
+/// at the front of `a` is; `None` for a bad escape.
+fn reg_name_len(a: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while i < name.len() {
-        let b = name[i];
-        if b == b'%' {
-            let hex = |j: usize| name.get(j).is_some_and(u8::is_ascii_hexdigit);
-            if !(hex(i + 1) && hex(i + 2)) {
-                return false;
-            }
-            i += 3;
-            continue;
+    loop {
+        i += a[i..]
+            .iter()
+            .position(|&b| !REG_NAME[usize::from(b)])
+            .unwrap_or(a.len() - i);
+        if a.get(i) != Some(&b'%') {
+            return Some(i);
         }
-        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
-            return false;
+        let hex = |j: usize| a.get(j).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(i + 1) && hex(i + 2)) {
+            return None;
         }
+        i += 3;
+    }
+}
+
+/// Bytes of a `reg-name`: unreserved and sub-delims (RFC 3986 §3.2.2).
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
         i += 1;
     }
-    true
-}
+    table
+};
 
 fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
