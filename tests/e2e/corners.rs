@@ -76,9 +76,7 @@ async fn the_authority_is_decided_once() {
 async fn a_host_that_is_not_a_host_and_port_is_a_400() {
     let a = Backend::named("a").start().await;
     for inline in [true, false] {
-        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
-        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-            .await;
+        let gw = TestGateway::routing_all_to(&a.url, inline).await;
         let addr = gw.gateway().proxy_addr;
         for host in [
             "a b",
@@ -161,9 +159,7 @@ async fn over_http2_the_authority_is_checked_too() {
 async fn an_upgrade_in_an_http10_request_is_ignored() {
     let a = Backend::named("a").start().await;
     for inline in [true, false] {
-        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
-        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-            .await;
+        let gw = TestGateway::routing_all_to(&a.url, inline).await;
         let raw = "GET /ws HTTP/1.0\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let (status, body) = raw_request(gw.gateway().proxy_addr, raw).await;
         assert_eq!(status, 200, "{body}");
@@ -179,9 +175,7 @@ async fn an_upgrade_in_an_http10_request_is_ignored() {
 async fn a_transfer_coding_other_than_chunked_is_a_501() {
     let a = Backend::named("a").start().await;
     for inline in [true, false] {
-        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
-        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-            .await;
+        let gw = TestGateway::routing_all_to(&a.url, inline).await;
         let addr = gw.gateway().proxy_addr;
         for coding in [
             "gzip, chunked",
@@ -266,9 +260,7 @@ async fn an_unasked_switch_is_a_502() {
 async fn underscore_aliases_of_decided_fields_are_not_forwarded() {
     let a = Backend::named("a").start().await;
     for inline in [true, false] {
-        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
-        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-            .await;
+        let gw = TestGateway::routing_all_to(&a.url, inline).await;
         let addr = gw.gateway().proxy_addr;
         for (method, body) in [("GET", ""), ("POST", "hello")] {
             let raw = format!(

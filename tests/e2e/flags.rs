@@ -81,13 +81,8 @@ async fn boolean_variables_take_one_yes_on_in_any_case() {
         ],
     );
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("http://{}/admin/routes", gw.admin_addr))
-        .json(&json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
     let echo: Value = http
         .get(format!("http://{}/x", gw.proxy_addr))
         .send()
@@ -125,11 +120,8 @@ async fn a_boolean_variable_set_to_no_leaves_the_flag_off() {
         ],
     );
     let http = reqwest::Client::new();
-    http.post(format!("http://{}/admin/routes", gw.admin_addr))
-        .json(&json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-        .send()
-        .await
-        .unwrap();
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
     let echo: Value = http
         .get(format!("http://{}/x", gw.proxy_addr))
         .send()

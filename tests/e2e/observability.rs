@@ -274,13 +274,8 @@ async fn access_and_audit_logs_are_one_json_line_each() {
     let db = format!("sqlite://{}", dir.path().join("gw.db").display());
     let gw = Process::start(&db, &["--log-format", "json"]);
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("http://{}/admin/routes", gw.admin_addr))
-        .json(&json!({"name": "r", "path": "/r", "backends": [{"url": a.url}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_route(serde_json::json!({"name": "r", "path": "/r", "backends": [{"url": a.url}]}))
+        .await;
     let r = http
         .post(format!("http://{}/r/upload?x=1", gw.proxy_addr))
         .header("x-request-id", "log-me")
@@ -336,11 +331,8 @@ async fn no_access_log_means_no_line() {
     let db = format!("sqlite://{}", dir.path().join("gw.db").display());
     let gw = Process::start(&db, &["--log-format", "json", "--no-access-log"]);
     let http = reqwest::Client::new();
-    http.post(format!("http://{}/admin/routes", gw.admin_addr))
-        .json(&json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-        .send()
-        .await
-        .unwrap();
+    gw.create_route(serde_json::json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
     for _ in 0..3 {
         let r = http
             .get(format!("http://{}/", gw.proxy_addr))

@@ -71,14 +71,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .delay(Duration::from_millis(700))
         .start()
         .await;
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("http://{}/admin/routes", gw.admin_addr))
-        .json(&serde_json::json!({"name": "s", "path": "/", "backends": [{"url": slow.url}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_route(serde_json::json!({"name": "s", "path": "/", "backends": [{"url": slow.url}]}))
+        .await;
 
     let url = format!("http://{}/in-flight", gw.proxy_addr);
     let in_flight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });

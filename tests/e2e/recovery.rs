@@ -70,9 +70,7 @@ async fn every_valid_response_head_is_relayed_and_an_invalid_one_is_a_502() {
     let port = backend.rsplit(':').next().unwrap().to_string();
     let mut answers = Vec::new();
     for (_, inline) in gateways() {
-        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
-        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": backend}]}))
-            .await;
+        let gw = TestGateway::routing_all_to(&backend, inline).await;
         let addr = gw.gateway().proxy_addr;
         let mut seen = Vec::new();
         for (path, status_line, body) in [
@@ -159,9 +157,7 @@ fn request(path: &str, id: &str, fault: Option<&str>) -> String {
 async fn a_panic_is_answered_500_with_the_request_id_and_the_connection_goes_on() {
     let a = Backend::named("a").start().await;
     for (server, inline) in gateways() {
-        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
-        gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-            .await;
+        let gw = TestGateway::routing_all_to(&a.url, inline).await;
         let addr = gw.gateway().proxy_addr;
         let mut bystander = TcpStream::connect(addr).await.unwrap();
         let before = sample(&gw.metrics().await, "switchyard_panics_total", &[]).unwrap();
@@ -216,14 +212,8 @@ async fn a_panic_is_logged_once_with_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("gw.db").display());
     let gw = Process::start(&url, &["--log-format", "json"]);
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("http://{}/admin/routes", gw.admin_addr))
-        .json(&json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
     let id = "panic-logged-once";
     let (status, _) = crate::common::raw_request(
         gw.proxy_addr,

@@ -143,40 +143,25 @@ where
         }
     });
     let io = TokioIo::new(io);
+    let watch = Watch {
+        stopping,
+        activity: &activity,
+        idle,
+        send_timeout,
+    };
     match http {
         Http::Auto(builder) => {
             let conn = builder.serve_connection_with_upgrades(io, service);
-            drive(
-                conn,
-                |c| c.graceful_shutdown(),
-                stopping,
-                &activity,
-                (idle, send_timeout),
-            )
-            .await
+            drive(conn, |c| c.graceful_shutdown(), watch).await
         }
         Http::Http1(builder) => {
             let conn = builder.serve_connection(io, service).with_upgrades();
-            drive(
-                conn,
-                |c| c.graceful_shutdown(),
-                stopping,
-                &activity,
-                (idle, send_timeout),
-            )
-            .await
+            drive(conn, |c| c.graceful_shutdown(), watch).await
         }
         Http::Http2(builder) => {
             activity.h2.store(true, Ordering::Relaxed);
             let conn = builder.serve_connection(io, service);
-            drive(
-                conn,
-                |c| c.graceful_shutdown(),
-                stopping,
-                &activity,
-                (idle, send_timeout),
-            )
-            .await
+            drive(conn, |c| c.graceful_shutdown(), watch).await
         }
     }
 }
@@ -186,14 +171,18 @@ where
 async fn drive<C, E>(
     conn: C,
     graceful: impl FnOnce(Pin<&mut C>),
-    mut stopping: watch::Receiver<bool>,
-    activity: &Activity,
-    (idle, send_timeout): (Duration, Duration),
+    watch: Watch<'_>,
 ) -> Result<(), BoxError>
 where
     C: Future<Output = Result<(), E>>,
     E: Into<BoxError>,
 {
+    let Watch {
+        mut stopping,
+        activity,
+        idle,
+        send_timeout,
+    } = watch;
     tokio::pin!(conn);
     // Drop the watch guard at once: it must not live across an await.
     let stop = async move {
@@ -223,6 +212,15 @@ where
         () = activity.idle_for(idle) => Ok(()),
         () = activity.stalled_for(send_timeout) => Ok(()),
     }
+}
+
+/// What [`drive`] watches a connection for: the drain, idling, and a
+/// client that takes nothing of its answers.
+struct Watch<'a> {
+    stopping: watch::Receiver<bool>,
+    activity: &'a Activity,
+    idle: Duration,
+    send_timeout: Duration,
 }
 
 /// What a connection's watchdog knows: requests in flight, and when the

@@ -56,6 +56,15 @@ impl TestGateway {
         }
     }
 
+    /// A gateway on the inline server (`inline`) or hyper's alone, with one
+    /// route `r` for every path to the backend at `url`.
+    pub async fn routing_all_to(url: &str, inline: bool) -> Self {
+        let gw = Self::start_with(|s| s.server.inline = inline).await;
+        gw.create_route(serde_json::json!({"name": "r", "path": "/", "backends": [{"url": url}]}))
+            .await;
+        gw
+    }
+
     /// Start on the database in `dir` (reused across restarts).
     pub async fn start_in(dir: TempDir, token: Option<&str>) -> Self {
         let mut s = settings(&dir);
@@ -421,6 +430,19 @@ impl Process {
         })
         .await
         .expect("process exits in time")
+    }
+}
+
+impl Process {
+    /// Create a route through the admin API; it must succeed.
+    pub async fn create_route(&self, body: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/admin/routes", self.admin_addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
     }
 }
 
