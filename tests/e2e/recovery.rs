@@ -248,3 +248,56 @@ async fn a_panic_is_logged_once_with_the_request_id() {
         "{logged:#?}"
     );
 }
+
+/// A failure's answer names its kind, never the backend's address nor the
+/// OS error; the access log line has both (`error`), and the authority the
+/// request was routed by (`host`: an absolute-form target's over `Host`).
+#[tokio::test]
+async fn error_bodies_hide_the_inside_and_the_access_log_tells_it() {
+    let dead = crate::common::backend::dead_url().await;
+    let port = dead.rsplit(':').next().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let gw = Process::start(&url, &["--log-format", "json"]);
+    gw.create_route(json!({"name": "r", "path": "/", "backends": [{"url": dead}]}))
+        .await;
+    for (id, target, host) in [
+        ("hidden-1", "/x", "public.example"),
+        ("hidden-2", "http://routed.example/x", "public.example"),
+    ] {
+        let raw = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nX-Request-ID: {id}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, body) = crate::common::raw_request(gw.proxy_addr, &raw).await;
+        assert_eq!(status, 502, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["error"], "upstream_connect");
+        assert_eq!(answer["request_id"], id);
+        for inside in ["127.0.0.1", port.as_str(), "refused", "os error"] {
+            assert!(!body.contains(inside), "{inside:?} in {body}");
+        }
+    }
+    let lines = eventually(Duration::from_secs(5), || {
+        let lines = gw.log.lock().unwrap().clone();
+        async move {
+            let access: Vec<Value> = lines
+                .iter()
+                .filter(|l| l.contains("switchyard::access"))
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            (access.len() >= 2).then_some(access)
+        }
+    })
+    .await
+    .expect("two access lines");
+    for (line, host) in lines.iter().zip(["public.example", "routed.example"]) {
+        let f = &line["fields"];
+        assert_eq!(f["status"], 502);
+        assert_eq!(f["host"], host, "{line}");
+        let error = f["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {line}"));
+        assert!(error.contains(&dead), "{error}");
+        assert!(error.contains("refused"), "{error}");
+    }
+}
