@@ -138,3 +138,60 @@ async fn a_flood_of_bad_and_slow_bodies_leaves_every_backend_healthy() {
     }
     assert_eq!((a.hits() - before_a, b.hits() - before_b), (5, 5));
 }
+
+/// A backend that takes none of a body (and does not answer) is the one at
+/// fault: the response-header timeout runs from the last piece it took.
+#[tokio::test]
+async fn a_backend_that_takes_no_body_times_out() {
+    let (url, _) = crate::common::backend::raw_backend(|s, _head| async move {
+        // Reads nothing more, answers nothing, for longer than the test.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_upstream(
+        json!({"name": "u", "backends": [{"url": url}], "retries": 0,
+        "timeouts": {"response_header_ms": 300}}),
+    )
+    .await;
+    gw.create_route(
+        json!({"name": "r", "path": "/", "upstream": "u", "max_body_bytes": 1u64 << 30}),
+    )
+    .await;
+    let size = 64 << 20;
+    let mut s = TcpStream::connect(gw.gateway().proxy_addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let head = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tokio::io::AsyncReadExt::read(&mut rd, &mut byte)
+                .await
+                .unwrap_or(0)
+                == 0
+            {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        head
+    })
+    .await
+    .expect("an answer within 20 s, not a request held forever");
+    let text = String::from_utf8_lossy(&head);
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    writer.abort();
+}

@@ -18,11 +18,12 @@
 //! ([`BodySlot::sent_at_ns`]): the response-header timeout runs from then.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -72,6 +73,36 @@ pub struct BodySlot {
     sent: AtomicU64,
     /// When the whole body had been handed on ([`now_ns`]), or 0.
     sent_at: AtomicU64,
+    /// When a piece of it was last handed on (or the request came).
+    progress_at: AtomicU64,
+    /// Whether the client owes the next piece (see [`ClientNotice`]).
+    notice: Arc<ClientNotice>,
+    /// `notice` as the waker the client's body is polled with.
+    waker: Waker,
+}
+
+/// Whose turn it is while a body is sent: the client's (the last poll
+/// found no piece: its stall is timed by the client body timeout) until
+/// the client's body wakes its poller — a piece (or the end) is there,
+/// and it is the backend's turn to take it. The client's body is polled
+/// with this as its waker, so the turn passes at the wake-up even when
+/// the backend's side, stuck writing, does not poll again.
+#[derive(Debug, Default)]
+struct ClientNotice {
+    owes: AtomicBool,
+    /// Who polls the body (hyper's client connection).
+    poller: AtomicWaker,
+}
+
+impl Wake for ClientNotice {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.owes.store(false, Ordering::Release);
+        self.poller.wake();
+    }
 }
 
 impl BodySlot {
@@ -111,6 +142,19 @@ impl BodySlot {
         self.limit
     }
 
+    /// Where sending the body stands: `Sent(at)` once whole; else whether
+    /// it waits on the client (`Client`) or on the backend to take it
+    /// (`Backend(since)`: nothing handed on since then).
+    pub fn sending(&self) -> Sending {
+        if let Some(at) = self.sent_at_ns() {
+            Sending::Sent(at)
+        } else if self.notice.owes.load(Ordering::Acquire) {
+            Sending::Client
+        } else {
+            Sending::Backend(self.progress_at.load(Ordering::Acquire))
+        }
+    }
+
     fn set_fault(&self, fault: BodyFault) {
         self.fault.store(fault as u8, Ordering::Release);
     }
@@ -118,6 +162,18 @@ impl BodySlot {
     fn take(&self) -> Option<Incoming> {
         self.body.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+}
+
+/// Where sending a body stands (see [`BodySlot::sending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// Sent whole at this time ([`now_ns`]).
+    Sent(u64),
+    /// Waiting for the client's next piece.
+    Client,
+    /// Waiting for the backend to take more; the last piece went at this
+    /// time.
+    Backend(u64),
 }
 
 /// The body of one upstream attempt.
@@ -147,6 +203,7 @@ pub fn share(body: Incoming, limit: u64, idle: Duration) -> Option<Arc<BodySlot>
     if body.is_end_stream() {
         return None;
     }
+    let notice = Arc::new(ClientNotice::default());
     Some(Arc::new(BodySlot {
         hint: body.size_hint(),
         body: Mutex::new(Some(body)),
@@ -155,6 +212,9 @@ pub fn share(body: Incoming, limit: u64, idle: Duration) -> Option<Arc<BodySlot>
         fault: AtomicU8::new(0),
         sent: AtomicU64::new(0),
         sent_at: AtomicU64::new(0),
+        progress_at: AtomicU64::new(now_ns()),
+        waker: Waker::from(Arc::clone(&notice)),
+        notice,
     }))
 }
 
@@ -178,8 +238,16 @@ fn poll_client(
     idle: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-    match Pin::new(&mut *body).poll_frame(cx) {
+    // Owed until the body wakes its poller (through `slot.waker`).
+    slot.notice.poller.register(cx.waker());
+    slot.notice.owes.store(true, Ordering::Release);
+    let polled = Pin::new(&mut *body).poll_frame(&mut Context::from_waker(&slot.waker));
+    if polled.is_ready() {
+        slot.notice.owes.store(false, Ordering::Release);
+    }
+    match polled {
         Poll::Ready(Some(Ok(frame))) => {
+            slot.progress_at.store(now_ns(), Ordering::Release);
             let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
             *seen += n;
             slot.sent.fetch_add(n, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::h1::HeadSink;
 use super::prepare::{EncodedHead, Head, Prepared, path_error};
-use super::request_body::{BodyFault, BodySlot, RequestBody};
+use super::request_body::{BodyFault, BodySlot, RequestBody, Sending};
 use super::{Outcome, Proxy, ProxyBody, ProxyError, Upstream};
 use super::{h1, headers, pool};
 use crate::metrics::ErrorKind;
@@ -106,8 +106,10 @@ fn invalid_answer<B>(resp: &Response<B>, upgrade_asked: bool) -> Option<h1::H1Er
 /// `send`'s answer, or `None` if its response head misses the deadline: at
 /// first `deadline`; for a request with a `body`, `timeout` after the body
 /// was sent whole (RFC-wise the request is not over until then, and a slow
-/// upload is no slow backend). While the body is still on its way the
-/// deadline is only looked at again, not moved per frame.
+/// upload is no slow backend) — or, while the backend takes none of the
+/// body although the client has more, `timeout` after the last piece it
+/// took. While the body is on its way the deadline is only looked at
+/// again when it fires, not moved per piece.
 async fn answered_within<T>(
     send: impl Future<Output = T>,
     deadline: Instant,
@@ -126,11 +128,13 @@ async fn answered_within<T>(
                 return std::task::Poll::Ready(None);
             };
             let now = registry::now_ns();
-            // Still being sent: a whole timeout from now at the earliest.
-            let due = body
-                .sent_at_ns()
-                .unwrap_or(now)
-                .saturating_add(timeout.as_nanos() as u64);
+            let due = match body.sending() {
+                Sending::Sent(at) | Sending::Backend(at) => at,
+                // The client's to finish (its own stall is timed): a whole
+                // timeout from now at the earliest.
+                Sending::Client => now,
+            }
+            .saturating_add(timeout.as_nanos() as u64);
             if due <= now {
                 return std::task::Poll::Ready(None);
             }
