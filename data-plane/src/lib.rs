@@ -16,7 +16,12 @@
 //! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
 //!   rest (HTTP/1.1, h2c, TLS), graceful drain;
 //! - [`lazy_timer`]: one timer reused across waits without moving it;
-//! - [`stall`]: the send timeout (writes that make no progress fail).
+//! - [`stall`]: the send timeout (writes that make no progress fail);
+//! - `fuzzing` (tests and feature `fuzzing`): the checks the fuzz targets
+//!   in `fuzz/` run on the hand-written parsers.
+//!
+//! A request's panic is caught where the request is known
+//! ([`proxy::recover`]) and answered, never left to tokio's task boundary.
 //!
 //! [`DataPlane`] ties them together: it holds the current snapshot in one
 //! `ArcSwap` and never lets an older config version replace a newer one.
