@@ -237,7 +237,7 @@ static DECIDED: [&str; 18] = [
 ];
 
 /// Whether the request field `name` (lowercase) differs from one the
-/// gateway decides ([`DECIDED`]) only by `_` in place of `-`: backends
+/// gateway decides (`DECIDED`) only by `_` in place of `-`: backends
 /// that read fields as CGI variables (`HTTP_CONTENT_LENGTH`) cannot tell
 /// the two apart, so the alias could frame a body or forge an address
 /// behind the gateway's back.
