@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod healthcheck;
+pub mod probe;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +36,8 @@ use tokio::task::JoinHandle;
 pub struct Settings {
     pub proxy_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub metrics_listen: Option<SocketAddr>,
     pub database_url: String,
     pub admin_token: Option<String>,
     /// How long in-flight requests may take to finish at shutdown.
@@ -99,10 +103,14 @@ impl From<control_plane::PublishError> for StartError {
 pub struct Gateway {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub plane: Arc<DataPlane>,
+    probe: Arc<probe::Probe>,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<Drained>,
     admin: JoinHandle<()>,
+    /// The metrics listener's stop and task.
+    metrics: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// Take `addr` (bound, not yet listening: connections are refused until
@@ -167,6 +175,39 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         control_plane::DatabaseFile::parse(&settings.database_url).map_err(StartError::Database)?;
     let admin_socket = reserve(settings.admin_listen, "--admin-listen")?;
     let proxy_socket = reserve(settings.proxy_listen, "--proxy-listen")?;
+    let metrics_socket = match settings.metrics_listen {
+        Some(addr) => Some(reserve(addr, "--metrics-listen")?),
+        None => None,
+    };
+    // Every listener stops when `stop` says so, or is dropped (a start
+    // that fails from here on).
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // The metrics listener answers at once: /healthz that the process is
+    // up, /readyz that it is not ready yet.
+    // It stops last, after the drain: until then /readyz says "draining".
+    let probe = Arc::new(probe::Probe::default());
+    let (metrics_stop, metrics_stopped) = watch::channel(false);
+    let (metrics, metrics_addr) = match metrics_socket {
+        Some(socket) => {
+            let listener = listen(socket, "--metrics-listen")?;
+            let addr = listener.local_addr().expect("bound socket has an address");
+            let app = probe::router(Arc::clone(&probe));
+            let stopped = wait(metrics_stopped);
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+            (Some(task), Some(addr))
+        }
+        None => (None, None),
+    };
 
     let created = !database.exists();
     let plane = Arc::new(DataPlane::new());
@@ -179,6 +220,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
             return Err(e.into());
         }
     };
+    probe.publishing(Arc::clone(&control.publisher));
     let ready = async {
         if let Some((path, config)) = bootstrap {
             let applied = control
@@ -219,10 +261,6 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         .local_addr()
         .expect("bound socket has an address");
 
-    let (stop, stopped) = watch::channel(false);
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let router = control.router(settings.admin_token.as_deref());
     let admin_stop = wait(stopped.clone());
     let admin = tokio::spawn(async move {
@@ -240,14 +278,23 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         wait(stopped),
         settings.drain,
     ));
-    tracing::info!(%proxy_addr, %admin_addr, "switchyard listening");
+    probe.set(probe::Stage::Ready);
+    match metrics_addr {
+        Some(metrics_addr) => {
+            tracing::info!(%proxy_addr, %admin_addr, %metrics_addr, "switchyard listening")
+        }
+        None => tracing::info!(%proxy_addr, %admin_addr, "switchyard listening"),
+    }
     Ok(Gateway {
         proxy_addr,
         admin_addr,
+        metrics_addr,
         plane,
+        probe,
         stop,
         proxy,
         admin,
+        metrics: metrics.map(|task| (metrics_stop, task)),
     })
 }
 
@@ -255,10 +302,20 @@ impl Gateway {
     /// Stop accepting, let in-flight requests finish (bounded by the drain
     /// period), and wait for both listeners to close.
     pub async fn shutdown(self) -> Drained {
+        self.probe.set(probe::Stage::Draining);
         let _ = self.stop.send(true);
         let drained = self.proxy.await.unwrap_or(Drained::TimedOut);
         let _ = self.admin.await;
+        if let Some((stop, task)) = self.metrics {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         drained
+    }
+
+    /// Where the process stands, as `/readyz` says.
+    pub fn stage(&self) -> probe::Stage {
+        self.probe.stage()
     }
 }
 

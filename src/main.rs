@@ -36,6 +36,12 @@ struct Cli {
           value_parser = cli::listen_addr)]
     admin_listen: SocketAddr,
 
+    /// Address of the metrics listener (GET /metrics, /healthz, /readyz
+    /// only; no admin API, so no token needed), written like
+    /// --proxy-listen [default: none].
+    #[arg(long, env = "SWITCHYARD_METRICS_LISTEN", value_parser = cli::listen_addr)]
+    metrics_listen: Option<SocketAddr>,
+
     /// SQLite database holding the config (created if missing).
     #[arg(
         long,
@@ -165,6 +171,16 @@ enum Command {
         #[arg(long, default_value_t = Ipv4Addr::LOCALHOST.into())]
         host: std::net::IpAddr,
     },
+    /// GET an http:// URL and exit 0 if the answer is a 2xx, else 1 (for a
+    /// container's HEALTHCHECK: `switchyard healthcheck
+    /// http://127.0.0.1:9090/healthz`).
+    Healthcheck {
+        /// The URL to GET.
+        url: String,
+        /// Milliseconds to wait for the answer.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -212,6 +228,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = runtime.build().context("cannot start the runtime")?;
     runtime.block_on(async move {
         match cli.command {
+            Some(Command::Healthcheck { url, timeout_ms }) => {
+                let status =
+                    switchyard::healthcheck::check(&url, Duration::from_millis(timeout_ms)).await?;
+                println!("{url}: {status}");
+                Ok(())
+            }
             Some(Command::DemoBackend { port, name, host }) => {
                 let addr = SocketAddr::new(host, port);
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -229,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let gateway = switchyard::start(switchyard::Settings {
                     proxy_listen: cli.proxy_listen,
                     admin_listen: cli.admin_listen,
+                    metrics_listen: cli.metrics_listen,
                     database_url: cli.database_url,
                     admin_token: cli.admin_token,
                     drain: Duration::from_secs(cli.drain_seconds),

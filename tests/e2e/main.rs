@@ -7,6 +7,7 @@ mod client_faults;
 mod common;
 mod concurrency;
 mod config;
+mod container;
 mod corners;
 mod durability;
 mod flags;

@@ -28,6 +28,7 @@ pub fn settings(dir: &TempDir) -> Settings {
     Settings {
         proxy_listen: any,
         admin_listen: any,
+        metrics_listen: None,
         database_url: format!("sqlite://{}", dir.path().join("switchyard.db").display()),
         admin_token: None,
         drain: Duration::from_secs(5),
