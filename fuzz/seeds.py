@@ -45,6 +45,9 @@ REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-Field-%d: %d\r\n" % (i, i) for i in range(120)) + b"\r\n",
     b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: t\r\nX-Switchyard-Test-Panic: route\r\n\r\n",
+    # Found by inline_vs_hyper: a Transfer-Encoding hyper refuses (the
+    # inline server must hand it to hyper, not serve it).
+    b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: ch\xe6\xbf\xab\xb5d\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 ]
 
 RESPONSES = [
