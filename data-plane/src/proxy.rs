@@ -229,7 +229,13 @@ impl Proxy {
                         // second slot in this future.
                         let sent = match prepared {
                             Ok(ref mut p) => {
-                                self.send(&snapshot, p, request_id, &mut outcome).await
+                                let sent = self.send(&snapshot, p, request_id, &mut outcome).await;
+                                // Answered by the gateway: what is left of
+                                // the client's body is not wanted.
+                                if let (Err(_), Some(body)) = (&sent, &p.body) {
+                                    body.abandon();
+                                }
+                                sent
                             }
                             Err(err) => Err(err),
                         };

@@ -193,5 +193,16 @@ async fn a_backend_that_takes_no_body_times_out() {
     .expect("an answer within 20 s, not a request held forever");
     let text = String::from_utf8_lossy(&head);
     assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    // And the request is over: its connection closes, and the backend
+    // connection (which would hold the client's body) is let go.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut rest).await;
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the client connection was held after the 504"
+    );
     writer.abort();
 }

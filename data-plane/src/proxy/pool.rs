@@ -34,6 +34,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::task::AbortHandle;
 
 use super::h1::{self, Conn, H1Error, HeadSink, ResponseBody};
 use super::request_body::RequestBody;
@@ -80,7 +81,7 @@ pub enum PoolError {
 #[derive(Debug)]
 pub struct ConnPool {
     /// hyper senders, for requests with a body and upgrades.
-    senders: IdleQueue<SendRequest<RequestBody>>,
+    senders: IdleQueue<Sender>,
     /// Bare connections, for requests without a body.
     bare: IdleQueue<Conn>,
     /// Leave to start a connection attempt (see [`MAX_CONNECTING`]).
@@ -109,7 +110,37 @@ enum Slot<'a, T> {
 /// the response is complete.
 #[derive(Debug)]
 pub struct Lent {
-    sender: SendRequest<RequestBody>,
+    sender: Sender,
+}
+
+/// A hyper sender and its connection's task.
+#[derive(Debug)]
+struct Sender {
+    send: SendRequest<RequestBody>,
+    /// Aborted when an exchange on it is given up before its answer (see
+    /// [`Abandon`]).
+    conn: AbortHandle,
+}
+
+/// Aborts a connection's task unless the exchange on it got its answer: a
+/// request given up while its body was still on its way (its deadline
+/// passed, its client went) would leave the task holding the body, the
+/// backend connection and, through the body, the client's connection, for
+/// as long as the backend keeps it open.
+struct Abandon(Option<AbortHandle>);
+
+impl Abandon {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.abort();
+        }
+    }
 }
 
 /// Idle connections, oldest first, with when each went idle; at most
@@ -183,8 +214,8 @@ impl<T> IdleQueue<T> {
     }
 }
 
-fn sender_open(sender: &SendRequest<RequestBody>) -> bool {
-    !sender.is_closed()
+fn sender_open(sender: &Sender) -> bool {
+    !sender.send.is_closed()
 }
 
 impl ConnPool {
@@ -241,7 +272,9 @@ impl ConnPool {
                         let connected = connect(authority, left).await;
                         drop(permit);
                         let mut sender = connected?;
-                        let resp = sender.send_request(req).await?;
+                        let abandon = Abandon(Some(sender.conn.clone()));
+                        let resp = sender.send.send_request(req).await?;
+                        abandon.answered();
                         return Ok((resp, Lent { sender }));
                     }
                 },
@@ -249,12 +282,16 @@ impl ConnPool {
             // Only a connection ready now is used: one still busy with its
             // last exchange (a request body the backend did not read) or
             // closing is dropped rather than waited for.
-            let ready = poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await;
+            let ready = poll_fn(|cx| Poll::Ready(sender.send.poll_ready(cx))).await;
             if !matches!(ready, Poll::Ready(Ok(()))) {
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lent { sender })),
+            let abandon = Abandon(Some(sender.conn.clone()));
+            match sender.send.try_send_request(req).await {
+                Ok(resp) => {
+                    abandon.answered();
+                    return Ok((resp, Lent { sender }));
+                }
                 Err(mut e) => match e.take_message() {
                     // Not sent (the connection was closing): next one.
                     Some(back) => req = back,
@@ -370,20 +407,20 @@ impl Drop for Waited<'_> {
     }
 }
 
-async fn connect(
-    authority: &Authority,
-    timeout: Duration,
-) -> Result<SendRequest<RequestBody>, PoolError> {
+async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, PoolError> {
     let stream = connect_tcp(authority, timeout).await?;
-    let (sender, conn) = http1::Builder::new()
+    let (send, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Sender {
+        send,
+        conn: task.abort_handle(),
+    })
 }
 
 async fn connect_tcp(authority: &Authority, timeout: Duration) -> Result<TcpStream, PoolError> {

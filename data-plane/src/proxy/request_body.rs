@@ -62,7 +62,11 @@ pub enum BodyFault {
 /// per attempt of a request that has a body, never across requests.
 #[derive(Debug)]
 pub struct BodySlot {
+    /// The client's body; polled under the lock (uncontended but for an
+    /// [`BodySlot::abandon`]), so that it can be let go whoever streams it.
     body: Mutex<Option<Incoming>>,
+    /// An attempt has started streaming it.
+    taken: AtomicBool,
     hint: SizeHint,
     limit: u64,
     /// Longest pause between two pieces of the client's body.
@@ -108,10 +112,20 @@ impl Wake for ClientNotice {
 impl BodySlot {
     /// Whether an attempt has taken (started streaming) the body.
     pub fn taken(&self) -> bool {
-        self.body
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+        self.taken.load(Ordering::Acquire)
+    }
+
+    /// The request is over without the body sent whole (the gateway
+    /// answered it with an error): the client's body is let go, so its
+    /// connection is not held for the rest of it, whatever the attempt
+    /// that took it (hyper's client, holding it while a backend reads
+    /// nothing) does next.
+    pub fn abandon(&self) {
+        drop(self.lock().take());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+        self.body.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes of body streamed upstream so far.
@@ -159,8 +173,9 @@ impl BodySlot {
         self.fault.store(fault as u8, Ordering::Release);
     }
 
-    fn take(&self) -> Option<Incoming> {
-        self.body.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// Take the body for an attempt: only the first gets it.
+    fn take(&self) -> bool {
+        !self.taken.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -187,7 +202,6 @@ enum State {
     Empty,
     Waiting(Arc<BodySlot>),
     Streaming {
-        body: Incoming,
         slot: Arc<BodySlot>,
         seen: u64,
         /// The client body timeout, made the first time the body waits.
@@ -207,6 +221,7 @@ pub fn share(body: Incoming, limit: u64, idle: Duration) -> Option<Arc<BodySlot>
     Some(Arc::new(BodySlot {
         hint: body.size_hint(),
         body: Mutex::new(Some(body)),
+        taken: AtomicBool::new(false),
         limit,
         idle,
         fault: AtomicU8::new(0),
@@ -230,14 +245,22 @@ impl RequestBody {
     }
 }
 
+/// The client let go of: the request is over (see [`BodySlot::abandon`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the request ended before its body was sent")]
+pub struct Abandoned;
+
 /// One poll of the client's body, with the slot kept up to date.
 fn poll_client(
-    body: &mut Incoming,
     slot: &BodySlot,
     seen: &mut u64,
     idle: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    let mut body = slot.lock();
+    let Some(body) = body.as_mut() else {
+        return Poll::Ready(Some(Err(Abandoned.into())));
+    };
     // Owed until the body wakes its poller (through `slot.waker`).
     slot.notice.poller.register(cx.waker());
     slot.notice.owes.store(true, Ordering::Release);
@@ -296,24 +319,19 @@ impl Body for RequestBody {
         loop {
             match &mut this.state {
                 State::Empty | State::Gone => return Poll::Ready(None),
-                State::Streaming {
-                    body,
-                    slot,
-                    seen,
-                    idle,
-                } => return poll_client(body, slot, seen, idle, cx),
+                State::Streaming { slot, seen, idle } => return poll_client(slot, seen, idle, cx),
                 State::Waiting(slot) => {
                     // Another attempt already took it: nothing to send (that
                     // attempt's request is the one that counts).
                     let slot = Arc::clone(slot);
-                    this.state = match slot.take() {
-                        Some(body) => State::Streaming {
-                            body,
+                    this.state = if slot.take() {
+                        State::Streaming {
                             slot,
                             seen: 0,
                             idle: None,
-                        },
-                        None => State::Gone,
+                        }
+                    } else {
+                        State::Gone
                     };
                 }
             }
@@ -324,7 +342,9 @@ impl Body for RequestBody {
         match &self.state {
             State::Empty | State::Gone => true,
             State::Waiting(_) => false,
-            State::Streaming { body, .. } => body.is_end_stream(),
+            // Let go of: not an end (the next poll fails the attempt, so
+            // that a backend never takes a cut body for a whole one).
+            State::Streaming { slot, .. } => slot.lock().as_ref().is_some_and(Body::is_end_stream),
         }
     }
 
@@ -332,7 +352,10 @@ impl Body for RequestBody {
         match &self.state {
             State::Empty | State::Gone => SizeHint::with_exact(0),
             State::Waiting(slot) => slot.hint,
-            State::Streaming { body, .. } => body.size_hint(),
+            State::Streaming { slot, .. } => slot
+                .lock()
+                .as_ref()
+                .map_or(SizeHint::with_exact(0), Body::size_hint),
         }
     }
 }
