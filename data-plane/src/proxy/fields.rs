@@ -52,6 +52,18 @@ impl Fields for HeaderMap {
 /// end (byte offsets into the head).
 pub type Span = [u32; 4];
 
+/// A table of the bytes in `allowed`: one look-up per byte for the
+/// character classes of RFC 3986 the parsers check.
+pub const fn byte_set(allowed: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 /// Where `part` lies within `whole`, as start and end offsets; `None` if
 /// it does not lie there. A parser such as `httparse` hands back slices of
 /// the buffer it parsed, but not always (a missing reason phrase is a

@@ -19,7 +19,7 @@ use http::{Method, Request, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::fields::Fields;
+use super::fields::{Fields, byte_set};
 use super::forward::{self, Forwarding};
 use super::headers::{self, Seen};
 use super::request_body;
@@ -233,7 +233,7 @@ impl<'a> Authority<'a> {
 /// characters, sub-delims and percent-escapes (an IPv4 address is one);
 /// then digits after a colon. No userinfo, path, space or control. One
 /// table look-up per byte: it runs for every request.
-pub(super) fn is_authority(a: &[u8]) -> bool {
+fn is_authority(a: &[u8]) -> bool {
     let port = if a.first() == Some(&b'[') {
         let Some(end) = a.iter().position(|&b| b == b']') else {
             return false;
@@ -280,16 +280,8 @@ fn reg_name_len(a: &[u8]) -> Option<usize> {
 }
 
 /// Bytes of a `reg-name`: unreserved and sub-delims (RFC 3986 §3.2.2).
-static REG_NAME: [bool; 256] = {
-    let mut table = [false; 256];
-    let allowed = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=";
-    let mut i = 0;
-    while i < allowed.len() {
-        table[allowed[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
+static REG_NAME: [bool; 256] =
+    byte_set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=");
 
 fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {

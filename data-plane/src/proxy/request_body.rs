@@ -14,8 +14,10 @@
 //! body timeout, more than the limit — the slot says so ([`BodySlot::fault`])
 //! before the attempt sees the error: the request is then answered as the
 //! client's fault (400, 408, 413) and nothing is held against the backend.
-//! The slot also notes when the body has been sent whole
-//! ([`BodySlot::sent_at_ns`]): the response-header timeout runs from then.
+//! The slot also says whose turn it is while the body is sent
+//! ([`BodySlot::sending`]): the response-header timeout runs from when the
+//! body was sent whole, or from the last piece a backend took while the
+//! client had more.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -58,8 +60,9 @@ pub enum BodyFault {
     Stalled = 3,
 }
 
-/// Holds a request body until one attempt starts streaming it. Locked once
-/// per attempt of a request that has a body, never across requests.
+/// A request body, shared by its attempts: the first that polls it takes
+/// it. Its lock is taken per poll of a request that has a body, never
+/// across requests.
 #[derive(Debug)]
 pub struct BodySlot {
     /// The client's body; polled under the lock (uncontended but for an
@@ -144,16 +147,11 @@ impl BodySlot {
     }
 
     /// When the whole body had been handed on (on [`now_ns`]'s clock).
-    pub fn sent_at_ns(&self) -> Option<u64> {
+    fn sent_at_ns(&self) -> Option<u64> {
         match self.sent_at.load(Ordering::Acquire) {
             0 => None,
             at => Some(at),
         }
-    }
-
-    /// The route's limit.
-    pub fn limit(&self) -> u64 {
-        self.limit
     }
 
     /// Where sending the body stands: `Sent(at)` once whole; else whether

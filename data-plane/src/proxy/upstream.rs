@@ -88,8 +88,8 @@ impl Prepared {
 /// protocol), a transfer coding other than chunked.
 fn invalid_answer<B>(resp: &Response<B>, upgrade_asked: bool) -> Option<h1::H1Error> {
     let status = resp.status();
-    if status.as_u16() > 599 {
-        return Some(h1::H1Error::Parse(httparse::Error::Status));
+    if let Err(e) = h1::head::status_of(Some(status.as_u16())) {
+        return Some(e);
     }
     if status == StatusCode::SWITCHING_PROTOCOLS
         && !(upgrade_asked && resp.headers().contains_key(header::UPGRADE))

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::Method;
 
-use crate::proxy::fields::{RawFields, Span, field_span, span_in};
+use crate::proxy::fields::{RawFields, Span, byte_set, field_span, span_in};
 use crate::proxy::inline::InlineHead;
 
 /// Most fields in a request head: hyper's limit (it answers 431 past it).
@@ -136,14 +136,5 @@ fn split_target(target: &[u8]) -> Option<(&str, Option<&str>)> {
 
 /// Bytes of an origin-form target: unreserved, sub-delims, `%`, `:`,
 /// `@`, `/` and `?`.
-static TARGET: [bool; 256] = {
-    let mut table = [false; 256];
-    let allowed =
-        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:@/?";
-    let mut i = 0;
-    while i < allowed.len() {
-        table[allowed[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
+static TARGET: [bool; 256] =
+    byte_set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:@/?");

@@ -126,7 +126,7 @@ pub(super) fn header_field(
 
 /// The status of a response head: three digits, 100 to 599 (RFC 9110
 /// §15); anything else is not a response a client can be given.
-pub(super) fn status_of(code: Option<u16>) -> Result<StatusCode, H1Error> {
+pub(crate) fn status_of(code: Option<u16>) -> Result<StatusCode, H1Error> {
     code.filter(|c| (100..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(H1Error::Parse(httparse::Error::Status))
