@@ -166,7 +166,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     }
     // A panic while handling a request is answered and logged once, with
     // the request's ID; any other is logged through `tracing` too.
-    data_plane::proxy::recover::install_hook();
+    data_plane::recover::install_hook();
     let bootstrap = match &settings.bootstrap {
         Some(path) => Some((path, read_bootstrap(path)?)),
         None => None,

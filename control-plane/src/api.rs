@@ -25,7 +25,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::publish::Publisher;
-use data_plane::proxy::recover;
+use data_plane::recover;
 use error::ApiError;
 
 /// Shared state of the admin handlers.
@@ -87,7 +87,7 @@ pub fn app(state: AdminState) -> Router {
 
 /// `router` with a handler's panic answered: a 500 problem with a request
 /// ID, logged once with it and counted in `switchyard_panics_total` (see
-/// `data_plane::proxy::recover`); other requests are untouched.
+/// `data_plane::recover`); other requests are untouched.
 pub fn recovering(router: Router) -> Router {
     router.layer(middleware::from_fn(recover_panic))
 }
@@ -96,7 +96,7 @@ async fn recover_panic(req: Request, next: Next) -> Response {
     match recover::catching(next.run(req)).await {
         Ok(resp) => resp,
         Err(panic) => {
-            let id = data_plane::proxy::headers::new_request_id();
+            let id = data_plane::http1::headers::new_request_id();
             panic.report(&id);
             ApiError::Panicked(id.to_str().unwrap_or_default().to_string()).into_response()
         }

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use data_plane::DataPlane;
-use data_plane::metrics::{BUCKETS, LiveCollector};
+use data_plane::counters::BUCKETS;
+use data_plane::exporter::LiveCollector;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Metrics of the control plane, plus the registry that exports them all.

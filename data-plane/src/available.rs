@@ -29,7 +29,7 @@ use crate::registry::{self, BackendState};
 #[derive(Debug)]
 pub struct Current {
     epoch: u64,
-    /// [`registry::now_ns`] at which an ejection in `out` ends; `u64::MAX`
+    /// [`crate::clock::now_ns`] at which an ejection in `out` ends; `u64::MAX`
     /// when none is ejected.
     until_ns: u64,
     out: OutSet,
@@ -109,8 +109,8 @@ impl Availability {
             return Now::AllIn(&self.full);
         }
         let cur = self.current.load();
-        let fresh =
-            cur.epoch == epoch && (cur.until_ns == u64::MAX || registry::now_ns() < cur.until_ns);
+        let fresh = cur.epoch == epoch
+            && (cur.until_ns == u64::MAX || crate::clock::now_ns() < cur.until_ns);
         if fresh || self.refreshing.swap(true, Ordering::Acquire) {
             // Fresh, or another request is refreshing it: picks check each
             // backend they choose, so a stale entry is still safe.
@@ -147,7 +147,7 @@ fn scan<'a>(
     previous: Option<&Current>,
     balancer: &dyn Balancer,
 ) -> Current {
-    let now = registry::now_ns();
+    let now = crate::clock::now_ns();
     let mut until_ns = u64::MAX;
     let mut out = OutSet::default();
     for (i, s) in states.enumerate() {

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode, Version};
 
-use crate::proxy::h1::body::{Decode, Decoded, at_close, decode};
-use crate::proxy::h1::head::{self, Parsed as ResponseParsed, ToResponse};
-use crate::proxy::h1::{BodyFraming, H1Error};
-use crate::proxy::headers;
+use crate::http1::body::{Decode, Decoded, at_close, decode};
+use crate::http1::head::{self, Parsed as ResponseParsed, ToResponse};
+use crate::http1::headers;
+use crate::http1::request_head::{self, FEW_FIELDS, MAX_FIELDS, Parsed};
+use crate::http1::{BodyFraming, H1Error};
 use crate::routing::path;
-use crate::server::request_head::{self, FEW_FIELDS, MAX_FIELDS, Parsed};
 use crate::server::respond::ClientHead;
 use crate::server::stop::Stop;
 
@@ -46,7 +46,7 @@ fn inline_request(data: &[u8]) -> Option<(usize, Request, headers::Seen)> {
             target.push_str(q);
         }
         let mut fields: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
-        for (name, value) in crate::proxy::fields::Fields::each(&head.fields) {
+        for (name, value) in crate::http1::fields::Fields::each(&head.fields) {
             assert!(!name.is_empty(), "an empty field name");
             assert!(
                 !name.iter().any(u8::is_ascii_uppercase),

@@ -7,19 +7,10 @@
 //! of an upstream's check settings restarts its probes but keeps the
 //! backends' health. Probes in flight are bounded by one semaphore.
 //!
-//! Probes go through the upstream's own client (`CompiledUpstream::client`,
-//! one per connection settings, kept by the registry): the connector that
-//! carries its traffic, with the upstream's CA file, server name,
-//! `insecure_skip_verify`, connect timeout and HTTP/2, so a backend is
-//! never probed over another TLS setup or protocol than it is proxied to.
-//! Plain `http://` HTTP/1.1 backends send their traffic through their own
-//! connection pool instead; their probes still use that client (whose
-//! connector makes the same plain TCP connections with the same connect
-//! timeout), so a probe neither takes a pooled connection from requests
-//! nor leaves one behind for them: it tests that the backend accepts
-//! connections and answers, not the state of the pool.
-//! A change of those settings restarts the upstream's probes on the new
-//! client.
+//! Probes go through the upstream's own client, by [`Prober`]
+//! (`transport::probe`): the connector that carries its traffic, with its
+//! TLS settings and protocol. A change of those settings restarts the
+//! upstream's probes on the new client.
 //!
 //! Health itself lives in the backend's [`BackendState`] in the registry,
 //! so it survives every snapshot swap. Initial state is `unknown`, which
@@ -30,23 +21,20 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{Request, Uri, header};
-use http_body_util::{BodyExt, Limited};
+use http::Uri;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::HealthCheck;
-use crate::proxy::client::{ClientKey, UpstreamClient};
-use crate::proxy::request_body::RequestBody;
 use crate::registry::{BackendKey, BackendState, Health};
 use crate::snapshot::{CompiledUpstream, Retired, Snapshot};
+use crate::transport::client::ClientKey;
+use crate::transport::probe::{Probed, Prober};
 
 /// Probes in flight at once, across all upstreams.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
-/// Bytes of a probe answer read (then the connection is reused).
-const PROBE_BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct Task {
@@ -128,9 +116,8 @@ impl HealthChecker {
             let probe = Probe {
                 key: key.clone(),
                 check: want.check,
-                uri: want.uri,
                 state: want.state,
-                client: want.client,
+                prober: want.prober,
                 permits: Arc::clone(&self.permits),
             };
             let handle = tokio::spawn(probe.run());
@@ -150,8 +137,7 @@ impl HealthChecker {
 struct Want {
     check: HealthCheck,
     client_key: ClientKey,
-    client: UpstreamClient,
-    uri: Uri,
+    prober: Prober,
     state: Arc<BackendState>,
 }
 
@@ -185,8 +171,10 @@ fn wanted_probes(u: &CompiledUpstream, tasks: &HashMap<BackendKey, Task>, wanted
                         let want = Want {
                             check: check.clone(),
                             client_key: u.client_key(),
-                            client: u.client.clone(),
-                            uri,
+                            prober: Prober {
+                                client: u.client.clone(),
+                                uri,
+                            },
                             state: Arc::clone(&b.state),
                         };
                         wanted.insert(key, want);
@@ -205,10 +193,9 @@ fn wanted_probes(u: &CompiledUpstream, tasks: &HashMap<BackendKey, Task>, wanted
 struct Probe {
     key: BackendKey,
     check: HealthCheck,
-    uri: Uri,
     state: Arc<BackendState>,
-    /// The upstream's client: its TLS settings and protocol.
-    client: UpstreamClient,
+    /// Through the upstream's client: its TLS settings and protocol.
+    prober: Prober,
     permits: Arc<Semaphore>,
 }
 
@@ -251,43 +238,19 @@ impl Probe {
 
     /// One probe: pass/fail, a short description, latency.
     async fn probe_once(&self) -> (bool, String, Duration) {
-        let started = Instant::now();
-        let req = Request::get(self.uri.clone())
-            .header(header::USER_AGENT, "switchyard-health-check")
-            .body(RequestBody::attempt(None))
-            .expect("a GET with a valid URI builds");
         let timeout = Duration::from_millis(self.check.timeout_ms);
-        let outcome = tokio::time::timeout(timeout, async {
-            let resp = self.client.request(req).await?;
-            let status = resp.status().as_u16();
-            // Read (a bounded amount of) the body so the connection is reused.
-            let _ = Limited::new(resp.into_body(), PROBE_BODY_LIMIT)
-                .collect()
-                .await;
-            Ok::<u16, hyper_util::client::legacy::Error>(status)
-        })
-        .await;
-        let latency = started.elapsed();
-        match outcome {
-            Err(_) => (
+        let (probed, latency) = self.prober.probe(timeout).await;
+        match probed {
+            Probed::TimedOut => (
                 false,
                 format!("timeout after {} ms", self.check.timeout_ms),
                 latency,
             ),
-            Ok(Err(e)) => (false, format!("error: {}", error_chain(&e)), latency),
-            Ok(Ok(status)) if self.check.passes(status) => (true, format!("ok {status}"), latency),
-            Ok(Ok(status)) => (false, format!("status {status}"), latency),
+            Probed::Failed(e) => (false, format!("error: {e}"), latency),
+            Probed::Status(status) if self.check.passes(status) => {
+                (true, format!("ok {status}"), latency)
+            }
+            Probed::Status(status) => (false, format!("status {status}"), latency),
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

@@ -1,217 +1,67 @@
 //! Switchyard's data plane: everything that runs while requests flow.
 //!
-//! - [`config`]: `GatewayConfig`, the serde types the data plane runs on;
-//! - [`snapshot`]: compiles a config into an immutable [`Snapshot`];
-//! - [`routing`]: the pure route table (host map → path-segment trie) and
-//!   path normalisation;
-//! - [`balance`]: backend selection strategies behind one trait;
-//! - [`available`]: which backends take traffic now, and the balancer's
-//!   plan for them, cached per upstream without a lock;
-//! - [`registry`]: live per-backend state that outlives snapshots;
-//! - [`health`]: the active health-check scheduler, reconciled per snapshot;
-//! - [`outlier`]: passive outlier detection (ejected, or `failing` when it
-//!   cannot be), from each request's result;
-//! - [`metrics`]: lock-free counters and the Prometheus collector;
-//! - [`proxy`]: the request handler (route, pick, forward, stream);
-//! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
-//!   rest (HTTP/1.1, h2c, TLS), graceful drain;
-//! - [`lazy_timer`]: one timer reused across waits without moving it;
-//! - [`stall`]: the send timeout (writes that make no progress fail);
-//! - `fuzzing` (tests and feature `fuzzing`): the checks the fuzz targets
-//!   in `fuzz/` run on the hand-written parsers.
+//! The modules stand on floors, and a module uses only modules on its own
+//! floor or below (`ARCHITECTURE.md` draws them; `tests/layers.rs` checks
+//! every `crate::` and `super::` path against this list):
 //!
-//! A request's panic is caught where the request is known
-//! ([`proxy::recover`]) and answered, never left to tokio's task boundary.
+//! 0. ground — [`config`] (`GatewayConfig`, the serde types the data plane
+//!    runs on), [`clock`], [`persist`] (containers shared between snapshot
+//!    versions), [`lazy_timer`] (one timer reused across waits), [`stall`]
+//!    (the send timeout), [`counters`] (the atomics behind the metrics),
+//!    [`recover`] (a request's panic caught and answered), [`routing`]
+//!    (the pure route table and path normalisation), [`balance`] (backend
+//!    selection strategies behind one trait);
+//! 1. [`http1`] — what HTTP/1 means for both halves: fields and their
+//!    forwarding policy, heads parsed and written, body framing;
+//! 2. [`transport`] — talking to backends: the per-backend HTTP/1 pool and
+//!    exchange, hyper's clients for TLS and HTTP/2, the request body, the
+//!    health prober;
+//! 3. live state — [`registry`] (per-backend state that outlives
+//!    snapshots), [`available`] (which backends take traffic now),
+//!    [`outlier`] (passive detection), [`snapshot`] (a config compiled
+//!    into an immutable [`Snapshot`]), [`health`] (the active-check
+//!    scheduler), [`status`] (the read-only view the admin API shows);
+//! 4. [`plane`] — [`DataPlane`]: the snapshot in force, the registry and
+//!    the health checker, and the API the control plane changes them by;
+//! 5. [`proxy`] (the request handler: route, pick, forward, stream) and
+//!    [`exporter`] (the Prometheus collector);
+//! 6. [`server`] — the listener: the inline HTTP/1.1 server, hyper's for
+//!    the rest (HTTP/1.1, h2c, TLS), graceful drain.
 //!
-//! [`DataPlane`] ties them together: it holds the current snapshot in one
-//! `ArcSwap` and never lets an older config version replace a newer one.
+//! `fuzzing` (tests and feature `fuzzing`) stands above them all: the
+//! checks the fuzz targets in `fuzz/` run on the hand-written parsers.
 //! The data plane knows nothing of SQL or of the admin API.
 
 #![forbid(unsafe_code)]
 
 pub mod available;
 pub mod balance;
+pub mod clock;
 pub mod config;
+pub mod counters;
+pub mod exporter;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod http1;
 pub mod lazy_timer;
-pub mod metrics;
 pub mod outlier;
 pub mod persist;
+pub mod plane;
 pub mod proxy;
+pub mod recover;
 pub mod registry;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod stall;
+pub mod transport;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
+/// An error of any kind, sendable across tasks: what hyper's bodies and
+/// connections fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use config::GatewayConfig;
+pub use plane::{DataPlane, PublishError, Stale};
 pub use registry::Registry;
 pub use snapshot::{BuildError, Patch, Retired, Snapshot};
-
-/// The live routing state: current snapshot plus the backend registry.
-#[derive(Debug)]
-pub struct DataPlane {
-    current: ArcSwap<Snapshot>,
-    registry: Registry,
-    health: health::HealthChecker,
-    stats: metrics::PlaneStats,
-}
-
-/// A snapshot older than the one in force was offered and refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("snapshot version {offered} is older than live version {live}")]
-pub struct Stale {
-    pub offered: u64,
-    pub live: u64,
-}
-
-impl Default for DataPlane {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl DataPlane {
-    /// A data plane with the empty version-0 snapshot in force.
-    pub fn new() -> Self {
-        DataPlane {
-            current: ArcSwap::from_pointee(Snapshot::empty()),
-            registry: Registry::new(),
-            health: health::HealthChecker::new(),
-            stats: metrics::PlaneStats::default(),
-        }
-    }
-
-    /// The snapshot in force. Requests call this once and keep the result.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Compile `config` against this plane's live state, without installing
-    /// it. Cheap to throw away.
-    pub fn compile(&self, config: &GatewayConfig) -> Result<Snapshot, BuildError> {
-        Snapshot::build(config, &self.registry)
-    }
-
-    pub fn stats(&self) -> &metrics::PlaneStats {
-        &self.stats
-    }
-
-    pub fn health(&self) -> &health::HealthChecker {
-        &self.health
-    }
-
-    /// Put `snapshot` in force, unless a newer version already is. Backends
-    /// that left the config are then dropped from the registry, and health
-    /// checks are reconciled (call inside a tokio runtime when the config
-    /// has health checks).
-    pub fn install(&self, snapshot: Snapshot) -> Result<(), Stale> {
-        self.swap(snapshot)?;
-        let live = self.snapshot();
-        self.registry.retain(&live);
-        self.health.reconcile(&live);
-        Ok(())
-    }
-
-    /// The live snapshot with `patches` applied, as `version`, without
-    /// installing it: only what the patches name is compiled (see
-    /// [`Snapshot::patch`]). `None` when the live snapshot is not the
-    /// version right before `version`; then compile the whole config.
-    pub fn compile_patch(
-        &self,
-        version: u64,
-        patches: &[Patch],
-    ) -> Option<Result<(Snapshot, Retired), BuildError>> {
-        let base = self.snapshot();
-        if base.version() + 1 != version {
-            return None;
-        }
-        let result = base.patch(version, patches, &self.registry);
-        if result.is_err() {
-            // The attempt may have registered state for what it compiled.
-            self.registry.retain(&base);
-        }
-        Some(result)
-    }
-
-    /// Put a snapshot made by [`DataPlane::compile_patch`] in force, and
-    /// forget the live state it `retired`: cost in proportion to the
-    /// patch, not to the config.
-    pub fn install_patched(&self, snapshot: Snapshot, retired: &Retired) -> Result<(), Stale> {
-        self.swap(snapshot)?;
-        self.registry.forget(retired);
-        self.health.reconcile_retired(&self.snapshot(), retired);
-        Ok(())
-    }
-
-    fn swap(&self, snapshot: Snapshot) -> Result<(), Stale> {
-        let offered = Arc::new(snapshot);
-        let previous = self.current.rcu(|live| {
-            if live.version() > offered.version() {
-                Arc::clone(live)
-            } else {
-                Arc::clone(&offered)
-            }
-        });
-        if previous.version() > offered.version() {
-            return Err(Stale {
-                offered: offered.version(),
-                live: previous.version(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Compile and install in one step.
-    pub fn publish(&self, config: &GatewayConfig) -> Result<(), PublishError> {
-        let snapshot = self.compile(config)?;
-        Ok(self.install(snapshot)?)
-    }
-}
-
-/// Why [`DataPlane::publish`] did not put a config in force.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error(transparent)]
-    Stale(#[from] Stale),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(version: u64) -> GatewayConfig {
-        GatewayConfig {
-            version,
-            ..GatewayConfig::default()
-        }
-    }
-
-    #[test]
-    fn older_versions_never_replace_newer() {
-        let plane = DataPlane::new();
-        plane.publish(&config(5)).unwrap();
-        assert_eq!(
-            plane.publish(&config(4)),
-            Err(PublishError::Stale(Stale {
-                offered: 4,
-                live: 5
-            }))
-        );
-        assert_eq!(plane.snapshot().version(), 5);
-        plane.publish(&config(6)).unwrap();
-        assert_eq!(plane.snapshot().version(), 6);
-    }
-}

@@ -11,20 +11,12 @@
 //! in place; both check, route and rewrite with [`prepare`]'s code.
 
 pub mod body;
-pub mod client;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
-pub mod fields;
-pub mod forward;
-pub mod h1;
-pub mod headers;
 pub mod inline;
 pub mod interim;
-pub mod pool;
 mod prepare;
-pub mod recover;
-pub mod request_body;
 pub mod tunnel;
 mod upstream;
 
@@ -43,8 +35,10 @@ pub use error::ProxyError;
 pub use tunnel::Tunnels;
 pub use upstream::MAX_ATTEMPTS;
 
+use crate::http1::{fields, forward, headers};
+use crate::plane::DataPlane;
 use crate::snapshot::Snapshot;
-use crate::{DataPlane, registry};
+use crate::{recover, transport::request_body};
 
 /// Gateway-wide proxy settings (from the command line).
 #[derive(Debug, Clone)]
@@ -264,7 +258,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         panic.report(request_id);
         if self.settings.metrics {
-            let took = registry::now_ns().saturating_sub(started);
+            let took = crate::clock::now_ns().saturating_sub(started);
             let status = StatusCode::INTERNAL_SERVER_ERROR;
             self.plane.stats().unrouted.record(method, status, took);
         }
@@ -295,7 +289,7 @@ impl Proxy {
             body::Target::new(host.unwrap_or_default(), path)
         });
         Received {
-            started: registry::now_ns(),
+            started: crate::clock::now_ns(),
             request_id: headers::request_id(fields, seen),
             method: method.clone(),
             logged,
@@ -358,7 +352,7 @@ impl Proxy {
         let route = outcome.route.map(|i| snapshot.route(i));
         if self.settings.metrics {
             let stats = route.map_or(&self.plane.stats().unrouted, |r| &*r.stats);
-            let done = outcome.answered_at.unwrap_or_else(registry::now_ns);
+            let done = outcome.answered_at.unwrap_or_else(crate::clock::now_ns);
             stats.record(&method, status, done.saturating_sub(started));
         }
         #[cfg(feature = "fault-injection")]
@@ -419,7 +413,7 @@ struct Outcome {
     backend: Option<usize>,
     retries: u32,
     body: Option<Arc<request_body::BodySlot>>,
-    /// When the backend's answer arrived (on [`registry::now_ns`]'s clock).
+    /// When the backend's answer arrived (on [`crate::clock::now_ns`]'s clock).
     answered_at: Option<u64>,
     /// Why the gateway answered itself, for the access log.
     error: Option<String>,

@@ -12,31 +12,30 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use crate::metrics::{BackendStats, RequestStats};
-use crate::proxy::client::{self, ClientError, ClientKey, UpstreamClient};
+use crate::clock::{now_ns, unix_ms};
+use crate::counters::{BackendStats, RequestStats};
+use crate::transport::client::{self, ClientError, ClientKey, UpstreamClient};
 
 mod passive;
 pub use passive::{Condition, FAILING_LOG_EVERY, Failing};
+
+/// The keys of everything a snapshot holds live state for (see
+/// [`Registry::retain`]).
+#[derive(Debug, Default)]
+pub struct LiveKeys {
+    pub backends: HashSet<BackendKey>,
+    pub routes: HashSet<RouteKey>,
+    pub upstreams: HashSet<String>,
+}
 
 /// Stable identity of a backend across snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendKey {
     pub upstream: String,
     pub url: String,
-}
-
-/// Monotonic nanoseconds since the first call in this process.
-pub fn now_ns() -> u64 {
-    ns_at(Instant::now())
-}
-
-/// [`now_ns`]'s reading of the instant `at` (0 before its first call).
-pub fn ns_at(at: Instant) -> u64 {
-    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-    at.saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
 /// Bumped after every change of whether some backend takes traffic (a
@@ -130,7 +129,7 @@ pub struct BackendState {
     probes: Mutex<ProbeRecord>,
     stats: BackendStats,
     /// Idle keep-alive connections (plain HTTP/1.1 backends).
-    pool: crate::proxy::pool::ConnPool,
+    pool: crate::transport::pool::ConnPool,
 }
 
 impl Default for BackendState {
@@ -158,15 +157,9 @@ impl Default for BackendState {
     }
 }
 
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl BackendState {
     /// The backend's idle keep-alive connections.
-    pub fn pool(&self) -> &crate::proxy::pool::ConnPool {
+    pub fn pool(&self) -> &crate::transport::pool::ConnPool {
         &self.pool
     }
 
@@ -431,43 +424,34 @@ impl Registry {
         Ok(c)
     }
 
-    /// Forget every backend, route and upstream not in `snapshot`.
-    /// Requests still running against a dropped one keep its state alive
-    /// until they finish.
-    pub fn retain(&self, snapshot: &crate::Snapshot) {
-        let backends = snapshot.backend_keys();
-        lock(&self.backends).retain(|k, _| backends.contains(k));
-        let routes: HashSet<RouteKey> = snapshot
-            .routes()
-            .map(|r| RouteKey {
-                route: r.name.to_string(),
-                upstream: snapshot.upstream(r.upstream).name.to_string(),
-            })
-            .collect();
-        lock(&self.routes).retain(|k, _| routes.contains(k));
-        let upstreams: HashSet<&str> = snapshot.upstreams().map(|u| &*u.name).collect();
-        lock(&self.upstreams).retain(|k, _| upstreams.contains(k.as_str()));
+    /// Forget every backend, route and upstream not in `live` (the keys
+    /// of the snapshot in force). Requests still running against a
+    /// dropped one keep its state alive until they finish.
+    pub fn retain(&self, live: &LiveKeys) {
+        lock(&self.backends).retain(|k, _| live.backends.contains(k));
+        lock(&self.routes).retain(|k, _| live.routes.contains(k));
+        lock(&self.upstreams).retain(|k, _| live.upstreams.contains(k));
     }
 
-    /// Forget what a [`Snapshot::patch`](crate::Snapshot::patch) retired:
-    /// the incremental [`Registry::retain`].
-    pub fn forget(&self, retired: &crate::snapshot::Retired) {
-        if !retired.backends.is_empty() {
-            let mut backends = lock(&self.backends);
-            for key in &retired.backends {
-                backends.remove(key);
+    /// Forget what a snapshot patch retired: the incremental
+    /// [`Registry::retain`].
+    pub fn forget(&self, routes: &[RouteKey], upstreams: &[String], backends: &[BackendKey]) {
+        if !backends.is_empty() {
+            let mut live = lock(&self.backends);
+            for key in backends {
+                live.remove(key);
             }
         }
-        if !retired.routes.is_empty() {
-            let mut routes = lock(&self.routes);
-            for key in &retired.routes {
-                routes.remove(key);
+        if !routes.is_empty() {
+            let mut live = lock(&self.routes);
+            for key in routes {
+                live.remove(key);
             }
         }
-        if !retired.upstreams.is_empty() {
-            let mut upstreams = lock(&self.upstreams);
-            for name in &retired.upstreams {
-                upstreams.remove(name);
+        if !upstreams.is_empty() {
+            let mut live = lock(&self.upstreams);
+            for name in upstreams {
+                live.remove(name);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! one node per path segment, so its cost depends on the depth of the
 //! request path, not on the number of routes.
 //!
-//! Semantics (the contract in DESIGN.md):
+//! Semantics (the contract in README.md, "Proxy behaviour"):
 //! - a route path is a prefix matched on segment boundaries: `/api` matches
 //!   `/api`, `/api/` and `/api/x`, never `/apix`;
 //! - the longest matching prefix wins; on equal length a route naming the

@@ -17,7 +17,7 @@
 
 pub(crate) mod hyper_conn;
 mod inline;
-pub mod request_head;
+
 pub(crate) mod respond;
 mod rewind;
 pub(crate) mod stop;

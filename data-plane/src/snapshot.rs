@@ -18,11 +18,11 @@ use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
     GatewayConfig, HashOn, HealthCheck, OutlierDetection, RouteConfig, UpstreamConfig,
 };
-use crate::metrics::RequestStats;
+use crate::counters::RequestStats;
 use crate::persist::{ChunkedVec, ShardedMap};
-use crate::proxy::client::{ClientKey, UpstreamClient};
-use crate::registry::{BackendKey, BackendState, Registry, RouteKey, UpstreamStats};
+use crate::registry::{BackendKey, BackendState, LiveKeys, Registry, RouteKey, UpstreamStats};
 use crate::routing::{RouteMatch, RouteTable, path};
+use crate::transport::client::{ClientKey, UpstreamClient};
 
 /// Why a config cannot be compiled. The control plane validates first, so
 /// reaching one of these means a bug or a hand-made config.
@@ -43,7 +43,7 @@ pub enum BuildError {
     #[error("upstream {upstream:?}: {source}")]
     Client {
         upstream: String,
-        source: crate::proxy::client::ClientError,
+        source: crate::transport::client::ClientError,
     },
     #[error("upstream {upstream:?} has an invalid backend URL {url:?}: {reason}")]
     BadBackendUrl {
@@ -512,6 +512,21 @@ impl Snapshot {
             version: self.version,
             routes,
             upstreams,
+        }
+    }
+
+    /// Registry keys of everything this snapshot holds live state for.
+    pub fn live_keys(&self) -> LiveKeys {
+        LiveKeys {
+            backends: self.backend_keys(),
+            routes: self
+                .routes()
+                .map(|r| RouteKey {
+                    route: r.name.to_string(),
+                    upstream: self.upstream(r.upstream).name.to_string(),
+                })
+                .collect(),
+            upstreams: self.upstreams().map(|u| u.name.to_string()).collect(),
         }
     }
 

@@ -175,8 +175,10 @@ impl ApiError {
                 "Invalid fields",
                 vec![FieldError::new(
                     match source {
-                        data_plane::proxy::client::ClientError::CaFile { .. } => "/tls/ca_file",
-                        data_plane::proxy::client::ClientError::ServerName(_) => "/tls/server_name",
+                        data_plane::transport::client::ClientError::CaFile { .. } => "/tls/ca_file",
+                        data_plane::transport::client::ClientError::ServerName(_) => {
+                            "/tls/server_name"
+                        }
                     },
                     source.to_string(),
                 )],

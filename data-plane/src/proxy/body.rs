@@ -14,12 +14,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::pool::Lent;
-use super::{h1, recover};
+use crate::BoxError;
+use crate::recover;
 use crate::registry::InFlight;
-
-/// Errors of proxied bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::transport::h1;
+use crate::transport::pool::Lent;
 
 /// The upstream stopped sending in the middle of a response body.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +49,7 @@ pub struct AccessEntry {
     pub status: u16,
     pub retries: u32,
     pub started_ns: u64,
-    pub request_body: Option<std::sync::Arc<super::request_body::BodySlot>>,
+    pub request_body: Option<std::sync::Arc<crate::transport::request_body::BodySlot>>,
     pub bytes_out: u64,
     /// Why the gateway answered itself (the backend and OS error named).
     pub error: Option<String>,
@@ -82,7 +81,7 @@ impl Drop for ProxyBody {
             }
         }
         let Some(e) = self.access.take() else { return };
-        let elapsed_ms = crate::registry::now_ns().saturating_sub(e.started_ns) as f64 / 1e6;
+        let elapsed_ms = crate::clock::now_ns().saturating_sub(e.started_ns) as f64 / 1e6;
         tracing::info!(
             target: "switchyard::access",
             request_id = e.request_id.to_str().unwrap_or(""),

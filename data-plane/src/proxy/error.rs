@@ -11,13 +11,13 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::h1::H1Error;
-use super::headers::X_REQUEST_ID;
-use super::pool::PoolError;
+use crate::http1::H1Error;
+use crate::http1::headers::X_REQUEST_ID;
 use crate::routing::path::PathError;
+use crate::transport::pool::PoolError;
 
 /// A boxed error source.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
-    /// Handling the request panicked (see [`super::recover`]).
+    /// Handling the request panicked (see [`crate::recover`]).
     #[error("the gateway failed while handling the request")]
     Internal,
 }

@@ -1,12 +1,12 @@
 //! Test builds only (feature `fault-injection`): a request asks for a
 //! panic at one stage of its own handling, so that the end-to-end tests
-//! can show what [`super::recover`] does with one. Production builds have
+//! can show what [`crate::recover`] does with one. Production builds have
 //! none of this: the module, the field it sets and its checks are
 //! compiled out.
 
 use http::HeaderName;
 
-use super::fields::Fields;
+use crate::http1::fields::Fields;
 
 /// `x-switchyard-test-panic: route | send | body`.
 static FAULT: HeaderName = HeaderName::from_static("x-switchyard-test-panic");

@@ -18,25 +18,14 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, Version};
 
-use super::fields::RawFields;
-use super::h1::HeadSink;
-use super::headers::{self, Seen};
 use super::prepare::{EncodedHead, Head, Prepared, RequestHead, Routed};
-use super::recover::Panic;
 use super::upstream::{Noting, Tries};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream};
-use crate::registry;
+use crate::http1::HeadSink;
+use crate::http1::headers::{self, Seen};
+pub use crate::http1::request_head::InlineHead;
+use crate::recover::Panic;
 use crate::snapshot::Snapshot;
-
-/// An HTTP/1.1 request head with an origin-form target, parsed in place;
-/// field names already lowercase.
-#[derive(Debug, Clone, Copy)]
-pub struct InlineHead<'a> {
-    pub method: &'a Method,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub fields: RawFields<'a>,
-}
 
 /// What became of a head offered to [`Proxy::begin_inline`].
 #[derive(Debug)]
@@ -83,7 +72,7 @@ impl InlineRequest {
         &self.received.method
     }
 
-    /// When the request began (on [`registry::now_ns`]'s clock).
+    /// When the request began (on [`crate::clock::now_ns`]'s clock).
     pub fn started(&self) -> u64 {
         self.received.started
     }
@@ -154,7 +143,7 @@ impl Proxy {
         let seen = Seen::of(fields);
         let request_id = headers::request_id(fields, seen);
         let close = seen.connection && headers::lists_token(fields, &header::CONNECTION, "close");
-        let resp = self.panicked(panic, &request_id, head.method, registry::now_ns());
+        let resp = self.panicked(panic, &request_id, head.method, crate::clock::now_ns());
         Begun::Answered { resp, close }
     }
 

@@ -31,7 +31,7 @@ use atomic_waker::AtomicWaker;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::headers;
+use crate::http1::headers;
 
 /// Most bytes of 1xx heads queued for one client connection (on either
 /// server), past which more are dropped.

@@ -19,15 +19,16 @@ use http::{Method, Request, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::fields::{Fields, byte_set};
-use super::forward::{self, Forwarding};
-use super::headers::{self, Seen};
-use super::request_body;
-use super::{ConnInfo, Outcome, Proxy, ProxyError, ProxySettings, h1, interim};
+use super::{ConnInfo, Outcome, Proxy, ProxyError, ProxySettings, interim};
 use crate::balance::{self, PickContext};
 use crate::config::HashOn;
+use crate::http1;
+use crate::http1::fields::{Fields, byte_set};
+use crate::http1::forward::{self, Forwarding};
+use crate::http1::headers::{self, Seen};
 use crate::routing::path;
 use crate::snapshot::{CompiledBackend, Snapshot};
+use crate::transport::request_body;
 
 /// A request head as routing sees it, whoever parsed it.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +135,7 @@ impl EncodedHead {
             && fwd
                 .decides(header::CONTENT_LENGTH.as_str().as_bytes())
                 .is_none();
-        let host_at = h1::encode_request(&mut bytes, method, path, query, has_length, |out| {
+        let host_at = http1::encode_request(&mut bytes, method, path, query, has_length, |out| {
             fwd.write(headers, out);
         });
         EncodedHead {
@@ -147,7 +148,10 @@ impl EncodedHead {
     /// The head as `backend` gets it: its own `Host` line goes after the
     /// request line, unless the client's is kept (no copy: the pieces go
     /// out with one vectored write).
-    pub fn for_backend<'a>(&'a self, backend: &'a CompiledBackend) -> h1::HeadBytes<'a> {
+    pub fn for_backend<'a>(
+        &'a self,
+        backend: &'a CompiledBackend,
+    ) -> crate::transport::h1::HeadBytes<'a> {
         let (line, fields) = self.bytes.split_at(self.host_at);
         let host: &[u8] = if self.backend_host {
             &backend.host_line
@@ -589,7 +593,7 @@ mod tests {
         };
         let from_scratch = |fwd: &Forwarding, host: Option<&HeaderValue>| {
             let mut out = Vec::new();
-            h1::encode_request(
+            http1::encode_request(
                 &mut out,
                 &Method::GET,
                 "/cart",

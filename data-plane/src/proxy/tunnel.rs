@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::registry::{InFlight, now_ns};
+use crate::clock::now_ns;
+use crate::registry::InFlight;
 use crate::stall::WriteStall;
 
 /// The set of open tunnels.

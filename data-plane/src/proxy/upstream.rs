@@ -13,14 +13,15 @@ use http::uri::Uri;
 use http::{Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
-use super::h1::HeadSink;
 use super::prepare::{EncodedHead, Head, Prepared, path_error};
-use super::request_body::{BodyFault, BodySlot, RequestBody, Sending};
 use super::{Outcome, Proxy, ProxyBody, ProxyError, Upstream};
-use super::{h1, headers, pool};
-use crate::metrics::ErrorKind;
-use crate::registry::{self, InFlight};
+use crate::counters::ErrorKind;
+use crate::http1::HeadSink;
+use crate::http1::{self, headers};
+use crate::registry::InFlight;
 use crate::snapshot::{CompiledBackend, CompiledUpstream, Snapshot};
+use crate::transport::request_body::{BodyFault, BodySlot, RequestBody, Sending};
+use crate::transport::{h1, pool};
 
 /// How one attempt goes to its backend.
 enum Attempt {
@@ -86,19 +87,19 @@ impl Prepared {
 /// inline client's parser applies (`h1::head`): a status outside 100–599,
 /// a `101` to a request that asked for no upgrade (or that names no
 /// protocol), a transfer coding other than chunked.
-fn invalid_answer<B>(resp: &Response<B>, upgrade_asked: bool) -> Option<h1::H1Error> {
+fn invalid_answer<B>(resp: &Response<B>, upgrade_asked: bool) -> Option<http1::H1Error> {
     let status = resp.status();
-    if let Err(e) = h1::head::status_of(Some(status.as_u16())) {
+    if let Err(e) = http1::head::status_of(Some(status.as_u16())) {
         return Some(e);
     }
     if status == StatusCode::SWITCHING_PROTOCOLS
         && !(upgrade_asked && resp.headers().contains_key(header::UPGRADE))
     {
-        return Some(h1::H1Error::Switching);
+        return Some(http1::H1Error::Switching);
     }
     let codings = resp.headers().get_all(header::TRANSFER_ENCODING);
     if !codings.iter().all(|v| headers::only_chunked(v.as_bytes())) {
-        return Some(h1::H1Error::TransferCoding);
+        return Some(http1::H1Error::TransferCoding);
     }
     None
 }
@@ -127,7 +128,7 @@ async fn answered_within<T>(
             let Some(body) = body else {
                 return std::task::Poll::Ready(None);
             };
-            let now = registry::now_ns();
+            let now = crate::clock::now_ns();
             let due = match body.sending() {
                 Sending::Sent(at) | Sending::Backend(at) => at,
                 // The client's to finish (its own stall is timed): a whole
@@ -171,11 +172,11 @@ impl<S: HeadSink> HeadSink for Noting<'_, S> {
     type Final = S::Final;
     const SHARES_BYTES: bool = S::SHARES_BYTES;
 
-    fn interim(&mut self, head: &h1::RawHead<'_>) {
+    fn interim(&mut self, head: &http1::RawHead<'_>) {
         self.sink.interim(head);
     }
 
-    fn head(&mut self, head: &h1::RawHead<'_>) -> Result<S::Final, h1::H1Error> {
+    fn head(&mut self, head: &http1::RawHead<'_>) -> Result<S::Final, http1::H1Error> {
         self.status = head.status;
         self.sink.head(head)
     }
@@ -276,10 +277,10 @@ impl<'u> Tries<'u> {
 
     /// `t` got an answer with `status`: its latency and health noted; the
     /// backend stays in flight until the body is done. When that was (on
-    /// [`registry::now_ns`]'s clock), and the backend's in-flight mark.
+    /// [`crate::clock::now_ns`]'s clock), and the backend's in-flight mark.
     pub fn answered(&self, t: Try<'u>, status: StatusCode, metrics: bool) -> (u64, InFlight) {
-        let now = registry::now_ns();
-        let took = now.saturating_sub(registry::ns_at(t.now.into_std()));
+        let now = crate::clock::now_ns();
+        let took = now.saturating_sub(crate::clock::ns_at(t.now.into_std()));
         let state = &t.backend.state;
         state.observe_latency(took, now);
         if metrics {
@@ -479,7 +480,7 @@ impl Proxy {
                 armed.relay(status, headers, request_id);
             }
         };
-        let mut sink = h1::head::ToResponse {
+        let mut sink = http1::head::ToResponse {
             interim: &mut relay,
         };
         match t.exchange(upstream, head, p, &mut sink).await {

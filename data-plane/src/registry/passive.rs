@@ -8,7 +8,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{BackendState, Health, availability_changed, now_ns, unix_ms};
+use super::{BackendState, Health, availability_changed};
+use crate::clock::{now_ns, unix_ms};
 
 /// A backend's state with every signal folded in: the `state` of the
 /// status views, and what `switchyard_backend_healthy` reports.

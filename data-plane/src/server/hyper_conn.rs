@@ -26,11 +26,12 @@ use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 
 use super::ServerConfig;
-use crate::proxy::body::BoxError as BodyError;
-use crate::proxy::headers::X_REQUEST_ID;
+use crate::BoxError;
+use crate::clock::now_ns;
+use crate::http1::headers::X_REQUEST_ID;
 use crate::proxy::interim::InterimIo;
-use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
-use crate::registry::now_ns;
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::recover;
 use crate::stall::SendTimeoutIo;
 
 /// How hyper serves a connection.
@@ -91,8 +92,6 @@ pub fn builders(config: &ServerConfig) -> Builders {
         .max_header_list_size(config.max_header_bytes as u32);
     Builders { auto, http1, http2 }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serve one connection; when `stopping` turns true, finish the request in
 /// flight (no new ones on this connection) and close. A connection with no
@@ -357,12 +356,12 @@ pub struct Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         // Asked for more: what was handed over has been taken.
         this.busy.set_handed(false);

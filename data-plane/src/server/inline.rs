@@ -38,15 +38,16 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::ReadHalf;
 use tokio::time::Instant;
 
-use super::request_head::{self, FEW_FIELDS, MAX_FIELDS, Parsed};
 use super::respond::{self, ClientHead, Framing};
 use super::rewind::Rewind;
 use super::stop::StopWatch;
+use crate::http1::fields::Span;
+use crate::http1::headers::X_REQUEST_ID;
+use crate::http1::request_head::{self, FEW_FIELDS, MAX_FIELDS, Parsed};
 use crate::lazy_timer::LazyTimer;
-use crate::proxy::fields::Span;
-use crate::proxy::headers::X_REQUEST_ID;
 use crate::proxy::inline::{Answer, Begun};
-use crate::proxy::{ConnInfo, Proxy, ProxyBody, recover};
+use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use crate::recover;
 use crate::stall::WriteStall;
 
 /// Read room asked for before a read.
@@ -321,7 +322,7 @@ fn poll_now(body: &mut ProxyBody) -> Option<Polled> {
 }
 
 /// One poll of a body.
-type Polled = Option<Result<Frame<Bytes>, crate::proxy::body::BoxError>>;
+type Polled = Option<Result<Frame<Bytes>, crate::BoxError>>;
 
 /// The client's side of a connection while an answer goes out to it.
 struct Client<'a, 'r> {

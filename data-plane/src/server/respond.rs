@@ -22,8 +22,8 @@ use http_body::Body;
 use tokio::net::TcpStream;
 
 use super::stop::StopWatch;
-use crate::proxy::h1::{BodyFraming, H1Error, HeadSink, RawHead};
-use crate::proxy::headers::{self, ResponseField, VIA_ENTRY};
+use crate::http1::headers::{self, ResponseField, VIA_ENTRY};
+use crate::http1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::{ProxyBody, interim};
 use crate::stall::WriteStall;
 

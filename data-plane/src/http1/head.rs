@@ -10,8 +10,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
 use super::{H1Error, MAX_HEADERS};
-use crate::proxy::fields::{Span, field_span, span_in};
-use crate::proxy::headers;
+use crate::http1::fields::{Span, field_span, span_in};
+use crate::http1::headers;
 
 /// What an exchange does with the heads it reads.
 pub trait HeadSink {

@@ -31,8 +31,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::body::BoxError;
-use crate::registry::now_ns;
+use crate::BoxError;
+use crate::clock::now_ns;
 
 /// The client sent more body than the route allows.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! What the gateway changes in a request head on its way upstream
-//! (DESIGN: proxy semantics), worked out once per request as a
+//! (README.md, "Proxy behaviour"), worked out once per request as a
 //! [`Forwarding`] and then either applied to a header map (requests that go
 //! through hyper's client) or written out while the head is serialised (the
 //! inline client: the client's map is never edited, so the hot path

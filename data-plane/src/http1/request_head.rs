@@ -12,8 +12,7 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::Method;
 
-use crate::proxy::fields::{RawFields, Span, byte_set, field_span, span_in};
-use crate::proxy::inline::InlineHead;
+use crate::http1::fields::{RawFields, Span, byte_set, field_span, span_in};
 
 /// Most fields in a request head: hyper's limit (it answers 431 past it).
 pub const MAX_FIELDS: usize = 100;
@@ -31,6 +30,16 @@ pub enum Parsed<'b> {
     HandOff,
     /// A head of `len` bytes for the inline server.
     Head { len: usize, head: Head<'b> },
+}
+
+/// An HTTP/1.1 request head with an origin-form target, parsed in place;
+/// field names already lowercase.
+#[derive(Debug, Clone, Copy)]
+pub struct InlineHead<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub fields: RawFields<'a>,
 }
 
 /// An HTTP/1.1 request head with an origin-form target, in the buffer.

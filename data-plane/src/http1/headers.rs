@@ -1,4 +1,4 @@
-//! Header handling shared by both directions (DESIGN: proxy semantics):
+//! Header handling shared by both directions (README.md, "Proxy behaviour"):
 //! hop-by-hop fields, list values, request IDs, and the response's
 //! rewrite for the client. The request's rewrite is [`super::forward`].
 

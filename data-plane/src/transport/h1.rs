@@ -21,7 +21,6 @@
 //! asked to close.
 
 pub(crate) mod body;
-pub mod head;
 
 use std::io;
 use std::pin::Pin;
@@ -35,49 +34,16 @@ use tokio::time::Instant;
 
 use crate::lazy_timer::LazyTimer;
 
+use crate::http1::head::{self, Parsed};
+use crate::http1::{BodyFraming, H1Error, HeadSink, MAX_HEAD};
 pub use body::ResponseBody;
-use head::Parsed;
-pub use head::{BodyFraming, HeadSink, RawHead};
 
-/// Most header fields in a response head (or trailer section): hyper's
-/// default, as before this client.
-pub const MAX_HEADERS: usize = 100;
-/// Largest response head (status line and fields), and trailer section:
-/// hyper's default read buffer limit, as before this client.
-pub const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// Read buffer room asked for before a read: starts small, doubles while
 /// reads fill it (large bodies), back to the start once idle.
 const READ_RESERVE: usize = 8 * 1024;
 const MAX_READ_RESERVE: usize = 64 * 1024;
 /// An idle connection's buffer larger than this is freed, not kept.
 const MAX_IDLE_BUFFER: usize = 16 * 1024;
-
-/// Why an exchange with a backend failed.
-#[derive(Debug, thiserror::Error)]
-pub enum H1Error {
-    #[error("backend connection: {0}")]
-    Io(#[from] io::Error),
-    #[error("backend closed the connection before a complete response head")]
-    Closed,
-    #[error("invalid response head: {0}")]
-    Parse(httparse::Error),
-    #[error("response head larger than {MAX_HEAD} bytes")]
-    HeadTooLarge,
-    #[error("invalid Content-Length in the response")]
-    ContentLength,
-    #[error("backend switched protocols without being asked")]
-    Switching,
-    #[error("HTTP/1.0 response with Transfer-Encoding (faulty framing, RFC 9112 §6.1)")]
-    Http10TransferEncoding,
-    #[error("response with a transfer coding other than chunked")]
-    TransferCoding,
-    #[error("invalid chunked response body")]
-    Chunked,
-    #[error("response body ended before its end")]
-    Truncated,
-    #[error("no response head before the deadline")]
-    TimedOut,
-}
 
 /// One keep-alive connection to a backend and what was read ahead on it.
 #[derive(Debug)]
@@ -149,37 +115,6 @@ impl Conn {
     async fn fill(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
-}
-
-/// Serialise a request head without body: request line, the header lines
-/// `fields` writes, and `content-length: 0` for the methods whose bodies a
-/// backend may insist on being told the length of, unless `has_length`
-/// (the fields carry one). Returns the length of the request line (where a
-/// backend's `host` goes, see `prepare.rs`).
-pub fn encode_request(
-    out: &mut Vec<u8>,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    has_length: bool,
-    fields: impl FnOnce(&mut Vec<u8>),
-) -> usize {
-    let start = out.len();
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    if let Some(query) = query {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let line_len = out.len() - start;
-    fields(out);
-    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !has_length {
-        out.extend_from_slice(b"content-length: 0\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    line_len
 }
 
 /// A failed exchange, and whether the backend sent nothing at all.
@@ -286,9 +221,10 @@ async fn head_of_response<S: HeadSink>(
 
 #[cfg(test)]
 mod tests {
-    use super::body::find;
-    use super::head::ToResponse;
     use super::*;
+    use crate::http1::body::find;
+    use crate::http1::encode_request;
+    use crate::http1::head::ToResponse;
     use http::{HeaderMap, HeaderValue, Response, StatusCode};
     use http_body::Body;
 

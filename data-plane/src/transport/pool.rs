@@ -36,8 +36,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::task::AbortHandle;
 
-use super::h1::{self, Conn, H1Error, HeadSink, ResponseBody};
+use super::h1::{self, Conn, ResponseBody};
 use super::request_body::RequestBody;
+use crate::http1::{H1Error, HeadSink};
 
 /// Idle connections kept per backend; more are closed when returned.
 const MAX_IDLE: usize = 256;
@@ -472,7 +473,7 @@ mod tests {
             s
         };
         let mut ignore = |_, _: &http::HeaderMap| {};
-        let mut ignore = h1::head::ToResponse {
+        let mut ignore = crate::http1::head::ToResponse {
             interim: &mut ignore,
         };
         let (mut backend, resp) = tokio::join!(
@@ -530,7 +531,7 @@ mod tests {
             now: Instant::now(),
         };
         let mut ignore = |_, _: &http::HeaderMap| {};
-        let mut sink = h1::head::ToResponse {
+        let mut sink = crate::http1::head::ToResponse {
             interim: &mut ignore,
         };
         // Nothing comes back: a connect timeout at the connect deadline.
