@@ -13,6 +13,8 @@
 //!   cannot be), from each request's result;
 //! - [`metrics`]: lock-free counters and the Prometheus collector;
 //! - [`proxy`]: the request handler (route, pick, forward, stream);
+//! - [`status`]: what is live now (per-backend health and load), as plain
+//!   values for the admin API;
 //! - [`server`]: the listener: the inline HTTP/1.1 server, hyper's for the
 //!   rest (HTTP/1.1, h2c, TLS), graceful drain;
 //! - [`lazy_timer`]: one timer reused across waits without moving it;
@@ -45,6 +47,7 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod stall;
+pub mod status;
 
 use std::sync::Arc;
 
