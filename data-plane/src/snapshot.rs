@@ -53,6 +53,22 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The member of the upstream's config at fault, as a JSON pointer
+    /// below the upstream (`/tls/ca_file`), when one member is; the reason
+    /// is this error's [`source`](std::error::Error::source).
+    pub fn field(&self) -> Option<&'static str> {
+        use crate::proxy::client::ClientError;
+        match self {
+            BuildError::Client { source, .. } => Some(match source {
+                ClientError::CaFile { .. } => "/tls/ca_file",
+                ClientError::ServerName(_) => "/tls/server_name",
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A route, ready to forward.
 #[derive(Debug)]
 pub struct CompiledRoute {

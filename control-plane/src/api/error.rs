@@ -169,16 +169,13 @@ impl ApiError {
                     format!("routes {a:?} and {b:?} would match the same hosts, path and methods"),
                 )],
             ),
-            ApiError::Publish(PublishError::Rejected(BuildError::Client { source, .. })) => (
+            ApiError::Publish(PublishError::Rejected(e)) if e.field().is_some() => (
                 S::UNPROCESSABLE_ENTITY,
                 "invalid-fields",
                 "Invalid fields",
                 vec![FieldError::new(
-                    match source {
-                        data_plane::proxy::client::ClientError::CaFile { .. } => "/tls/ca_file",
-                        data_plane::proxy::client::ClientError::ServerName(_) => "/tls/server_name",
-                    },
-                    source.to_string(),
+                    e.field().unwrap_or_default(),
+                    std::error::Error::source(e).map_or_else(|| e.to_string(), |r| r.to_string()),
                 )],
             ),
             ApiError::Publish(PublishError::Rejected(_)) => (
