@@ -79,7 +79,7 @@ pub async fn patch(
     let explicit = if_match(&headers)?;
     let (version, applied) = patch_with_retry(explicit, || async {
         let current = s.publisher.store().route(&name).await?;
-        let spec: RouteSpec = from_value(merge_patch(&current, &patch, &["version"]))?;
+        let spec: RouteSpec = from_value(merge_patch(&current, &patch))?;
         let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
         let expect = Some(explicit.unwrap_or(current.version));
         Ok(s.publisher
