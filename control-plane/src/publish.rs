@@ -171,12 +171,12 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use data_plane::config::{Strategy, Timeouts};
+    use data_plane::config::{Strategy, UpstreamPolicy};
     use data_plane::{Registry, Snapshot};
     use http::Method;
 
     use super::*;
-    use crate::model::{NewBackend, Policy, Route, RouteTarget, Upstream};
+    use crate::model::{NewBackend, Route, RouteTarget, Upstream};
 
     fn backends(rng: &mut fastrand::Rng) -> Vec<NewBackend> {
         // Distinct URLs: an upstream lists each backend once.
@@ -193,8 +193,7 @@ mod tests {
             name: name.into(),
             strategy: [Strategy::RoundRobin, Strategy::LeastConnections][rng.usize(..2)],
             backends: backends(rng),
-            timeouts: Timeouts::default(),
-            policy: Policy::default(),
+            policy: UpstreamPolicy::default(),
         }
     }
 

@@ -22,7 +22,7 @@ pub async fn list(
     let config_version = store.config_version().await?;
     let view = store.upstream(&name).await?;
     Ok(Json(ListView {
-        items: view.backends,
+        items: view.upstream.backends,
         config_version,
     }))
 }

@@ -33,7 +33,7 @@ pub async fn read(
 fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -> Response {
     match applied {
         Applied::Route(view) => {
-            let loc = location.then(|| format!("/admin/routes/{}", view.name));
+            let loc = location.then(|| format!("/admin/routes/{}", view.route.name));
             mutated(status, version, &view, loc)
         }
         _ => unreachable!("route changes produce routes"),

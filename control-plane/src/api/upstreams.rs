@@ -33,7 +33,7 @@ pub async fn read(
 fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -> Response {
     match applied {
         Applied::Upstream(view) => {
-            let loc = location.then(|| format!("/admin/upstreams/{}", view.name));
+            let loc = location.then(|| format!("/admin/upstreams/{}", view.upstream.name));
             mutated(status, version, &view, loc)
         }
         _ => unreachable!("upstream changes produce upstreams"),
