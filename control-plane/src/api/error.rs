@@ -169,21 +169,25 @@ impl ApiError {
                     format!("routes {a:?} and {b:?} would match the same hosts, path and methods"),
                 )],
             ),
-            ApiError::Publish(PublishError::Rejected(e)) if e.field().is_some() => (
-                S::UNPROCESSABLE_ENTITY,
-                "invalid-fields",
-                "Invalid fields",
-                vec![FieldError::new(
-                    e.field().unwrap_or_default(),
-                    std::error::Error::source(e).map_or_else(|| e.to_string(), |r| r.to_string()),
-                )],
-            ),
-            ApiError::Publish(PublishError::Rejected(_)) => (
-                S::UNPROCESSABLE_ENTITY,
-                "rejected",
-                "Config rejected by the data plane",
-                vec![],
-            ),
+            ApiError::Publish(PublishError::Rejected(e)) => match e.field() {
+                // One member of the upstream is at fault: name it, with why.
+                Some(pointer) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-fields",
+                    "Invalid fields",
+                    vec![FieldError::new(
+                        pointer,
+                        std::error::Error::source(e)
+                            .map_or_else(|| e.to_string(), |reason| reason.to_string()),
+                    )],
+                ),
+                None => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "rejected",
+                    "Config rejected by the data plane",
+                    vec![],
+                ),
+            },
             ApiError::Panicked(_) => (
                 S::INTERNAL_SERVER_ERROR,
                 "internal",

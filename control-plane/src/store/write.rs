@@ -1,6 +1,6 @@
 //! Applying [`Change`]s inside a write transaction.
 
-use data_plane::config::{UpstreamConfig, UpstreamPolicy};
+use data_plane::config::UpstreamPolicy;
 use sqlx::sqlite::SqliteConnection;
 
 use super::read::{export, get_backend, get_route, get_upstream, json_list};
@@ -257,7 +257,7 @@ async fn resolve_target(
                     // `hash_on`, which only a consistent_hash upstream has (an
                     // inline strategy never is one).
                     let old = get_upstream(conn, &route.name).await?.upstream;
-                    let u = UpstreamConfig {
+                    let u = Upstream {
                         name: route.name.clone(),
                         strategy: *strategy,
                         backends: backends.clone(),
