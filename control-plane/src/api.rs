@@ -263,19 +263,11 @@ impl<'de> serde::Deserialize<'de> for MergePatch {
     }
 }
 
-/// Apply an RFC 7396 merge patch to a representation, dropping read-only
-/// fields first so the result can be validated like a PUT body.
-fn merge_patch<T: Serialize>(
-    current: &T,
-    MergePatch(patch): &MergePatch,
-    read_only: &[&str],
-) -> serde_json::Value {
+/// Apply an RFC 7396 merge patch to a representation; the result is read
+/// like a PUT body (whose type accepts and ignores the read-only members
+/// of the representation, such as `version`).
+fn merge_patch<T: Serialize>(current: &T, MergePatch(patch): &MergePatch) -> serde_json::Value {
     let mut doc = serde_json::to_value(current).expect("a view serialises");
-    if let Some(obj) = doc.as_object_mut() {
-        for f in read_only {
-            obj.remove(*f);
-        }
-    }
     json_patch::merge(&mut doc, patch);
     doc
 }

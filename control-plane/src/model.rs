@@ -19,7 +19,18 @@
 //! - backend `url`: absolute `http://` or `https://` with a host, optional
 //!   port 1–65535, no path (a trailing `/` is dropped), query or user info;
 //! - `weight`: 0–1000, default 1; 0 drains the backend;
-//! - timeouts: `connect_ms` 1–60000, `response_header_ms` 1–3600000.
+//! - upstream policy (timeouts, retries, health…): see `model/policy.rs`.
+//!
+//! The domain values are the data plane's config types wherever they can
+//! be: a validated upstream is an [`UpstreamConfig`] (its backends without
+//! ids, which the store assigns) and its policy a
+//! [`UpstreamPolicy`](data_plane::config::UpstreamPolicy).
+//!
+//! Which members a route, upstream or backend object may have is said once,
+//! by [`RouteSpec`], [`UpstreamSpec`] and [`BackendSpec`] (unknown members
+//! are refused; read-only ones, such as `version`, accepted and ignored):
+//! the resource endpoints, their PATCH (the merged representation) and the
+//! whole-config document ([`ConfigSpec`]) all read these.
 
 mod document;
 mod json;
@@ -29,14 +40,14 @@ mod policy;
 pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
 pub use json::{JsonError, read as read_json};
 pub use parse::parse;
-pub use policy::{HealthCheckSpec, MAX_RETRIES, OutlierSpec, Policy, PolicySpec, TlsSpec};
-
-use data_plane::config::{
-    DEFAULT_BODY_IDLE_MS, DEFAULT_CONNECT_MS, DEFAULT_RESPONSE_HEADER_MS, Strategy, Timeouts,
+pub use policy::{
+    HealthCheckSpec, MAX_CONNECT_MS, MAX_RESPONSE_HEADER_MS, OutlierSpec, PolicySpec, TimeoutsSpec,
+    TlsSpec,
 };
-use data_plane::snapshot::parse_backend_url;
-use serde::Deserialize;
+
+use data_plane::config::{Strategy, UpstreamConfig, parse_backend_url};
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
 pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_PATH_LEN: usize = 1024;
@@ -44,8 +55,6 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// Largest per-route body limit that can be configured (1 TiB).
 pub const MAX_BODY_LIMIT: u64 = 1 << 40;
 pub const DEFAULT_WEIGHT: u32 = 1;
-pub const MAX_CONNECT_MS: u64 = 60_000;
-pub const MAX_RESPONSE_HEADER_MS: u64 = 3_600_000;
 pub const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
 ];
@@ -145,14 +154,6 @@ pub struct BackendSpec {
     _version: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeoutsSpec {
-    pub connect_ms: Option<u64>,
-    pub response_header_ms: Option<u64>,
-    pub body_idle_ms: Option<u64>,
-}
-
 // ------------------------------------------------------- domain values ---
 
 /// Where a route sends its traffic.
@@ -180,18 +181,13 @@ pub struct Route {
     pub target: RouteTarget,
 }
 
-/// A validated upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub name: String,
-    pub strategy: Strategy,
-    pub backends: Vec<NewBackend>,
-    pub timeouts: Timeouts,
-    pub policy: Policy,
-}
+/// A validated upstream: the data plane's upstream config, its backends
+/// not yet given ids.
+pub type Upstream = UpstreamConfig<NewBackend>;
 
-/// A validated backend (URL normalised to `scheme://authority`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated backend (URL normalised to `scheme://authority`); also how
+/// an exported document writes a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewBackend {
     pub url: String,
     pub weight: u32,
@@ -382,42 +378,6 @@ fn check_backends(errors: &mut Errors, specs: Vec<BackendSpec>) -> Vec<NewBacken
     out
 }
 
-fn check_timeouts(errors: &mut Errors, spec: Option<TimeoutsSpec>) -> Timeouts {
-    let spec = spec.unwrap_or(TimeoutsSpec {
-        connect_ms: None,
-        response_header_ms: None,
-        body_idle_ms: None,
-    });
-    let connect_ms = spec.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
-    if !(1..=MAX_CONNECT_MS).contains(&connect_ms) {
-        errors.add(
-            "/timeouts/connect_ms",
-            format!("must be between 1 and {MAX_CONNECT_MS}"),
-        );
-    }
-    let response_header_ms = spec
-        .response_header_ms
-        .unwrap_or(DEFAULT_RESPONSE_HEADER_MS);
-    if !(1..=MAX_RESPONSE_HEADER_MS).contains(&response_header_ms) {
-        errors.add(
-            "/timeouts/response_header_ms",
-            format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
-        );
-    }
-    let body_idle_ms = spec.body_idle_ms.unwrap_or(DEFAULT_BODY_IDLE_MS);
-    if !(1..=MAX_RESPONSE_HEADER_MS).contains(&body_idle_ms) {
-        errors.add(
-            "/timeouts/body_idle_ms",
-            format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
-        );
-    }
-    Timeouts {
-        connect_ms,
-        response_header_ms,
-        body_idle_ms,
-    }
-}
-
 impl RouteSpec {
     /// Validate a route body. `url_name` is the name in the URL for PUT.
     pub fn validate(self, url_name: Option<&str>) -> Result<Route, Vec<FieldError>> {
@@ -493,8 +453,8 @@ impl UpstreamSpec {
         let name = resolve_name(&mut e, self.name, url_name);
         let strategy = check_strategy(&mut e, "/strategy", self.strategy);
         let backends = check_backends(&mut e, self.backends);
-        let timeouts = check_timeouts(&mut e, self.timeouts);
         let policy = PolicySpec {
+            timeouts: self.timeouts,
             hash_on: self.hash_on,
             health_check: self.health_check,
             outlier_detection: self.outlier_detection,
@@ -508,7 +468,6 @@ impl UpstreamSpec {
             name,
             strategy,
             backends,
-            timeouts,
             policy,
         })
     }

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use data_plane::{BuildError, DataPlane, Patch, Retired, Snapshot};
+use data_plane::{BuildError, DataPlane, Patch, PatchOutcome};
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::Mutex;
 
@@ -114,15 +114,15 @@ impl Publisher {
         // On error `tx` is dropped and rolls back: nothing is written.
         let patched = match touched {
             Some(touched) => self.patch(&mut tx, version, touched).await?,
-            None => None,
+            None => PatchOutcome::Rebuild,
         };
         match patched {
-            Some(compiled) => {
-                let (snapshot, retired) = compiled.map_err(PublishError::Rejected)?;
+            PatchOutcome::Patched(snapshot, retired) => {
                 tx.commit().await.map_err(StoreError::from)?;
                 let _ = self.plane.install_patched(snapshot, &retired);
             }
-            None => {
+            PatchOutcome::Refused(e) => return Err(PublishError::Rejected(e)),
+            PatchOutcome::Rebuild => {
                 let config = store::load_config(&mut tx).await?;
                 let snapshot = self
                     .plane
@@ -135,15 +135,15 @@ impl Publisher {
         Ok((version, applied))
     }
 
-    /// Read back what a change touched and patch the live snapshot with it;
-    /// `None` when the live snapshot is not the version before (then the
-    /// whole config is compiled).
+    /// Read back what a change touched and patch the live snapshot with it
+    /// ([`PatchOutcome::Rebuild`] when the live snapshot is not the version
+    /// before: then the whole config is compiled).
     async fn patch(
         &self,
         conn: &mut SqliteConnection,
         version: u64,
         touched: Touched,
-    ) -> Result<Option<Result<(Snapshot, Retired), BuildError>>, StoreError> {
+    ) -> Result<PatchOutcome, StoreError> {
         let live = self.plane.snapshot();
         let mut upstreams: BTreeSet<String> = touched.upstreams.into_iter().collect();
         let mut patches = Vec::new();
@@ -171,12 +171,12 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use data_plane::config::{Strategy, Timeouts};
+    use data_plane::config::{Strategy, UpstreamPolicy};
     use data_plane::{Registry, Snapshot};
     use http::Method;
 
     use super::*;
-    use crate::model::{NewBackend, Policy, Route, RouteTarget, Upstream};
+    use crate::model::{NewBackend, Route, RouteTarget, Upstream};
 
     fn backends(rng: &mut fastrand::Rng) -> Vec<NewBackend> {
         // Distinct URLs: an upstream lists each backend once.
@@ -193,8 +193,7 @@ mod tests {
             name: name.into(),
             strategy: [Strategy::RoundRobin, Strategy::LeastConnections][rng.usize(..2)],
             backends: backends(rng),
-            timeouts: Timeouts::default(),
-            policy: Policy::default(),
+            policy: UpstreamPolicy::default(),
         }
     }
 

@@ -1,36 +1,30 @@
-//! Representations returned by the admin API (and read back for PATCH).
+//! Representations returned by the admin API (and read back for PATCH):
+//! the data plane's config types, with what the API adds to them.
 //! `version` is the config version of the resource's last change; it is
-//! also its ETag. Field order here is the order clients see.
+//! also its ETag. Field order here (and in the flattened config types) is
+//! the order clients see.
 
-use data_plane::config::Timeouts;
+use data_plane::config::{RouteConfig, UpstreamConfig};
 use serde::Serialize;
 
-use crate::model::Policy;
+use crate::model::ConfigUpstream;
 
+/// A route resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteView {
-    pub name: String,
-    pub path: String,
-    pub methods: Vec<String>,
-    pub hosts: Vec<String>,
-    pub strip_prefix: bool,
-    pub preserve_host: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
-    pub upstream: String,
+    #[serde(flatten)]
+    pub route: RouteConfig,
     pub version: u64,
 }
 
+/// An upstream resource: its config (backends with their versions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamView {
-    pub name: String,
-    pub strategy: String,
-    pub backends: Vec<BackendView>,
-    pub timeouts: Timeouts,
-    /// `hash_on`, `health_check` (omitted when absent), `outlier_detection`,
-    /// `retries`, `fail_open`.
+    /// `name`, `strategy`, `backends`, then the policy: `timeouts`,
+    /// `hash_on` and `health_check` (omitted when absent),
+    /// `outlier_detection`, `retries`, `fail_open`, `tls`, `http2`.
     #[serde(flatten)]
-    pub policy: Policy,
+    pub upstream: UpstreamConfig<BackendView>,
     /// The route that created this upstream from inline backends; it is
     /// deleted with that route unless other routes use it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,71 +47,66 @@ pub struct ListView<T> {
     pub config_version: u64,
 }
 
-/// The whole config (`GET /admin/config`): importable as it is.
+/// The whole config (`GET /admin/config`): importable as it is (the
+/// document `PUT /admin/config` takes, plus its version; backends without
+/// ids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigView {
     pub version: u64,
-    pub upstreams: Vec<ConfigUpstreamView>,
-    pub routes: Vec<ConfigRouteView>,
+    pub upstreams: Vec<ConfigUpstream>,
+    pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigUpstreamView {
-    pub name: String,
-    pub strategy: String,
-    pub backends: Vec<ConfigBackendView>,
-    pub timeouts: Timeouts,
-    #[serde(flatten)]
-    pub policy: Policy,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner_route: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use data_plane::config::{Strategy, UpstreamPolicy};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigBackendView {
-    pub url: String,
-    pub weight: u32,
-}
+    use super::*;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigRouteView {
-    pub name: String,
-    pub path: String,
-    pub methods: Vec<String>,
-    pub hosts: Vec<String>,
-    pub strip_prefix: bool,
-    pub preserve_host: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
-    pub upstream: String,
-}
-
-impl From<RouteView> for ConfigRouteView {
-    fn from(v: RouteView) -> Self {
-        ConfigRouteView {
-            name: v.name,
-            path: v.path,
-            methods: v.methods,
-            hosts: v.hosts,
-            strip_prefix: v.strip_prefix,
-            preserve_host: v.preserve_host,
-            max_body_bytes: v.max_body_bytes,
-            upstream: v.upstream,
-        }
-    }
-}
-
-impl From<RouteView> for data_plane::config::RouteConfig {
-    fn from(v: RouteView) -> Self {
-        data_plane::config::RouteConfig {
-            name: v.name,
-            path: v.path,
-            methods: v.methods,
-            hosts: v.hosts,
-            strip_prefix: v.strip_prefix,
-            preserve_host: v.preserve_host,
-            max_body_bytes: v.max_body_bytes,
-            upstream: v.upstream,
-        }
+    /// Clients see the members in this order (the config types' fields,
+    /// flattened, then what the API adds); absent options are left out.
+    #[test]
+    fn representations_keep_their_member_order() {
+        let route = RouteView {
+            route: RouteConfig {
+                name: "r".into(),
+                path: "/".into(),
+                methods: vec![],
+                hosts: vec![],
+                strip_prefix: false,
+                preserve_host: false,
+                max_body_bytes: None,
+                upstream: "u".into(),
+            },
+            version: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&route).unwrap(),
+            r#"{"name":"r","path":"/","methods":[],"hosts":[],"strip_prefix":false,"preserve_host":false,"upstream":"u","version":3}"#
+        );
+        let upstream = UpstreamView {
+            upstream: UpstreamConfig {
+                name: "u".into(),
+                strategy: Strategy::RoundRobin,
+                backends: vec![BackendView {
+                    id: 1,
+                    url: "http://h".into(),
+                    weight: 1,
+                    version: 2,
+                }],
+                policy: UpstreamPolicy::default(),
+            },
+            owner_route: None,
+            version: 2,
+        };
+        assert_eq!(
+            serde_json::to_string(&upstream).unwrap(),
+            concat!(
+                r#"{"name":"u","strategy":"round_robin","backends":[{"id":1,"url":"http://h","weight":1,"version":2}],"#,
+                r#""timeouts":{"connect_ms":2000,"response_header_ms":30000,"body_idle_ms":60000},"#,
+                r#""outlier_detection":{"enabled":true,"consecutive_failures":5,"base_ejection_ms":10000,"max_ejection_percent":50},"#,
+                r#""retries":1,"fail_open":false,"tls":{"insecure_skip_verify":false},"http2":false,"version":2}"#
+            )
+        );
     }
 }

@@ -5,7 +5,17 @@
 //! are trusted input here only after the control plane has validated them,
 //! but [`crate::snapshot::Snapshot::build`] still refuses anything it cannot
 //! compile (dangling upstream, bad URL), so a bad config can never go live.
+//!
+//! This module is the one vocabulary of the gateway's config: the control
+//! plane stores, validates and shows these types rather than copies of
+//! them. In particular every default (timeouts, retries, health check,
+//! outlier detection) is written here once, as the `Default` of its type,
+//! and serde's defaults, the admin API's and the compiled snapshot's all
+//! come from it. An upstream's settings other than its name, strategy and
+//! backends are one [`UpstreamPolicy`], embedded (flattened) wherever an
+//! upstream is written.
 
+use http::uri::{Authority, Scheme, Uri};
 use serde::{Deserialize, Serialize};
 
 /// Default time allowed to establish an upstream TCP connection.
@@ -17,6 +27,9 @@ pub const DEFAULT_RESPONSE_HEADER_MS: u64 = 30_000;
 pub const DEFAULT_BODY_IDLE_MS: u64 = 60_000;
 /// Default extra attempts on another backend after a retryable failure.
 pub const DEFAULT_RETRIES: u32 = 1;
+/// Most extra attempts an upstream may make: the proxy keeps the backends a
+/// request tried in a fixed array of `MAX_RETRIES + 1` slots.
+pub const MAX_RETRIES: u32 = 5;
 
 /// One complete, versioned configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,31 +62,50 @@ pub struct RouteConfig {
     pub preserve_host: bool,
     /// Largest request body accepted (413 past it, counted while
     /// streaming); `None` = the gateway-wide default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// Name of the upstream this route forwards to.
     pub upstream: String,
 }
 
 /// A named pool of backends and how to use them.
+///
+/// `B` is how a backend is written: [`BackendConfig`] in the config the data
+/// plane runs; the control plane's representations write them with their
+/// version, or (in an exported document) without their id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
+pub struct UpstreamConfig<B = BackendConfig> {
     pub name: String,
     #[serde(default)]
     pub strategy: Strategy,
-    pub backends: Vec<BackendConfig>,
+    pub backends: Vec<B>,
+    /// Timeouts, retries, health, TLS…: written beside `name`, not nested.
+    #[serde(flatten)]
+    pub policy: UpstreamPolicy,
+}
+
+/// How an upstream times out, hashes, checks, ejects and retries, and how
+/// it talks to its backends: every setting of an upstream but its name,
+/// strategy and backends. (The strategy stays beside the backends: a route
+/// with inline backends sets both, and keeps the upstream's policy.)
+///
+/// Every member has a default, and `UpstreamPolicy::default()` is an
+/// upstream that says nothing but its backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamPolicy {
     #[serde(default)]
     pub timeouts: Timeouts,
     /// The request key `consistent_hash` hashes; required by that strategy.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<HashOn>,
     /// Active health checking; `None` = no probes (passive detection only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub outlier_detection: OutlierDetection,
-    /// Extra attempts on a different backend after a retryable failure.
+    /// Extra attempts on a different backend after a retryable failure
+    /// (at most [`MAX_RETRIES`]).
     #[serde(default = "default_retries")]
     pub retries: u32,
     /// When no backend is healthy: `true` sends traffic to all of them
@@ -104,6 +136,21 @@ pub struct UpstreamTls {
     /// Accept any certificate. For tests and broken backends only.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        UpstreamPolicy {
+            timeouts: Timeouts::default(),
+            hash_on: None,
+            health_check: None,
+            outlier_detection: OutlierDetection::default(),
+            retries: DEFAULT_RETRIES,
+            fail_open: false,
+            tls: UpstreamTls::default(),
+            http2: false,
+        }
+    }
 }
 
 fn default_retries() -> u32 {
@@ -166,27 +213,44 @@ pub struct HealthCheck {
     #[serde(default = "default_probe_timeout_ms")]
     pub timeout_ms: u64,
     /// Consecutive passing probes that make an unhealthy backend healthy.
-    #[serde(default = "default_threshold")]
+    #[serde(default = "default_healthy_threshold")]
     pub healthy_threshold: u32,
     /// Consecutive failing probes that make a healthy backend unhealthy.
-    #[serde(default = "default_threshold")]
+    #[serde(default = "default_unhealthy_threshold")]
     pub unhealthy_threshold: u32,
     /// Statuses that pass; empty = any 200–399.
     #[serde(default)]
     pub expected_statuses: Vec<u16>,
 }
 
+/// A health check that says nothing but that there is one.
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/healthz".to_string(),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            expected_statuses: Vec::new(),
+        }
+    }
+}
+
 fn default_health_path() -> String {
-    "/healthz".to_string()
+    HealthCheck::default().path
 }
 fn default_interval_ms() -> u64 {
-    2_000
+    HealthCheck::default().interval_ms
 }
 fn default_probe_timeout_ms() -> u64 {
-    1_000
+    HealthCheck::default().timeout_ms
 }
-fn default_threshold() -> u32 {
-    2
+fn default_healthy_threshold() -> u32 {
+    HealthCheck::default().healthy_threshold
+}
+fn default_unhealthy_threshold() -> u32 {
+    HealthCheck::default().unhealthy_threshold
 }
 
 impl HealthCheck {
@@ -340,5 +404,85 @@ impl Default for Timeouts {
             response_header_ms: DEFAULT_RESPONSE_HEADER_MS,
             body_idle_ms: DEFAULT_BODY_IDLE_MS,
         }
+    }
+}
+
+/// Parse a backend URL: absolute `http`/`https` with a host, no path beyond
+/// `/`, no query, no user info. The control plane refuses what this
+/// refuses, with its reason, before a snapshot would.
+pub fn parse_backend_url(url: &str) -> Result<(Scheme, Authority), &'static str> {
+    let uri: Uri = url.parse().map_err(|_| "not a valid URL")?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        Some(_) => return Err("scheme must be http or https"),
+        None => return Err("must be an absolute http:// or https:// URL"),
+    };
+    let authority = uri.authority().ok_or("must have a host")?.clone();
+    if authority.host().is_empty() {
+        return Err("must have a host");
+    }
+    if authority.as_str().contains('@') {
+        return Err("must not contain user info");
+    }
+    match authority.port_u16() {
+        Some(0) => return Err("port must be between 1 and 65535"),
+        None if authority.as_str() != authority.host() => {
+            return Err("port must be between 1 and 65535");
+        }
+        _ => {}
+    }
+    if let Some(pq) = uri.path_and_query()
+        && (pq.path() != "/" || pq.query().is_some())
+    {
+        return Err("must not have a path or query");
+    }
+    Ok((scheme, authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_urls() {
+        assert!(parse_backend_url("http://127.0.0.1:9001").is_ok());
+        assert!(parse_backend_url("https://example.com").is_ok());
+        assert!(parse_backend_url("http://[::1]:80/").is_ok());
+        assert!(parse_backend_url("ftp://x").is_err());
+        assert!(parse_backend_url("127.0.0.1:9001").is_err());
+        assert!(parse_backend_url("http://x:0").is_err());
+        assert!(parse_backend_url("http://x:65536").is_err());
+        assert!(parse_backend_url("http://x/base").is_err());
+        assert!(parse_backend_url("http://x/?a=b").is_err());
+        assert!(parse_backend_url("http://u:p@x").is_err());
+    }
+
+    /// The serde defaults of an upstream are the `Default`s of its types,
+    /// and an upstream is written flat (policy beside name and backends);
+    /// an unknown member is still refused.
+    #[test]
+    fn an_upstream_is_read_flat_with_the_defaults() {
+        let u: UpstreamConfig = serde_json::from_value(serde_json::json!({
+            "name": "u", "backends": [], "health_check": {}
+        }))
+        .unwrap();
+        assert_eq!(
+            u.policy,
+            UpstreamPolicy {
+                health_check: Some(HealthCheck::default()),
+                ..UpstreamPolicy::default()
+            }
+        );
+        assert_eq!(u.policy.retries, DEFAULT_RETRIES);
+        let u: UpstreamConfig = serde_json::from_value(serde_json::json!({
+            "name": "u", "backends": [], "retries": 3, "timeouts": {"connect_ms": 5}
+        }))
+        .unwrap();
+        assert_eq!((u.policy.retries, u.policy.timeouts.connect_ms), (3, 5));
+        let unknown = serde_json::from_value::<UpstreamConfig>(serde_json::json!({
+            "name": "u", "backends": [], "retry": 3
+        }));
+        assert!(unknown.unwrap_err().to_string().contains("retry"));
     }
 }

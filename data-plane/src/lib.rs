@@ -55,6 +55,7 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod stall;
+pub mod status;
 pub mod transport;
 
 /// An error of any kind, sendable across tasks: what hyper's bodies and
@@ -62,6 +63,6 @@ pub mod transport;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use config::GatewayConfig;
-pub use plane::{DataPlane, PublishError, Stale};
+pub use plane::{DataPlane, PatchOutcome, Stale};
 pub use registry::Registry;
 pub use snapshot::{BuildError, Patch, Retired, Snapshot};

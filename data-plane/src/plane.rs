@@ -85,23 +85,20 @@ impl DataPlane {
 
     /// The live snapshot with `patches` applied, as `version`, without
     /// installing it: only what the patches name is compiled (see
-    /// [`Snapshot::patch`]). `None` when the live snapshot is not the
-    /// version right before `version`; then compile the whole config.
-    pub fn compile_patch(
-        &self,
-        version: u64,
-        patches: &[Patch],
-    ) -> Option<Result<(Snapshot, Retired), BuildError>> {
+    /// [`Snapshot::patch`]).
+    pub fn compile_patch(&self, version: u64, patches: &[Patch]) -> PatchOutcome {
         let base = self.snapshot();
         if base.version() + 1 != version {
-            return None;
+            return PatchOutcome::Rebuild;
         }
-        let result = base.patch(version, patches, &self.registry);
-        if result.is_err() {
-            // The attempt may have registered state for what it compiled.
-            self.registry.retain(&base.live_keys());
+        match base.patch(version, patches, &self.registry) {
+            Ok((snapshot, retired)) => PatchOutcome::Patched(snapshot, retired),
+            Err(e) => {
+                // The attempt may have registered state for what it compiled.
+                self.registry.retain(&base.live_keys());
+                PatchOutcome::Refused(e)
+            }
         }
-        Some(result)
     }
 
     /// Put a snapshot made by [`DataPlane::compile_patch`] in force, and
@@ -132,21 +129,22 @@ impl DataPlane {
         }
         Ok(())
     }
-
-    /// Compile and install in one step.
-    pub fn publish(&self, config: &GatewayConfig) -> Result<(), PublishError> {
-        let snapshot = self.compile(config)?;
-        Ok(self.install(snapshot)?)
-    }
 }
 
-/// Why [`DataPlane::publish`] did not put a config in force.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error(transparent)]
-    Stale(#[from] Stale),
+/// What [`DataPlane::compile_patch`] made of a patch.
+// Made once per config change and taken apart at once: boxing would buy
+// nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum PatchOutcome {
+    /// The patched snapshot, to put in force with
+    /// [`DataPlane::install_patched`], and the live state it leaves behind.
+    Patched(Snapshot, Retired),
+    /// The live snapshot is not the version right before the patch's, so
+    /// the patch cannot apply to it: compile the whole config instead.
+    Rebuild,
+    /// The patched config cannot run.
+    Refused(BuildError),
 }
 
 #[cfg(test)]
@@ -163,16 +161,17 @@ mod tests {
     #[test]
     fn older_versions_never_replace_newer() {
         let plane = DataPlane::new();
-        plane.publish(&config(5)).unwrap();
+        let publish = |version| plane.install(plane.compile(&config(version)).unwrap());
+        publish(5).unwrap();
         assert_eq!(
-            plane.publish(&config(4)),
-            Err(PublishError::Stale(Stale {
+            publish(4),
+            Err(Stale {
                 offered: 4,
                 live: 5
-            }))
+            })
         );
         assert_eq!(plane.snapshot().version(), 5);
-        plane.publish(&config(6)).unwrap();
+        publish(6).unwrap();
         assert_eq!(plane.snapshot().version(), 6);
     }
 }

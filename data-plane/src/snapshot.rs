@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use http::uri::{Authority, Scheme, Uri};
+use http::uri::{Authority, Scheme};
 
 use crate::available::Availability;
 use crate::balance::{self, Backends, Balancer, Candidate, PickContext};
 use crate::config::{
     GatewayConfig, HashOn, HealthCheck, OutlierDetection, RouteConfig, UpstreamConfig,
+    parse_backend_url,
 };
 use crate::counters::RequestStats;
 use crate::persist::{ChunkedVec, ShardedMap};
@@ -51,6 +52,22 @@ pub enum BuildError {
         url: String,
         reason: &'static str,
     },
+}
+
+impl BuildError {
+    /// The member of the upstream's config at fault, as a JSON pointer
+    /// below the upstream (`/tls/ca_file`), when one member is; the reason
+    /// is this error's [`source`](std::error::Error::source).
+    pub fn field(&self) -> Option<&'static str> {
+        use crate::transport::client::ClientError;
+        match self {
+            BuildError::Client { source, .. } => Some(match source {
+                ClientError::CaFile { .. } => "/tls/ca_file",
+                ClientError::ServerName(_) => "/tls/server_name",
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A route, ready to forward.
@@ -556,10 +573,16 @@ fn slot_mut<T: Clone>(slots: &mut ChunkedVec<T>, i: usize) -> &mut T {
     slots.get_mut(i).expect("slot indexes stay valid")
 }
 
+/// The one place an upstream's config (its [`UpstreamPolicy`]) becomes the
+/// compiled form the hot path reads: durations, parsed URLs, a balancer and
+/// a client, each made once here rather than per request.
+///
+/// [`UpstreamPolicy`]: crate::config::UpstreamPolicy
 fn compile_upstream(
     u: &UpstreamConfig,
     registry: &Registry,
 ) -> Result<CompiledUpstream, BuildError> {
+    let policy = &u.policy;
     let mut backends = Vec::with_capacity(u.backends.len());
     for b in &u.backends {
         let (scheme, authority) =
@@ -586,7 +609,7 @@ fn compile_upstream(
         backends.push(CompiledBackend {
             id: b.id,
             url: b.url.as_str().into(),
-            pooled: scheme == Scheme::HTTP && !u.http2,
+            pooled: scheme == Scheme::HTTP && !policy.http2,
             scheme,
             authority,
             host,
@@ -609,21 +632,21 @@ fn compile_upstream(
         balancer,
         availability,
         backends: backends.into_boxed_slice(),
-        response_header_timeout: Duration::from_millis(u.timeouts.response_header_ms),
-        body_idle_timeout: Duration::from_millis(u.timeouts.body_idle_ms),
+        response_header_timeout: Duration::from_millis(policy.timeouts.response_header_ms),
+        body_idle_timeout: Duration::from_millis(policy.timeouts.body_idle_ms),
         client: registry
             .client(&client_key(u))
             .map_err(|source| BuildError::Client {
                 upstream: u.name.clone(),
                 source,
             })?,
-        connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
+        connect_timeout: Duration::from_millis(policy.timeouts.connect_ms),
         strategy: u.strategy,
-        hash_on: u.hash_on.clone(),
-        health_check: u.health_check.clone(),
-        outlier_detection: u.outlier_detection,
-        retries: u.retries,
-        fail_open: u.fail_open,
+        hash_on: policy.hash_on.clone(),
+        health_check: policy.health_check.clone(),
+        outlier_detection: policy.outlier_detection,
+        retries: policy.retries,
+        fail_open: policy.fail_open,
         stats: registry.upstream(&u.name),
         config: u.clone(),
     })
@@ -632,42 +655,10 @@ fn compile_upstream(
 /// The connection settings of `u`'s client.
 fn client_key(u: &UpstreamConfig) -> ClientKey {
     ClientKey {
-        connect_timeout: Duration::from_millis(u.timeouts.connect_ms),
-        tls: u.tls.clone(),
-        http2: u.http2,
+        connect_timeout: Duration::from_millis(u.policy.timeouts.connect_ms),
+        tls: u.policy.tls.clone(),
+        http2: u.policy.http2,
     }
-}
-
-/// Parse a backend URL: absolute `http`/`https` with a host, no path beyond
-/// `/`, no query, no user info.
-pub fn parse_backend_url(url: &str) -> Result<(Scheme, Authority), &'static str> {
-    let uri: Uri = url.parse().map_err(|_| "not a valid URL")?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => Scheme::HTTP,
-        Some("https") => Scheme::HTTPS,
-        Some(_) => return Err("scheme must be http or https"),
-        None => return Err("must be an absolute http:// or https:// URL"),
-    };
-    let authority = uri.authority().ok_or("must have a host")?.clone();
-    if authority.host().is_empty() {
-        return Err("must have a host");
-    }
-    if authority.as_str().contains('@') {
-        return Err("must not contain user info");
-    }
-    match authority.port_u16() {
-        Some(0) => return Err("port must be between 1 and 65535"),
-        None if authority.as_str() != authority.host() => {
-            return Err("port must be between 1 and 65535");
-        }
-        _ => {}
-    }
-    if let Some(pq) = uri.path_and_query()
-        && (pq.path() != "/" || pq.query().is_some())
-    {
-        return Err("must not have a path or query");
-    }
-    Ok((scheme, authority))
 }
 
 /// A snapshot of one upstream `u`, from the JSON of its config (`name`
@@ -685,7 +676,7 @@ pub(crate) fn one_upstream(mut upstream: serde_json::Value) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendConfig, RouteConfig, Strategy, Timeouts};
+    use crate::config::{BackendConfig, RouteConfig, Strategy, UpstreamPolicy};
 
     fn config(weight: u32) -> GatewayConfig {
         GatewayConfig {
@@ -708,30 +699,9 @@ mod tests {
                     url: "http://127.0.0.1:9001".into(),
                     weight,
                 }],
-                timeouts: Timeouts::default(),
-                hash_on: None,
-                health_check: None,
-                outlier_detection: Default::default(),
-                retries: 1,
-                fail_open: false,
-                tls: Default::default(),
-                http2: false,
+                policy: UpstreamPolicy::default(),
             }],
         }
-    }
-
-    #[test]
-    fn backend_urls() {
-        assert!(parse_backend_url("http://127.0.0.1:9001").is_ok());
-        assert!(parse_backend_url("https://example.com").is_ok());
-        assert!(parse_backend_url("http://[::1]:80/").is_ok());
-        assert!(parse_backend_url("ftp://x").is_err());
-        assert!(parse_backend_url("127.0.0.1:9001").is_err());
-        assert!(parse_backend_url("http://x:0").is_err());
-        assert!(parse_backend_url("http://x:65536").is_err());
-        assert!(parse_backend_url("http://x/base").is_err());
-        assert!(parse_backend_url("http://x/?a=b").is_err());
-        assert!(parse_backend_url("http://u:p@x").is_err());
     }
 
     #[test]

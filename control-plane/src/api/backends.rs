@@ -22,7 +22,7 @@ pub async fn list(
     let config_version = store.config_version().await?;
     let view = store.upstream(&name).await?;
     Ok(Json(ListView {
-        items: view.backends,
+        items: view.upstream.backends,
         config_version,
     }))
 }
@@ -80,7 +80,7 @@ pub async fn patch(
     let explicit = if_match(&headers)?;
     let (version, applied) = patch_with_retry(explicit, || async {
         let current = s.publisher.store().backend(&upstream, id).await?;
-        let spec: BackendSpec = from_value(merge_patch(&current, &patch, &["id", "version"]))?;
+        let spec: BackendSpec = from_value(merge_patch(&current, &patch))?;
         let backend = spec.validate().map_err(ApiError::Invalid)?;
         let expect = Some(explicit.unwrap_or(current.version));
         let change = Change::UpdateBackend {

@@ -169,26 +169,25 @@ impl ApiError {
                     format!("routes {a:?} and {b:?} would match the same hosts, path and methods"),
                 )],
             ),
-            ApiError::Publish(PublishError::Rejected(BuildError::Client { source, .. })) => (
-                S::UNPROCESSABLE_ENTITY,
-                "invalid-fields",
-                "Invalid fields",
-                vec![FieldError::new(
-                    match source {
-                        data_plane::transport::client::ClientError::CaFile { .. } => "/tls/ca_file",
-                        data_plane::transport::client::ClientError::ServerName(_) => {
-                            "/tls/server_name"
-                        }
-                    },
-                    source.to_string(),
-                )],
-            ),
-            ApiError::Publish(PublishError::Rejected(_)) => (
-                S::UNPROCESSABLE_ENTITY,
-                "rejected",
-                "Config rejected by the data plane",
-                vec![],
-            ),
+            ApiError::Publish(PublishError::Rejected(e)) => match e.field() {
+                // One member of the upstream is at fault: name it, with why.
+                Some(pointer) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-fields",
+                    "Invalid fields",
+                    vec![FieldError::new(
+                        pointer,
+                        std::error::Error::source(e)
+                            .map_or_else(|| e.to_string(), |reason| reason.to_string()),
+                    )],
+                ),
+                None => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "rejected",
+                    "Config rejected by the data plane",
+                    vec![],
+                ),
+            },
             ApiError::Panicked(_) => (
                 S::INTERNAL_SERVER_ERROR,
                 "internal",

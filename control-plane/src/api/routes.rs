@@ -33,7 +33,7 @@ pub async fn read(
 fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -> Response {
     match applied {
         Applied::Route(view) => {
-            let loc = location.then(|| format!("/admin/routes/{}", view.name));
+            let loc = location.then(|| format!("/admin/routes/{}", view.route.name));
             mutated(status, version, &view, loc)
         }
         _ => unreachable!("route changes produce routes"),
@@ -79,7 +79,7 @@ pub async fn patch(
     let explicit = if_match(&headers)?;
     let (version, applied) = patch_with_retry(explicit, || async {
         let current = s.publisher.store().route(&name).await?;
-        let spec: RouteSpec = from_value(merge_patch(&current, &patch, &["version"]))?;
+        let spec: RouteSpec = from_value(merge_patch(&current, &patch))?;
         let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
         let expect = Some(explicit.unwrap_or(current.version));
         Ok(s.publisher

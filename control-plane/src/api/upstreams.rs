@@ -14,9 +14,6 @@ use crate::model::UpstreamSpec;
 use crate::store::{Applied, Change};
 use crate::view::{ListView, UpstreamView};
 
-/// Fields of the representation a client cannot set.
-const READ_ONLY: &[&str] = &["version", "owner_route"];
-
 pub async fn list(State(s): State<AdminState>) -> Result<Json<ListView<UpstreamView>>, ApiError> {
     let (items, config_version) = s.publisher.store().list_upstreams().await?;
     Ok(Json(ListView {
@@ -36,7 +33,7 @@ pub async fn read(
 fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -> Response {
     match applied {
         Applied::Upstream(view) => {
-            let loc = location.then(|| format!("/admin/upstreams/{}", view.name));
+            let loc = location.then(|| format!("/admin/upstreams/{}", view.upstream.name));
             mutated(status, version, &view, loc)
         }
         _ => unreachable!("upstream changes produce upstreams"),
@@ -76,7 +73,7 @@ pub async fn patch(
     let explicit = if_match(&headers)?;
     let (version, applied) = patch_with_retry(explicit, || async {
         let current = s.publisher.store().upstream(&name).await?;
-        let spec: UpstreamSpec = from_value(merge_patch(&current, &patch, READ_ONLY))?;
+        let spec: UpstreamSpec = from_value(merge_patch(&current, &patch))?;
         let upstream = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
         let expect = Some(explicit.unwrap_or(current.version));
         Ok(s.publisher

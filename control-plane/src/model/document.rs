@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
 use super::{FieldError, Route, RouteSpec, RouteTarget, Upstream, UpstreamSpec};
 
@@ -22,10 +22,13 @@ pub struct ConfigSpec {
     pub routes: Vec<RouteSpec>,
 }
 
-/// An upstream of a validated document, with the route that owns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An upstream of a validated document, with the route that owns it; also
+/// how the export writes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigUpstream {
+    #[serde(flatten)]
     pub upstream: Upstream,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_route: Option<String>,
 }
 

@@ -1,57 +1,36 @@
-//! Upstream policy: how an upstream balances, checks, ejects and retries.
-//! Request DTOs, their validation, and the validated [`Policy`] (which is
-//! also how the store keeps it, as JSON).
+//! Upstream policy in a request body: the DTOs and their validation into
+//! the data plane's [`UpstreamPolicy`] (which is also how the store keeps
+//! it, as JSON, and how the API shows it). The DTOs give every member as an
+//! `Option`, so that each bad member is reported with the API's own message
+//! and the defaults are `UpstreamPolicy`'s, written once in
+//! `data_plane::config`.
 //!
-//! Limits (documented in openapi.yaml): `retries` 0–5 (default 1);
-//! `health_check.interval_ms` 100–3600000, `timeout_ms` 1–60000 and not
-//! above the interval, thresholds 1–100, `expected_statuses` 100–599 (at
-//! most 32); `outlier_detection.consecutive_failures` 1–1000,
-//! `base_ejection_ms` 100–300000, `max_ejection_percent` 0–100.
+//! Limits (documented in openapi.yaml): timeouts: `connect_ms` 1–60000,
+//! `response_header_ms` and `body_idle_ms` 1–3600000; `retries` 0–5
+//! (default 1); `health_check.interval_ms` 100–3600000, `timeout_ms`
+//! 1–60000 and not above the interval, thresholds 1–100,
+//! `expected_statuses` 100–599 (at most 32);
+//! `outlier_detection.consecutive_failures` 1–1000, `base_ejection_ms`
+//! 100–300000, `max_ejection_percent` 0–100.
 
 use data_plane::config::{
-    DEFAULT_RETRIES, HashOn, HealthCheck, MAX_EJECTION_MS, OutlierDetection, Strategy, UpstreamTls,
+    HashOn, HealthCheck, MAX_EJECTION_MS, MAX_RETRIES, OutlierDetection, Strategy, Timeouts,
+    UpstreamPolicy, UpstreamTls,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::Errors;
 
-pub const MAX_RETRIES: u32 = (data_plane::proxy::MAX_ATTEMPTS - 1) as u32;
+pub const MAX_CONNECT_MS: u64 = 60_000;
+pub const MAX_RESPONSE_HEADER_MS: u64 = 3_600_000;
 
-/// A validated upstream policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash_on: Option<HashOn>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<HealthCheck>,
-    #[serde(default)]
-    pub outlier_detection: OutlierDetection,
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    #[serde(default)]
-    pub fail_open: bool,
-    #[serde(default)]
-    pub tls: UpstreamTls,
-    #[serde(default)]
-    pub http2: bool,
-}
-
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            hash_on: None,
-            health_check: None,
-            outlier_detection: OutlierDetection::default(),
-            retries: DEFAULT_RETRIES,
-            fail_open: false,
-            tls: UpstreamTls::default(),
-            http2: false,
-        }
-    }
+/// `timeouts` in a request body.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    pub connect_ms: Option<u64>,
+    pub response_header_ms: Option<u64>,
+    pub body_idle_ms: Option<u64>,
 }
 
 /// `tls` in a request body.
@@ -88,6 +67,7 @@ pub struct OutlierSpec {
 /// The policy fields of an upstream body, before validation.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySpec {
+    pub timeouts: Option<TimeoutsSpec>,
     pub hash_on: Option<String>,
     pub health_check: Option<HealthCheckSpec>,
     pub outlier_detection: Option<OutlierSpec>,
@@ -129,15 +109,38 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     value
 }
 
+fn check_timeouts(errors: &mut Errors, spec: TimeoutsSpec) -> Timeouts {
+    let d = Timeouts::default();
+    let connect_ms = spec.connect_ms.unwrap_or(d.connect_ms);
+    if !(1..=MAX_CONNECT_MS).contains(&connect_ms) {
+        errors.add(
+            "/timeouts/connect_ms",
+            format!("must be between 1 and {MAX_CONNECT_MS}"),
+        );
+    }
+    let response_header_ms = spec.response_header_ms.unwrap_or(d.response_header_ms);
+    if !(1..=MAX_RESPONSE_HEADER_MS).contains(&response_header_ms) {
+        errors.add(
+            "/timeouts/response_header_ms",
+            format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
+        );
+    }
+    let body_idle_ms = spec.body_idle_ms.unwrap_or(d.body_idle_ms);
+    if !(1..=MAX_RESPONSE_HEADER_MS).contains(&body_idle_ms) {
+        errors.add(
+            "/timeouts/body_idle_ms",
+            format!("must be between 1 and {MAX_RESPONSE_HEADER_MS}"),
+        );
+    }
+    Timeouts {
+        connect_ms,
+        response_header_ms,
+        body_idle_ms,
+    }
+}
+
 fn check_health(e: &mut Errors, spec: HealthCheckSpec) -> HealthCheck {
-    let d = HealthCheck {
-        path: "/healthz".into(),
-        interval_ms: 2_000,
-        timeout_ms: 1_000,
-        healthy_threshold: 2,
-        unhealthy_threshold: 2,
-        expected_statuses: vec![],
-    };
+    let d = HealthCheck::default();
     let path = spec.path.unwrap_or(d.path);
     if !path.starts_with('/')
         || path.len() > 1024
@@ -239,7 +242,9 @@ fn check_outlier(e: &mut Errors, spec: OutlierSpec) -> OutlierDetection {
 
 impl PolicySpec {
     /// Validate against the upstream's `strategy`.
-    pub(super) fn validate(self, e: &mut Errors, strategy: Strategy) -> Policy {
+    pub(super) fn validate(self, e: &mut Errors, strategy: Strategy) -> UpstreamPolicy {
+        let d = UpstreamPolicy::default();
+        let timeouts = check_timeouts(e, self.timeouts.unwrap_or_default());
         let hash_on = match self.hash_on {
             None if strategy == Strategy::ConsistentHash => {
                 e.add("/hash_on", "is required by the consistent_hash strategy");
@@ -258,23 +263,23 @@ impl PolicySpec {
                 }
             },
         };
-        Policy {
+        UpstreamPolicy {
+            timeouts,
             hash_on,
             health_check: self.health_check.map(|h| check_health(e, h)),
             outlier_detection: self
                 .outlier_detection
-                .map(|o| check_outlier(e, o))
-                .unwrap_or_default(),
+                .map_or(d.outlier_detection, |o| check_outlier(e, o)),
             retries: in_range(
                 e,
                 "/retries",
-                self.retries.unwrap_or(DEFAULT_RETRIES),
+                self.retries.unwrap_or(d.retries),
                 0,
                 MAX_RETRIES,
             ),
-            fail_open: self.fail_open.unwrap_or(false),
-            tls: self.tls.map(|t| check_tls(e, t)).unwrap_or_default(),
-            http2: self.http2.unwrap_or(false),
+            fail_open: self.fail_open.unwrap_or(d.fail_open),
+            tls: self.tls.map_or(d.tls, |t| check_tls(e, t)),
+            http2: self.http2.unwrap_or(d.http2),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Validation rules, one test per rule family.
 
 use super::*;
+use data_plane::config::UpstreamPolicy;
 
 fn route(json: serde_json::Value) -> Result<Route, Vec<FieldError>> {
     serde_json::from_value::<RouteSpec>(json)
@@ -159,7 +160,7 @@ fn upstream(json: serde_json::Value) -> Result<Upstream, Vec<FieldError>> {
 #[test]
 fn policy_defaults() {
     let u = upstream(serde_json::json!({"name": "u"})).unwrap();
-    assert_eq!(u.policy, Policy::default());
+    assert_eq!(u.policy, UpstreamPolicy::default());
     assert_eq!(u.policy.retries, 1);
     assert!(u.policy.outlier_detection.enabled);
     assert!(!u.policy.fail_open);

@@ -3,16 +3,13 @@
 use std::collections::HashMap;
 
 use data_plane::config::{
-    BackendConfig, GatewayConfig, RouteConfig, Strategy, Timeouts, UpstreamConfig,
+    BackendConfig, GatewayConfig, RouteConfig, Strategy, Timeouts, UpstreamConfig, UpstreamPolicy,
 };
 use sqlx::sqlite::SqliteConnection;
 
 use super::{StoreError, config_version, not_found};
-use crate::model::Policy;
-use crate::view::{
-    BackendView, ConfigBackendView, ConfigRouteView, ConfigUpstreamView, ConfigView, RouteView,
-    UpstreamView,
-};
+use crate::model::{ConfigUpstream, NewBackend};
+use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
 #[derive(Debug, sqlx::FromRow)]
 struct RouteRow {
@@ -50,14 +47,16 @@ pub(super) async fn all_routes(conn: &mut SqliteConnection) -> Result<Vec<RouteV
 
 fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
     Ok(RouteView {
-        methods: parse_list(&row.methods)?,
-        hosts: parse_list(&row.hosts)?,
-        name: row.name,
-        path: row.path,
-        strip_prefix: row.strip_prefix,
-        preserve_host: row.preserve_host,
-        max_body_bytes: row.max_body_bytes.map(|n| n as u64),
-        upstream: row.upstream,
+        route: RouteConfig {
+            methods: parse_list(&row.methods)?,
+            hosts: parse_list(&row.hosts)?,
+            name: row.name,
+            path: row.path,
+            strip_prefix: row.strip_prefix,
+            preserve_host: row.preserve_host,
+            max_body_bytes: row.max_body_bytes.map(|n| n as u64),
+            upstream: row.upstream,
+        },
         version: row.version as u64,
     })
 }
@@ -98,17 +97,31 @@ const UPSTREAM_COLUMNS: &str = "name, strategy, connect_timeout_ms, response_hea
      body_idle_timeout_ms, policy, owner_route, version";
 
 impl UpstreamRow {
-    fn timeouts(&self) -> Timeouts {
-        Timeouts {
-            connect_ms: self.connect_timeout_ms as u64,
-            response_header_ms: self.response_header_timeout_ms as u64,
-            body_idle_ms: self.body_idle_timeout_ms as u64,
-        }
+    /// The upstream's policy: its timeouts from their columns, the rest
+    /// from the `policy` column's JSON (see `write::policy_json`).
+    fn policy(&self) -> Result<UpstreamPolicy, StoreError> {
+        let raw = &self.policy;
+        let policy: UpstreamPolicy = serde_json::from_str(raw)
+            .map_err(|e| StoreError::Corrupt(format!("bad policy {raw:?}: {e}")))?;
+        Ok(UpstreamPolicy {
+            timeouts: Timeouts {
+                connect_ms: self.connect_timeout_ms as u64,
+                response_header_ms: self.response_header_timeout_ms as u64,
+                body_idle_ms: self.body_idle_timeout_ms as u64,
+            },
+            ..policy
+        })
     }
-}
 
-fn parse_policy(raw: &str) -> Result<Policy, StoreError> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("bad policy {raw:?}: {e}")))
+    /// The upstream's config with `backends`.
+    fn config<B>(self, backends: Vec<B>) -> Result<UpstreamConfig<B>, StoreError> {
+        Ok(UpstreamConfig {
+            strategy: parse_strategy(&self.strategy)?,
+            policy: self.policy()?,
+            backends,
+            name: self.name,
+        })
+    }
 }
 
 fn parse_strategy(raw: &str) -> Result<Strategy, StoreError> {
@@ -132,30 +145,26 @@ pub(super) async fn get_upstream(
     name: &str,
 ) -> Result<UpstreamView, StoreError> {
     let row = upstream_row(conn, name).await?;
-    let row = row.ok_or_else(|| not_found("upstream", name))?;
-    let name = row.name.clone();
+    let mut row = row.ok_or_else(|| not_found("upstream", name))?;
     let backends: Vec<(i64, String, i64, i64)> = sqlx::query_as(
         "SELECT id, url, weight, version FROM backends WHERE upstream = ? ORDER BY id",
     )
-    .bind(&name)
+    .bind(&row.name)
     .fetch_all(&mut *conn)
     .await?;
+    let backends = backends
+        .into_iter()
+        .map(|(id, url, weight, version)| BackendView {
+            id: id as u64,
+            url,
+            weight: weight as u32,
+            version: version as u64,
+        })
+        .collect();
     Ok(UpstreamView {
-        strategy: parse_strategy(&row.strategy)?.as_str().to_string(),
-        backends: backends
-            .into_iter()
-            .map(|(id, url, weight, version)| BackendView {
-                id: id as u64,
-                url,
-                weight: weight as u32,
-                version: version as u64,
-            })
-            .collect(),
-        timeouts: row.timeouts(),
-        policy: parse_policy(&row.policy)?,
-        owner_route: row.owner_route,
+        owner_route: row.owner_route.take(),
         version: row.version as u64,
-        name,
+        upstream: row.config(backends)?,
     })
 }
 
@@ -206,38 +215,18 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
         .into_iter()
         .map(|row| {
             let backends = backends.remove(&row.name).unwrap_or_default();
-            upstream_config(row, backends)
+            row.config(backends)
         })
         .collect::<Result<_, StoreError>>()?;
     let routes = all_routes(conn)
         .await?
         .into_iter()
-        .map(RouteConfig::from)
+        .map(|view| view.route)
         .collect();
     Ok(GatewayConfig {
         version,
         routes,
         upstreams,
-    })
-}
-
-fn upstream_config(
-    row: UpstreamRow,
-    backends: Vec<BackendConfig>,
-) -> Result<UpstreamConfig, StoreError> {
-    let policy = parse_policy(&row.policy)?;
-    Ok(UpstreamConfig {
-        strategy: parse_strategy(&row.strategy)?,
-        backends,
-        timeouts: row.timeouts(),
-        hash_on: policy.hash_on,
-        health_check: policy.health_check,
-        outlier_detection: policy.outlier_detection,
-        retries: policy.retries,
-        fail_open: policy.fail_open,
-        tls: policy.tls,
-        http2: policy.http2,
-        name: row.name,
     })
 }
 
@@ -248,7 +237,7 @@ pub async fn load_route(
     name: &str,
 ) -> Result<Option<RouteConfig>, StoreError> {
     let row = route_row(conn, name).await?;
-    row.map(|row| route_view(row).map(RouteConfig::from))
+    row.map(|row| route_view(row).map(|view| view.route))
         .transpose()
 }
 
@@ -274,7 +263,7 @@ pub async fn load_upstream(
             weight: weight as u32,
         })
         .collect();
-    upstream_config(row, backends).map(Some)
+    row.config(backends).map(Some)
 }
 
 /// The whole config as one document, in a stable order (names; backends by id).
@@ -285,27 +274,29 @@ pub(super) async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, St
         .await?;
     let mut upstreams = Vec::with_capacity(names.len());
     for (name,) in names {
-        let u = get_upstream(conn, &name).await?;
-        upstreams.push(ConfigUpstreamView {
-            name: u.name,
-            strategy: u.strategy,
-            backends: u
-                .backends
-                .into_iter()
-                .map(|b| ConfigBackendView {
-                    url: b.url,
-                    weight: b.weight,
-                })
-                .collect(),
-            timeouts: u.timeouts,
-            policy: u.policy,
-            owner_route: u.owner_route,
+        let view = get_upstream(conn, &name).await?;
+        let u = view.upstream;
+        upstreams.push(ConfigUpstream {
+            upstream: UpstreamConfig {
+                backends: u
+                    .backends
+                    .into_iter()
+                    .map(|b| NewBackend {
+                        url: b.url,
+                        weight: b.weight,
+                    })
+                    .collect(),
+                name: u.name,
+                strategy: u.strategy,
+                policy: u.policy,
+            },
+            owner_route: view.owner_route,
         });
     }
     let routes = all_routes(conn)
         .await?
         .into_iter()
-        .map(ConfigRouteView::from)
+        .map(|view| view.route)
         .collect();
     Ok(ConfigView {
         version,

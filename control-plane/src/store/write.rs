@@ -1,11 +1,11 @@
 //! Applying [`Change`]s inside a write transaction.
 
-use data_plane::config::Timeouts;
+use data_plane::config::UpstreamPolicy;
 use sqlx::sqlite::SqliteConnection;
 
 use super::read::{export, get_backend, get_route, get_upstream, json_list};
 use super::{Applied, Change, StoreError};
-use crate::model::{Config, NewBackend, Policy, Route, RouteTarget, Upstream};
+use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
 
 fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
     match expect {
@@ -52,8 +52,8 @@ pub async fn apply(
             .bind(&route.name)
             .execute(&mut *conn)
             .await?;
-            if old.upstream != upstream {
-                release_owned(conn, &old.upstream, &route.name).await?;
+            if old.route.upstream != upstream {
+                release_owned(conn, &old.route.upstream, &route.name).await?;
             }
             Ok(Applied::Route(get_route(conn, &route.name).await?))
         }
@@ -64,7 +64,7 @@ pub async fn apply(
                 .bind(&name)
                 .execute(&mut *conn)
                 .await?;
-            release_owned(conn, &old.upstream, &name).await?;
+            release_owned(conn, &old.route.upstream, &name).await?;
             Ok(Applied::Deleted)
         }
         Change::CreateUpstream(u) => {
@@ -247,8 +247,7 @@ async fn resolve_target(
                         name: route.name.clone(),
                         strategy: *strategy,
                         backends: backends.clone(),
-                        timeouts: Timeouts::default(),
-                        policy: Policy::default(),
+                        policy: UpstreamPolicy::default(),
                     };
                     insert_upstream(conn, &u, Some(&route.name), version).await?;
                 }
@@ -257,13 +256,12 @@ async fn resolve_target(
                     // the upstream itself (timeouts, policy) are kept, except
                     // `hash_on`, which only a consistent_hash upstream has (an
                     // inline strategy never is one).
-                    let old = get_upstream(conn, &route.name).await?;
+                    let old = get_upstream(conn, &route.name).await?.upstream;
                     let u = Upstream {
                         name: route.name.clone(),
                         strategy: *strategy,
                         backends: backends.clone(),
-                        timeouts: old.timeouts,
-                        policy: Policy {
+                        policy: UpstreamPolicy {
                             hash_on: None,
                             ..old.policy
                         },
@@ -334,9 +332,9 @@ async fn insert_upstream(
     )
     .bind(&u.name)
     .bind(u.strategy.as_str())
-    .bind(u.timeouts.connect_ms as i64)
-    .bind(u.timeouts.response_header_ms as i64)
-    .bind(u.timeouts.body_idle_ms as i64)
+    .bind(u.policy.timeouts.connect_ms as i64)
+    .bind(u.policy.timeouts.response_header_ms as i64)
+    .bind(u.policy.timeouts.body_idle_ms as i64)
     .bind(policy_json(&u.policy))
     .bind(owner)
     .bind(version as i64)
@@ -345,8 +343,14 @@ async fn insert_upstream(
     sync_backends(conn, &u.name, &u.backends, version).await
 }
 
-fn policy_json(policy: &Policy) -> String {
-    serde_json::to_string(policy).expect("a policy serialises")
+/// The `policy` column: the upstream's policy but its timeouts, which
+/// have columns of their own (so the column reads as it always has).
+fn policy_json(policy: &UpstreamPolicy) -> String {
+    let mut json = serde_json::to_value(policy).expect("a policy serialises");
+    if let Some(members) = json.as_object_mut() {
+        members.remove("timeouts");
+    }
+    json.to_string()
 }
 
 /// Write an upstream's settings (not its backends).
@@ -360,9 +364,9 @@ async fn update_upstream(
          body_idle_timeout_ms = ?, policy = ?, version = ? WHERE name = ?",
     )
     .bind(u.strategy.as_str())
-    .bind(u.timeouts.connect_ms as i64)
-    .bind(u.timeouts.response_header_ms as i64)
-    .bind(u.timeouts.body_idle_ms as i64)
+    .bind(u.policy.timeouts.connect_ms as i64)
+    .bind(u.policy.timeouts.response_header_ms as i64)
+    .bind(u.policy.timeouts.body_idle_ms as i64)
     .bind(policy_json(&u.policy))
     .bind(version as i64)
     .bind(&u.name)

@@ -151,7 +151,7 @@ type SendFuture<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<Response<Upstream>, ProxyError>> + Send + 'a>>;
 
 /// Most attempts a request can make (1 + the largest `retries` allowed).
-pub const MAX_ATTEMPTS: usize = 6;
+pub const MAX_ATTEMPTS: usize = crate::config::MAX_RETRIES as usize + 1;
 
 /// A sink that also notes the final status (for the attempts loop).
 pub(super) struct Noting<'a, S> {

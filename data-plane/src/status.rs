@@ -1,0 +1,143 @@
+//! What is live right now, as plain values: the config version in force,
+//! and each upstream's backends with their health, ejection and load.
+//!
+//! This is the data plane's read-only status contract (the admin API serves
+//! it as `/admin/status` and `/admin/upstreams/{name}/health`). It is read
+//! from one snapshot and the live state its backends hold, so a caller
+//! needs neither the compiled snapshot's types nor the registry's; the
+//! reads are relaxed atomics (and a short lock per backend for its probe
+//! record), never on the request path.
+
+use serde::Serialize;
+
+use crate::registry::Health;
+use crate::snapshot::{CompiledUpstream, Snapshot};
+
+/// The whole live status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub config_version: u64,
+    pub routes: usize,
+    /// By name.
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+/// One live upstream and its backends.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub strategy: &'static str,
+    pub health_checked: bool,
+    pub fail_open: bool,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend's live state.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub id: u64,
+    pub url: String,
+    pub weight: u32,
+    /// `healthy`, `unhealthy`, `unknown` (not probed), `ejected` (passive
+    /// detection keeps it out for now) or `failing` (its passive failure
+    /// streak reached the threshold, but it cannot be ejected).
+    pub state: &'static str,
+    /// Active health: `healthy`, `unhealthy` or `unknown`.
+    pub health: Health,
+    pub ejected: bool,
+    pub since_unix_ms: u64,
+    pub last_probe_unix_ms: Option<u64>,
+    pub last_probe_result: Option<String>,
+    pub last_probe_latency_ms: Option<f64>,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    pub ejections: u64,
+    pub in_flight: u64,
+    pub requests: u64,
+    pub ewma_ms: f64,
+}
+
+impl Status {
+    /// The status of `snapshot` (upstreams sorted by name).
+    pub fn of(snapshot: &Snapshot) -> Status {
+        let mut upstreams: Vec<UpstreamStatus> =
+            snapshot.upstreams().map(UpstreamStatus::of).collect();
+        upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+        Status {
+            config_version: snapshot.version(),
+            routes: snapshot.route_count(),
+            upstreams,
+        }
+    }
+}
+
+impl UpstreamStatus {
+    /// The status of upstream `name` in `snapshot`, if it is there.
+    pub fn named(snapshot: &Snapshot, name: &str) -> Option<UpstreamStatus> {
+        snapshot.upstream_named(name).map(UpstreamStatus::of)
+    }
+
+    fn of(u: &CompiledUpstream) -> UpstreamStatus {
+        UpstreamStatus {
+            name: u.name.to_string(),
+            strategy: u.strategy.as_str(),
+            health_checked: u.health_check.is_some(),
+            fail_open: u.fail_open,
+            backends: u
+                .backends
+                .iter()
+                .map(|b| {
+                    let probes = b.state.probe_record();
+                    BackendStatus {
+                        id: b.id,
+                        url: b.url.to_string(),
+                        weight: b.weight,
+                        state: b.state.condition().as_str(),
+                        health: b.state.health(),
+                        ejected: b.state.is_ejected(),
+                        since_unix_ms: probes.since_unix_ms,
+                        last_probe_unix_ms: probes.last_probe_unix_ms,
+                        last_probe_result: probes.last_result,
+                        last_probe_latency_ms: probes.last_latency_ms,
+                        consecutive_successes: probes.consecutive_successes,
+                        consecutive_failures: probes.consecutive_failures,
+                        ejections: b.state.ejections(),
+                        in_flight: b.state.in_flight(),
+                        requests: b.state.requests(),
+                        ewma_ms: b.state.ewma_ns() as f64 / 1e6,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_upstream_is_unknown_and_idle() {
+        let snap = crate::snapshot::one_upstream(serde_json::json!({
+            "backends": [{"id": 7, "url": "http://127.0.0.1:1", "weight": 2}],
+            "fail_open": true,
+        }));
+        let status = Status::of(&snap);
+        assert_eq!((status.config_version, status.routes), (1, 0));
+        let u = UpstreamStatus::named(&snap, "u").unwrap();
+        assert_eq!(
+            (u.strategy, u.health_checked, u.fail_open),
+            ("round_robin", false, true)
+        );
+        let b = &u.backends[0];
+        assert_eq!(
+            (b.id, b.url.as_str(), b.weight),
+            (7, "http://127.0.0.1:1", 2)
+        );
+        assert_eq!(
+            (b.state, b.health, b.in_flight),
+            ("unknown", Health::Unknown, 0)
+        );
+        assert!(UpstreamStatus::named(&snap, "v").is_none());
+    }
+}
