@@ -8,6 +8,12 @@
 //! than the wait's. When it fires early, for an earlier wait, it is moved
 //! to the wait's deadline then: at most once per timeout period of a busy
 //! connection.
+//!
+//! It is the data plane's one idle/deadline timer: the inline server's head
+//! and idle deadline, the inline client's response-head deadline, the send
+//! timeout ([`crate::stall`]), the client body timeout, hyper's path's
+//! response-head deadline, the watchdog of hyper's connections (idle and
+//! stalled clients) and tunnels' idle check all wait on a `LazyTimer`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -13,11 +13,16 @@
 //! which also bounds the idle time of a keep-alive connection between
 //! requests, so slowloris and idle connections are closed: by the inline
 //! server itself, and on hyper's connections by a watchdog per connection
-//! ([`hyper_conn`]).
+//! ([`hyper_conn`]). Both wait on the data plane's one timer type
+//! (`crate::lazy_timer`).
+//!
+//! Draining has one mechanism ([`stop`]): every connection registers with
+//! the listener's `Stop` once, and keeps that registration when the inline
+//! server hands it to hyper's; on shutdown each finishes the request in
+//! flight and closes, and open tunnels get what is left of the drain time.
 
 pub(crate) mod hyper_conn;
 mod inline;
-
 pub(crate) mod respond;
 mod rewind;
 pub(crate) mod stop;
@@ -32,7 +37,7 @@ use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
@@ -139,10 +144,9 @@ pub async fn serve(
 ) -> Drained {
     let builders = Arc::new(hyper_conn::builders(&config));
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    // Connection tasks watch `stopping` to finish gracefully; `connections`
-    // tells when they all have.
-    let (stop, stopping) = watch::channel(false);
-    let stop_inline = stop::Stop::new();
+    // Every connection watches `stop` to finish gracefully, whichever
+    // server drives it; `connections` tells when they all have.
+    let stop = stop::Stop::new();
     let limits = inline::Limits {
         max_head: config.head_limit(),
         idle: config.header_read_timeout,
@@ -174,10 +178,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, builders, stopping, tls) = (
+        let (proxy, builders, watch, tls) = (
             proxy.clone(),
             Arc::clone(&builders),
-            stopping.clone(),
+            stop.watch(),
             tls.clone(),
         );
         // The TLS handshake, like a request head, gets `header_read_timeout`.
@@ -186,29 +190,27 @@ pub async fn serve(
         // connection's task does not carry room for TLS state.
         match tls {
             None => {
-                let watch = config.inline.then(|| stop_inline.watch());
+                let inline = config.inline;
                 connections.spawn(async move {
                     let _permit = permit;
                     let _open = proxy.connection();
                     let info = ConnInfo::new(peer, false, Interim::new());
-                    let (io, http) = match watch {
-                        Some(watch) => {
-                            match inline::serve(stream, &proxy, &info, limits, watch).await {
-                                inline::Served::Closed => return,
-                                inline::Served::HandOff { io, http1: true } => {
-                                    (io, Http::Http1(&builders.http1))
-                                }
-                                inline::Served::HandOff { io, http1: false } => {
-                                    (io, Http::Auto(&builders.auto))
-                                }
+                    let (io, http) = match inline {
+                        true => match inline::serve(stream, &proxy, &info, limits, &watch).await {
+                            inline::Served::Closed => return,
+                            inline::Served::HandOff { io, http1: true } => {
+                                (io, Http::Http1(&builders.http1))
                             }
-                        }
-                        None => (
+                            inline::Served::HandOff { io, http1: false } => {
+                                (io, Http::Auto(&builders.auto))
+                            }
+                        },
+                        false => (
                             rewind::Rewind::new(Bytes::new(), stream),
                             Http::Auto(&builders.auto),
                         ),
                     };
-                    if let Err(e) = serve_conn(http, stopping, io, proxy, info, idle).await {
+                    if let Err(e) = serve_conn(http, watch, io, proxy, info, idle).await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 })
@@ -221,7 +223,7 @@ pub async fn serve(
                         let info = ConnInfo::new(peer, true, Interim::new());
                         let http = builders.for_alpn(tls_stream.get_ref().1.alpn_protocol());
                         // Boxed: the TLS session is large.
-                        Box::pin(serve_conn(http, stopping, tls_stream, proxy, info, idle)).await
+                        Box::pin(serve_conn(http, watch, tls_stream, proxy, info, idle)).await
                     }
                     Ok(Err(e)) => Err(Box::new(e) as _),
                     Err(_) => Err(Box::new(io::Error::new(
@@ -237,8 +239,7 @@ pub async fn serve(
     }
     drop(listener);
     sweeper.abort();
-    let _ = stop.send(true);
-    stop_inline.stop();
+    stop.stop();
     connections.close();
     let started = tokio::time::Instant::now();
     let conns_done = tokio::time::timeout(drain, connections.wait())

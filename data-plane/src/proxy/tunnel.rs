@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ns;
+use crate::lazy_timer::LazyTimer;
 use crate::registry::InFlight;
 use crate::stall::WriteStall;
 
@@ -70,6 +71,7 @@ impl Tunnels {
             let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
             tokio::pin!(copy);
             let tick = (idle / 4).max(Duration::from_millis(10));
+            let mut timer = LazyTimer::new();
             loop {
                 tokio::select! {
                     r = &mut copy => {
@@ -79,7 +81,7 @@ impl Tunnels {
                         return;
                     }
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(tick) => {
+                    () = timer.expired(tokio::time::Instant::now() + tick) => {
                         let quiet = now_ns().saturating_sub(last.load(Ordering::Relaxed));
                         if quiet >= idle.as_nanos() as u64 {
                             tracing::debug!(backend = %label, "tunnel idle: closed");

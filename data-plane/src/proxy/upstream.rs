@@ -18,6 +18,7 @@ use super::{Outcome, Proxy, ProxyBody, ProxyError, Upstream};
 use crate::counters::ErrorKind;
 use crate::http1::HeadSink;
 use crate::http1::{self, headers};
+use crate::lazy_timer::LazyTimer;
 use crate::registry::InFlight;
 use crate::snapshot::{CompiledBackend, CompiledUpstream, Snapshot};
 use crate::transport::request_body::{BodyFault, BodySlot, RequestBody, Sending};
@@ -118,29 +119,30 @@ async fn answered_within<T>(
     body: Option<&BodySlot>,
 ) -> Option<T> {
     let mut send = std::pin::pin!(send);
-    let mut sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let mut timer = LazyTimer::new();
+    let mut due = deadline;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(out) = send.as_mut().poll(cx) {
             return std::task::Poll::Ready(Some(out));
         }
         loop {
-            std::task::ready!(sleep.as_mut().poll(cx));
+            std::task::ready!(timer.poll_expired(due, cx));
             let Some(body) = body else {
                 return std::task::Poll::Ready(None);
             };
             let now = crate::clock::now_ns();
-            let due = match body.sending() {
+            let due_ns = match body.sending() {
                 Sending::Sent(at) | Sending::Backend(at) => at,
                 // The client's to finish (its own stall is timed): a whole
                 // timeout from now at the earliest.
                 Sending::Client => now,
             }
             .saturating_add(timeout.as_nanos() as u64);
-            if due <= now {
+            if due_ns <= now {
                 return std::task::Poll::Ready(None);
             }
-            let left = std::time::Duration::from_nanos(due - now);
-            sleep.as_mut().reset(Instant::now() + left);
+            let left = std::time::Duration::from_nanos(due_ns - now);
+            due = Instant::now() + left;
         }
     })
     .await

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderValue, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -23,12 +25,13 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::watch;
 
 use super::ServerConfig;
+use super::stop::StopWatch;
 use crate::BoxError;
 use crate::clock::now_ns;
 use crate::http1::headers::X_REQUEST_ID;
+use crate::lazy_timer::LazyTimer;
 use crate::proxy::interim::InterimIo;
 use crate::proxy::{ConnInfo, Proxy, ProxyBody};
 use crate::recover;
@@ -93,7 +96,7 @@ pub fn builders(config: &ServerConfig) -> Builders {
     Builders { auto, http1, http2 }
 }
 
-/// Serve one connection; when `stopping` turns true, finish the request in
+/// Serve one connection; once `stop` says so, finish the request in
 /// flight (no new ones on this connection) and close. A connection with no
 /// request in flight for `idle` (which covers a head that never completes)
 /// is closed: at once, as hyper's own header timeout would, unless it has
@@ -102,7 +105,7 @@ pub fn builders(config: &ServerConfig) -> Builders {
 /// still streaming after its response ended does not count as in flight.)
 pub async fn serve_conn<I>(
     http: Http<'_>,
-    stopping: watch::Receiver<bool>,
+    stop: StopWatch,
     io: I,
     proxy: Proxy,
     info: ConnInfo,
@@ -143,7 +146,7 @@ where
     });
     let io = TokioIo::new(io);
     let watch = Watch {
-        stopping,
+        stop: &stop,
         activity: &activity,
         idle,
         send_timeout,
@@ -165,7 +168,7 @@ where
     }
 }
 
-/// Run `conn` until it ends; when `stopping` turns true, or no request has
+/// Run `conn` until it ends; once `stop` says so, or no request has
 /// been in flight for `idle`, see [`serve_conn`].
 async fn drive<C, E>(
     conn: C,
@@ -177,16 +180,13 @@ where
     E: Into<BoxError>,
 {
     let Watch {
-        mut stopping,
+        stop,
         activity,
         idle,
         send_timeout,
     } = watch;
     tokio::pin!(conn);
-    // Drop the watch guard at once: it must not live across an await.
-    let stop = async move {
-        let _ = stopping.wait_for(|s| *s).await.map(|_| ());
-    };
+    let stop = std::future::poll_fn(|cx| stop.poll_stopped(cx));
     tokio::select! {
         // A head that arrives as the time runs out still counts.
         biased;
@@ -216,7 +216,7 @@ where
 /// What [`drive`] watches a connection for: the drain, idling, and a
 /// client that takes nothing of its answers.
 struct Watch<'a> {
-    stopping: watch::Receiver<bool>,
+    stop: &'a StopWatch,
     activity: &'a Activity,
     idle: Duration,
     send_timeout: Duration,
@@ -259,8 +259,9 @@ impl Activity {
         let step = timeout / 2;
         let mut seen = self.took.load(Ordering::Relaxed);
         let mut quiet = Duration::ZERO;
+        let mut timer = LazyTimer::new();
         loop {
-            tokio::time::sleep(step).await;
+            timer.expired(Instant::now() + step).await;
             let now = self.took.load(Ordering::Relaxed);
             if now != seen || self.handed.load(Ordering::Relaxed) == 0 {
                 (seen, quiet) = (now, Duration::ZERO);
@@ -294,9 +295,10 @@ impl Activity {
     /// timer is re-armed only when it fires, never per request.
     async fn idle_for(&self, idle: Duration) {
         let idle_ns = idle.as_nanos() as u64;
-        let mut wake = tokio::time::Instant::now() + idle;
+        let mut wake = Instant::now() + idle;
+        let mut timer = LazyTimer::new();
         loop {
-            tokio::time::sleep_until(wake).await;
+            timer.expired(wake).await;
             let now = now_ns();
             let due = if self.in_flight.load(Ordering::Acquire) > 0 {
                 now + idle_ns
@@ -306,7 +308,7 @@ impl Activity {
             if due <= now {
                 return;
             }
-            wake = tokio::time::Instant::now() + Duration::from_nanos(due - now);
+            wake = Instant::now() + Duration::from_nanos(due - now);
         }
     }
 }

@@ -88,7 +88,7 @@ pub async fn serve(
     proxy: &Proxy,
     info: &ConnInfo,
     limits: Limits,
-    stop: StopWatch,
+    stop: &StopWatch,
 ) -> Served {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
@@ -120,7 +120,7 @@ pub async fn serve(
                 deadline
             });
             let (mut rd, _) = socket.split();
-            if !read_more(&mut rd, &mut buf, &mut timer, deadline, &stop).await {
+            if !read_more(&mut rd, &mut buf, &mut timer, deadline, stop).await {
                 return Served::Closed;
             }
         };
@@ -131,7 +131,7 @@ pub async fn serve(
         let ((framing, close), mut body, request_id) = match begun {
             Begun::Answered { resp, close } => {
                 let request_id = resp.headers().get(&X_REQUEST_ID).cloned();
-                let (head, body) = gateway(&mut out, resp, head_request, close, &stop);
+                let (head, body) = gateway(&mut out, resp, head_request, close, stop);
                 (head, body, request_id)
             }
             Begun::HandOff => unreachable!("handed off in take_head"),
@@ -145,7 +145,7 @@ pub async fn serve(
                     socket: Some(wr.as_ref()),
                     request_id: &request_id,
                     close,
-                    stop: &stop,
+                    stop,
                 };
                 // Pinned where it is made: a `select!` would move the
                 // request's (large) future into its own tuple first.
@@ -167,15 +167,13 @@ pub async fn serve(
                 let committed = sink.committed;
                 let (head, body) = match answer {
                     Ok(Answer::Upstream { head, body }) => (head, body),
-                    Ok(Answer::Gateway(resp)) => {
-                        gateway(&mut out, resp, head_request, close, &stop)
-                    }
+                    Ok(Answer::Gateway(resp)) => gateway(&mut out, resp, head_request, close, stop),
                     Err(panic) => {
                         // Whole 1xx heads stay queued ahead of the answer;
                         // whatever else the sink had begun goes.
                         out.truncate(committed);
                         let resp = proxy.panicked(&panic, &request_id, &method, started);
-                        gateway(&mut out, resp, head_request, close, &stop)
+                        gateway(&mut out, resp, head_request, close, stop)
                     }
                 };
                 (head, body, Some(request_id))

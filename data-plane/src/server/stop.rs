@@ -1,10 +1,12 @@
-//! How a draining listener tells its inline connections to stop taking
-//! requests: one flag, and the wakers of connections waiting for a head.
+//! How a draining listener tells its connections to stop taking
+//! requests — every connection, whichever server drives it (the inline
+//! server, hyper's after a hand-off, TLS ones): one flag, and the wakers of
+//! connections waiting for it.
 //!
-//! A `watch` channel (what hyper's connections use here) costs a lock to
-//! register a waiter every time a connection starts waiting; an inline
-//! connection waits once per request. Here a connection registers once, for
-//! its life, and a wait costs an atomic waker update and a flag read.
+//! A `watch` channel costs a lock to register a waiter every time a
+//! connection starts waiting; an inline connection waits once per request.
+//! Here a connection registers once, for its life, and a wait costs an
+//! atomic waker update and a flag read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

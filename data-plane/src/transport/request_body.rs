@@ -29,10 +29,11 @@ use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::BoxError;
 use crate::clock::now_ns;
+use crate::lazy_timer::LazyTimer;
 
 /// The client sent more body than the route allows.
 #[derive(Debug, thiserror::Error)]
@@ -202,8 +203,11 @@ enum State {
     Streaming {
         slot: Arc<BodySlot>,
         seen: u64,
-        /// The client body timeout, made the first time the body waits.
-        idle: Option<Pin<Box<Sleep>>>,
+        /// The client body timeout: when it runs out (set the first time
+        /// the body waits, moved on by each piece), and its timer, moved
+        /// only when it fires early (see [`LazyTimer`]).
+        due: Option<Instant>,
+        idle: LazyTimer,
     },
     Gone,
 }
@@ -252,7 +256,8 @@ pub struct Abandoned;
 fn poll_client(
     slot: &BodySlot,
     seen: &mut u64,
-    idle: &mut Option<Pin<Box<Sleep>>>,
+    due: &mut Option<Instant>,
+    idle: &mut LazyTimer,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     let mut body = slot.lock();
@@ -276,8 +281,8 @@ fn poll_client(
                 slot.set_fault(BodyFault::TooLarge);
                 return Poll::Ready(Some(Err(BodyTooLarge(slot.limit).into())));
             }
-            if let Some(timer) = idle {
-                timer.as_mut().reset(Instant::now() + slot.idle);
+            if due.is_some() {
+                *due = Some(Instant::now() + slot.idle);
             }
             if body.is_end_stream() {
                 slot.sent_at.store(now_ns(), Ordering::Release);
@@ -293,8 +298,8 @@ fn poll_client(
             Poll::Ready(None)
         }
         Poll::Pending => {
-            let timer = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(slot.idle)));
-            match timer.as_mut().poll(cx) {
+            let deadline = *due.get_or_insert_with(|| Instant::now() + slot.idle);
+            match idle.poll_expired(deadline, cx) {
                 Poll::Ready(()) => {
                     slot.set_fault(BodyFault::Stalled);
                     Poll::Ready(Some(Err(ClientBodyStalled(slot.idle).into())))
@@ -317,7 +322,12 @@ impl Body for RequestBody {
         loop {
             match &mut this.state {
                 State::Empty | State::Gone => return Poll::Ready(None),
-                State::Streaming { slot, seen, idle } => return poll_client(slot, seen, idle, cx),
+                State::Streaming {
+                    slot,
+                    seen,
+                    due,
+                    idle,
+                } => return poll_client(slot, seen, due, idle, cx),
                 State::Waiting(slot) => {
                     // Another attempt already took it: nothing to send (that
                     // attempt's request is the one that counts).
@@ -326,7 +336,8 @@ impl Body for RequestBody {
                         State::Streaming {
                             slot,
                             seen: 0,
-                            idle: None,
+                            due: None,
+                            idle: LazyTimer::new(),
                         }
                     } else {
                         State::Gone
