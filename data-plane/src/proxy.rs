@@ -9,6 +9,25 @@
 //! Two ways in: [`Proxy::handle`] for requests hyper's server parsed, and
 //! [`Proxy::begin_inline`] ([`inline`]) for heads the inline server parsed
 //! in place; both check, route and rewrite with [`prepare`]'s code.
+//!
+//! - this file: [`Proxy`] and its settings, hyper's way in
+//!   ([`Proxy::handle`]), and what both ways share at the end: counting a
+//!   request and readying its access-log line (`record`), and turning a
+//!   failure into the gateway's answer (`refuse`);
+//! - [`inline`]: the inline server's way in and its attempts;
+//! - `prepare`: check the request line and `Host`, normalise, route, work
+//!   out the rewrite (both ways);
+//! - `upstream`: the attempts on an upstream's backends and what each
+//!   result means (retries, passive health, latency);
+//! - [`body`]: the response body handed to the server, and the access-log
+//!   line written when it ends;
+//! - [`error`]: typed failures, turned into responses in one place;
+//! - [`tunnel`]: upgraded connections, tracked for the drain;
+//! - [`interim`]: 1xx responses relayed on hyper's HTTP/1.1 connections;
+//! - `fault` (feature `fault-injection`): test builds' injected panics.
+//!
+//! Below it: `http1` (what HTTP/1 means), `transport` (talking to
+//! backends), the snapshot and live state (see ARCHITECTURE.md).
 
 pub mod body;
 pub mod error;

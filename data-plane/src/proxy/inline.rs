@@ -31,8 +31,9 @@ use crate::snapshot::Snapshot;
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum Begun {
-    /// Ready for its attempts. (Not boxed: measured, an allocation per
-    /// request costs more than the moves it saves.)
+    /// Ready for its attempts. (Not boxed: an allocation per request
+    /// counts more instructions than the moves it saves, by
+    /// `bench/callgrind.sh`.)
     Ready(InlineRequest),
     /// Answered by the gateway at once (an error), counted and logged.
     Answered {

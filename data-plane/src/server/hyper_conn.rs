@@ -122,7 +122,8 @@ where
     let io = InterimIo::new(io, Arc::clone(&info.interim));
     let activity = Arc::new(Activity::new());
     // hyper keeps one slot per connection, allocated up front and sized for
-    // the service's future; the request's own future (1.3 KiB) is boxed
+    // the service's future; the request's own future (over a KiB:
+    // `size_of_val` of `proxy.handle(..)`'s future) is boxed
     // per request instead, so an idle keep-alive connection does not hold
     // that much memory.
     let service = service_fn({

@@ -5,8 +5,10 @@
 //!
 //! hyper's server builds a header map for every request and every
 //! response, runs its connection state machine and dispatcher around the
-//! handler, and boxes the handler's future; profiled, that was about half
-//! of the proxy's user-space instructions per request. Here a connection
+//! handler, and boxes the handler's future; that is about half of the
+//! proxy's user-space instructions per request (compare
+//! `bench/callgrind.sh` with `BENCH_GATEWAY_ARGS=--no-inline-server`
+//! and without; figures in BENCHMARKS.md). Here a connection
 //! reads a head into its buffer, parses it in place (`httparse`, as hyper
 //! does), lowercases the names where they lie, and hands it to
 //! [`Proxy::begin_inline`], which checks, routes and writes the upstream
@@ -214,7 +216,7 @@ fn gateway(
 
 /// What [`take_head`] found at the front of the read buffer.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // Boxing measured slower (see `Begun`).
+#[allow(clippy::large_enum_variant)] // Boxing counts more instructions (see `Begun`).
 enum Taken {
     /// No whole head yet.
     Partial,

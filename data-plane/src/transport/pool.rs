@@ -5,8 +5,9 @@
 //! lock-free queues of idle connections, so a request takes one from its
 //! backend directly — no pool key to hash, no shared pool map under a
 //! lock, no checkout/connect race — and the response body hands it back
-//! when it ends. Profiled, hyper-util's pool machinery was ~14% of the
-//! proxy's user-space instructions per request.
+//! when it ends. hyper-util's pool machinery was ~14% of the proxy's
+//! user-space instructions per request when the hot path used it
+//! (`bench/callgrind.sh`, whose output lists the top functions).
 //!
 //! Two kinds are kept: bare sockets for requests without a body, which the
 //! request's own task drives ([`super::h1`]), and `hyper::client::conn::http1`
