@@ -4,7 +4,7 @@
 # whole load must end with every answer a 2xx: a burst of streams must not
 # turn into a storm of backend connections that overflows the backend's
 # accept queue and times out on SYN retransmits (issue 16, point 12; see
-# proxy/pool.rs). Prints h2load's summary and the kernel's listen-queue
+# transport/pool.rs). Prints h2load's summary and the kernel's listen-queue
 # overflow count during the run; exits non-zero on any non-2xx.
 #
 #   bench/streams.sh [--requests N] [--no-install] [--no-build]

@@ -1,4 +1,4 @@
-//! The chunked body decoder (proxy/h1/body.rs): arbitrary bytes, and round trips.
+//! The chunked body decoder (http1/body.rs): arbitrary bytes, and round trips.
 //! The checks are in `data_plane::fuzzing`.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! The inline server's request-head parser (server/request_head.rs).
+//! The inline server's request-head parser (http1/request_head.rs).
 //! The checks are in `data_plane::fuzzing`.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! The inline client's response-head parser and both of its sinks (proxy/h1/head.rs, server/respond.rs).
+//! The inline client's response-head parser and both of its sinks (http1/head.rs, server/respond.rs).
 //! The checks are in `data_plane::fuzzing`.
 #![no_main]
 
