@@ -17,9 +17,9 @@ use http::{HeaderValue, Method, StatusCode, Version};
 
 use crate::http1::body::{Decode, Decoded, at_close, decode};
 use crate::http1::head::{self, Parsed as ResponseParsed, ToResponse};
-use crate::http1::headers;
 use crate::http1::request_head::{self, FEW_FIELDS, MAX_FIELDS, Parsed};
 use crate::http1::{BodyFraming, H1Error};
+use crate::http1::{headers, response};
 use crate::routing::path;
 use crate::server::respond::ClientHead;
 use crate::server::stop::Stop;
@@ -144,7 +144,7 @@ pub fn response_head(data: &[u8]) {
     if body == BodyFraming::None {
         assert!(method == Method::HEAD || status == 204 || status == 304);
     }
-    headers::forward_response(resp.headers_mut(), &id);
+    response::forward_response(resp.headers_mut(), &id);
     // Every head written parses; the last is the final one.
     let mut rest = &out[..];
     let mut last = None;

@@ -6,9 +6,10 @@
 //! paths do to heads, so the two cannot diverge.
 //!
 //! - [`fields`]: a request head's fields, from a header map or in place;
-//! - [`headers`]: hop-by-hop and list fields, request IDs, the response's
-//!   rewrite for the client;
+//! - [`headers`]: hop-by-hop and list fields, request IDs;
 //! - [`forward`]: the request's rewrite for the backend;
+//! - [`response`]: the response's fields for the client — one policy
+//!   writing to a header map or to bytes;
 //! - [`request_head`]: the inline server's request-head parser;
 //! - [`head`]: response heads parsed in place, their framing decided;
 //! - [`body`]: bodies decoded by that framing (chunked with trailers).
@@ -19,6 +20,7 @@ pub mod forward;
 pub mod head;
 pub mod headers;
 pub mod request_head;
+pub mod response;
 
 use std::io;
 

@@ -196,7 +196,7 @@ impl Forwarding {
             b"connection" if self.upgrade.is_some() => FieldRef::Set(&UPGRADE),
             b"upgrade" => self.upgrade.as_ref().map_or(FieldRef::Drop, FieldRef::Set),
             _ => {
-                let dropped = headers::response_field(name) == headers::ResponseField::HopByHop
+                let dropped = headers::is_hop_by_hop(name)
                     || headers::is_alias(name)
                     || self
                         .connection_named

@@ -1,6 +1,7 @@
 //! Header handling shared by both directions (README.md, "Proxy behaviour"):
-//! hop-by-hop fields, list values, request IDs, and the response's
-//! rewrite for the client. The request's rewrite is [`super::forward`].
+//! hop-by-hop fields, list values, request IDs. The request's rewrite for
+//! the backend is [`super::forward`]; the response's for the client,
+//! [`super::response`].
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::LazyLock;
@@ -15,7 +16,7 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+pub(super) static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -148,8 +149,13 @@ pub static VIA_ENTRY: HeaderValue = HeaderValue::from_static("1.1 switchyard");
 
 /// All lines of the list field `name`, joined, if any is non-empty text.
 pub fn joined(headers: &impl Fields, name: &HeaderName) -> Option<String> {
-    let mut parts = headers
-        .all(name)
+    join_lines(headers.all(name))
+}
+
+/// The lines of one list field, joined with `, `, if any is non-empty
+/// text.
+pub fn join_lines<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let mut parts = lines
         .filter_map(text)
         .map(str::trim)
         .filter(|v| !v.is_empty());
@@ -184,24 +190,6 @@ pub fn appended(prior: Option<String>, entry: &HeaderValue) -> HeaderValue {
     HeaderValue::from_str(&joined).unwrap_or_else(|_| entry.clone())
 }
 
-/// What becomes of a backend's response field on its way to the client
-/// (one rule for hyper's responses, [`forward_response`], and for heads the
-/// inline server writes from the received bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseField {
-    /// Passed on as sent.
-    Keep,
-    /// Hop-by-hop (`Connection` among them): never passed on, nor is what
-    /// `Connection` names.
-    HopByHop,
-    /// The backend's identity (`Server`, `X-Powered-By`): removed.
-    Identifying,
-    /// `Via`: every line joined, this hop's entry last.
-    Via,
-    /// `X-Request-ID`: the request's own replaces the backend's.
-    RequestId,
-}
-
 /// Whether the field name `name`, as received (in any case), is `lower`,
 /// which holds lowercase letters and `-` only. One OR per byte: exact for
 /// the names `httparse` admits (tokens: no byte of one is another's with
@@ -210,6 +198,16 @@ pub enum ResponseField {
 pub fn is_name(name: &[u8], lower: &[u8]) -> bool {
     debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
     name.len() == lower.len() && name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
+/// Whether the field `name` (in any case) is hop-by-hop.
+#[inline]
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    // Most names have a length none of these has.
+    matches!(name.len(), 2 | 7 | 10 | 16..=19)
+        && HOP_BY_HOP
+            .iter()
+            .any(|n| is_name(name, n.as_str().as_bytes()))
 }
 
 /// Request fields whose meaning the gateway or the message's framing
@@ -250,53 +248,6 @@ pub fn is_alias(name: &[u8]) -> bool {
                     .zip(name)
                     .all(|(d, &n)| d == n || (d == b'-' && n == b'_'))
         })
-}
-
-/// [`ResponseField`] of the field `name`, in any case.
-pub fn response_field(name: &[u8]) -> ResponseField {
-    // Most names have a length none of these has.
-    if !matches!(name.len(), 2 | 3 | 6 | 7 | 10 | 12 | 16..=19) {
-        return ResponseField::Keep;
-    }
-    let is = |n: &HeaderName| is_name(name, n.as_str().as_bytes());
-    if HOP_BY_HOP.iter().any(|n| is(n)) {
-        ResponseField::HopByHop
-    } else if is(&header::SERVER) || is(&X_POWERED_BY) {
-        ResponseField::Identifying
-    } else if is(&header::VIA) {
-        ResponseField::Via
-    } else if is(&X_REQUEST_ID) {
-        ResponseField::RequestId
-    } else {
-        ResponseField::Keep
-    }
-}
-
-/// Rewrite an upstream response's headers for the client. One look at
-/// the names finds out what there is to do; most responses carry no
-/// hop-by-hop field, `Server`, `X-Powered-By` nor `Via`, and get only the
-/// gateway's `Via` and `X-Request-ID`.
-pub fn forward_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
-    let (mut hop_by_hop, mut identifying, mut via) = (false, false, false);
-    for name in headers.keys() {
-        match response_field(name.as_str().as_bytes()) {
-            ResponseField::HopByHop => hop_by_hop = true,
-            ResponseField::Identifying => identifying = true,
-            ResponseField::Via => via = true,
-            ResponseField::RequestId | ResponseField::Keep => {}
-        }
-    }
-    // A `Connection` naming fields is itself hop-by-hop.
-    if hop_by_hop {
-        strip_hop_by_hop(headers);
-    }
-    if identifying {
-        headers.remove(header::SERVER);
-        headers.remove(&X_POWERED_BY);
-    }
-    let via = via_with_ours(headers, via);
-    headers.insert(header::VIA, via);
-    headers.insert(&X_REQUEST_ID, request_id.clone());
 }
 
 /// The client's request ID if it sent a usable one, otherwise a new one.
@@ -372,43 +323,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
-    }
-
-    #[test]
-    fn response_headers_for_the_client() {
-        let id = HeaderValue::from_static("id-1");
-        // Nothing to remove: the gateway's Via and request ID are added.
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
-        forward_response(&mut h, &id);
-        assert_eq!(h.len(), 3);
-        assert_eq!(h[header::VIA], "1.1 switchyard");
-        assert_eq!(h[&X_REQUEST_ID], "id-1");
-        // Hop-by-hop fields, those Connection names, and the backend's
-        // identity go; an earlier Via (every line) is extended; a backend's
-        // X-Request-ID is replaced.
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::SERVER, HeaderValue::from_static("backend/1.0"));
-        h.insert(&X_POWERED_BY, HeaderValue::from_static("php"));
-        h.append(header::VIA, HeaderValue::from_static("1.0 a"));
-        h.append(header::VIA, HeaderValue::from_static("1.1 b"));
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("theirs"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        forward_response(&mut h, &id);
-        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["content-type", "via", "x-request-id"]);
-        assert_eq!(h[header::VIA], "1.0 a, 1.1 b, 1.1 switchyard");
-        assert_eq!(h.get_all(header::VIA).iter().count(), 1);
-        assert_eq!(h[&X_REQUEST_ID], "id-1");
-        // Server alone.
-        let mut h = HeaderMap::new();
-        h.insert(header::SERVER, HeaderValue::from_static("backend/1.0"));
-        forward_response(&mut h, &id);
-        assert!(!h.contains_key(header::SERVER));
     }
 
     #[test]

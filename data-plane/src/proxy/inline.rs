@@ -9,7 +9,8 @@
 //! backend that needs hyper's client) — the server then hands the whole
 //! connection to hyper, which parses the head again. The checks, routing
 //! and edits are [`Proxy::route_head`]'s, the same as for hyper's requests.
-//! [`InlineRequest::send`] then runs the attempts through the inline client,
+//! [`InlineRequest::send`] then runs the attempts (the loop both paths share,
+//! `upstream::attempts`) through the inline client,
 //! the response heads going to the server's [`HeadSink`], which writes the
 //! client's head from the backend's bytes.
 
@@ -19,13 +20,14 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, Version};
 
 use super::prepare::{EncodedHead, Head, Prepared, RequestHead, Routed};
-use super::upstream::{Noting, Tries};
+use super::upstream::{Answered, Attempter, Noting, Tried, Try, attempts};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream};
 use crate::http1::HeadSink;
 use crate::http1::headers::{self, Seen};
 pub use crate::http1::request_head::InlineHead;
 use crate::recover::Panic;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CompiledUpstream, Snapshot};
+use crate::transport::h1;
 
 /// What became of a head offered to [`Proxy::begin_inline`].
 #[derive(Debug)]
@@ -84,49 +86,62 @@ impl InlineRequest {
     }
 
     /// Send the request to the upstream's backends (retrying on another
-    /// when that is safe); heads go to `sink`. One async layer over the
-    /// pool's exchange: every layer's future is made and then moved into
-    /// its caller's, a copy of its whole size per request.
+    /// when that is safe, by [`attempts`]); heads go to `sink`.
     pub async fn send<S: HeadSink>(self, proxy: &Proxy, sink: &mut S) -> Answer<S::Final> {
         let InlineRequest {
             snapshot,
-            prepared,
+            mut prepared,
             received,
             mut outcome,
             ..
         } = self;
         let upstream = snapshot.upstream(prepared.upstream);
-        let mut tries = Tries::new(upstream);
-        let failure = loop {
-            let Some(t) = tries.next(&prepared, &mut outcome) else {
-                break tries.exhausted();
-            };
-            let Head::Encoded(head) = &prepared.head else {
-                unreachable!("the inline server encodes every head it sends")
-            };
-            let mut noting = Noting::new(sink);
-            let (head, body) = match t.exchange(upstream, head, &prepared, &mut noting).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    let e = ProxyError::from_pool(&t.backend.url, e);
-                    match tries.failed(t, e, &prepared, &mut outcome) {
-                        Ok(()) => continue,
-                        Err(e) => break e,
-                    }
-                }
-            };
-            let status = noting.status;
-            let (answered_at, in_flight) = tries.answered(t, status, proxy.settings.metrics);
-            outcome.answered_at = Some(answered_at);
-            let mut body = ProxyBody::upstream(
-                Upstream::Inline(Some(body)),
+        let metrics = proxy.settings.metrics;
+        let mut inline = Inline { sink };
+        match attempts(upstream, &mut prepared, &mut outcome, metrics, &mut inline).await {
+            Ok(Answered {
+                answer: (head, body),
+                status,
                 in_flight,
-                upstream.body_idle_timeout,
-            );
-            proxy.record(status, &mut body, &snapshot, received, outcome);
-            return Answer::Upstream { head, body };
+                ..
+            }) => {
+                let mut body = ProxyBody::upstream(
+                    Upstream::Inline(Some(body)),
+                    in_flight,
+                    upstream.body_idle_timeout,
+                );
+                proxy.record(status, &mut body, &snapshot, received, outcome);
+                Answer::Upstream { head, body }
+            }
+            Err(failure) => Answer::Gateway(proxy.refuse(failure, &snapshot, received, outcome)),
+        }
+    }
+}
+
+/// Attempts through the inline client: the head the inline server's
+/// request was encoded into, to the backend's pool, the answer's heads to
+/// the server's sink.
+struct Inline<'s, S> {
+    sink: &'s mut S,
+}
+
+impl<S: HeadSink> Attempter for Inline<'_, S> {
+    type Answer = (S::Final, h1::ResponseBody);
+
+    async fn attempt(
+        &mut self,
+        upstream: &CompiledUpstream,
+        t: &Try<'_>,
+        p: &mut Prepared,
+    ) -> Tried<Self::Answer> {
+        let Head::Encoded(head) = &p.head else {
+            unreachable!("the inline server encodes every head it sends")
         };
-        Answer::Gateway(proxy.refuse(failure, &snapshot, received, outcome))
+        let mut noting = Noting::new(self.sink);
+        match t.exchange(upstream, head, p, &mut noting).await {
+            Ok(answer) => Tried::Answered(answer, noting.status),
+            Err(e) => Tried::Failed(ProxyError::from_pool(&t.backend.url, e)),
+        }
     }
 }
 

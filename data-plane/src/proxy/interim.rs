@@ -31,7 +31,7 @@ use atomic_waker::AtomicWaker;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http1::headers;
+use crate::http1::response;
 
 /// Most bytes of 1xx heads queued for one client connection (on either
 /// server), past which more are dropped.
@@ -81,7 +81,7 @@ impl Interim {
             return;
         }
         let mut head = upstream_headers.clone();
-        headers::forward_response(&mut head, request_id);
+        response::forward_response(&mut head, request_id);
         let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
         // A client that does not read while a backend sends 1xx after 1xx:
         // past the bound they are dropped (a hint is only a hint).

@@ -1,10 +1,10 @@
 //! From a prepared request (see [`super::prepare`]) to the upstream's
 //! answer: pick backends and send, retrying on another backend when that
-//! is safe ([`send`]). A request without a body to a plain `http://`
-//! backend goes through the inline client ([`super::h1`]); the rest through
-//! hyper's.
-//!
-//! [`send`]: Proxy::send
+//! is safe. [`attempts`] is the one loop over the attempts, for both server
+//! paths; each path says how it makes one attempt (an [`Attempter`]):
+//! hyper's requests here ([`Proxy::send`]: through the inline client when
+//! the request has no body and the backend is plain `http://`, else
+//! through hyper's), the inline server's in `super::inline`.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use super::prepare::{EncodedHead, Head, Prepared, path_error};
 use super::{Outcome, Proxy, ProxyBody, ProxyError, Upstream};
 use crate::counters::ErrorKind;
 use crate::http1::HeadSink;
-use crate::http1::{self, headers};
+use crate::http1::{self, headers, response};
 use crate::lazy_timer::LazyTimer;
 use crate::registry::InFlight;
 use crate::snapshot::{CompiledBackend, CompiledUpstream, Snapshot};
@@ -185,10 +185,9 @@ impl<S: HeadSink> HeadSink for Noting<'_, S> {
 }
 
 /// The attempts of one request on its upstream: which backend next, and
-/// what each result means for health, metrics and retrying. Callers loop:
-/// `while let Some(t) = tries.next(..) { attempt on t.backend; answered or
-/// failed }`, then `exhausted`.
-pub(super) struct Tries<'u> {
+/// what each result means for health, metrics and retrying ([`attempts`]
+/// is the loop around them).
+struct Tries<'u> {
     upstream: &'u CompiledUpstream,
     attempts: usize,
     made: usize,
@@ -346,6 +345,77 @@ impl<'u> Tries<'u> {
     }
 }
 
+/// What one attempt came to.
+pub(super) enum Tried<A> {
+    /// The backend answered, with this status.
+    Answered(A, StatusCode),
+    /// The backend failed: held against it, and retried elsewhere when
+    /// that is safe.
+    Failed(ProxyError),
+    /// The request cannot be sent to this backend (no backend's fault):
+    /// the request ends at once.
+    Ended(ProxyError),
+}
+
+/// How one of the server paths makes an attempt: through the inline client
+/// (`inline::Inline`) or hyper's request (`ThroughHyper`). The loop around
+/// the attempts, [`attempts`], is the same for both.
+pub(super) trait Attempter {
+    /// What an answered attempt gives its caller.
+    type Answer;
+
+    /// Send the request to `t.backend`.
+    async fn attempt(
+        &mut self,
+        upstream: &CompiledUpstream,
+        t: &Try<'_>,
+        p: &mut Prepared,
+    ) -> Tried<Self::Answer>;
+}
+
+/// An answered attempt: the answer, the backend that gave it (its index)
+/// and its in-flight mark, held until the body is done.
+pub(super) struct Answered<A> {
+    pub answer: A,
+    pub status: StatusCode,
+    pub backend: usize,
+    pub in_flight: InFlight,
+}
+
+/// The attempts of one request (both server paths): pick a backend, try,
+/// and on a failure try the next while that is safe ([`Tries`] decides);
+/// the answer is noted in `outcome` (when, and which backend), or the
+/// failure to give up with is returned.
+pub(super) async fn attempts<A: Attempter>(
+    upstream: &CompiledUpstream,
+    p: &mut Prepared,
+    outcome: &mut Outcome,
+    metrics: bool,
+    attempter: &mut A,
+) -> Result<Answered<A::Answer>, ProxyError> {
+    let mut tries = Tries::new(upstream);
+    loop {
+        let Some(t) = tries.next(p, outcome) else {
+            return Err(tries.exhausted());
+        };
+        match attempter.attempt(upstream, &t, p).await {
+            Tried::Answered(answer, status) => {
+                let backend = t.index;
+                let (answered_at, in_flight) = tries.answered(t, status, metrics);
+                outcome.answered_at = Some(answered_at);
+                return Ok(Answered {
+                    answer,
+                    status,
+                    backend,
+                    in_flight,
+                });
+            }
+            Tried::Failed(e) => tries.failed(t, e, p, outcome)?,
+            Tried::Ended(e) => return Err(e),
+        }
+    }
+}
+
 impl Proxy {
     /// Send a prepared request to the upstream's backends (retrying on
     /// another when that is safe) and turn the answer into the client's.
@@ -357,31 +427,22 @@ impl Proxy {
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let upstream = snapshot.upstream(p.upstream);
-        let mut tries = Tries::new(upstream);
-        let (mut resp, (answered_at, in_flight), i) = loop {
-            let Some(t) = tries.next(p, outcome) else {
-                return Err(tries.exhausted());
-            };
-            // A head that cannot be made for this backend is no backend's
-            // failure: it ends the request at once.
-            let attempt = p.attempt(t.backend, t.last, request_id)?;
-            match self.attempt(upstream, &t, p, attempt, request_id).await {
-                Ok(resp) => {
-                    let i = t.index;
-                    let status = resp.status();
-                    break (resp, tries.answered(t, status, self.settings.metrics), i);
-                }
-                Err(e) => tries.failed(t, e, p, outcome)?,
-            }
-        };
+        let mut through = ThroughHyper { request_id };
+        let metrics = self.settings.metrics;
+        let answered = attempts(upstream, p, outcome, metrics, &mut through).await?;
+        let Answered {
+            answer: mut resp,
+            backend: i,
+            in_flight,
+            ..
+        } = answered;
         p.interim = None;
-        outcome.answered_at = Some(answered_at);
         let backend = &upstream.backends[i];
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let accepted = resp.headers().get(header::UPGRADE).cloned();
         let (mut head, resp_body) = resp.into_parts();
-        headers::forward_response(&mut head.headers, request_id);
+        response::forward_response(&mut head.headers, request_id);
         if let (Some(client_side), Some(backend_side), Some(proto)) =
             (p.client_upgrade.take(), backend_upgrade, accepted)
         {
@@ -400,6 +461,15 @@ impl Proxy {
         let body = ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
         Ok(Response::from_parts(head, body))
     }
+}
+
+/// Attempts of a request hyper's server took.
+struct ThroughHyper<'a> {
+    request_id: &'a HeaderValue,
+}
+
+impl Attempter for ThroughHyper<'_> {
+    type Answer = Response<Upstream>;
 
     /// One attempt of a request hyper's server took. Plain HTTP/1.1 goes
     /// through the backend's own pool; without a body (nor upgrade), the
@@ -407,19 +477,18 @@ impl Proxy {
     /// client: boxed, as hyper's futures are large and the hot path should
     /// not carry (and move) their room.
     async fn attempt(
-        &self,
+        &mut self,
         upstream: &CompiledUpstream,
         t: &Try<'_>,
         p: &mut Prepared,
-        attempt: Attempt,
-        request_id: &HeaderValue,
-    ) -> Result<Response<Upstream>, ProxyError> {
+    ) -> Tried<Response<Upstream>> {
         let backend = t.backend;
-        let r = match attempt {
-            Attempt::Inline => {
-                return self.hyper_inline_attempt(upstream, t, p, request_id).await;
-            }
-            Attempt::Hyper(r) => *r,
+        // A head that cannot be made for this backend is no backend's
+        // failure: it ends the request at once.
+        let r = match p.attempt(backend, t.last, self.request_id) {
+            Ok(Attempt::Hyper(r)) => *r,
+            Ok(Attempt::Inline) => return inline_attempt(upstream, t, p, self.request_id).await,
+            Err(e) => return Tried::Ended(e),
         };
         let pool = backend.state.pool();
         let send: SendFuture<'_> = if backend.pooled {
@@ -443,51 +512,56 @@ impl Proxy {
         let timeout = upstream.response_header_timeout;
         match answered_within(send, t.deadline, timeout, p.body.as_deref()).await {
             Some(Ok(resp)) => match invalid_answer(&resp, p.client_upgrade.is_some()) {
-                None => Ok(resp),
-                Some(e) => Err(ProxyError::Upstream {
+                None => {
+                    let status = resp.status();
+                    Tried::Answered(resp, status)
+                }
+                Some(e) => Tried::Failed(ProxyError::Upstream {
                     backend: Arc::clone(&backend.url),
                     source: e.into(),
                 }),
             },
-            Some(Err(e)) => Err(e),
-            None => Err(ProxyError::Timeout {
+            Some(Err(e)) => Tried::Failed(e),
+            None => Tried::Failed(ProxyError::Timeout {
                 backend: Arc::clone(&backend.url),
             }),
         }
     }
+}
 
-    /// An inline-client attempt of a request hyper's server took: from the
-    /// head `prepare` wrote, or one written here from the kept fields; 1xx
-    /// heads relayed through the connection's [`super::interim`] channel.
-    async fn hyper_inline_attempt(
-        &self,
-        upstream: &CompiledUpstream,
-        t: &Try<'_>,
-        p: &Prepared,
-        request_id: &HeaderValue,
-    ) -> Result<Response<Upstream>, ProxyError> {
-        let backend = t.backend;
-        let written;
-        let head = match &p.head {
-            Head::Encoded(head) => head,
-            Head::Fields(f) => {
-                let headers = f.headers.as_ref().expect("kept for inline requests");
-                let pq = &f.path_and_query;
-                written = EncodedHead::new(&p.method, pq.path(), pq.query(), headers, &f.fwd);
-                &written
-            }
-        };
-        let mut relay = |status, headers: &HeaderMap| {
-            if let Some(armed) = &p.interim {
-                armed.relay(status, headers, request_id);
-            }
-        };
-        let mut sink = http1::head::ToResponse {
-            interim: &mut relay,
-        };
-        match t.exchange(upstream, head, p, &mut sink).await {
-            Ok((resp, body)) => Ok(resp.map(|()| Upstream::Inline(Some(body)))),
-            Err(e) => Err(ProxyError::from_pool(&backend.url, e)),
+/// An inline-client attempt of a request hyper's server took: from the
+/// head `prepare` wrote, or one written here from the kept fields; 1xx
+/// heads relayed through the connection's [`super::interim`] channel.
+async fn inline_attempt(
+    upstream: &CompiledUpstream,
+    t: &Try<'_>,
+    p: &Prepared,
+    request_id: &HeaderValue,
+) -> Tried<Response<Upstream>> {
+    let backend = t.backend;
+    let written;
+    let head = match &p.head {
+        Head::Encoded(head) => head,
+        Head::Fields(f) => {
+            let headers = f.headers.as_ref().expect("kept for inline requests");
+            let pq = &f.path_and_query;
+            written = EncodedHead::new(&p.method, pq.path(), pq.query(), headers, &f.fwd);
+            &written
         }
+    };
+    let mut relay = |status, headers: &HeaderMap| {
+        if let Some(armed) = &p.interim {
+            armed.relay(status, headers, request_id);
+        }
+    };
+    let mut sink = http1::head::ToResponse {
+        interim: &mut relay,
+    };
+    match t.exchange(upstream, head, p, &mut sink).await {
+        Ok((resp, body)) => {
+            let status = resp.status();
+            Tried::Answered(resp.map(|()| Upstream::Inline(Some(body))), status)
+        }
+        Err(e) => Tried::Failed(ProxyError::from_pool(&backend.url, e)),
     }
 }

@@ -2,11 +2,11 @@
 //!
 //! A backend's head goes to the client through [`ClientHead`], the
 //! [`HeadSink`] the inline client hands it to: the status line and fields
-//! are written from the bytes the backend sent, under the same rules as
-//! hyper's responses get from [`headers::forward_response`] (hop-by-hop
-//! fields and those `Connection` names, `Server` and `X-Powered-By` go;
-//! `Via` is extended; `X-Request-ID` is the request's), with the framing
-//! the client needs: the body's length, or chunked when the backend's body
+//! are written from the bytes the backend sent by the same policy as
+//! hyper's responses get ([`response::forward_fields`]: hop-by-hop fields
+//! and those `Connection` names, `Server` and `X-Powered-By` go; `Via` is
+//! extended; `X-Request-ID` is the request's), with the framing the client
+//! needs: the body's length, or chunked when the backend's body
 //! has none. 1xx heads are written to the socket as they come. The
 //! gateway's own answers (errors) are written from their `Response` by
 //! [`gateway_head`]. Like hyper, a head without `Date` gets one.
@@ -16,13 +16,14 @@ use std::io::{self, IoSlice};
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Body;
 use tokio::net::TcpStream;
 
 use super::stop::StopWatch;
-use crate::http1::headers::{self, ResponseField, VIA_ENTRY};
+use crate::http1::headers;
+use crate::http1::response::{self, HeadBytes, ResponseOut, put};
 use crate::http1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::{ProxyBody, interim};
 use crate::stall::WriteStall;
@@ -182,8 +183,8 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Fields of the backend's head left out besides those [`ResponseField`]
-/// says go.
+/// Fields of the backend's head the framing leaves out, besides those the
+/// response policy does.
 #[derive(Debug, Clone, Copy, Default)]
 struct Omit {
     /// `Content-Length`.
@@ -192,92 +193,57 @@ struct Omit {
     trailer: bool,
 }
 
-/// Write `head`'s fields as the client gets them, then the gateway's
-/// `Via` and `X-Request-ID`. Whether the head has a `Date`.
+/// Write `head`'s fields as the client gets them ([`response::forward_fields`]
+/// into [`ClientFields`]). Whether the head has a `Date`.
 fn fields(out: &mut Vec<u8>, head: &RawHead<'_>, request_id: &HeaderValue, omit: Omit) -> bool {
-    let start = out.len();
-    let mut copied = copy_fields(out, head, omit, false);
-    if copied.connection {
-        // Rare: `Connection` may name fields (even `Date` or `Via`) that
-        // must go too. Written again, leaving those out.
-        out.truncate(start);
-        copied = copy_fields(out, head, omit, true);
-    }
-    out.extend_from_slice(b"via: ");
-    if copied.via {
-        let lines = head
-            .fields()
-            .filter(|(n, _)| headers::is_name(n, b"via"))
-            .filter_map(|(_, v)| headers::text(v))
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
-        for line in lines {
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(b", ");
-        }
-    }
-    out.extend_from_slice(VIA_ENTRY.as_bytes());
-    out.extend_from_slice(b"\r\nx-request-id: ");
-    out.extend_from_slice(request_id.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    copied.dated
+    let mut client = ClientFields {
+        out: HeadBytes::new(out),
+        omit,
+        drop_length: head.drop_length,
+        dated: false,
+    };
+    response::forward_fields(|| head.fields(), &mut client, request_id);
+    client.dated
 }
 
-/// What [`copy_fields`] came across.
-#[derive(Debug, Clone, Copy, Default)]
-struct Copied {
-    via: bool,
+/// The policy's output for the client's head as bytes ([`HeadBytes`]),
+/// less what the framing decides: the body's length is the gateway's to
+/// write, and a bodiless answer declares no trailers. Notes a `Date`.
+struct ClientFields<'a> {
+    out: HeadBytes<'a>,
+    omit: Omit,
+    /// The head's `Content-Length` gave way to its `Transfer-Encoding`.
+    drop_length: bool,
     dated: bool,
-    connection: bool,
 }
 
-/// Copy the fields of `head` the client gets as they are; with `named`,
-/// leave out those its `Connection` names.
-fn copy_fields(out: &mut Vec<u8>, head: &RawHead<'_>, omit: Omit, named: bool) -> Copied {
-    let mut copied = Copied::default();
-    for (name, value) in head.fields() {
-        if named && connection_names(head, name) {
-            continue;
-        }
-        match headers::response_field(name) {
-            ResponseField::Keep => {}
-            ResponseField::Via => {
-                copied.via = true;
-                continue;
-            }
-            ResponseField::HopByHop => {
-                copied.connection |= headers::is_name(name, b"connection");
-                continue;
-            }
-            ResponseField::Identifying | ResponseField::RequestId => continue,
-        }
+impl ResponseOut for ClientFields<'_> {
+    #[inline]
+    fn keep(&mut self, name: &[u8], value: &[u8]) {
         if headers::is_name(name, b"content-length") {
-            if omit.length || head.drop_length {
-                continue;
+            if self.omit.length || self.drop_length {
+                return;
             }
         } else if headers::is_name(name, b"date") {
-            copied.dated = true;
-        } else if omit.trailer && headers::is_name(name, b"trailer") {
-            continue;
+            self.dated = true;
+        } else if self.omit.trailer && headers::is_name(name, b"trailer") {
+            return;
         }
-        put(out, name, value);
+        self.out.keep(name, value);
     }
-    copied
-}
 
-/// Whether the head's `Connection` names the field `name`.
-fn connection_names(head: &RawHead<'_>, name: &[u8]) -> bool {
-    head.fields()
-        .filter(|(n, _)| headers::is_name(n, b"connection"))
-        .flat_map(|(_, v)| headers::list_items(v))
-        .any(|token| name.eq_ignore_ascii_case(token.as_bytes()))
-}
+    #[inline]
+    fn omit(&mut self, _: &[u8]) {}
 
-fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+    fn restart(&mut self) {
+        self.dated = false;
+        self.out.restart();
+    }
+
+    #[inline]
+    fn add(&mut self, name: &'static HeaderName, value: &HeaderValue) {
+        self.out.add(name, value);
+    }
 }
 
 fn put_length(out: &mut Vec<u8>, n: u64) {
