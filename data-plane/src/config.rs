@@ -15,8 +15,12 @@
 //! backends are one [`UpstreamPolicy`], embedded (flattened) wherever an
 //! upstream is written.
 
+pub mod policies;
+
 use http::uri::{Authority, Scheme, Uri};
 use serde::{Deserialize, Serialize};
+
+pub use policies::RoutePolicies;
 
 /// Default time allowed to establish an upstream TCP connection.
 pub const DEFAULT_CONNECT_MS: u64 = 2_000;
@@ -30,6 +34,9 @@ pub const DEFAULT_RETRIES: u32 = 1;
 /// Most extra attempts an upstream may make: the proxy keeps the backends a
 /// request tried in a fixed array of `MAX_RETRIES + 1` slots.
 pub const MAX_RETRIES: u32 = 5;
+/// Longest per-route `timeout_ms` (the largest response-head timeout an
+/// upstream may have).
+pub const MAX_ROUTE_TIMEOUT_MS: u64 = 3_600_000;
 
 /// One complete, versioned configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +71,17 @@ pub struct RouteConfig {
     /// streaming); `None` = the gateway-wide default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
-    /// Name of the upstream this route forwards to.
-    pub upstream: String,
+    /// Longest wait for the response head on this route, overriding the
+    /// upstream's `timeouts.response_header_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Name of the upstream this route forwards to; none only for a route
+    /// that always redirects (`policies.redirect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// What the gateway checks and changes on this route's traffic.
+    #[serde(default, skip_serializing_if = "RoutePolicies::is_empty")]
+    pub policies: RoutePolicies,
 }
 
 /// A named pool of backends and how to use them.

@@ -165,7 +165,7 @@ impl Collector for LiveCollector {
         };
         push_route("", "", &self.plane.stats().unrouted);
         for r in snap.routes() {
-            let upstream = &snap.upstream(r.upstream).name;
+            let upstream = r.upstream.map_or("", |u| &*snap.upstream(u).name);
             push_route(&r.name, upstream, &r.stats);
         }
 

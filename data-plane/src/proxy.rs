@@ -379,7 +379,7 @@ impl Proxy {
             body.fault_on_poll();
         }
         if let Some(target) = logged {
-            let upstream = route.map(|r| snapshot.upstream(r.upstream));
+            let upstream = route.and_then(|r| r.upstream).map(|u| snapshot.upstream(u));
             body.log_when_done(Box::new(body::AccessEntry {
                 request_id,
                 client,

@@ -368,7 +368,17 @@ impl UpstreamStats {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RouteKey {
     pub route: String,
+    /// Empty for a route that only redirects.
     pub upstream: String,
+}
+
+impl RouteKey {
+    pub fn of(route: &crate::config::RouteConfig) -> Self {
+        RouteKey {
+            route: route.name.clone(),
+            upstream: route.upstream.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// Owner of all live state that must outlive a snapshot.

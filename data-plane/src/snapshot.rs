@@ -41,6 +41,14 @@ pub enum BuildError {
     BadMethod { route: String, method: String },
     #[error("routes {0:?} and {1:?} match the same host, path and methods")]
     Conflict(String, String),
+    #[error("route {0:?} has no upstream and does not redirect")]
+    NoUpstream(String),
+    #[error("route {route:?} has an invalid policy at {pointer}: {detail}")]
+    BadPolicy {
+        route: String,
+        pointer: String,
+        detail: String,
+    },
     #[error("upstream {upstream:?}: {source}")]
     Client {
         upstream: String,
@@ -74,8 +82,9 @@ impl BuildError {
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub name: Arc<str>,
-    /// The upstream's slot (see [`Snapshot::upstream`]).
-    pub upstream: usize,
+    /// The upstream's slot (see [`Snapshot::upstream`]); none for a route
+    /// that only redirects.
+    pub upstream: Option<usize>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub max_body_bytes: Option<u64>,
@@ -343,7 +352,7 @@ impl Snapshot {
         if self.users.get(i).is_some_and(|&n| n > 0) {
             let route = self
                 .routes()
-                .find(|r| r.upstream == i)
+                .find(|r| r.upstream == Some(i))
                 .map_or_else(String::new, |r| r.name.to_string());
             return Err(BuildError::UnknownUpstream {
                 route,
@@ -376,13 +385,16 @@ impl Snapshot {
         {
             return Ok(());
         }
-        let upstream = *self
-            .upstream_slots
-            .get(r.upstream.as_str())
-            .ok_or_else(|| BuildError::UnknownUpstream {
-                route: r.name.clone(),
-                upstream: r.upstream.clone(),
-            })?;
+        let upstream = match &r.upstream {
+            Some(name) => Some(*self.upstream_slots.get(name.as_str()).ok_or_else(|| {
+                BuildError::UnknownUpstream {
+                    route: r.name.clone(),
+                    upstream: name.clone(),
+                }
+            })?),
+            None if r.policies.redirect.is_some() => None,
+            None => return Err(BuildError::NoUpstream(r.name.clone())),
+        };
         let bad_path = || BuildError::BadPath {
             route: r.name.clone(),
             path: r.path.clone(),
@@ -404,12 +416,11 @@ impl Snapshot {
                     .take()
                     .expect("a named slot is filled");
                 self.table.remove(i, &old.prefix, &old.config.hosts);
-                *slot_mut(&mut self.users, old.upstream) -= 1;
+                if let Some(u) = old.upstream {
+                    *slot_mut(&mut self.users, u) -= 1;
+                }
                 if old.config.upstream != r.upstream {
-                    retired.routes.push(RouteKey {
-                        route: r.name.clone(),
-                        upstream: old.config.upstream.clone(),
-                    });
+                    retired.routes.push(RouteKey::of(&old.config));
                 }
                 i
             }
@@ -421,17 +432,16 @@ impl Snapshot {
                 .map_or_else(String::new, |o| o.config.name.clone());
             return Err(BuildError::Conflict(other, r.name.clone()));
         }
-        *slot_mut(&mut self.users, upstream) += 1;
+        if let Some(u) = upstream {
+            *slot_mut(&mut self.users, u) += 1;
+        }
         *slot_mut(&mut self.routes, slot) = Some(Arc::new(CompiledRoute {
             name: r.name.as_str().into(),
             upstream,
             strip_prefix: r.strip_prefix,
             preserve_host: r.preserve_host,
             max_body_bytes: r.max_body_bytes,
-            stats: registry.route(&RouteKey {
-                route: r.name.clone(),
-                upstream: r.upstream.clone(),
-            }),
+            stats: registry.route(&RouteKey::of(r)),
             config: r.clone(),
             prefix: prefix.into_owned().into_boxed_str(),
         }));
@@ -447,11 +457,10 @@ impl Snapshot {
         };
         if let Some(old) = slot_mut(&mut self.routes, i).take() {
             self.table.remove(i, &old.prefix, &old.config.hosts);
-            *slot_mut(&mut self.users, old.upstream) -= 1;
-            retired.routes.push(RouteKey {
-                route: name.to_string(),
-                upstream: old.config.upstream.clone(),
-            });
+            if let Some(u) = old.upstream {
+                *slot_mut(&mut self.users, u) -= 1;
+            }
+            retired.routes.push(RouteKey::of(&old.config));
         }
         self.free_routes.push(i);
     }
@@ -538,10 +547,7 @@ impl Snapshot {
             backends: self.backend_keys(),
             routes: self
                 .routes()
-                .map(|r| RouteKey {
-                    route: r.name.to_string(),
-                    upstream: self.upstream(r.upstream).name.to_string(),
-                })
+                .map(|r| RouteKey::of(&r.config))
                 .collect(),
             upstreams: self.upstreams().map(|u| u.name.to_string()).collect(),
         }

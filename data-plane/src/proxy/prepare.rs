@@ -426,7 +426,10 @@ impl Proxy {
             .find(host, head.method, &path)
             .ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(matched.route);
-        let upstream = snapshot.upstream(route.upstream);
+        let Some(slot) = route.upstream else {
+            return Err(ProxyError::NoRoute);
+        };
+        let upstream = snapshot.upstream(slot);
         let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         if declared_length(fields, seen).is_some_and(|n| n > body_limit) {
             return Err(ProxyError::BodyTooLarge(body_limit));
@@ -466,7 +469,7 @@ impl Proxy {
                 .and_then(|h| hash_key(h, fields, &fwd, conn.peer)),
         };
         Ok(Routed {
-            upstream: route.upstream,
+            upstream: slot,
             path,
             fwd,
             ctx,
