@@ -116,6 +116,8 @@ pub struct RequestStats {
     counts: OnceLock<Box<[[AtomicU64; STATUSES.len()]; METHODS.len()]>>,
     rare: Mutex<HashMap<(usize, u16), u64>>,
     pub(crate) duration: OnceLock<Box<AtomicHistogram>>,
+    /// Requests denied by each policy (by [`Denied`]).
+    denials: [AtomicU64; 5],
 }
 
 impl RequestStats {
@@ -139,6 +141,16 @@ impl RequestStats {
         self.duration
             .get_or_init(Box::default)
             .observe_ns(elapsed_ns);
+    }
+
+    /// Count a request `by` denied.
+    pub fn denied(&self, by: Denied) {
+        self.denials[by as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests `by` denied so far.
+    pub fn denials(&self, by: Denied) -> u64 {
+        self.denials[by as usize].load(Ordering::Relaxed)
     }
 
     /// Every non-zero (method, status, count).
@@ -181,6 +193,23 @@ pub enum ErrorKind {
 }
 
 pub const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "protocol", "status_5xx"];
+
+/// Which of a route's policies denied a request, as the `policy` label of
+/// `switchyard_policy_denials_total` and the access log's `policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    IpAllow = 0,
+    IpDeny = 1,
+    Cors = 2,
+    Auth = 3,
+    RateLimit = 4,
+}
+
+impl Denied {
+    pub fn as_str(self) -> &'static str {
+        ["ip_allow", "ip_deny", "cors", "auth", "rate_limit"][self as usize]
+    }
+}
 
 /// The `to` label of `switchyard_backend_state_changes_total`, by slot of
 /// [`BackendStats::flips`].

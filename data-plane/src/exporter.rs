@@ -65,7 +65,7 @@ pub struct LiveCollector {
 }
 
 /// (name, help) of every family [`LiveCollector`] exports.
-const FAMILIES: [(&str, &str); 14] = [
+const FAMILIES: [(&str, &str); 15] = [
     (
         "switchyard_requests_total",
         "Proxied requests by route, upstream, method and status.",
@@ -122,6 +122,10 @@ const FAMILIES: [(&str, &str); 14] = [
         "switchyard_panics_total",
         "Panics caught (a request answered 500 or aborted) or seen elsewhere in the process.",
     ),
+    (
+        "switchyard_policy_denials_total",
+        "Requests a route's policy denied, by route and policy (ip_allow, ip_deny, cors, auth, rate_limit).",
+    ),
 ];
 
 impl LiveCollector {
@@ -164,9 +168,14 @@ impl Collector for LiveCollector {
             }
         };
         push_route("", "", &self.plane.stats().unrouted);
+        let mut denials = Vec::new();
         for r in snap.routes() {
             let upstream = r.upstream.map_or("", |u| &*snap.upstream(u).name);
             push_route(&r.name, upstream, &r.stats);
+            for &by in r.policies.iter().flat_map(|p| &p.can_deny) {
+                let labels = vec![label("route", &r.name), label("policy", by.as_str())];
+                denials.push(counter(labels, r.stats.denials(by) as f64));
+            }
         }
 
         let mut backend_durations = Vec::new();
@@ -233,6 +242,7 @@ impl Collector for LiveCollector {
                 MetricType::COUNTER,
                 vec![counter(vec![], crate::recover::panics() as f64)],
             ),
+            (MetricType::COUNTER, denials),
         ];
         FAMILIES
             .iter()

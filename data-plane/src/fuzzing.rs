@@ -126,6 +126,7 @@ pub fn response_head(data: &[u8]) {
         request_id: &id,
         close: first & 2 != 0,
         stop: &stop,
+        decoration: None,
     };
     let written = loop {
         match head::parse(&mut buf, &method, &mut sink) {

@@ -15,7 +15,8 @@
 //!    forwarding policy, heads parsed and written, body framing;
 //! 2. [`transport`] — talking to backends: the per-backend HTTP/1 pool and
 //!    exchange, hyper's clients for TLS and HTTP/2, the request body, the
-//!    health prober;
+//!    health prober; and beside it [`policy`] — a route's policies
+//!    compiled and run (IP rules, redirect, CORS, auth, rate limit);
 //! 3. live state — [`registry`] (per-backend state that outlives
 //!    snapshots), [`available`] (which backends take traffic now),
 //!    [`outlier`] (passive detection), [`snapshot`] (a config compiled
@@ -48,6 +49,7 @@ pub mod lazy_timer;
 pub mod outlier;
 pub mod persist;
 pub mod plane;
+pub mod policy;
 pub mod proxy;
 pub mod recover;
 pub mod registry;

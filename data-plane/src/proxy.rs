@@ -54,8 +54,10 @@ pub use error::ProxyError;
 pub use tunnel::Tunnels;
 pub use upstream::MAX_ATTEMPTS;
 
+use crate::counters::Denied;
 use crate::http1::{fields, forward, headers};
 use crate::plane::DataPlane;
+use crate::policy::Verdict;
 use crate::snapshot::Snapshot;
 use crate::{recover, transport::request_body};
 
@@ -329,9 +331,19 @@ impl Proxy {
             error = %err,
             "proxy error"
         );
+        let answered_by_policy = match &err {
+            ProxyError::Policy(v) => match &**v {
+                Verdict::Denied(d) => {
+                    outcome.denied = Some(d.by);
+                    false
+                }
+                Verdict::Redirect { .. } | Verdict::Preflight(_) => true,
+            },
+            _ => false,
+        };
         // The whole story (the backend, the OS error) for the operator's
         // log; the client's answer says only what kind of failure it was.
-        if received.logged.is_some() {
+        if received.logged.is_some() && !answered_by_policy {
             outcome.error = Some(error_chain(&err));
         }
         let resp = err.into_response(&received.request_id);
@@ -373,6 +385,9 @@ impl Proxy {
             let stats = route.map_or(&self.plane.stats().unrouted, |r| &*r.stats);
             let done = outcome.answered_at.unwrap_or_else(crate::clock::now_ns);
             stats.record(&method, status, done.saturating_sub(started));
+            if let Some(by) = outcome.denied {
+                stats.denied(by);
+            }
         }
         #[cfg(feature = "fault-injection")]
         if outcome.fault == Some(fault::Stage::Body) {
@@ -396,6 +411,7 @@ impl Proxy {
                 request_body: outcome.body,
                 bytes_out: 0,
                 error: outcome.error,
+                policy: outcome.denied.map(Denied::as_str),
             }));
         }
     }
@@ -436,6 +452,8 @@ struct Outcome {
     answered_at: Option<u64>,
     /// Why the gateway answered itself, for the access log.
     error: Option<String>,
+    /// The route's policy that denied the request.
+    denied: Option<Denied>,
     /// Where the request asked to panic (test builds).
     #[cfg(feature = "fault-injection")]
     fault: Option<fault::Stage>,

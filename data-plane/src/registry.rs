@@ -10,6 +10,8 @@
 //! of a backend's state (failure streaks, ejection, `failing`) is in
 //! `passive`.
 
+use crate::config::policies::RateLimit;
+use crate::policy::rate::RateLimiter;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -390,6 +392,18 @@ pub struct Registry {
     /// Upstream HTTP clients (connection pools) by their settings, so pools
     /// survive snapshot swaps.
     clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    /// Routes' rate-limit buckets, by route name: kept while the route
+    /// keeps the same limit, whatever else changes (its other policies, its
+    /// upstream, other routes).
+    rate_limits: Mutex<HashMap<String, RateEntry>>,
+}
+
+#[derive(Debug)]
+struct RateEntry {
+    /// The route's key when the buckets were last handed out.
+    key: RouteKey,
+    limit: RateLimit,
+    limiter: Arc<RateLimiter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -423,6 +437,37 @@ impl Registry {
         Arc::clone(lock(&self.upstreams).entry(name.to_string()).or_default())
     }
 
+    /// The rate-limit buckets of the route `key` counting by `limit`: the
+    /// same as before if its limit is the same, new ones if it changed;
+    /// none (and the old ones forgotten) when it has no limit.
+    pub fn rate_limiter(
+        &self,
+        key: &RouteKey,
+        limit: Option<&RateLimit>,
+    ) -> Option<Arc<RateLimiter>> {
+        let mut map = lock(&self.rate_limits);
+        let Some(limit) = limit else {
+            map.remove(&key.route);
+            return None;
+        };
+        if let Some(e) = map.get_mut(&key.route)
+            && e.limit == *limit
+        {
+            e.key = key.clone();
+            return Some(Arc::clone(&e.limiter));
+        }
+        let limiter = Arc::new(RateLimiter::new(limit));
+        map.insert(
+            key.route.clone(),
+            RateEntry {
+                key: key.clone(),
+                limit: limit.clone(),
+                limiter: Arc::clone(&limiter),
+            },
+        );
+        Some(limiter)
+    }
+
     /// The pooled client for these connection settings.
     pub fn client(&self, key: &ClientKey) -> Result<UpstreamClient, ClientError> {
         let mut clients = lock(&self.clients);
@@ -440,6 +485,7 @@ impl Registry {
     pub fn retain(&self, live: &LiveKeys) {
         lock(&self.backends).retain(|k, _| live.backends.contains(k));
         lock(&self.routes).retain(|k, _| live.routes.contains(k));
+        lock(&self.rate_limits).retain(|_, e| live.routes.contains(&e.key));
         lock(&self.upstreams).retain(|k, _| live.upstreams.contains(k));
     }
 
@@ -457,6 +503,10 @@ impl Registry {
             for key in routes {
                 live.remove(key);
             }
+            drop(live);
+            // A route moved to another upstream has already taken its
+            // buckets under its new key.
+            lock(&self.rate_limits).retain(|_, e| !routes.contains(&e.key));
         }
         if !upstreams.is_empty() {
             let mut live = lock(&self.upstreams);

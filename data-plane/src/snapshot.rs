@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::counters::RequestStats;
 use crate::persist::{ChunkedVec, ShardedMap};
+use crate::policy::CompiledPolicies;
 use crate::registry::{BackendKey, BackendState, LiveKeys, Registry, RouteKey, UpstreamStats};
 use crate::routing::{RouteMatch, RouteTable, path};
 use crate::transport::client::{ClientKey, UpstreamClient};
@@ -88,6 +89,10 @@ pub struct CompiledRoute {
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub max_body_bytes: Option<u64>,
+    /// The response-head timeout, when the route overrides its upstream's.
+    pub timeout: Option<std::time::Duration>,
+    /// Its policies; none for a route that has none (most).
+    pub policies: Option<Box<CompiledPolicies>>,
     /// Request counters (kept across snapshots by the registry).
     pub stats: Arc<RequestStats>,
     /// What it was compiled from, and its normalised prefix.
@@ -201,8 +206,11 @@ impl CompiledUpstream {
 }
 
 /// One step of [`Snapshot::patch`]: a route or upstream put in place
-/// (added, or replacing the one of that name) or taken out.
+/// (added, or replacing the one of that name) or taken out. (Not boxed:
+/// a patch is made once per admin change, and a route with its policies
+/// is simply the largest thing one carries.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Patch {
     Route(RouteConfig),
     RemoveRoute(String),
@@ -410,6 +418,15 @@ impl Snapshot {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let key = RouteKey::of(r);
+        let limiter = registry.rate_limiter(&key, r.policies.rate_limit.as_ref());
+        let policies = CompiledPolicies::compile(&r.policies, limiter)
+            .map_err(|p| BuildError::BadPolicy {
+                route: r.name.clone(),
+                pointer: p.pointer,
+                detail: p.detail,
+            })?
+            .map(Box::new);
         let slot = match existing {
             Some(i) => {
                 let old = slot_mut(&mut self.routes, i)
@@ -441,7 +458,9 @@ impl Snapshot {
             strip_prefix: r.strip_prefix,
             preserve_host: r.preserve_host,
             max_body_bytes: r.max_body_bytes,
-            stats: registry.route(&RouteKey::of(r)),
+            timeout: r.timeout_ms.map(std::time::Duration::from_millis),
+            policies,
+            stats: registry.route(&key),
             config: r.clone(),
             prefix: prefix.into_owned().into_boxed_str(),
         }));
@@ -545,10 +564,7 @@ impl Snapshot {
     pub fn live_keys(&self) -> LiveKeys {
         LiveKeys {
             backends: self.backend_keys(),
-            routes: self
-                .routes()
-                .map(|r| RouteKey::of(&r.config))
-                .collect(),
+            routes: self.routes().map(|r| RouteKey::of(&r.config)).collect(),
             upstreams: self.upstreams().map(|u| u.name.to_string()).collect(),
         }
     }
@@ -695,7 +711,9 @@ mod tests {
                 strip_prefix: true,
                 preserve_host: false,
                 max_body_bytes: None,
-                upstream: "pool".into(),
+                timeout_ms: None,
+                upstream: Some("pool".into()),
+                policies: Default::default(),
             }],
             upstreams: vec![UpstreamConfig {
                 name: "pool".into(),
@@ -723,9 +741,62 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_buckets_outlive_other_changes() {
+        let reg = Registry::new();
+        let limited = |burst: u32, deny: &[&str]| {
+            let mut c = config(1);
+            c.routes[0].policies = serde_json::from_value(serde_json::json!({
+                "rate_limit": {"key": "route", "requests_per_second": 5, "burst": burst},
+                "ip_deny": deny,
+            }))
+            .unwrap();
+            c
+        };
+        let buckets = |s: &Snapshot| {
+            let policies = s.route(0).policies.as_ref().expect("compiled");
+            Arc::clone(policies.rate_limiter().expect("a limit"))
+        };
+        let a = Snapshot::build(&limited(10, &[]), &reg).unwrap();
+        // Another weight, another policy of the route: the same buckets.
+        let b = Snapshot::build(&limited(10, &["10.0.0.0/8"]), &reg).unwrap();
+        let mut c = limited(10, &["10.0.0.0/8"]);
+        c.upstreams[0].backends[0].weight = 3;
+        let c = Snapshot::build(&c, &reg).unwrap();
+        assert!(Arc::ptr_eq(&buckets(&a), &buckets(&b)));
+        assert!(Arc::ptr_eq(&buckets(&a), &buckets(&c)));
+        // Another limit: new buckets.
+        let d = Snapshot::build(&limited(20, &[]), &reg).unwrap();
+        assert!(!Arc::ptr_eq(&buckets(&a), &buckets(&d)));
+        // No policy: nothing compiled.
+        assert!(
+            Snapshot::build(&config(1), &reg)
+                .unwrap()
+                .route(0)
+                .policies
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_route_needs_an_upstream_unless_it_redirects() {
+        let mut c = config(1);
+        c.routes[0].upstream = None;
+        assert_eq!(
+            Snapshot::build(&c, &Registry::new()).err(),
+            Some(BuildError::NoUpstream("api".into()))
+        );
+        c.routes[0].policies.redirect = Some(crate::config::policies::Redirect {
+            status: 308,
+            location: "https://example.com{path}".into(),
+        });
+        let s = Snapshot::build(&c, &Registry::new()).unwrap();
+        assert!(s.route(0).upstream.is_none());
+    }
+
+    #[test]
     fn dangling_upstream_is_refused() {
         let mut c = config(1);
-        c.routes[0].upstream = "nope".into();
+        c.routes[0].upstream = Some("nope".into());
         assert!(matches!(
             Snapshot::build(&c, &Registry::new()),
             Err(BuildError::UnknownUpstream { .. })

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("balance", 0),
     ("http1", 1),
     ("transport", 2),
+    ("policy", 2),
     ("registry", 3),
     ("available", 3),
     ("outlier", 3),

@@ -87,6 +87,74 @@ async fn tls_is_terminated_with_alpn_h2_and_http1() {
     }
 }
 
+#[tokio::test]
+async fn route_policies_hold_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = certificate(dir.path());
+    let tls = data_plane::server::tls_config(&cert, &key).unwrap();
+    let gw = TestGateway::start_with(|s| s.server.tls = Some(tls)).await;
+    let a = Backend::named("a").start().await;
+    gw.create_route(json!({
+        "name": "gated", "path": "/gated", "backends": [{"url": a.url}],
+        "policies": {"auth": {"header": "X-Admin-Token", "tokens": ["letmein"]}}
+    }))
+    .await;
+    gw.create_route(json!({
+        "name": "moved", "path": "/moved",
+        "policies": {"redirect": {"status": 301, "location": "{scheme}://{host}/new{path}"}}
+    }))
+    .await;
+    let addr = gw.gateway().proxy_addr;
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        for (path, token, want) in [
+            ("/gated", None, 401),
+            ("/gated", Some("nope"), 401),
+            ("/gated", Some("letmein"), 200),
+            ("/moved/x", None, 301),
+        ] {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let stream = connector(der.clone(), alpn)
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            let io = TokioIo::new(stream);
+            let mut req = hyper::Request::get(format!("https://localhost:{}{path}", addr.port()))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            if let Some(t) = token {
+                req.headers_mut()
+                    .insert("x-admin-token", t.parse().unwrap());
+            }
+            let resp = if alpn == b"h2" {
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                send.send_request(req).await.unwrap()
+            } else {
+                req.headers_mut().insert(
+                    "host",
+                    format!("localhost:{}", addr.port()).parse().unwrap(),
+                );
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                send.send_request(req).await.unwrap()
+            };
+            assert_eq!(resp.status(), want, "{alpn:?} {path} {token:?}");
+            if want == 301 {
+                assert_eq!(resp.headers()["location"], "https://localhost/new/moved/x");
+            }
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            if want == 200 {
+                let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(echo["headers"].get("x-admin-token").is_none());
+            }
+        }
+    }
+    assert_eq!(a.hits(), 2, "only the requests with the token");
+}
+
 #[test]
 fn bad_certificate_files_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -179,10 +179,7 @@ pub fn template(location: &str) -> Result<Vec<Piece>, String> {
         if rest.as_bytes()[open] == b'}' {
             return Err("has a `}` without its `{`".into());
         }
-        let close = rest[open..]
-            .find('}')
-            .ok_or("has a `{` without its `}`")?
-            + open;
+        let close = rest[open..].find('}').ok_or("has a `{` without its `}`")? + open;
         if open > 0 {
             pieces.push(Piece::Text(rest[..open].to_string()));
         }
@@ -214,14 +211,17 @@ pub fn template(location: &str) -> Result<Vec<Piece>, String> {
 
 /// A field name (any case; compared without it).
 pub fn header_name(name: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a valid field name"))
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid field name"))
 }
 
 /// A field value: visible ASCII, spaces and tabs, at most
 /// [`MAX_VALUE_LEN`] bytes.
 pub fn header_value(value: &str) -> Result<HeaderValue, String> {
     let ok = value.len() <= MAX_VALUE_LEN
-        && value.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
+        && value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
     ok.then(|| HeaderValue::from_str(value).ok())
         .flatten()
         .ok_or_else(|| format!("must be at most {MAX_VALUE_LEN} bytes of visible ASCII"))
@@ -238,7 +238,10 @@ pub fn cidr(s: &str) -> Result<IpNet, String> {
         },
     };
     if net.trunc() != net {
-        return Err(format!("{s:?} has host bits set (did you mean {}?)", net.trunc()));
+        return Err(format!(
+            "{s:?} has host bits set (did you mean {}?)",
+            net.trunc()
+        ));
     }
     Ok(net)
 }
@@ -270,7 +273,8 @@ pub fn origin(s: &str) -> Result<(), String> {
     if s == "*" {
         return Ok(());
     }
-    let bad = || format!("{s:?} is not an origin such as https://app.example or https://*.example.org");
+    let bad =
+        || format!("{s:?} is not an origin such as https://app.example or https://*.example.org");
     let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
     if !matches!(scheme, "http" | "https") || rest.is_empty() {
         return Err(bad());
@@ -368,7 +372,10 @@ impl RoutePolicies {
                 );
             }
             if auth.tokens.is_empty() || long(auth.tokens.len()) {
-                bad("/auth/tokens".into(), format!("must hold 1 to {MAX_LIST} tokens"));
+                bad(
+                    "/auth/tokens".into(),
+                    format!("must hold 1 to {MAX_LIST} tokens"),
+                );
             }
             for (i, t) in auth.tokens.iter().enumerate() {
                 if let Err(e) = token_hash(&t.sha256) {
@@ -378,7 +385,10 @@ impl RoutePolicies {
         }
         for (list, name) in [(&self.ip_allow, "ip_allow"), (&self.ip_deny, "ip_deny")] {
             if long(list.len()) {
-                bad(format!("/{name}"), format!("must hold at most {MAX_LIST} entries"));
+                bad(
+                    format!("/{name}"),
+                    format!("must hold at most {MAX_LIST} entries"),
+                );
             }
             for (i, c) in list.iter().enumerate() {
                 if let Err(e) = cidr(c) {
@@ -397,7 +407,10 @@ impl RoutePolicies {
                 );
             }
             if !(1..=MAX_RATE).contains(&r.burst) {
-                bad("/rate_limit/burst".into(), format!("must be 1 to {MAX_RATE}"));
+                bad(
+                    "/rate_limit/burst".into(),
+                    format!("must be 1 to {MAX_RATE}"),
+                );
             }
         }
         if let Some(c) = &self.cors {

@@ -12,6 +12,7 @@
 //! by naming them in `Connection`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -93,6 +94,67 @@ pub struct Forwarding {
     pub upgrade: Option<HeaderValue>,
     /// Fields the client named in `Connection` (hop-by-hop by its say-so).
     connection_named: Vec<HeaderName>,
+    /// The route's own edits (its `request_headers` policy and the
+    /// removal of its auth credential), if it has any.
+    pub edits: Option<Arc<RequestEdits>>,
+}
+
+/// A route's changes to its requests' fields: fields removed (and those
+/// set, which replace the client's), then fields set and added after the
+/// client's. Fields the gateway decides itself are never among them (the
+/// config refuses them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestEdits {
+    /// Removed: the `remove` list and the names of `set`.
+    pub remove: Vec<HeaderName>,
+    /// Also removed when spelt with `_` for `-` (the auth credential: a
+    /// backend reading fields as CGI variables could not tell them apart).
+    pub remove_aliases: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RequestEdits {
+    /// Whether the client's field `name` (lowercase) goes.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.remove.iter().any(|n| n.as_str().as_bytes() == name)
+            || self.remove_aliases.iter().any(|n| {
+                let n = n.as_str().as_bytes();
+                n.len() == name.len()
+                    && n.iter()
+                        .zip(name)
+                        .all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
+            })
+    }
+
+    /// The route's own fields, as header lines.
+    fn write(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.set.iter().chain(&self.add) {
+            put_line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+
+    /// The same edits made to a map.
+    fn apply(&self, headers: &mut HeaderMap) {
+        let aliases: Vec<HeaderName> = if self.remove_aliases.is_empty() {
+            Vec::new()
+        } else {
+            headers
+                .keys()
+                .filter(|k| self.drops(k.as_str().as_bytes()))
+                .cloned()
+                .collect()
+        };
+        for name in self.remove.iter().chain(&aliases) {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.append(name, value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name, value.clone());
+        }
+    }
 }
 
 static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -153,6 +215,7 @@ impl Forwarding {
             } else {
                 Vec::new()
             },
+            edits: None,
         }
     }
 
@@ -201,7 +264,8 @@ impl Forwarding {
                     || self
                         .connection_named
                         .iter()
-                        .any(|n| n.as_str().as_bytes() == name);
+                        .any(|n| n.as_str().as_bytes() == name)
+                    || self.edits.as_ref().is_some_and(|e| e.drops(name));
                 return dropped.then_some(FieldRef::Drop);
             }
         };
@@ -253,6 +317,9 @@ impl Forwarding {
                 put_line(out, name, value);
             }
         }
+        if let Some(edits) = &self.edits {
+            edits.write(out);
+        }
         match &self.untrusted_lines {
             Some(lines) => out.extend_from_slice(lines),
             None => {
@@ -285,6 +352,9 @@ impl Forwarding {
             .collect();
         for alias in aliases {
             headers.remove(alias);
+        }
+        if let Some(edits) = &self.edits {
+            edits.apply(headers);
         }
         // Room for the gateway's fields: the map grows at most once.
         headers.reserve(self.fields().len());

@@ -254,6 +254,112 @@ impl ResponseOut for HeadBytes<'_> {
     }
 }
 
+/// A route's changes to its responses' fields, after the policy above:
+/// its `response_headers` (fields removed, set, added) and, per request,
+/// the CORS fields. Fields the gateway writes itself are never among them
+/// (the config refuses them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseEdits {
+    /// Removed: the `remove` list, the names of `set`, and (with CORS) the
+    /// backend's own CORS fields.
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ResponseEdits {
+    fn drops(&self, name: &[u8]) -> bool {
+        self.remove
+            .iter()
+            .any(|n| is_name(name, n.as_str().as_bytes()))
+    }
+}
+
+/// What one response of a route with response policies gets: the route's
+/// edits and the request's CORS fields (each optional).
+#[derive(Debug, Clone, Default)]
+pub struct Decoration {
+    pub edits: Option<std::sync::Arc<ResponseEdits>>,
+    /// Fields added (after `edits`), and fields of the backend's they
+    /// replace.
+    pub extra: Vec<(HeaderName, HeaderValue)>,
+    pub extra_replaces: &'static [HeaderName],
+}
+
+impl Decoration {
+    fn drops(&self, name: &[u8]) -> bool {
+        self.edits.as_ref().is_some_and(|e| e.drops(name))
+            || self
+                .extra_replaces
+                .iter()
+                .any(|n| is_name(name, n.as_str().as_bytes()))
+    }
+
+    fn fields(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        let edits = self.edits.as_deref();
+        edits
+            .into_iter()
+            .flat_map(|e| e.set.iter().chain(&e.add))
+            .chain(&self.extra)
+    }
+
+    /// Make a header map's fields what the decoration says (after
+    /// [`forward_response`]).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let gone: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.drops(k.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in &gone {
+            headers.remove(name);
+        }
+        for (name, value) in self.fields() {
+            headers.append(name, value.clone());
+        }
+    }
+}
+
+/// A [`ResponseOut`] that also makes a [`Decoration`]'s changes: the
+/// fields it removes are omitted, its own written after the policy's.
+#[derive(Debug)]
+pub struct Decorated<'d, O> {
+    pub out: O,
+    pub decoration: &'d Decoration,
+}
+
+impl<O: ResponseOut> ResponseOut for Decorated<'_, O> {
+    fn keep(&mut self, name: &[u8], value: &[u8]) {
+        if self.decoration.drops(name) {
+            self.out.omit(name);
+        } else {
+            self.out.keep(name, value);
+        }
+    }
+
+    fn omit(&mut self, name: &[u8]) {
+        self.out.omit(name);
+    }
+
+    fn restart(&mut self) {
+        self.out.restart();
+    }
+
+    fn add(&mut self, name: &'static HeaderName, value: &HeaderValue) {
+        self.out.add(name, value);
+    }
+}
+
+impl<O: ResponseOut> Decorated<'_, O> {
+    /// The decoration's own fields, after the policy has run.
+    pub fn finish(&mut self) -> &mut O {
+        for (name, value) in self.decoration.fields() {
+            self.out.keep(name.as_str().as_bytes(), value.as_bytes());
+        }
+        &mut self.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,8 @@ pub struct AccessEntry {
     pub bytes_out: u64,
     /// Why the gateway answered itself (the backend and OS error named).
     pub error: Option<String>,
+    /// The route's policy that denied the request.
+    pub policy: Option<&'static str>,
 }
 
 impl Drop for ProxyBody {
@@ -103,6 +105,7 @@ impl Drop for ProxyBody {
                 _ => self.is_end_stream(),
             },
             error = e.error.as_deref(),
+            policy = e.policy,
         );
     }
 }

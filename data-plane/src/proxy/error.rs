@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 use super::body::ProxyBody;
 use crate::http1::H1Error;
 use crate::http1::headers::X_REQUEST_ID;
+use crate::policy::{Verdict, cors};
 use crate::routing::path::PathError;
 use crate::transport::pool::PoolError;
 
@@ -62,6 +63,23 @@ pub enum ProxyError {
     /// Handling the request panicked (see [`crate::recover`]).
     #[error("the gateway failed while handling the request")]
     Internal,
+    /// The route's policies answered the request themselves: a denial, a
+    /// redirect or a CORS preflight (not a failure, but the same early
+    /// end).
+    #[error("{}", policy_text(.0))]
+    Policy(Box<Verdict>),
+}
+
+fn policy_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Denied(d) => format!(
+            "denied by the route's {} policy: {}",
+            d.by.as_str(),
+            d.message
+        ),
+        Verdict::Redirect { status, .. } => format!("redirected ({})", status.as_u16()),
+        Verdict::Preflight(_) => "CORS preflight answered".to_string(),
+    }
 }
 
 impl ProxyError {
@@ -121,6 +139,11 @@ impl ProxyError {
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Policy(v) => match &**v {
+                Verdict::Denied(d) => d.status,
+                Verdict::Redirect { status, .. } => *status,
+                Verdict::Preflight(_) => cors::PREFLIGHT_STATUS,
+            },
         }
     }
 
@@ -141,6 +164,11 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream_protocol",
             ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::Internal => "internal_error",
+            ProxyError::Policy(v) => match &**v {
+                Verdict::Denied(d) => d.code,
+                Verdict::Redirect { .. } => "redirect",
+                Verdict::Preflight(_) => "cors_preflight",
+            },
         }
     }
 
@@ -154,6 +182,10 @@ impl ProxyError {
             ProxyError::Upstream { .. } => {
                 "the backend's answer failed or was not valid HTTP".into()
             }
+            ProxyError::Policy(v) => match &**v {
+                Verdict::Denied(d) => d.message.into(),
+                _ => self.to_string().into(),
+            },
             // These name nothing inside the gateway (listed, not defaulted:
             // a new kind must be looked at before its text goes out).
             ProxyError::BadPath(_)
@@ -169,25 +201,68 @@ impl ProxyError {
         }
     }
 
-    /// The JSON error response, carrying the request ID in body and header.
+    /// The JSON error response, carrying the request ID in body and header
+    /// (a redirect or a preflight: its own answer, with no body).
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
         let status = self.status();
-        let body = serde_json::json!({
-            "status": status.as_u16(),
-            "error": self.code(),
-            "message": self.public_message(),
-            "request_id": request_id.to_str().unwrap_or_default(),
-        });
-        let mut resp = Response::new(ProxyBody::full(body.to_string()));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(&X_REQUEST_ID, request_id.clone());
-        resp
+        let ProxyError::Policy(verdict) = self else {
+            return json_error(status, self.code(), &self.public_message(), request_id);
+        };
+        match *verdict {
+            Verdict::Denied(d) => {
+                let mut resp = json_error(status, d.code, d.message, request_id);
+                for (name, value) in d.fields {
+                    resp.headers_mut().append(name, value);
+                }
+                resp
+            }
+            Verdict::Redirect { location, .. } => {
+                bodiless(status, [(header::LOCATION, location)], request_id)
+            }
+            Verdict::Preflight(fields) => bodiless(status, fields, request_id),
+        }
     }
+}
+
+/// A gateway answer with no body: its status and fields, and the request
+/// ID.
+fn bodiless(
+    status: StatusCode,
+    fields: impl IntoIterator<Item = (http::HeaderName, HeaderValue)>,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(String::new()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    for (name, value) in fields {
+        h.append(name, value);
+    }
+    h.insert(&X_REQUEST_ID, request_id.clone());
+    resp
+}
+
+/// The gateway's JSON error answer.
+fn json_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "status": status.as_u16(),
+        "error": code,
+        "message": message,
+        "request_id": request_id.to_str().unwrap_or_default(),
+    });
+    let mut resp = Response::new(ProxyBody::full(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(&X_REQUEST_ID, request_id.clone());
+    resp
 }
 
 fn caused_by_timeout(err: &(dyn std::error::Error + 'static)) -> bool {

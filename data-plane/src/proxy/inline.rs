@@ -25,6 +25,7 @@ use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream}
 use crate::http1::HeadSink;
 use crate::http1::headers::{self, Seen};
 pub use crate::http1::request_head::InlineHead;
+use crate::http1::response::Decoration;
 use crate::recover::Panic;
 use crate::snapshot::{CompiledUpstream, Snapshot};
 use crate::transport::h1;
@@ -83,6 +84,12 @@ impl InlineRequest {
     /// The client asked to close the connection after this request.
     pub fn close(&self) -> bool {
         self.close
+    }
+
+    /// What the route's policies do to the response's fields, if anything
+    /// (for the server's head writer).
+    pub fn decoration(&mut self) -> Option<Box<Decoration>> {
+        self.prepared.decoration.take()
     }
 
     /// Send the request to the upstream's backends (retrying on another
@@ -190,10 +197,11 @@ impl Proxy {
             conn,
             &received.request_id,
             &mut outcome,
+            true,
         );
         let routed = match routed {
-            Ok(routed) if routed.inline => routed,
-            Ok(_) => return Begun::HandOff,
+            Ok(Some(routed)) => routed,
+            Ok(None) => return Begun::HandOff,
             Err(err) => {
                 let resp = self.refuse(err, &snapshot, received, outcome);
                 return Begun::Answered { resp, close };
@@ -206,6 +214,8 @@ impl Proxy {
             ctx,
             body_limit,
             idempotent,
+            response_timeout,
+            decoration,
             ..
         } = routed;
         let encoded = EncodedHead::new(head.method, &path, head.query, fields, &fwd);
@@ -221,6 +231,8 @@ impl Proxy {
                 ctx,
                 idempotent,
                 interim: None,
+                response_timeout,
+                decoration,
             },
             received,
             outcome,

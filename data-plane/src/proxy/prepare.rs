@@ -20,12 +20,16 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::{ConnInfo, Outcome, Proxy, ProxyError, ProxySettings, interim};
+use std::time::Duration;
+
 use crate::balance::{self, PickContext};
 use crate::config::HashOn;
 use crate::http1;
 use crate::http1::fields::{Fields, byte_set};
 use crate::http1::forward::{self, Forwarding};
 use crate::http1::headers::{self, Seen};
+use crate::http1::response::Decoration;
+use crate::policy::PolicyRequest;
 use crate::routing::path;
 use crate::snapshot::{CompiledBackend, Snapshot};
 use crate::transport::request_body;
@@ -69,6 +73,10 @@ pub(super) struct Routed<'a> {
     pub idempotent: bool,
     /// Every backend of the upstream takes the inline client.
     pub inline: bool,
+    /// Longest wait for a response head (the route's or the upstream's).
+    pub response_timeout: Duration,
+    /// What the route's policies do to the response, if anything.
+    pub decoration: Option<Box<Decoration>>,
 }
 
 /// A request checked, routed and rewritten, ready for its attempts.
@@ -86,6 +94,10 @@ pub(super) struct Prepared {
     /// Relaying 1xx answers to the client through hyper's server, until
     /// the final one.
     pub interim: Option<interim::Armed>,
+    /// Longest wait for a response head (the route's or the upstream's).
+    pub response_timeout: Duration,
+    /// What the route's policies do to the response, if anything.
+    pub decoration: Option<Box<Decoration>>,
 }
 
 /// The request head the upstream gets.
@@ -396,7 +408,9 @@ impl Proxy {
     }
 
     /// Check and route a request head and work out the gateway's edits to
-    /// it; the route goes in `outcome`.
+    /// it; the route goes in `outcome`. For the inline server (`inline`):
+    /// `None` if the route's upstream needs hyper's client, found before
+    /// the route's policies run (hyper's server then runs them, once).
     pub(super) fn route_head<'a, F: Fields>(
         &self,
         snapshot: &Snapshot,
@@ -404,7 +418,8 @@ impl Proxy {
         conn: &ConnInfo,
         request_id: &HeaderValue,
         outcome: &mut Outcome,
-    ) -> Result<Routed<'a>, ProxyError> {
+        inline: bool,
+    ) -> Result<Option<Routed<'a>>, ProxyError> {
         check_request(head, &self.settings)?;
         let authority = Authority::of(head)?;
         let (fields, seen) = (head.fields, head.seen);
@@ -426,9 +441,35 @@ impl Proxy {
             .find(host, head.method, &path)
             .ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(matched.route);
-        let Some(slot) = route.upstream else {
-            return Err(ProxyError::NoRoute);
+        let pooled = route
+            .upstream
+            .is_some_and(|u| snapshot.upstream(u).backends.iter().all(|b| b.pooled));
+        if inline && route.upstream.is_some() && !pooled {
+            return Ok(None);
+        }
+        // A route's policies (in their fixed order) may answer at once.
+        let passed = match &route.policies {
+            None => None,
+            Some(policies) => {
+                let request = PolicyRequest {
+                    method: head.method,
+                    fields,
+                    peer: conn.peer.ip(),
+                    trusted: &self.settings.trusted_proxies,
+                    tls: conn.tls,
+                    host: authority.map(|a| a.host()),
+                    path: &path,
+                    query: head.query,
+                    now_ns: crate::clock::now_ns(),
+                };
+                let passed = policies
+                    .check(&request)
+                    .map_err(|v| ProxyError::Policy(Box::new(v)))?;
+                Some((policies, passed))
+            }
         };
+        // Only a route that redirects has no upstream, and it has answered.
+        let slot = route.upstream.ok_or(ProxyError::NoRoute)?;
         let upstream = snapshot.upstream(slot);
         let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         if declared_length(fields, seen).is_some_and(|n| n > body_limit) {
@@ -458,6 +499,10 @@ impl Proxy {
         if route.preserve_host && client_host != forward::Field::Drop {
             fwd.host = client_host;
         }
+        let decoration = passed.and_then(|(policies, passed)| {
+            fwd.edits.clone_from(&policies.request);
+            policies.decoration(passed).map(Box::new)
+        });
         // TE is hop-by-hop, but a client that takes trailers gets them only
         // if the backend is told so too.
         fwd.te_trailers = accepts_trailers(fields, seen);
@@ -468,7 +513,7 @@ impl Proxy {
                 .as_ref()
                 .and_then(|h| hash_key(h, fields, &fwd, conn.peer)),
         };
-        Ok(Routed {
+        Ok(Some(Routed {
             upstream: slot,
             path,
             fwd,
@@ -477,8 +522,10 @@ impl Proxy {
             // An upgrade is a conversation: once sent, never repeat it.
             idempotent: is_idempotent(head.method) && upgrade.is_none(),
             upgrade,
-            inline: upstream.backends.iter().all(|b| b.pooled),
-        })
+            inline: pooled,
+            response_timeout: route.timeout.unwrap_or(upstream.response_header_timeout),
+            decoration,
+        }))
     }
 
     /// Check, route and rewrite a request hyper's server parsed: everything
@@ -503,7 +550,9 @@ impl Proxy {
             fields: &parts.headers,
             seen,
         };
-        let routed = self.route_head(snapshot, &head, conn, request_id, outcome)?;
+        let routed = self
+            .route_head(snapshot, &head, conn, request_id, outcome, false)?
+            .expect("routed for hyper's server");
         let path_and_query = match (routed.path == parts.uri.path(), parts.uri.query()) {
             (true, _) => parts
                 .uri
@@ -523,6 +572,8 @@ impl Proxy {
             upgrade,
             idempotent,
             inline,
+            response_timeout,
+            decoration,
             ..
         } = routed;
         let client_upgrade = upgrade
@@ -560,6 +611,8 @@ impl Proxy {
             ctx,
             idempotent,
             interim,
+            response_timeout,
+            decoration,
         })
     }
 }

@@ -271,7 +271,7 @@ impl<'u> Tries<'u> {
             index: i,
             last: self.made == self.attempts,
             now,
-            deadline: now + self.upstream.response_header_timeout,
+            deadline: now + p.response_timeout,
             in_flight: backend.state.start(),
         })
     }
@@ -443,6 +443,9 @@ impl Proxy {
         let accepted = resp.headers().get(header::UPGRADE).cloned();
         let (mut head, resp_body) = resp.into_parts();
         response::forward_response(&mut head.headers, request_id);
+        if let Some(decoration) = &p.decoration {
+            decoration.apply(&mut head.headers);
+        }
         if let (Some(client_side), Some(backend_side), Some(proto)) =
             (p.client_upgrade.take(), backend_upgrade, accepted)
         {
@@ -509,7 +512,7 @@ impl Attempter for ThroughHyper<'_> {
                 }
             })
         };
-        let timeout = upstream.response_header_timeout;
+        let timeout = p.response_timeout;
         match answered_within(send, t.deadline, timeout, p.body.as_deref()).await {
             Some(Ok(resp)) => match invalid_answer(&resp, p.client_upgrade.is_some()) {
                 None => {

@@ -137,8 +137,9 @@ pub async fn serve(
                 (head, body, request_id)
             }
             Begun::HandOff => unreachable!("handed off in take_head"),
-            Begun::Ready(req) => {
+            Begun::Ready(mut req) => {
                 let request_id = req.request_id().clone();
+                let decoration = req.decoration();
                 // Kept apart for an answer if sending panics.
                 let (method, started, close) = (req.method().clone(), req.started(), req.close());
                 let mut sink = ClientHead {
@@ -148,6 +149,7 @@ pub async fn serve(
                     request_id: &request_id,
                     close,
                     stop,
+                    decoration: decoration.as_deref(),
                 };
                 // Pinned where it is made: a `select!` would move the
                 // request's (large) future into its own tuple first.

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::stop::StopWatch;
 use crate::http1::headers;
-use crate::http1::response::{self, HeadBytes, ResponseOut, put};
+use crate::http1::response::{self, Decorated, Decoration, HeadBytes, ResponseOut, put};
 use crate::http1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::{ProxyBody, interim};
 use crate::stall::WriteStall;
@@ -56,6 +56,8 @@ pub struct ClientHead<'a> {
     /// The listener is draining: then too the connection closes after
     /// this response (looked at as the head is written).
     pub stop: &'a StopWatch,
+    /// The route's changes to the final head's fields, if any.
+    pub decoration: Option<&'a Decoration>,
 }
 
 impl HeadSink for ClientHead<'_> {
@@ -79,7 +81,7 @@ impl HeadSink for ClientHead<'_> {
         // As hyper's server writes a relayed 1xx: the usual reason phrase,
         // the fields as they are (a length included).
         status_line(self.out, head.status, None);
-        fields(self.out, head, self.request_id, Omit::default());
+        fields(self.out, head, self.request_id, Omit::default(), None);
         self.out.extend_from_slice(b"\r\n");
         if !queued {
             // Sent now if the socket takes it (it is idle while the request
@@ -106,7 +108,7 @@ impl HeadSink for ClientHead<'_> {
                 || head.status == StatusCode::NOT_MODIFIED,
             trailer: bodiless,
         };
-        let dated = fields(out, head, self.request_id, omit);
+        let dated = fields(out, head, self.request_id, omit, self.decoration);
         if !dated {
             put_date(out);
         }
@@ -195,14 +197,31 @@ struct Omit {
 
 /// Write `head`'s fields as the client gets them ([`response::forward_fields`]
 /// into [`ClientFields`]). Whether the head has a `Date`.
-fn fields(out: &mut Vec<u8>, head: &RawHead<'_>, request_id: &HeaderValue, omit: Omit) -> bool {
+fn fields(
+    out: &mut Vec<u8>,
+    head: &RawHead<'_>,
+    request_id: &HeaderValue,
+    omit: Omit,
+    decoration: Option<&Decoration>,
+) -> bool {
     let mut client = ClientFields {
         out: HeadBytes::new(out),
         omit,
         drop_length: head.drop_length,
         dated: false,
     };
-    response::forward_fields(|| head.fields(), &mut client, request_id);
+    match decoration {
+        None => response::forward_fields(|| head.fields(), &mut client, request_id),
+        Some(decoration) => {
+            let mut decorated = Decorated {
+                out: client,
+                decoration,
+            };
+            response::forward_fields(|| head.fields(), &mut decorated, request_id);
+            decorated.finish();
+            client = decorated.out;
+        }
+    }
     client.dated
 }
 
