@@ -695,7 +695,9 @@ mod tests {
                 strip_prefix: true,
                 preserve_host: false,
                 max_body_bytes: None,
-                upstream: "pool".into(),
+                timeout_ms: None,
+                upstream: Some("pool".into()),
+                policies: Default::default(),
             }],
             upstreams: vec![UpstreamConfig {
                 name: "pool".into(),
@@ -725,7 +727,7 @@ mod tests {
     #[test]
     fn dangling_upstream_is_refused() {
         let mut c = config(1);
-        c.routes[0].upstream = "nope".into();
+        c.routes[0].upstream = Some("nope".into());
         assert!(matches!(
             Snapshot::build(&c, &Registry::new()),
             Err(BuildError::UnknownUpstream { .. })
