@@ -149,11 +149,11 @@ impl Publisher {
         let mut patches = Vec::new();
         for name in touched.routes {
             if let Some(before) = live.route_named(&name) {
-                upstreams.insert(before.config().upstream.clone());
+                upstreams.extend(before.config().upstream.clone());
             }
             match store::load_route(conn, &name).await? {
                 Some(route) => {
-                    upstreams.insert(route.upstream.clone());
+                    upstreams.extend(route.upstream.clone());
                     patches.push(Patch::Route(route));
                 }
                 None => patches.push(Patch::RemoveRoute(name)),
@@ -171,7 +171,7 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use data_plane::config::{Strategy, UpstreamPolicy};
+    use data_plane::config::{RoutePolicies, Strategy, UpstreamPolicy};
     use data_plane::{Registry, Snapshot};
     use http::Method;
 
@@ -223,7 +223,9 @@ mod tests {
             strip_prefix: rng.bool(),
             preserve_host: false,
             max_body_bytes: None,
-            target,
+            timeout_ms: None,
+            target: Some(target),
+            policies: RoutePolicies::default(),
         }
     }
 
@@ -267,7 +269,7 @@ mod tests {
         for i in 0..300 {
             let mut filler = route(&format!("f{i}"), &mut rng);
             filler.path = format!("/f{i}");
-            filler.target = RouteTarget::Upstream("u0".into());
+            filler.target = Some(RouteTarget::Upstream("u0".into()));
             publisher.apply(Change::CreateRoute(filler)).await.unwrap();
         }
         let (mut accepted, mut refused) = (0, 0);

@@ -76,7 +76,9 @@ mod tests {
                 strip_prefix: false,
                 preserve_host: false,
                 max_body_bytes: None,
-                upstream: "u".into(),
+                timeout_ms: None,
+                upstream: Some("u".into()),
+                policies: Default::default(),
             },
             version: 3,
         };
