@@ -171,7 +171,7 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use data_plane::config::{RoutePolicies, Strategy, UpstreamPolicy};
+    use data_plane::config::{Strategy, UpstreamPolicy};
     use data_plane::{Registry, Snapshot};
     use http::Method;
 
@@ -201,13 +201,25 @@ mod tests {
         let paths = ["/", "/a", "/a/b", "/b", "/c/d"];
         let hosts: [&[&str]; 3] = [&[], &["x.test"], &["y.test", "x.test"]];
         let methods: [&[&str]; 3] = [&[], &["GET"], &["POST"]];
-        let target = match rng.usize(..3) {
-            0 => RouteTarget::Upstream("u0".into()),
-            1 => RouteTarget::Upstream("u1".into()),
-            _ => RouteTarget::Inline {
+        let target = match rng.usize(..4) {
+            0 => Some(RouteTarget::Upstream("u0".into())),
+            1 => Some(RouteTarget::Upstream("u1".into())),
+            2 => Some(RouteTarget::Inline {
                 strategy: Strategy::RoundRobin,
                 backends: backends(rng),
-            },
+            }),
+            _ => None,
+        };
+        // A route without an upstream redirects; others may limit.
+        let policies = match (&target, rng.bool()) {
+            (None, _) => {
+                serde_json::json!({"redirect": {"status": 308, "location": "https://x.test{path}"}})
+            }
+            (Some(_), true) => {
+                serde_json::json!({"rate_limit": {"key": "client_ip", "requests_per_second": rng.u32(1..9), "burst": 3},
+                                                   "auth": {"header": "x-token", "tokens": [{"sha256": "ab".repeat(32)}]}})
+            }
+            (Some(_), false) => serde_json::json!({}),
         };
         Route {
             name: name.into(),
@@ -223,9 +235,9 @@ mod tests {
             strip_prefix: rng.bool(),
             preserve_host: false,
             max_body_bytes: None,
-            timeout_ms: None,
-            target: Some(target),
-            policies: RoutePolicies::default(),
+            timeout_ms: rng.bool().then(|| rng.u64(1..5000)),
+            target,
+            policies: serde_json::from_value(policies).unwrap(),
         }
     }
 

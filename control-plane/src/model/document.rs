@@ -201,6 +201,32 @@ mod tests {
         );
     }
 
+    /// A route that only redirects names no upstream; one that does not
+    /// redirect still must.
+    #[test]
+    fn a_redirect_needs_no_upstream() {
+        let c = validate(json!({
+            "routes": [{"name": "old", "path": "/old",
+                        "policies": {"redirect": {"status": 308, "location": "https://new.example{path}"}}}]
+        }))
+        .unwrap();
+        assert_eq!(c.routes[0].target, None);
+        assert_eq!(
+            invalid_pointers(
+                json!({"routes": [{"name": "r", "path": "/", "policies": {"ip_deny": ["10.0.0.0/8"]}}]})
+            ),
+            ["/routes/0/upstream"]
+        );
+        assert_eq!(
+            invalid_pointers(
+                json!({"routes": [{"name": "r", "path": "/", "upstream": "u",
+                "policies": {"rate_limit": {"key": "route", "requests_per_second": 1, "burst": 0}}}],
+                "upstreams": [{"name": "u"}]})
+            ),
+            ["/routes/0/policies/rate_limit/burst"]
+        );
+    }
+
     #[test]
     fn duplicate_names_conflict() {
         let e = validate(json!({"upstreams": [{"name": "u"}, {"name": "v"}, {"name": "u"}]}))

@@ -298,3 +298,6 @@ impl PoliciesSpec {
         policies
     }
 }
+
+#[cfg(test)]
+mod tests;
