@@ -17,6 +17,7 @@ mod inline;
 mod live;
 mod observability;
 mod passive;
+mod policy_admin;
 mod process;
 mod proxy;
 mod recovery;
