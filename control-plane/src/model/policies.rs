@@ -209,6 +209,25 @@ impl Report<'_> {
         })
     }
 
+    /// Token `i` as kept: its hash (a plain token checked, then hashed).
+    fn token(&mut self, i: usize, token: TokenSpec) -> TokenHash {
+        let sha256 = match token {
+            TokenSpec::Hash(h) => h,
+            TokenSpec::Plain(plain) => {
+                if !plain_token_ok(&plain) {
+                    self.add(
+                        format!("/auth/tokens/{i}"),
+                        format!(
+                            "must be 1 to {MAX_TOKEN_LEN} bytes of visible ASCII (no spaces), or {{\"sha256\": \"<64 lowercase hex digits>\"}}"
+                        ),
+                    );
+                }
+                hash_token(&plain)
+            }
+        };
+        TokenHash { sha256 }
+    }
+
     /// Whether `pointer` is, or is inside, a member already reported.
     fn covers(&self, pointer: &str) -> bool {
         self.reported.iter().any(|r| {
@@ -242,22 +261,7 @@ impl PoliciesSpec {
                 .0
                 .into_iter()
                 .enumerate()
-                .map(|(i, t)| TokenHash {
-                    sha256: match t {
-                        TokenSpec::Hash(h) => h,
-                        TokenSpec::Plain(p) => {
-                            if !plain_token_ok(&p) {
-                                r.add(
-                                    format!("/auth/tokens/{i}"),
-                                    format!(
-                                        "must be 1 to {MAX_TOKEN_LEN} bytes of visible ASCII (no spaces), or {{\"sha256\": \"<64 lowercase hex digits>\"}}"
-                                    ),
-                                );
-                            }
-                            hash_token(&p)
-                        }
-                    },
-                })
+                .map(|(i, t)| r.token(i, t))
                 .collect(),
             forward: a.forward.unwrap_or(false),
         });
