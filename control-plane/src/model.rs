@@ -19,12 +19,17 @@
 //! - backend `url`: absolute `http://` or `https://` with a host, optional
 //!   port 1–65535, no path (a trailing `/` is dropped), query or user info;
 //! - `weight`: 0–1000, default 1; 0 drains the backend;
-//! - upstream policy (timeouts, retries, health…): see `model/policy.rs`.
+//! - upstream policy (timeouts, retries, health…): see `model/policy.rs`;
+//! - route `timeout_ms`: 1 to [`MAX_ROUTE_TIMEOUT_MS`];
+//! - route `policies` (auth, IP rules, rate limit, CORS, header edits,
+//!   redirect): see `model/policies.rs`; a route may have neither
+//!   `upstream` nor `backends` only when it redirects (`policies.redirect`).
 //!
 //! The domain values are the data plane's config types wherever they can
 //! be: a validated upstream is an [`UpstreamConfig`] (its backends without
 //! ids, which the store assigns) and its policy a
-//! [`UpstreamPolicy`](data_plane::config::UpstreamPolicy).
+//! [`UpstreamPolicy`](data_plane::config::UpstreamPolicy); a validated
+//! route's policies are a [`RoutePolicies`] (auth tokens hashed).
 //!
 //! Which members a route, upstream or backend object may have is said once,
 //! by [`RouteSpec`], [`UpstreamSpec`] and [`BackendSpec`] (unknown members
@@ -35,17 +40,24 @@
 mod document;
 mod json;
 mod parse;
+mod policies;
 mod policy;
 
 pub use document::{Config, ConfigSpec, ConfigUpstream, DocumentError};
 pub use json::{JsonError, read as read_json};
 pub use parse::parse;
+pub use policies::{
+    AuthSpec, CorsSpec, HeaderEditsSpec, MAX_TOKEN_LEN, PoliciesSpec, RateLimitSpec, RedirectSpec,
+    TokenSpec, Tokens, hash_token,
+};
 pub use policy::{
     HealthCheckSpec, MAX_CONNECT_MS, MAX_RESPONSE_HEADER_MS, OutlierSpec, PolicySpec, TimeoutsSpec,
     TlsSpec,
 };
 
-use data_plane::config::{Strategy, UpstreamConfig, parse_backend_url};
+use data_plane::config::{
+    MAX_ROUTE_TIMEOUT_MS, RoutePolicies, Strategy, UpstreamConfig, parse_backend_url,
+};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
@@ -110,9 +122,11 @@ pub struct RouteSpec {
     #[serde(default)]
     pub preserve_host: bool,
     pub max_body_bytes: Option<u64>,
+    pub timeout_ms: Option<u64>,
     pub upstream: Option<String>,
     pub backends: Option<Vec<BackendSpec>>,
     pub strategy: Option<String>,
+    pub policies: Option<PoliciesSpec>,
     /// Read-only (the representation carries it); ignored on input.
     #[serde(default, rename = "version")]
     _version: Option<IgnoredAny>,
@@ -178,7 +192,11 @@ pub struct Route {
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub max_body_bytes: Option<u64>,
-    pub target: RouteTarget,
+    pub timeout_ms: Option<u64>,
+    /// `None` only for a route that redirects (`policies.redirect`).
+    pub target: Option<RouteTarget>,
+    /// Auth tokens as their hashes only.
+    pub policies: RoutePolicies,
 }
 
 /// A validated upstream: the data plane's upstream config, its backends
@@ -392,17 +410,36 @@ impl RouteSpec {
                 format!("must be between 0 and {MAX_BODY_LIMIT}"),
             );
         }
+        if self
+            .timeout_ms
+            .is_some_and(|n| !(1..=MAX_ROUTE_TIMEOUT_MS).contains(&n))
+        {
+            e.add(
+                "/timeout_ms",
+                format!("must be between 1 and {MAX_ROUTE_TIMEOUT_MS}"),
+            );
+        }
+        let redirects = self.policies.as_ref().is_some_and(|p| p.redirect.is_some());
         let target = match (self.upstream, self.backends) {
             (Some(_), Some(_)) => {
                 e.add(
                     "/backends",
                     "give either 'upstream' or 'backends', not both",
                 );
-                RouteTarget::Upstream(String::new())
+                None
             }
             (None, None) => {
-                e.add("/upstream", "either 'upstream' or 'backends' is required");
-                RouteTarget::Upstream(String::new())
+                if redirects {
+                    if self.strategy.is_some() {
+                        e.add("/strategy", "only allowed with inline 'backends'");
+                    }
+                } else {
+                    e.add(
+                        "/upstream",
+                        "either 'upstream' or 'backends' is required (or a 'policies.redirect')",
+                    );
+                }
+                None
             }
             (Some(u), None) => {
                 if self.strategy.is_some() {
@@ -414,7 +451,7 @@ impl RouteSpec {
                 if let Err(r) = check_name(&u) {
                     e.add("/upstream", r);
                 }
-                RouteTarget::Upstream(u)
+                Some(RouteTarget::Upstream(u))
             }
             (None, Some(backends)) => {
                 if backends.is_empty() {
@@ -427,12 +464,16 @@ impl RouteSpec {
                         "consistent_hash needs hash_on: define an upstream for it",
                     );
                 }
-                RouteTarget::Inline {
+                Some(RouteTarget::Inline {
                     strategy,
                     backends: check_backends(&mut e, backends),
-                }
+                })
             }
         };
+        let policies = self
+            .policies
+            .map(|p| p.validate(&mut e))
+            .unwrap_or_default();
         e.finish(Route {
             name,
             path,
@@ -441,7 +482,9 @@ impl RouteSpec {
             strip_prefix: self.strip_prefix,
             preserve_host: self.preserve_host,
             max_body_bytes: self.max_body_bytes,
+            timeout_ms: self.timeout_ms,
             target,
+            policies,
         })
     }
 }

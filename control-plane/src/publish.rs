@@ -149,11 +149,11 @@ impl Publisher {
         let mut patches = Vec::new();
         for name in touched.routes {
             if let Some(before) = live.route_named(&name) {
-                upstreams.insert(before.config().upstream.clone());
+                upstreams.extend(before.config().upstream.clone());
             }
             match store::load_route(conn, &name).await? {
                 Some(route) => {
-                    upstreams.insert(route.upstream.clone());
+                    upstreams.extend(route.upstream.clone());
                     patches.push(Patch::Route(route));
                 }
                 None => patches.push(Patch::RemoveRoute(name)),
@@ -201,13 +201,25 @@ mod tests {
         let paths = ["/", "/a", "/a/b", "/b", "/c/d"];
         let hosts: [&[&str]; 3] = [&[], &["x.test"], &["y.test", "x.test"]];
         let methods: [&[&str]; 3] = [&[], &["GET"], &["POST"]];
-        let target = match rng.usize(..3) {
-            0 => RouteTarget::Upstream("u0".into()),
-            1 => RouteTarget::Upstream("u1".into()),
-            _ => RouteTarget::Inline {
+        let target = match rng.usize(..4) {
+            0 => Some(RouteTarget::Upstream("u0".into())),
+            1 => Some(RouteTarget::Upstream("u1".into())),
+            2 => Some(RouteTarget::Inline {
                 strategy: Strategy::RoundRobin,
                 backends: backends(rng),
-            },
+            }),
+            _ => None,
+        };
+        // A route without an upstream redirects; others may limit.
+        let policies = match (&target, rng.bool()) {
+            (None, _) => {
+                serde_json::json!({"redirect": {"status": 308, "location": "https://x.test{path}"}})
+            }
+            (Some(_), true) => {
+                serde_json::json!({"rate_limit": {"key": "client_ip", "requests_per_second": rng.u32(1..9), "burst": 3},
+                                                   "auth": {"header": "x-token", "tokens": [{"sha256": "ab".repeat(32)}]}})
+            }
+            (Some(_), false) => serde_json::json!({}),
         };
         Route {
             name: name.into(),
@@ -223,7 +235,9 @@ mod tests {
             strip_prefix: rng.bool(),
             preserve_host: false,
             max_body_bytes: None,
+            timeout_ms: rng.bool().then(|| rng.u64(1..5000)),
             target,
+            policies: serde_json::from_value(policies).unwrap(),
         }
     }
 
@@ -267,7 +281,7 @@ mod tests {
         for i in 0..300 {
             let mut filler = route(&format!("f{i}"), &mut rng);
             filler.path = format!("/f{i}");
-            filler.target = RouteTarget::Upstream("u0".into());
+            filler.target = Some(RouteTarget::Upstream("u0".into()));
             publisher.apply(Change::CreateRoute(filler)).await.unwrap();
         }
         let (mut accepted, mut refused) = (0, 0);

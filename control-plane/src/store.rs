@@ -140,7 +140,10 @@ impl Change {
 }
 
 /// What a change produced: the resource as it now is, or nothing (delete).
+/// One is made per admin change and moved once, so its size (a route's
+/// policies make `Route` the largest) does not matter.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Applied {
     Route(RouteView),
     Upstream(UpstreamView),

@@ -76,13 +76,38 @@ mod tests {
                 strip_prefix: false,
                 preserve_host: false,
                 max_body_bytes: None,
-                upstream: "u".into(),
+                timeout_ms: None,
+                upstream: Some("u".into()),
+                policies: Default::default(),
             },
             version: 3,
         };
         assert_eq!(
             serde_json::to_string(&route).unwrap(),
             r#"{"name":"r","path":"/","methods":[],"hosts":[],"strip_prefix":false,"preserve_host":false,"upstream":"u","version":3}"#
+        );
+        // Policies and a timeout come after the limits, before the version;
+        // a route that only redirects shows no upstream.
+        let policies: data_plane::config::RoutePolicies = serde_json::from_value(
+            serde_json::json!({"redirect": {"status": 301, "location": "https://x{path}"}}),
+        )
+        .unwrap();
+        let redirect = RouteView {
+            route: RouteConfig {
+                upstream: None,
+                timeout_ms: Some(500),
+                max_body_bytes: Some(10),
+                policies,
+                ..route.route.clone()
+            },
+            version: 4,
+        };
+        assert_eq!(
+            serde_json::to_string(&redirect).unwrap(),
+            concat!(
+                r#"{"name":"r","path":"/","methods":[],"hosts":[],"strip_prefix":false,"preserve_host":false,"#,
+                r#""max_body_bytes":10,"timeout_ms":500,"policies":{"redirect":{"status":301,"location":"https://x{path}"}},"version":4}"#
+            )
         );
         let upstream = UpstreamView {
             upstream: UpstreamConfig {

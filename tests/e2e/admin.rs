@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 use crate::common::{Backend, TestGateway};
 
 /// Assert a problem+json answer naming `pointer`, and return it.
-async fn problem(r: reqwest::Response, status: StatusCode, pointer: Option<&str>) -> Value {
+pub(crate) async fn problem(
+    r: reqwest::Response,
+    status: StatusCode,
+    pointer: Option<&str>,
+) -> Value {
     assert_eq!(r.status(), status);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let p: Value = r.json().await.unwrap();
@@ -26,7 +30,7 @@ async fn problem(r: reqwest::Response, status: StatusCode, pointer: Option<&str>
     p
 }
 
-async fn version(gw: &TestGateway) -> u64 {
+pub(crate) async fn version(gw: &TestGateway) -> u64 {
     gw.admin_json(Method::GET, "/admin/status", None).await.1["config_version"]
         .as_u64()
         .unwrap()

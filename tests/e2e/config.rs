@@ -99,6 +99,9 @@ async fn a_bad_document_changes_nothing() {
     bad_url["upstreams"][0]["backends"][1]["url"] = json!("gopher://x");
     let mut dup = document(&a.url, "http://127.0.0.1:1");
     dup["routes"][1]["name"] = json!("api");
+    let mut bad_policy = document(&a.url, "http://127.0.0.1:1");
+    bad_policy["routes"][0]["policies"] =
+        json!({"cors": {"allow_origins": ["*"], "max_age_s": 86_401}});
     let mut clash = document(&a.url, "http://127.0.0.1:1");
     clash["routes"][1] =
         json!({"name": "clash", "path": "/api/", "methods": ["POST"], "upstream": "web"});
@@ -116,6 +119,11 @@ async fn a_bad_document_changes_nothing() {
             bad_url,
             StatusCode::UNPROCESSABLE_ENTITY,
             "/upstreams/0/backends/1/url",
+        ),
+        (
+            bad_policy,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/routes/0/policies/cors/max_age_s",
         ),
         (dup, StatusCode::CONFLICT, "/routes/1/name"),
         (clash, StatusCode::CONFLICT, "/routes/1/path"),
@@ -144,6 +152,72 @@ async fn a_bad_document_changes_nothing() {
     let (_, after) = gw.admin_json(Method::GET, "/admin/config", None).await;
     assert_eq!(before, after);
     assert_eq!(gw.get("/keep").await.0, StatusCode::OK);
+}
+
+/// Route policies and timeouts go out in the export and come back in as
+/// they were: a plain token is exported as its hash, which imports as the
+/// same hash; a route that only redirects has no upstream.
+#[tokio::test]
+async fn policies_round_trip_through_export_and_import() {
+    const TOKEN: &str = "letmein";
+    const TOKEN_SHA256: &str = "1c8bfe8f801d79745c4631d09fff36c82aa37fc4cce4fc946683d7b336b63032";
+    let gw = TestGateway::start().await;
+    let a = Backend::named("a").start().await;
+    let mut doc = document(&a.url, "http://127.0.0.1:1");
+    doc["routes"][0]["timeout_ms"] = json!(1500);
+    doc["routes"][0]["policies"] = json!({
+        "auth": {"header": "Authorization", "tokens": [TOKEN, {"sha256": "ab".repeat(32)}]},
+        "ip_allow": ["127.0.0.0/8", "::1"],
+        "rate_limit": {"key": "header:x-user", "requests_per_second": 5, "burst": 10},
+        "cors": {"allow_origins": ["https://*.example.org"], "allow_credentials": true},
+        "request_headers": {"remove": ["cookie"]},
+        "response_headers": {"add": {"x-served-by": "switchyard"}}
+    });
+    doc["routes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "moved", "path": "/moved", "policies":
+            {"redirect": {"status": 301, "location": "https://new.example{path}{query}"}}}));
+    let (status, answered) = gw.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    let route = &answered["routes"][0];
+    assert_eq!(route["timeout_ms"], 1500);
+    assert_eq!(
+        route["policies"]["auth"],
+        json!({"header": "Authorization", "tokens": [{"sha256": TOKEN_SHA256}, {"sha256": "ab".repeat(32)}],
+               "forward": false})
+    );
+    assert_eq!(route["policies"]["ip_allow"], json!(["127.0.0.0/8", "::1"]));
+    assert_eq!(
+        route["policies"]["cors"],
+        json!({"allow_origins": ["https://*.example.org"], "allow_methods": [], "allow_headers": [],
+               "expose_headers": [], "allow_credentials": true})
+    );
+    assert_eq!(
+        answered["routes"][1],
+        json!({"name": "moved", "path": "/moved", "methods": [], "hosts": [], "strip_prefix": false,
+               "preserve_host": false, "policies":
+               {"redirect": {"status": 301, "location": "https://new.example{path}{query}"}}})
+    );
+    // A route without policies shows none.
+    assert!(answered["routes"][2].get("policies").is_none());
+    assert!(!answered.to_string().contains(TOKEN));
+
+    let exported: Value = gw
+        .admin(Method::GET, "/admin/config", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(exported, answered);
+    let (status, again) = gw
+        .admin_json(Method::PUT, "/admin/config", Some(exported.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["version"], 2);
+    assert_eq!(without_version(again.clone()), without_version(exported));
+    let (_, read) = gw.admin_json(Method::GET, "/admin/config", None).await;
+    assert_eq!(read, again);
 }
 
 #[tokio::test]

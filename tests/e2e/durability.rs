@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::common::{Backend, Process, eventually};
+use crate::common::{Backend, Process, TestGateway, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
@@ -92,4 +92,118 @@ async fn acknowledged_writes_survive_sigkill() {
         stored.len() <= acked.len() + 2,
         "at most the in-flight writes beyond the acknowledged ones"
     );
+}
+
+/// A database the previous release made (schema up to migration 0003)
+/// opens with its routes as they were, live, and a routes table that still
+/// keeps its key to upstreams (ON DELETE RESTRICT) and its index, now with
+/// room for policies and routes without an upstream.
+#[tokio::test]
+async fn a_database_of_the_previous_schema_keeps_its_routes() {
+    let a = Backend::named("a").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+    // The previous release's migrations, as the files it embedded.
+    let previous = tempfile::tempdir().unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&migrations).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, previous.path().join(&name)).unwrap();
+        }
+    }
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db)
+        .unwrap()
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(previous.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    // Rows as that release wrote them.
+    for statement in [
+        "UPDATE meta SET config_version = 3".to_string(),
+        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms, owner_route, \
+         version, policy, body_idle_timeout_ms) VALUES ('pool', 'round_robin', 2000, 30000, NULL, 1, '{}', 60000)"
+            .to_string(),
+        format!(
+            "INSERT INTO backends (upstream, url, weight, version) VALUES ('pool', '{}', 1, 1)",
+            a.url
+        ),
+        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, upstream, version, preserve_host, \
+         max_body_bytes) VALUES ('api', '/api', '[\"GET\"]', '[]', 1, 'pool', 2, 0, 1024), \
+         ('web', '/', '[]', '[\"www.example\"]', 0, 'pool', 3, 1, NULL)"
+            .to_string(),
+    ] {
+        sqlx::query(&statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let gw = TestGateway::start_in(dir, None).await;
+    let (_, routes) = gw
+        .admin_json(reqwest::Method::GET, "/admin/routes", None)
+        .await;
+    assert_eq!(
+        routes,
+        json!({"items": [
+            {"name": "api", "path": "/api", "methods": ["GET"], "hosts": [], "strip_prefix": true,
+             "preserve_host": false, "max_body_bytes": 1024, "upstream": "pool", "version": 2},
+            {"name": "web", "path": "/", "methods": [], "hosts": ["www.example"], "strip_prefix": false,
+             "preserve_host": true, "upstream": "pool", "version": 3}
+        ], "config_version": 3})
+    );
+    let (status, echo) = gw.get_json("/api/x").await;
+    assert_eq!((status, &echo["path"]), (StatusCode::OK, &json!("/x")));
+    // The new columns take writes: policies, and no upstream for a redirect.
+    let (status, patched) = gw
+        .admin_json(
+            reqwest::Method::PATCH,
+            "/admin/routes/api",
+            Some(json!({"timeout_ms": 800, "policies": {"ip_allow": ["127.0.0.0/8"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    gw.create_route(json!({"name": "old", "path": "/old",
+        "policies": {"redirect": {"status": 301, "location": "https://x.example{path}"}}}))
+        .await;
+    let dir = gw.stop().await;
+
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let keys: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT \"table\", \"from\", on_delete FROM pragma_foreign_key_list('routes')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        keys,
+        [("upstreams".into(), "upstream".into(), "RESTRICT".into())]
+    );
+    let (index,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pragma_index_list('routes') WHERE name = 'routes_upstream'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(index, 1);
+    // The key is enforced: an upstream that routes use cannot go.
+    let refused = sqlx::query("DELETE FROM upstreams WHERE name = 'pool'")
+        .execute(&mut conn)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let (nulls,): (i64,) = sqlx::query_as("SELECT count(*) FROM routes WHERE upstream IS NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(nulls, 1);
+    conn.close().await.unwrap();
+    drop(dir);
 }

@@ -18,6 +18,7 @@ mod live;
 mod observability;
 mod passive;
 mod policies;
+mod policy_admin;
 mod process;
 mod proxy;
 mod recovery;

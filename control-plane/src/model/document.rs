@@ -85,7 +85,7 @@ impl ConfigSpec {
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, spec) in self.routes.into_iter().enumerate() {
             match spec.validate(None) {
-                Ok(route) if matches!(route.target, RouteTarget::Inline { .. }) => errors.push(FieldError::new(
+                Ok(route) if matches!(route.target, Some(RouteTarget::Inline { .. })) => errors.push(FieldError::new(
                     format!("/routes/{i}/backends"),
                     "inline backends are not allowed in a config document; define the upstream under /upstreams",
                 )),
@@ -105,11 +105,14 @@ impl ConfigSpec {
             return Err(DocumentError::Conflict(e));
         }
         let upstream_of = |route: &Route| match &route.target {
-            RouteTarget::Upstream(name) => name.clone(),
-            RouteTarget::Inline { .. } => unreachable!("refused above"),
+            Some(RouteTarget::Upstream(name)) => Some(name.clone()),
+            None => None,
+            Some(RouteTarget::Inline { .. }) => unreachable!("refused above"),
         };
         for (i, r) in routes.iter().enumerate() {
-            let target = upstream_of(r);
+            let Some(target) = upstream_of(r) else {
+                continue; // a route that only redirects
+            };
             if !upstreams.iter().any(|u| u.upstream.name == target) {
                 errors.push(FieldError::new(
                     format!("/routes/{i}/upstream"),
@@ -124,7 +127,7 @@ impl ConfigSpec {
             let owned_right = owner == &u.upstream.name
                 && routes
                     .iter()
-                    .any(|r| &r.name == owner && upstream_of(r) == *owner);
+                    .any(|r| &r.name == owner && upstream_of(r).as_ref() == Some(owner));
             if !owned_right {
                 errors.push(FieldError::new(
                     format!("/upstreams/{i}/owner_route"),
@@ -195,6 +198,32 @@ mod tests {
                 json!({"upstreams": [{"name": "u", "owner_route": "u"}], "routes": [{"name": "r", "path": "/", "upstream": "missing"}]})
             ),
             ["/routes/0/upstream", "/upstreams/0/owner_route"]
+        );
+    }
+
+    /// A route that only redirects names no upstream; one that does not
+    /// redirect still must.
+    #[test]
+    fn a_redirect_needs_no_upstream() {
+        let c = validate(json!({
+            "routes": [{"name": "old", "path": "/old",
+                        "policies": {"redirect": {"status": 308, "location": "https://new.example{path}"}}}]
+        }))
+        .unwrap();
+        assert_eq!(c.routes[0].target, None);
+        assert_eq!(
+            invalid_pointers(
+                json!({"routes": [{"name": "r", "path": "/", "policies": {"ip_deny": ["10.0.0.0/8"]}}]})
+            ),
+            ["/routes/0/upstream"]
+        );
+        assert_eq!(
+            invalid_pointers(
+                json!({"routes": [{"name": "r", "path": "/", "upstream": "u",
+                "policies": {"rate_limit": {"key": "route", "requests_per_second": 1, "burst": 0}}}],
+                "upstreams": [{"name": "u"}]})
+            ),
+            ["/routes/0/policies/rate_limit/burst"]
         );
     }
 

@@ -20,7 +20,7 @@ fn inline_route_is_valid() {
         "backends": [{"url": "http://127.0.0.1:9001/"}, {"url": "http://127.0.0.1:9002", "weight": 3}]
     }))
     .unwrap();
-    let RouteTarget::Inline { backends, .. } = r.target else {
+    let Some(RouteTarget::Inline { backends, .. }) = r.target else {
         panic!("inline expected")
     };
     assert_eq!(

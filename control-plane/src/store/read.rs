@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use data_plane::config::{
-    BackendConfig, GatewayConfig, RouteConfig, Strategy, Timeouts, UpstreamConfig, UpstreamPolicy,
+    BackendConfig, GatewayConfig, RouteConfig, RoutePolicies, Strategy, Timeouts, UpstreamConfig,
+    UpstreamPolicy,
 };
 use sqlx::sqlite::SqliteConnection;
 
@@ -20,13 +21,15 @@ struct RouteRow {
     strip_prefix: bool,
     preserve_host: bool,
     max_body_bytes: Option<i64>,
-    upstream: String,
+    timeout_ms: Option<i64>,
+    /// `None` for a route that only redirects.
+    upstream: Option<String>,
+    /// The JSON of the route's [`RoutePolicies`] (`{}`: none).
+    policies: String,
     version: i64,
 }
-const ROUTE_COLUMNS: &str =
-    "name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes, upstream, version";
-const ROUTE_SELECT_ALL: &str = "SELECT name, path, methods, hosts, strip_prefix, preserve_host, \
-     max_body_bytes, upstream, version FROM routes ORDER BY name";
+const ROUTE_COLUMNS: &str = "name, path, methods, hosts, strip_prefix, preserve_host, \
+     max_body_bytes, timeout_ms, upstream, policies, version";
 
 pub(super) fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).expect("a list of strings serialises")
@@ -39,13 +42,17 @@ fn parse_list(raw: &str) -> Result<Vec<String>, StoreError> {
 
 /// Every route, by name.
 pub(super) async fn all_routes(conn: &mut SqliteConnection) -> Result<Vec<RouteView>, StoreError> {
-    let rows: Vec<RouteRow> = sqlx::query_as(ROUTE_SELECT_ALL)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows: Vec<RouteRow> =
+        sqlx::query_as(&format!("SELECT {ROUTE_COLUMNS} FROM routes ORDER BY name"))
+            .fetch_all(&mut *conn)
+            .await?;
     rows.into_iter().map(route_view).collect()
 }
 
 fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
+    let raw = &row.policies;
+    let policies: RoutePolicies = serde_json::from_str(raw)
+        .map_err(|e| StoreError::Corrupt(format!("bad route policies {raw:?}: {e}")))?;
     Ok(RouteView {
         route: RouteConfig {
             methods: parse_list(&row.methods)?,
@@ -55,7 +62,9 @@ fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
             strip_prefix: row.strip_prefix,
             preserve_host: row.preserve_host,
             max_body_bytes: row.max_body_bytes.map(|n| n as u64),
+            timeout_ms: row.timeout_ms.map(|n| n as u64),
             upstream: row.upstream,
+            policies,
         },
         version: row.version as u64,
     })

@@ -29,7 +29,7 @@ pub async fn apply(
                 });
             }
             let upstream = resolve_target(conn, &route, version).await?;
-            insert_route(conn, &route, &upstream, version).await?;
+            insert_route(conn, &route, upstream.as_deref(), version).await?;
             Ok(Applied::Route(get_route(conn, &route.name).await?))
         }
         Change::ReplaceRoute { route, expect } => {
@@ -38,7 +38,7 @@ pub async fn apply(
             let upstream = resolve_target(conn, &route, version).await?;
             sqlx::query(
                 "UPDATE routes SET path = ?, methods = ?, hosts = ?, strip_prefix = ?, preserve_host = ?,
-                 max_body_bytes = ?, upstream = ?, version = ?
+                 max_body_bytes = ?, timeout_ms = ?, upstream = ?, policies = ?, version = ?
                  WHERE name = ?",
             )
             .bind(&route.path)
@@ -47,13 +47,17 @@ pub async fn apply(
             .bind(route.strip_prefix)
             .bind(route.preserve_host)
             .bind(route.max_body_bytes.map(|n| n as i64))
+            .bind(route.timeout_ms.map(|n| n as i64))
             .bind(&upstream)
+            .bind(policies_json(&route))
             .bind(version as i64)
             .bind(&route.name)
             .execute(&mut *conn)
             .await?;
-            if old.route.upstream != upstream {
-                release_owned(conn, &old.route.upstream, &route.name).await?;
+            if let Some(before) = &old.route.upstream
+                && upstream.as_ref() != Some(before)
+            {
+                release_owned(conn, before, &route.name).await?;
             }
             Ok(Applied::Route(get_route(conn, &route.name).await?))
         }
@@ -64,7 +68,9 @@ pub async fn apply(
                 .bind(&name)
                 .execute(&mut *conn)
                 .await?;
-            release_owned(conn, &old.route.upstream, &name).await?;
+            if let Some(before) = &old.route.upstream {
+                release_owned(conn, before, &name).await?;
+            }
             Ok(Applied::Deleted)
         }
         Change::CreateUpstream(u) => {
@@ -189,8 +195,12 @@ async fn replace_config(
         }
     }
     for route in &config.routes {
-        let RouteTarget::Upstream(upstream) = &route.target else {
-            unreachable!("a validated config document has no inline backends");
+        let upstream = match &route.target {
+            Some(RouteTarget::Upstream(name)) => Some(name.as_str()),
+            None => None,
+            Some(RouteTarget::Inline { .. }) => {
+                unreachable!("a validated config document has no inline backends")
+            }
         };
         insert_route(conn, route, upstream, version).await?;
     }
@@ -200,12 +210,12 @@ async fn replace_config(
 async fn insert_route(
     conn: &mut SqliteConnection,
     route: &Route,
-    upstream: &str,
+    upstream: Option<&str>,
     version: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes, upstream,
-         version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes,
+         timeout_ms, upstream, policies, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&route.name)
     .bind(&route.path)
@@ -214,26 +224,38 @@ async fn insert_route(
     .bind(route.strip_prefix)
     .bind(route.preserve_host)
     .bind(route.max_body_bytes.map(|n| n as i64))
+    .bind(route.timeout_ms.map(|n| n as i64))
     .bind(upstream)
+    .bind(policies_json(route))
     .bind(version as i64)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// The upstream a route will use, creating or refreshing its own upstream
-/// when the route gives backends inline.
+/// The `policies` column: the JSON of the route's policies as the API
+/// shows them (auth tokens as hashes; `{}` for none).
+fn policies_json(route: &Route) -> String {
+    serde_json::to_string(&route.policies).expect("route policies serialise")
+}
+
+/// The upstream a route will use (`None`: a route that only redirects),
+/// creating or refreshing its own upstream when the route gives backends
+/// inline.
 async fn resolve_target(
     conn: &mut SqliteConnection,
     route: &Route,
     version: u64,
-) -> Result<String, StoreError> {
-    match &route.target {
+) -> Result<Option<String>, StoreError> {
+    let Some(target) = &route.target else {
+        return Ok(None);
+    };
+    match target {
         RouteTarget::Upstream(name) => {
             if !upstream_exists(conn, name).await? {
                 return Err(StoreError::UnknownUpstream(name.clone()));
             }
-            Ok(name.clone())
+            Ok(Some(name.clone()))
         }
         RouteTarget::Inline { strategy, backends } => {
             let owner: Option<(Option<String>,)> =
@@ -279,7 +301,7 @@ async fn resolve_target(
                     });
                 }
             }
-            Ok(route.name.clone())
+            Ok(Some(route.name.clone()))
         }
     }
 }
