@@ -205,7 +205,9 @@ impl CompiledPolicies {
         self.rate.as_ref().map(|(_, limiter)| limiter)
     }
 
-    /// Run the request's side of the policies, in order.
+    /// Run the request's side of the policies, in order. (Never inlined:
+    /// the routes without policies keep their caller small.)
+    #[inline(never)]
     pub fn check<F: Fields>(&self, r: &PolicyRequest<'_, F>) -> Result<Passed, Verdict> {
         let client = if self.ip_allow.is_empty()
             && self.ip_deny.is_empty()
@@ -301,6 +303,7 @@ impl CompiledPolicies {
     }
 
     /// What the response of a request that `passed` gets, if anything.
+    #[inline(never)]
     pub fn decoration(&self, passed: Passed) -> Option<Decoration> {
         if self.response.is_none() && passed.cors.is_none() {
             return None;

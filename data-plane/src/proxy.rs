@@ -319,6 +319,9 @@ impl Proxy {
     }
 
     /// A request's failure as the gateway's own answer, counted and logged.
+    /// (Never inlined: the way of a request that is answered by its backend
+    /// stays small.)
+    #[inline(never)]
     fn refuse(
         &self,
         err: ProxyError,

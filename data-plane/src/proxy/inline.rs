@@ -20,7 +20,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, Version};
 
 use super::prepare::{EncodedHead, Head, Prepared, RequestHead, Routed};
-use super::upstream::{Answered, Attempter, Noting, Tried, Try, attempts};
+use super::upstream::{Answered, Attempter, Noting, Tried, Try, attempts, route_timeout};
 use super::{ConnInfo, Outcome, Proxy, ProxyBody, ProxyError, Received, Upstream};
 use crate::http1::HeadSink;
 use crate::http1::headers::{self, Seen};
@@ -105,7 +105,17 @@ impl InlineRequest {
         let upstream = snapshot.upstream(prepared.upstream);
         let metrics = proxy.settings.metrics;
         let mut inline = Inline { sink };
-        match attempts(upstream, &mut prepared, &mut outcome, metrics, &mut inline).await {
+        let timeout = route_timeout(&snapshot, &outcome, upstream);
+        match attempts(
+            upstream,
+            timeout,
+            &mut prepared,
+            &mut outcome,
+            metrics,
+            &mut inline,
+        )
+        .await
+        {
             Ok(Answered {
                 answer: (head, body),
                 status,
@@ -214,7 +224,6 @@ impl Proxy {
             ctx,
             body_limit,
             idempotent,
-            response_timeout,
             decoration,
             ..
         } = routed;
@@ -231,7 +240,6 @@ impl Proxy {
                 ctx,
                 idempotent,
                 interim: None,
-                response_timeout,
                 decoration,
             },
             received,

@@ -20,8 +20,6 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::{ConnInfo, Outcome, Proxy, ProxyError, ProxySettings, interim};
-use std::time::Duration;
-
 use crate::balance::{self, PickContext};
 use crate::config::HashOn;
 use crate::http1;
@@ -29,7 +27,7 @@ use crate::http1::fields::{Fields, byte_set};
 use crate::http1::forward::{self, Forwarding};
 use crate::http1::headers::{self, Seen};
 use crate::http1::response::Decoration;
-use crate::policy::PolicyRequest;
+use crate::policy::{CompiledPolicies, Passed, PolicyRequest};
 use crate::routing::path;
 use crate::snapshot::{CompiledBackend, Snapshot};
 use crate::transport::request_body;
@@ -73,8 +71,6 @@ pub(super) struct Routed<'a> {
     pub idempotent: bool,
     /// Every backend of the upstream takes the inline client.
     pub inline: bool,
-    /// Longest wait for a response head (the route's or the upstream's).
-    pub response_timeout: Duration,
     /// What the route's policies do to the response, if anything.
     pub decoration: Option<Box<Decoration>>,
 }
@@ -94,8 +90,6 @@ pub(super) struct Prepared {
     /// Relaying 1xx answers to the client through hyper's server, until
     /// the final one.
     pub interim: Option<interim::Armed>,
-    /// Longest wait for a response head (the route's or the upstream's).
-    pub response_timeout: Duration,
     /// What the route's policies do to the response, if anything.
     pub decoration: Option<Box<Decoration>>,
 }
@@ -407,6 +401,34 @@ impl Proxy {
         !proxies.is_empty() && proxies.iter().any(|net| net.contains(&ip))
     }
 
+    /// Run a route's policies on a request (see [`crate::policy`]): a
+    /// denial, redirect or preflight ends it. (Apart, and never inlined:
+    /// the routes without policies keep `route_head` as small as before.)
+    #[inline(never)]
+    fn check_policies<F: Fields>(
+        &self,
+        policies: &CompiledPolicies,
+        head: &RequestHead<'_, F>,
+        conn: &ConnInfo,
+        host: Option<&str>,
+        path: &str,
+    ) -> Result<Passed, ProxyError> {
+        let request = PolicyRequest {
+            method: head.method,
+            fields: head.fields,
+            peer: conn.peer.ip(),
+            trusted: &self.settings.trusted_proxies,
+            tls: conn.tls,
+            host,
+            path,
+            query: head.query,
+            now_ns: crate::clock::now_ns(),
+        };
+        policies
+            .check(&request)
+            .map_err(|v| ProxyError::Policy(Box::new(v)))
+    }
+
     /// Check and route a request head and work out the gateway's edits to
     /// it; the route goes in `outcome`. For the inline server (`inline`):
     /// `None` if the route's upstream needs hyper's client, found before
@@ -437,9 +459,10 @@ impl Proxy {
         } else {
             None
         };
-        let (matched, route) = snapshot
-            .find(host, head.method, &path)
-            .ok_or(ProxyError::NoRoute)?;
+        // (Not `ok_or`: that makes an error, and drops it, per request.)
+        let Some((matched, route)) = snapshot.find(host, head.method, &path) else {
+            return Err(ProxyError::NoRoute);
+        };
         outcome.route = Some(matched.route);
         let pooled = route
             .upstream
@@ -451,25 +474,17 @@ impl Proxy {
         let passed = match &route.policies {
             None => None,
             Some(policies) => {
-                let request = PolicyRequest {
-                    method: head.method,
-                    fields,
-                    peer: conn.peer.ip(),
-                    trusted: &self.settings.trusted_proxies,
-                    tls: conn.tls,
-                    host: authority.map(|a| a.host()),
-                    path: &path,
-                    query: head.query,
-                    now_ns: crate::clock::now_ns(),
-                };
-                let passed = policies
-                    .check(&request)
-                    .map_err(|v| ProxyError::Policy(Box::new(v)))?;
-                Some((policies, passed))
+                let host = authority.map(|a| a.host());
+                Some((
+                    policies,
+                    self.check_policies(policies, head, conn, host, &path)?,
+                ))
             }
         };
         // Only a route that redirects has no upstream, and it has answered.
-        let slot = route.upstream.ok_or(ProxyError::NoRoute)?;
+        let Some(slot) = route.upstream else {
+            return Err(ProxyError::NoRoute);
+        };
         let upstream = snapshot.upstream(slot);
         let body_limit = route.max_body_bytes.unwrap_or(self.settings.max_body_bytes);
         if declared_length(fields, seen).is_some_and(|n| n > body_limit) {
@@ -499,10 +514,10 @@ impl Proxy {
         if route.preserve_host && client_host != forward::Field::Drop {
             fwd.host = client_host;
         }
-        let decoration = passed.and_then(|(policies, passed)| {
-            fwd.edits.clone_from(&policies.request);
-            policies.decoration(passed).map(Box::new)
-        });
+        let decoration = match passed {
+            None => None,
+            Some((policies, passed)) => after_policies(policies, passed, &mut fwd),
+        };
         // TE is hop-by-hop, but a client that takes trailers gets them only
         // if the backend is told so too.
         fwd.te_trailers = accepts_trailers(fields, seen);
@@ -523,7 +538,6 @@ impl Proxy {
             idempotent: is_idempotent(head.method) && upgrade.is_none(),
             upgrade,
             inline: pooled,
-            response_timeout: route.timeout.unwrap_or(upstream.response_header_timeout),
             decoration,
         }))
     }
@@ -572,7 +586,6 @@ impl Proxy {
             upgrade,
             idempotent,
             inline,
-            response_timeout,
             decoration,
             ..
         } = routed;
@@ -611,10 +624,22 @@ impl Proxy {
             ctx,
             idempotent,
             interim,
-            response_timeout,
             decoration,
         })
     }
+}
+
+/// What a request that passed its route's policies takes from them: the
+/// request's field edits (into `fwd`) and the response's decoration.
+/// (Apart, like [`Proxy::check_policies`].)
+#[inline(never)]
+fn after_policies(
+    policies: &CompiledPolicies,
+    passed: Passed,
+    fwd: &mut Forwarding,
+) -> Option<Box<Decoration>> {
+    fwd.edits.clone_from(&policies.request);
+    policies.decoration(passed).map(Box::new)
 }
 
 pub(super) fn path_error() -> ProxyError {

@@ -193,6 +193,8 @@ struct Tries<'u> {
     made: usize,
     tried: [usize; MAX_ATTEMPTS],
     last_failure: Option<ProxyError>,
+    /// The response-head timeout (the route's, or its upstream's).
+    timeout: std::time::Duration,
 }
 
 /// One attempt under way.
@@ -203,6 +205,8 @@ pub(super) struct Try<'u> {
     /// When it started, and when the response head must have arrived.
     now: Instant,
     deadline: Instant,
+    /// The response-head timeout (the route's, or its upstream's).
+    timeout: std::time::Duration,
     in_flight: InFlight,
 }
 
@@ -237,7 +241,7 @@ impl Try<'_> {
 }
 
 impl<'u> Tries<'u> {
-    pub fn new(upstream: &'u CompiledUpstream) -> Self {
+    pub fn new(upstream: &'u CompiledUpstream, timeout: std::time::Duration) -> Self {
         // A retry needs another backend: never more attempts than backends.
         let attempts = (upstream.retries as usize + 1)
             .min(MAX_ATTEMPTS)
@@ -248,6 +252,7 @@ impl<'u> Tries<'u> {
             made: 0,
             tried: [usize::MAX; MAX_ATTEMPTS],
             last_failure: None,
+            timeout,
         }
     }
 
@@ -271,7 +276,8 @@ impl<'u> Tries<'u> {
             index: i,
             last: self.made == self.attempts,
             now,
-            deadline: now + p.response_timeout,
+            deadline: now + self.timeout,
+            timeout: self.timeout,
             in_flight: backend.state.start(),
         })
     }
@@ -388,12 +394,13 @@ pub(super) struct Answered<A> {
 /// failure to give up with is returned.
 pub(super) async fn attempts<A: Attempter>(
     upstream: &CompiledUpstream,
+    timeout: std::time::Duration,
     p: &mut Prepared,
     outcome: &mut Outcome,
     metrics: bool,
     attempter: &mut A,
 ) -> Result<Answered<A::Answer>, ProxyError> {
-    let mut tries = Tries::new(upstream);
+    let mut tries = Tries::new(upstream, timeout);
     loop {
         let Some(t) = tries.next(p, outcome) else {
             return Err(tries.exhausted());
@@ -429,7 +436,8 @@ impl Proxy {
         let upstream = snapshot.upstream(p.upstream);
         let mut through = ThroughHyper { request_id };
         let metrics = self.settings.metrics;
-        let answered = attempts(upstream, p, outcome, metrics, &mut through).await?;
+        let timeout = route_timeout(snapshot, outcome, upstream);
+        let answered = attempts(upstream, timeout, p, outcome, metrics, &mut through).await?;
         let Answered {
             answer: mut resp,
             backend: i,
@@ -464,6 +472,19 @@ impl Proxy {
         let body = ProxyBody::upstream(resp_body, in_flight, upstream.body_idle_timeout);
         Ok(Response::from_parts(head, body))
     }
+}
+
+/// The response-head timeout of a routed request: its route's, or its
+/// upstream's.
+pub(super) fn route_timeout(
+    snapshot: &Snapshot,
+    outcome: &Outcome,
+    upstream: &CompiledUpstream,
+) -> std::time::Duration {
+    outcome
+        .route
+        .and_then(|i| snapshot.route(i).timeout)
+        .unwrap_or(upstream.response_header_timeout)
 }
 
 /// Attempts of a request hyper's server took.
@@ -512,7 +533,7 @@ impl Attempter for ThroughHyper<'_> {
                 }
             })
         };
-        let timeout = p.response_timeout;
+        let timeout = t.timeout;
         match answered_within(send, t.deadline, timeout, p.body.as_deref()).await {
             Some(Ok(resp)) => match invalid_answer(&resp, p.client_upgrade.is_some()) {
                 None => {

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::stop::StopWatch;
 use crate::http1::headers;
-use crate::http1::response::{self, Decorated, Decoration, HeadBytes, ResponseOut, put};
+use crate::http1::response::{self, Decoration, HeadBytes, ResponseOut, put};
 use crate::http1::{BodyFraming, H1Error, HeadSink, RawHead};
 use crate::proxy::{ProxyBody, interim};
 use crate::stall::WriteStall;
@@ -209,17 +209,12 @@ fn fields(
         omit,
         drop_length: head.drop_length,
         dated: false,
+        decoration,
     };
-    match decoration {
-        None => response::forward_fields(|| head.fields(), &mut client, request_id),
-        Some(decoration) => {
-            let mut decorated = Decorated {
-                out: client,
-                decoration,
-            };
-            response::forward_fields(|| head.fields(), &mut decorated, request_id);
-            decorated.finish();
-            client = decorated.out;
+    response::forward_fields(|| head.fields(), &mut client, request_id);
+    if let Some(decoration) = decoration {
+        for (name, value) in decoration.fields() {
+            client.out.put(name.as_str().as_bytes(), value.as_bytes());
         }
     }
     client.dated
@@ -234,11 +229,17 @@ struct ClientFields<'a> {
     /// The head's `Content-Length` gave way to its `Transfer-Encoding`.
     drop_length: bool,
     dated: bool,
+    /// The route's changes: the backend's fields it removes are left out
+    /// here, its own written after the policy's.
+    decoration: Option<&'a Decoration>,
 }
 
 impl ResponseOut for ClientFields<'_> {
     #[inline]
     fn keep(&mut self, name: &[u8], value: &[u8]) {
+        if self.decoration.is_some_and(|d| d.drops(name)) {
+            return;
+        }
         if headers::is_name(name, b"content-length") {
             if self.omit.length || self.drop_length {
                 return;
