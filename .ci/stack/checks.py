@@ -236,6 +236,15 @@ class Checks:
             fail(f"the gateway exited {code} on SIGTERM, not 0")
         self.stack.start("switchyard")
         self.stack.wait_healthy("switchyard")
+        # The healthcheck (/healthz) passes once the process is up; the
+        # admin API listens once the config is loaded, a moment later on a
+        # busy machine: wait for it rather than race it.
+        auth = {"authorization": f"Bearer {self.token}"}
+        wait_until(
+            "the restarted gateway's admin API",
+            lambda: (request("GET", self.admin + "/admin/config", headers=auth)[0] == 200, None),
+            60,
+        )
         after = self.admin_get("/admin/config")
         if after != before:
             fail(f"the restarted gateway has another config: {before} -> {after}")

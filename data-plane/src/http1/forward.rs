@@ -12,7 +12,6 @@
 //! by naming them in `Connection`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -94,9 +93,6 @@ pub struct Forwarding {
     pub upgrade: Option<HeaderValue>,
     /// Fields the client named in `Connection` (hop-by-hop by its say-so).
     connection_named: Vec<HeaderName>,
-    /// The route's own edits (its `request_headers` policy and the
-    /// removal of its auth credential), if it has any.
-    pub edits: Option<Arc<RequestEdits>>,
 }
 
 /// A route's changes to its requests' fields: fields removed (and those
@@ -138,9 +134,9 @@ impl RequestEdits {
         }
     }
 
-    /// The same edits made to a map.
+    /// The same edits made to a map (after [`Forwarding::apply`]).
     #[inline(never)]
-    fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(&self, headers: &mut HeaderMap) {
         let aliases: Vec<HeaderName> = if self.remove_aliases.is_empty() {
             Vec::new()
         } else {
@@ -220,7 +216,6 @@ impl Forwarding {
             } else {
                 Vec::new()
             },
-            edits: None,
         }
     }
 
@@ -269,8 +264,7 @@ impl Forwarding {
                     || self
                         .connection_named
                         .iter()
-                        .any(|n| n.as_str().as_bytes() == name)
-                    || self.edits.as_ref().is_some_and(|e| e.drops(name));
+                        .any(|n| n.as_str().as_bytes() == name);
                 return dropped.then_some(FieldRef::Drop);
             }
         };
@@ -305,7 +299,34 @@ impl Forwarding {
     /// gateway's own, as header lines into `out`: what [`Self::apply`]
     /// makes of a map, in the order of [`Self::fields`] (spelled out here,
     /// not looped over: this is the hot path's head).
+    #[inline]
     pub fn write(&self, headers: &impl Fields, out: &mut Vec<u8>) {
+        self.write_with(headers, out, |_| false, |_| {});
+    }
+
+    /// [`Self::write`] for a route with its own edits: the fields they
+    /// remove left out, theirs after the client's. (Apart, and never
+    /// inlined: the head of every other route is written as before.)
+    #[inline(never)]
+    pub fn write_edited(&self, headers: &impl Fields, out: &mut Vec<u8>, edits: &RequestEdits) {
+        self.write_with(
+            headers,
+            out,
+            |name| edits.drops(name),
+            |out| edits.write(out),
+        );
+    }
+
+    /// [`Self::write`], leaving out the client's fields `drop` names and
+    /// writing `extra` after them.
+    #[inline(always)]
+    fn write_with(
+        &self,
+        headers: &impl Fields,
+        out: &mut Vec<u8>,
+        drop: impl Fn(&[u8]) -> bool,
+        extra: impl FnOnce(&mut Vec<u8>),
+    ) {
         let put = |out: &mut Vec<u8>, name: &[u8], field: FieldRef<'_>| match field {
             FieldRef::Set(value) => put_line(out, name, value.as_bytes()),
             FieldRef::ClientHost => {
@@ -318,13 +339,11 @@ impl Forwarding {
         // A kept `Host` goes first, where clients put it (RFC 9112 §3.2).
         put(out, b"host", (&self.host).into());
         for (name, value) in headers.each() {
-            if self.decides(name).is_none() {
+            if self.decides(name).is_none() && !drop(name) {
                 put_line(out, name, value);
             }
         }
-        if let Some(edits) = &self.edits {
-            edits.write(out);
-        }
+        extra(out);
         match &self.untrusted_lines {
             Some(lines) => out.extend_from_slice(lines),
             None => {
@@ -357,9 +376,6 @@ impl Forwarding {
             .collect();
         for alias in aliases {
             headers.remove(alias);
-        }
-        if let Some(edits) = &self.edits {
-            edits.apply(headers);
         }
         // Room for the gateway's fields: the map grows at most once.
         headers.reserve(self.fields().len());

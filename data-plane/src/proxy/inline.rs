@@ -224,10 +224,17 @@ impl Proxy {
             ctx,
             body_limit,
             idempotent,
-            decoration,
+            edits,
             ..
         } = routed;
-        let encoded = EncodedHead::new(head.method, &path, head.query, fields, &fwd);
+        let encoded = EncodedHead::new(
+            head.method,
+            &path,
+            head.query,
+            fields,
+            &fwd,
+            edits.request.as_deref(),
+        );
         Begun::Ready(InlineRequest {
             snapshot,
             prepared: Prepared {
@@ -240,7 +247,7 @@ impl Proxy {
                 ctx,
                 idempotent,
                 interim: None,
-                decoration,
+                decoration: edits.response,
             },
             received,
             outcome,

@@ -24,6 +24,7 @@ use crate::balance::{self, PickContext};
 use crate::config::HashOn;
 use crate::http1;
 use crate::http1::fields::{Fields, byte_set};
+use crate::http1::forward::RequestEdits;
 use crate::http1::forward::{self, Forwarding};
 use crate::http1::headers::{self, Seen};
 use crate::http1::response::Decoration;
@@ -71,8 +72,9 @@ pub(super) struct Routed<'a> {
     pub idempotent: bool,
     /// Every backend of the upstream takes the inline client.
     pub inline: bool,
-    /// What the route's policies do to the response, if anything.
-    pub decoration: Option<Box<Decoration>>,
+    /// What the route's policies do to the request's and the response's
+    /// fields, if anything.
+    pub edits: RouteEdits,
 }
 
 /// A request checked, routed and rewritten, ready for its attempts.
@@ -115,6 +117,8 @@ pub(super) struct KeptFields {
     /// attempt through hyper's client.
     pub headers: Option<HeaderMap>,
     pub fwd: Forwarding,
+    /// The route's own edits to the fields, if any.
+    pub edits: Option<Arc<RequestEdits>>,
 }
 
 /// A request head in bytes, but for each backend's `Host`.
@@ -135,15 +139,25 @@ impl EncodedHead {
         query: Option<&str>,
         headers: &impl Fields,
         fwd: &Forwarding,
+        edits: Option<&RequestEdits>,
     ) -> Self {
         let mut bytes = Vec::with_capacity(256);
         let has_length = headers.contains(&header::CONTENT_LENGTH)
             && fwd
                 .decides(header::CONTENT_LENGTH.as_str().as_bytes())
                 .is_none();
-        let host_at = http1::encode_request(&mut bytes, method, path, query, has_length, |out| {
-            fwd.write(headers, out);
-        });
+        let host_at =
+            http1::encode_request(
+                &mut bytes,
+                method,
+                path,
+                query,
+                has_length,
+                |out| match edits {
+                    None => fwd.write(headers, out),
+                    Some(edits) => fwd.write_edited(headers, out, edits),
+                },
+            );
         EncodedHead {
             bytes,
             host_at,
@@ -514,9 +528,9 @@ impl Proxy {
         if route.preserve_host && client_host != forward::Field::Drop {
             fwd.host = client_host;
         }
-        let decoration = match passed {
-            None => None,
-            Some((policies, passed)) => after_policies(policies, passed, &mut fwd),
+        let edits = match passed {
+            None => RouteEdits::default(),
+            Some((policies, passed)) => after_policies(policies, passed),
         };
         // TE is hop-by-hop, but a client that takes trailers gets them only
         // if the backend is told so too.
@@ -538,7 +552,7 @@ impl Proxy {
             idempotent: is_idempotent(head.method) && upgrade.is_none(),
             upgrade,
             inline: pooled,
-            decoration,
+            edits,
         }))
     }
 
@@ -586,7 +600,7 @@ impl Proxy {
             upgrade,
             idempotent,
             inline,
-            decoration,
+            edits,
             ..
         } = routed;
         let client_upgrade = upgrade
@@ -606,12 +620,14 @@ impl Proxy {
                 path_and_query.query(),
                 &parts.headers,
                 &fwd,
+                edits.request.as_deref(),
             ))
         } else {
             Head::Fields(Box::new(KeptFields {
                 path_and_query,
                 headers: Some(parts.headers),
                 fwd,
+                edits: edits.request,
             }))
         };
         Ok(Prepared {
@@ -624,22 +640,27 @@ impl Proxy {
             ctx,
             idempotent,
             interim,
-            decoration,
+            decoration: edits.response,
         })
     }
 }
 
 /// What a request that passed its route's policies takes from them: the
-/// request's field edits (into `fwd`) and the response's decoration.
-/// (Apart, like [`Proxy::check_policies`].)
+/// request's field edits and the response's decoration. (Apart, like
+/// [`Proxy::check_policies`].)
 #[inline(never)]
-fn after_policies(
-    policies: &CompiledPolicies,
-    passed: Passed,
-    fwd: &mut Forwarding,
-) -> Option<Box<Decoration>> {
-    fwd.edits.clone_from(&policies.request);
-    policies.decoration(passed).map(Box::new)
+fn after_policies(policies: &CompiledPolicies, passed: Passed) -> RouteEdits {
+    RouteEdits {
+        request: policies.request.clone(),
+        response: policies.decoration(passed).map(Box::new),
+    }
+}
+
+/// A route's edits to one request and its response.
+#[derive(Debug, Default)]
+pub(super) struct RouteEdits {
+    pub request: Option<Arc<RequestEdits>>,
+    pub response: Option<Box<Decoration>>,
 }
 
 pub(super) fn path_error() -> ProxyError {
@@ -713,7 +734,7 @@ mod tests {
         };
         // The backend's own Host, after the request line.
         let fwd = Forwarding::new(&h, Seen::of(&h), &origin);
-        let head = EncodedHead::new(&Method::GET, "/cart", Some("id=7"), &h, &fwd);
+        let head = EncodedHead::new(&Method::GET, "/cart", Some("id=7"), &h, &fwd, None);
         assert!(head.backend_host);
         for host in backends {
             let got = String::from_utf8(head.for_backend(&backend(host)).concat()).unwrap();
@@ -724,7 +745,7 @@ mod tests {
         // The client's Host kept (`preserve_host`): written once, first.
         let mut fwd = Forwarding::new(&h, Seen::of(&h), &origin);
         fwd.host = forward::Field::ClientHost;
-        let head = EncodedHead::new(&Method::GET, "/cart", Some("id=7"), &h, &fwd);
+        let head = EncodedHead::new(&Method::GET, "/cart", Some("id=7"), &h, &fwd, None);
         assert!(!head.backend_host);
         let got = String::from_utf8(head.for_backend(&backend("b:1")).concat()).unwrap();
         assert_eq!(got, from_scratch(&fwd, None));

@@ -74,6 +74,9 @@ impl Prepared {
             f.headers.clone().unwrap_or_default()
         };
         f.fwd.apply(r.headers_mut());
+        if let Some(edits) = &f.edits {
+            edits.apply(r.headers_mut());
+        }
         if let Some(h) = direct.then(|| f.fwd.host_for(&backend.host)).flatten() {
             r.headers_mut().insert(header::HOST, h.clone());
         }
@@ -569,7 +572,14 @@ async fn inline_attempt(
         Head::Fields(f) => {
             let headers = f.headers.as_ref().expect("kept for inline requests");
             let pq = &f.path_and_query;
-            written = EncodedHead::new(&p.method, pq.path(), pq.query(), headers, &f.fwd);
+            written = EncodedHead::new(
+                &p.method,
+                pq.path(),
+                pq.query(),
+                headers,
+                &f.fwd,
+                f.edits.as_deref(),
+            );
             &written
         }
     };
