@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::fields::Fields;
+// Request fields whose meaning the gateway or the message's framing decides
+// (the list a route's edits may not name, too): a field named like one of
+// them but for `_` in place of `-` is never passed on (see `is_alias`).
+use crate::config::policies::REQUEST_OWNED as DECIDED;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -209,30 +213,6 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
             .iter()
             .any(|n| is_name(name, n.as_str().as_bytes()))
 }
-
-/// Request fields whose meaning the gateway or the message's framing
-/// decides; a field named like one of them but for `_` in place of `-` is
-/// never passed on (see [`is_alias`]).
-static DECIDED: [&str; 18] = [
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "upgrade",
-    "expect",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "forwarded",
-    "via",
-    "x-request-id",
-];
 
 /// Whether the request field `name` (lowercase) differs from one the
 /// gateway decides (`DECIDED`) only by `_` in place of `-`: backends
