@@ -633,3 +633,30 @@ async fn tokens_never_reach_a_log_line_an_export_or_a_metric() {
         assert!(!text.contains("wrong-token-42"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_routes_timeout_overrides_its_upstreams() {
+    for inline in [true, false] {
+        let gw = TestGateway::start_with(|s| s.server.inline = inline).await;
+        let slow = Backend::named("slow")
+            .delay(Duration::from_millis(1500))
+            .start()
+            .await;
+        gw.create_upstream(json!({"name": "pool", "backends": [{"url": slow.url}], "retries": 0}))
+            .await;
+        gw.create_route(
+            json!({"name": "quick", "path": "/quick", "upstream": "pool", "timeout_ms": 200}),
+        )
+        .await;
+        gw.create_route(json!({"name": "patient", "path": "/patient", "upstream": "pool"}))
+            .await;
+        let r = gw.http.get(gw.proxy_url("/quick")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::GATEWAY_TIMEOUT,
+            "the route's 200 ms"
+        );
+        let r = gw.http.get(gw.proxy_url("/patient")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "the upstream's default 30 s");
+    }
+}
