@@ -28,7 +28,7 @@ use crate::http1::forward::RequestEdits;
 use crate::http1::forward::{self, Forwarding};
 use crate::http1::headers::{self, Seen};
 use crate::http1::response::Decoration;
-use crate::policy::{CompiledPolicies, Passed, PolicyRequest};
+use crate::policy::{CompiledPolicies, PolicyRequest};
 use crate::routing::path;
 use crate::snapshot::{CompiledBackend, Snapshot};
 use crate::transport::request_body;
@@ -354,11 +354,18 @@ fn hash_key(
 /// `Upgrade`), unless it is `h2c`, which a proxy must not pass on. Only
 /// HTTP/1.1 has upgrades: an HTTP/1.0 request's `Upgrade` is ignored
 /// (RFC 9110 §7.8), and the request served as any other.
+#[inline]
 fn requested_upgrade(head: &RequestHead<'_, impl Fields>) -> Option<HeaderValue> {
-    let (headers, seen) = (head.fields, head.seen);
-    if !(seen.connection && seen.upgrade) || head.version != Version::HTTP_11 {
+    if !(head.seen.connection && head.seen.upgrade) || head.version != Version::HTTP_11 {
         return None;
     }
+    upgrade_named(head.fields)
+}
+
+/// [`requested_upgrade`] for a head with both fields. (Apart: the other
+/// requests only test two flags.)
+#[inline(never)]
+fn upgrade_named(headers: &impl Fields) -> Option<HeaderValue> {
     let wants = headers::lists_token(headers, &header::CONNECTION, "upgrade");
     let upgrade = headers.value(&header::UPGRADE)?;
     let h2c = upgrade
@@ -416,8 +423,10 @@ impl Proxy {
     }
 
     /// Run a route's policies on a request (see [`crate::policy`]): a
-    /// denial, redirect or preflight ends it. (Apart, and never inlined:
-    /// the routes without policies keep `route_head` as small as before.)
+    /// denial, redirect or preflight ends it; a request that passes takes
+    /// the request's field edits and the response's decoration. (Apart,
+    /// and never inlined: the routes without policies keep `route_head` as
+    /// small as before.)
     #[inline(never)]
     fn check_policies<F: Fields>(
         &self,
@@ -426,7 +435,7 @@ impl Proxy {
         conn: &ConnInfo,
         host: Option<&str>,
         path: &str,
-    ) -> Result<Passed, ProxyError> {
+    ) -> Result<RouteEdits, ProxyError> {
         let request = PolicyRequest {
             method: head.method,
             fields: head.fields,
@@ -438,9 +447,13 @@ impl Proxy {
             query: head.query,
             now_ns: crate::clock::now_ns(),
         };
-        policies
+        let passed = policies
             .check(&request)
-            .map_err(|v| ProxyError::Policy(Box::new(v)))
+            .map_err(|v| ProxyError::Policy(Box::new(v)))?;
+        Ok(RouteEdits {
+            request: policies.request.clone(),
+            response: policies.decoration(passed).map(Box::new),
+        })
     }
 
     /// Check and route a request head and work out the gateway's edits to
@@ -485,14 +498,11 @@ impl Proxy {
             return Ok(None);
         }
         // A route's policies (in their fixed order) may answer at once.
-        let passed = match &route.policies {
-            None => None,
+        let edits = match &route.policies {
+            None => RouteEdits::default(),
             Some(policies) => {
                 let host = authority.map(|a| a.host());
-                Some((
-                    policies,
-                    self.check_policies(policies, head, conn, host, &path)?,
-                ))
+                self.check_policies(policies, head, conn, host, &path)?
             }
         };
         // Only a route that redirects has no upstream, and it has answered.
@@ -509,7 +519,10 @@ impl Proxy {
             Cow::Owned(p) if route.strip_prefix => Cow::Owned(matched.strip(&p).to_string()),
             unchanged => unchanged,
         };
-        let client_host = authority.map_or(forward::Field::Drop, |a| a.field());
+        let client_host = match authority {
+            Some(a) => a.field(),
+            None => forward::Field::Drop,
+        };
         let upgrade = requested_upgrade(head);
         let mut fwd = Forwarding::new(
             fields,
@@ -528,14 +541,12 @@ impl Proxy {
         if route.preserve_host && client_host != forward::Field::Drop {
             fwd.host = client_host;
         }
-        let edits = match passed {
-            None => RouteEdits::default(),
-            Some((policies, passed)) => after_policies(policies, passed),
-        };
         // TE is hop-by-hop, but a client that takes trailers gets them only
         // if the backend is told so too.
         fwd.te_trailers = accepts_trailers(fields, seen);
-        fwd.upgrade.clone_from(&upgrade);
+        if upgrade.is_some() {
+            fwd.upgrade.clone_from(&upgrade);
+        }
         let ctx = PickContext {
             hash: upstream
                 .hash_on
@@ -642,17 +653,6 @@ impl Proxy {
             interim,
             decoration: edits.response,
         })
-    }
-}
-
-/// What a request that passed its route's policies takes from them: the
-/// request's field edits and the response's decoration. (Apart, like
-/// [`Proxy::check_policies`].)
-#[inline(never)]
-fn after_policies(policies: &CompiledPolicies, passed: Passed) -> RouteEdits {
-    RouteEdits {
-        request: policies.request.clone(),
-        response: policies.decoration(passed).map(Box::new),
     }
 }
 

@@ -196,7 +196,8 @@ struct Omit {
 }
 
 /// Write `head`'s fields as the client gets them ([`response::forward_fields`]
-/// into [`ClientFields`]). Whether the head has a `Date`.
+/// into [`ClientFields`]), then the route's own if it decorates its
+/// responses. Whether the head has a `Date`.
 fn fields(
     out: &mut Vec<u8>,
     head: &RawHead<'_>,
@@ -204,40 +205,88 @@ fn fields(
     omit: Omit,
     decoration: Option<&Decoration>,
 ) -> bool {
+    match decoration {
+        None => forward(out, head, request_id, omit, Undecorated),
+        Some(decoration) => decorated(out, head, request_id, omit, decoration),
+    }
+}
+
+/// [`fields`] for a route that decorates its responses. (Apart, and never
+/// inlined: the head writer of the other routes stays as it was.)
+#[inline(never)]
+fn decorated(
+    out: &mut Vec<u8>,
+    head: &RawHead<'_>,
+    request_id: &HeaderValue,
+    omit: Omit,
+    decoration: &Decoration,
+) -> bool {
+    let dated = forward(out, head, request_id, omit, decoration);
+    for (name, value) in decoration.fields() {
+        put(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    dated
+}
+
+#[inline]
+fn forward<D: Drops>(
+    out: &mut Vec<u8>,
+    head: &RawHead<'_>,
+    request_id: &HeaderValue,
+    omit: Omit,
+    drops: D,
+) -> bool {
     let mut client = ClientFields {
         out: HeadBytes::new(out),
         omit,
         drop_length: head.drop_length,
         dated: false,
-        decoration,
+        drops,
     };
     response::forward_fields(|| head.fields(), &mut client, request_id);
-    if let Some(decoration) = decoration {
-        for (name, value) in decoration.fields() {
-            client.out.put(name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
     client.dated
+}
+
+/// Which of the backend's fields the route's decoration removes.
+trait Drops {
+    fn drops(&self, name: &[u8]) -> bool;
+}
+
+/// A route without a decoration: the check compiles away.
+struct Undecorated;
+
+impl Drops for Undecorated {
+    #[inline(always)]
+    fn drops(&self, _: &[u8]) -> bool {
+        false
+    }
+}
+
+impl Drops for &Decoration {
+    #[inline]
+    fn drops(&self, name: &[u8]) -> bool {
+        Decoration::drops(self, name)
+    }
 }
 
 /// The policy's output for the client's head as bytes ([`HeadBytes`]),
 /// less what the framing decides: the body's length is the gateway's to
 /// write, and a bodiless answer declares no trailers. Notes a `Date`.
-struct ClientFields<'a> {
+struct ClientFields<'a, D> {
     out: HeadBytes<'a>,
     omit: Omit,
     /// The head's `Content-Length` gave way to its `Transfer-Encoding`.
     drop_length: bool,
     dated: bool,
-    /// The route's changes: the backend's fields it removes are left out
-    /// here, its own written after the policy's.
-    decoration: Option<&'a Decoration>,
+    /// The backend's fields the route's changes remove are left out here
+    /// (its own are written after the policy's).
+    drops: D,
 }
 
-impl ResponseOut for ClientFields<'_> {
+impl<D: Drops> ResponseOut for ClientFields<'_, D> {
     #[inline]
     fn keep(&mut self, name: &[u8], value: &[u8]) {
-        if self.decoration.is_some_and(|d| d.drops(name)) {
+        if self.drops.drops(name) {
             return;
         }
         if headers::is_name(name, b"content-length") {
