@@ -126,7 +126,25 @@ run_schemathesis() {
     fi
     # From the scratch directory: Schemathesis keeps a cache (.schemathesis/)
     # in its working directory, which must not land in the repository.
-    (cd "$work" && "$VENV/bin/schemathesis" "${args[@]}" "$@")
+    #
+    # Schemathesis 4.32.5's negative-mode generator sometimes builds an
+    # array "demand" from a negated item schema it cannot draw from and
+    # stops with "Schema Error: Cannot generate an array with 1 demanded
+    # elements" (for PUT /admin/config, whose items are large objects; seen
+    # with --seed 6 on that operation alone). That is the tool failing to
+    # make a test case, not the API failing one: such a run, and only such a
+    # run (no failed check), is run again with another seed, at most twice.
+    local try out="$work/schemathesis.out"
+    for try in 1 2 3; do
+        if (cd "$work" && "$VENV/bin/schemathesis" "${args[@]}" "$@") | tee "$out"; then
+            return 0
+        fi
+        if [[ -n "${SCHEMATHESIS_SEED:-}" ]] || grep -q "❌" "$out" ||
+            ! grep -q "Cannot generate an array with" "$out" || ((try == 3)); then
+            return 1
+        fi
+        echo "== only Schemathesis's generator failed (see above): again with another seed"
+    done
 }
 
 echo "== schemathesis run openapi/openapi.yaml: every phase"

@@ -44,6 +44,8 @@ pub struct Settings {
     pub drain: Duration,
     /// A whole-config document applied only to a never-configured database.
     pub bootstrap: Option<std::path::PathBuf>,
+    /// Revisions kept in the config history.
+    pub revision_retention: u64,
     /// Forwarding headers, request limits, tunnels.
     pub proxy: ProxySettings,
     /// Proxy listener limits and TLS.
@@ -211,15 +213,17 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
 
     let created = !database.exists();
     let plane = Arc::new(DataPlane::new());
-    let control = match ControlPlane::start(&database, Arc::clone(&plane)).await {
-        Ok(control) => control,
-        Err(e) => {
-            if created {
-                database.remove();
+    let control =
+        match ControlPlane::start(&database, Arc::clone(&plane), settings.revision_retention).await
+        {
+            Ok(control) => control,
+            Err(e) => {
+                if created {
+                    database.remove();
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-    };
+        };
     probe.publishing(Arc::clone(&control.publisher));
     let ready = async {
         if let Some((path, config)) = bootstrap {
@@ -264,7 +268,9 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     let router = control.router(settings.admin_token.as_deref());
     let admin_stop = wait(stopped.clone());
     let admin = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, router)
+        // With the client's address: revisions and audit lines record it.
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(admin_listener, app)
             .with_graceful_shutdown(admin_stop)
             .await
         {

@@ -67,6 +67,12 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_BOOTSTRAP")]
     bootstrap: Option<std::path::PathBuf>,
 
+    /// Revisions kept in the config history (GET /admin/revisions); older
+    /// ones are pruned as new ones are made.
+    #[arg(long, env = "SWITCHYARD_REVISION_RETENTION", default_value_t = control_plane::store::revisions::DEFAULT_RETENTION,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    revision_retention: u64,
+
     /// Seconds in-flight requests and open WebSockets may take to finish on
     /// SIGTERM/SIGINT.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
@@ -256,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     admin_token: cli.admin_token,
                     drain: Duration::from_secs(cli.drain_seconds),
                     bootstrap: cli.bootstrap,
+                    revision_retention: cli.revision_retention,
                     proxy: switchyard::ProxySettings {
                         trusted_proxies: cli.trusted_proxies,
                         forwarded_header: cli.forwarded_header,

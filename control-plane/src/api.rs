@@ -2,12 +2,25 @@
 //! body ([`crate::model`]), turn it into a [`Change`](crate::store::Change),
 //! hand it to the [`Publisher`], and render the result. No SQL here.
 
+/// The version and resource of a change that ran, or (from the handler)
+/// a dry run's answer.
+macro_rules! done {
+    ($ran:expr) => {
+        match $ran {
+            $crate::api::changing::Ran::Done(version, applied) => (version, applied),
+            $crate::api::changing::Ran::Dry(resp) => return Ok(resp),
+        }
+    };
+}
+
 mod backends;
+pub mod changing;
 pub mod config;
 #[cfg(test)]
 mod contract_tests;
 pub mod error;
 pub mod extract;
+mod revisions;
 mod routes;
 mod status;
 mod upstreams;
@@ -70,6 +83,13 @@ pub fn app(state: AdminState) -> Router {
                 .delete(backends::remove),
         )
         .route("/admin/status", get(status::status))
+        .route("/admin/revisions", get(revisions::list))
+        .route("/admin/revisions/{version}", get(revisions::read))
+        .route("/admin/revisions/{version}/diff", get(revisions::diff))
+        .route(
+            "/admin/revisions/{version}/rollback",
+            axum::routing::post(revisions::rollback),
+        )
         .route("/admin/config", get(config::export).put(config::replace))
         .route("/admin/openapi.yaml", get(config::openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -137,6 +157,19 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
         .map_or("unmatched", |p| p.as_str())
         .to_string();
     let resource = req.uri().path().to_string();
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let comment = req
+        .headers()
+        .get(changing::COMMENT_HEADER)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .map(|v| v.trim().chars().take(256).collect::<String>());
+    let dry_run = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "dry_run=true" || p == "dry_run=1")
+    });
     let resp = next.run(req).await;
     let status = resp.status();
     state
@@ -154,14 +187,23 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
             .get(CONFIG_VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
+        // The revision a change made is the config version it answers
+        // with (a no-op answers with the current one and makes none).
         tracing::info!(
             target: "switchyard::audit",
             method = %method,
             endpoint = %endpoint,
             resource = %resource,
+            client = client.as_deref().unwrap_or("-"),
             status = status.as_u16(),
             config_version = version,
-            result = if status.is_success() { "applied" } else { "refused" },
+            revision = if status.is_success() && !dry_run { version } else { "-" },
+            comment = comment.as_deref().unwrap_or("-"),
+            result = match (status.is_success(), dry_run) {
+                (true, false) => "applied",
+                (true, true) => "dry_run",
+                (false, _) => "refused",
+            },
         );
     }
     resp
@@ -275,13 +317,10 @@ fn merge_patch<T: Serialize>(current: &T, MergePatch(patch): &MergePatch) -> ser
 /// Run a read-merge-write `attempt` for PATCH. Each attempt writes only if
 /// the resource still has the version it read; when the client gave no
 /// `If-Match`, a concurrent change just means reading again.
-async fn patch_with_retry<F, Fut>(
-    explicit: Option<u64>,
-    mut attempt: F,
-) -> Result<(u64, crate::store::Applied), ApiError>
+async fn patch_with_retry<T, F, Fut>(explicit: Option<u64>, mut attempt: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(u64, crate::store::Applied), ApiError>>,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
     const ATTEMPTS: usize = 8;
     let mut tries = 0;

@@ -77,11 +77,13 @@ impl ControlPlane {
     pub async fn start(
         database: &DatabaseFile,
         plane: Arc<DataPlane>,
+        revision_retention: u64,
     ) -> Result<Self, PublishError> {
         let store = Store::open_file(database).await?;
         tracing::info!(database = %database.path().display(), "config database open");
         let metrics = metrics::Metrics::new(Arc::clone(&plane));
-        let publisher = Arc::new(Publisher::new(store, plane, metrics));
+        let publisher =
+            Arc::new(Publisher::new(store, plane, metrics).with_retention(revision_retention));
         let version = match publisher.publish_current().await {
             Ok(version) => version,
             Err(e) => {
@@ -111,7 +113,11 @@ impl ControlPlane {
             // Only over the never-configured state, even if a write raced us.
             expect: Some(0),
         };
-        let (version, _) = self.publisher.apply(change).await?;
+        let meta = store::revisions::ChangeMeta::internal(
+            store::revisions::Source::Bootstrap,
+            "--bootstrap",
+        );
+        let (version, _) = self.publisher.apply(change, &meta).await?;
         Ok(Some(version))
     }
 

@@ -18,12 +18,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use data_plane::status::UpstreamStatus;
 use data_plane::{BuildError, DataPlane, Patch, PatchOutcome};
+use serde::Serialize;
+use serde_json::Value;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
+use crate::store::revisions::{self, ChangeMeta, Resources, RevisionData, Summary};
 use crate::store::{self, Applied, Change, Store, StoreError, Touched};
+use crate::view::ConfigView;
 
 /// Why a change was not published.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,43 @@ pub enum PublishError {
     Rejected(BuildError),
 }
 
+/// What a change would do, found by making it in a transaction that is
+/// then rolled back (`?dry_run=true`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub dry_run: bool,
+    /// The live config version (a dry run changes none).
+    pub config_version: u64,
+    /// The change would leave the config as it is.
+    pub no_op: bool,
+    pub summary: Summary,
+    /// RFC 6902 JSON Patch from the live `/admin/config` document (without
+    /// its `version`) to the one the change would make.
+    pub patch: json_patch::Patch,
+    /// Each added, changed or removed upstream's expected split of
+    /// requests, before and after.
+    pub traffic: Vec<TrafficEffect>,
+}
+
+/// One upstream's expected split of requests before and after a change.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficEffect {
+    pub upstream: String,
+    pub backends: Vec<BackendShare>,
+}
+
+/// One backend's expected share of its upstream's requests (0 to 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendShare {
+    pub url: String,
+    /// Its live state (`unknown` for a backend the change adds).
+    pub state: String,
+    pub weight_before: Option<u32>,
+    pub weight_after: Option<u32>,
+    pub share_before: f64,
+    pub share_after: f64,
+}
+
 /// Owns store → snapshot → swap.
 #[derive(Debug)]
 pub struct Publisher {
@@ -42,6 +84,50 @@ pub struct Publisher {
     plane: Arc<DataPlane>,
     gate: Mutex<()>,
     metrics: Metrics,
+    retention: u64,
+}
+
+/// The resource a change is about, to read it again after a no-op.
+enum Target {
+    Route(String),
+    Upstream(String),
+    Backend(String, u64),
+    Config,
+}
+
+impl Target {
+    fn of(change: &Change) -> Target {
+        match change {
+            Change::CreateRoute(r) | Change::ReplaceRoute { route: r, .. } => {
+                Target::Route(r.name.clone())
+            }
+            Change::DeleteRoute { name, .. } => Target::Route(name.clone()),
+            Change::CreateUpstream(u) | Change::ReplaceUpstream { upstream: u, .. } => {
+                Target::Upstream(u.name.clone())
+            }
+            Change::DeleteUpstream { name, .. } | Change::AddBackend { upstream: name, .. } => {
+                Target::Upstream(name.clone())
+            }
+            Change::UpdateBackend { upstream, id, .. }
+            | Change::RemoveBackend { upstream, id, .. } => Target::Backend(upstream.clone(), *id),
+            Change::ReplaceConfig { .. } => Target::Config,
+        }
+    }
+}
+
+/// What running a change came to. (One per admin change, moved once:
+/// its size does not matter, as for [`Applied`].)
+#[allow(clippy::large_enum_variant)]
+enum Ran {
+    Applied(u64, Applied),
+    NoOp,
+    Dry(Box<DryRun>),
+}
+
+/// How the new snapshot goes live.
+enum Install {
+    Patched(data_plane::Snapshot, data_plane::Retired),
+    Whole(data_plane::Snapshot),
 }
 
 impl Publisher {
@@ -51,7 +137,14 @@ impl Publisher {
             plane,
             gate: Mutex::new(()),
             metrics,
+            retention: revisions::DEFAULT_RETENTION,
         }
+    }
+
+    /// Keep the newest `retention` revisions (at least 1).
+    pub fn with_retention(mut self, retention: u64) -> Self {
+        self.retention = retention.max(1);
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -80,21 +173,34 @@ impl Publisher {
         Ok(version)
     }
 
-    /// Apply `change` and publish the result; returns the new version and
-    /// what the change produced.
-    pub async fn apply(&self, change: Change) -> Result<(u64, Applied), PublishError> {
+    /// Apply `change` and publish the result with its revision; returns
+    /// the new version and what the change produced. A change that leaves
+    /// the config as it is writes nothing: the current version and the
+    /// resource as it is.
+    pub async fn apply(
+        &self,
+        change: Change,
+        meta: &ChangeMeta,
+    ) -> Result<(u64, Applied), PublishError> {
+        let target = Target::of(&change);
         let _gate = self.gate.lock().await;
         let started = Instant::now();
-        let result = self.apply_locked(change).await;
+        let result = self.run_locked(change, Some(meta)).await;
         let elapsed = started.elapsed();
-        self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
-        if let Ok((version, _)) = &result {
-            tracing::debug!(
-                version,
-                elapsed_us = elapsed.as_micros() as u64,
-                "config published"
-            );
-        }
+        let result = match result {
+            Ok(Ran::Applied(version, applied)) => {
+                self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
+                tracing::debug!(
+                    version,
+                    elapsed_us = elapsed.as_micros() as u64,
+                    "config published"
+                );
+                Ok((version, applied))
+            }
+            Ok(Ran::NoOp) => self.current(target).await.map_err(PublishError::from),
+            Ok(Ran::Dry(_)) => unreachable!("not a dry run"),
+            Err(e) => Err(e),
+        };
         let label = match &result {
             Ok(_) => "ok",
             Err(PublishError::Store(
@@ -106,33 +212,202 @@ impl Publisher {
         result
     }
 
-    async fn apply_locked(&self, change: Change) -> Result<(u64, Applied), PublishError> {
+    /// What `change` would do: validated and compiled as [`Publisher::apply`]
+    /// would (so it fails as the real change would), then rolled back.
+    pub async fn dry_run(&self, change: Change) -> Result<DryRun, PublishError> {
+        let _gate = self.gate.lock().await;
+        match self.run_locked(change, None).await? {
+            Ran::Dry(dry) => Ok(*dry),
+            _ => unreachable!("a dry run"),
+        }
+    }
+
+    /// The resource a no-op change was about, as it is.
+    async fn current(&self, target: Target) -> Result<(u64, Applied), StoreError> {
+        let store = &self.store;
+        let version = store.config_version().await?;
+        let applied = match target {
+            Target::Route(name) => Applied::Route(store.route(&name).await?),
+            Target::Upstream(name) => Applied::Upstream(store.upstream(&name).await?),
+            Target::Backend(upstream, id) => Applied::Backend(store.backend(&upstream, id).await?),
+            Target::Config => Applied::Config(store.export().await?),
+        };
+        Ok((version, applied))
+    }
+
+    /// Run `change` in a write transaction: commit it with its revision
+    /// (`meta`), or, for a dry run (`None`), report and roll back.
+    async fn run_locked(
+        &self,
+        change: Change,
+        meta: Option<&ChangeMeta>,
+    ) -> Result<Ran, PublishError> {
+        let dry = meta.is_none();
         let mut tx = self.store.begin_write().await?;
         let version = store::bump_version(&mut tx).await?;
         let touched = change.touched();
+        // The state before of what the change may alter (and, for a dry
+        // run, the whole document, for its patch).
+        let scope = match &touched {
+            Some(t) => Some(self.scope(&mut tx, t).await?),
+            None => None,
+        };
+        let whole_before = match (&scope, dry) {
+            (None, _) | (_, true) => Some(store::export_in(&mut tx).await?),
+            _ => None,
+        };
+        let before = match &scope {
+            Some((routes, upstreams)) => store::resources(&mut tx, routes, upstreams).await?,
+            None => Resources::of_export(whole_before.as_ref().expect("exported")),
+        };
         let applied = store::apply(&mut tx, change, version).await?;
         // On error `tx` is dropped and rolls back: nothing is written.
-        let patched = match touched {
-            Some(touched) => self.patch(&mut tx, version, touched).await?,
-            None => PatchOutcome::Rebuild,
+        let whole_after = match (&scope, dry) {
+            (None, _) | (_, true) => Some(store::export_in(&mut tx).await?),
+            _ => None,
         };
-        match patched {
-            PatchOutcome::Patched(snapshot, retired) => {
-                tx.commit().await.map_err(StoreError::from)?;
-                let _ = self.plane.install_patched(snapshot, &retired);
-            }
-            PatchOutcome::Refused(e) => return Err(PublishError::Rejected(e)),
-            PatchOutcome::Rebuild => {
+        let after = match &scope {
+            Some((routes, upstreams)) => store::resources(&mut tx, routes, upstreams).await?,
+            None => Resources::of_export(whole_after.as_ref().expect("exported")),
+        };
+        let summary = revisions::summary(&before, &after);
+        if summary.is_empty() && !dry {
+            return Ok(Ran::NoOp);
+        }
+        let install = match touched {
+            Some(touched) => match self.patch(&mut tx, version, touched).await? {
+                PatchOutcome::Patched(snapshot, retired) => {
+                    Some(Install::Patched(snapshot, retired))
+                }
+                PatchOutcome::Refused(e) => return Err(PublishError::Rejected(e)),
+                PatchOutcome::Rebuild => None,
+            },
+            None => None,
+        };
+        let install = match install {
+            Some(install) => install,
+            None => {
                 let config = store::load_config(&mut tx).await?;
                 let snapshot = self
                     .plane
                     .compile(&config)
                     .map_err(PublishError::Rejected)?;
-                tx.commit().await.map_err(StoreError::from)?;
+                Install::Whole(snapshot)
+            }
+        };
+        let Some(meta) = meta else {
+            let (before_doc, after_doc) = (
+                whole_before.expect("exported for a dry run"),
+                whole_after.expect("exported for a dry run"),
+            );
+            let traffic = self.traffic(&before, &after, &summary);
+            return Ok(Ran::Dry(Box::new(DryRun {
+                dry_run: true,
+                config_version: version - 1,
+                no_op: summary.is_empty(),
+                patch: document_patch(&before_doc, &after_doc),
+                summary,
+                traffic,
+            })));
+        };
+        let data = if scope.is_none() || revisions::needs_checkpoint(&mut tx, version).await? {
+            let doc = match whole_after {
+                Some(doc) => doc,
+                None => store::export_in(&mut tx).await?,
+            };
+            RevisionData::Checkpoint(serde_json::to_value(doc).expect("a config view serialises"))
+        } else {
+            RevisionData::Delta(revisions::delta(&after, &summary))
+        };
+        revisions::record(&mut tx, version, meta, &summary, data, self.retention).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        match install {
+            Install::Patched(snapshot, retired) => {
+                let _ = self.plane.install_patched(snapshot, &retired);
+            }
+            Install::Whole(snapshot) => {
                 let _ = self.plane.install(snapshot);
             }
         }
-        Ok((version, applied))
+        Ok(Ran::Applied(version, applied))
+    }
+
+    /// The routes and upstreams a change touching `touched` may alter:
+    /// those named, the upstreams the named routes use, and the upstream a
+    /// route may own (named after it).
+    async fn scope(
+        &self,
+        conn: &mut SqliteConnection,
+        touched: &Touched,
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
+        let routes: BTreeSet<String> = touched.routes.iter().cloned().collect();
+        let mut upstreams: BTreeSet<String> = touched.upstreams.iter().cloned().collect();
+        for name in &routes {
+            upstreams.insert(name.clone());
+            if let Some(route) = store::load_route(conn, name).await? {
+                upstreams.extend(route.upstream);
+            }
+        }
+        Ok((routes, upstreams))
+    }
+
+    /// Each changed upstream's expected split before and after, from its
+    /// strategy, weights and the live health of its backends.
+    fn traffic(
+        &self,
+        before: &Resources,
+        after: &Resources,
+        summary: &Summary,
+    ) -> Vec<TrafficEffect> {
+        let live = self.plane.snapshot();
+        summary
+            .upstreams
+            .names()
+            .map(|name| {
+                let states: Vec<(String, String)> = UpstreamStatus::named(&live, name)
+                    .map(|u| {
+                        u.backends
+                            .into_iter()
+                            .map(|b| (b.url, b.state.to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let state_of = |url: &str| {
+                    states
+                        .iter()
+                        .find(|(u, _)| u == url)
+                        .map_or("unknown", |(_, s)| s.as_str())
+                        .to_string()
+                };
+                let was = split(before.upstreams.get(name).cloned().flatten(), &state_of);
+                let is = split(after.upstreams.get(name).cloned().flatten(), &state_of);
+                let mut urls: Vec<&String> = was.iter().map(|(u, ..)| u).collect();
+                urls.extend(
+                    is.iter()
+                        .map(|(u, ..)| u)
+                        .filter(|u| !was.iter().any(|(w, ..)| w == *u)),
+                );
+                let backends = urls
+                    .into_iter()
+                    .map(|url| {
+                        let b = was.iter().find(|(u, ..)| u == url);
+                        let a = is.iter().find(|(u, ..)| u == url);
+                        BackendShare {
+                            url: url.clone(),
+                            state: state_of(url),
+                            weight_before: b.map(|(_, w, _)| *w),
+                            weight_after: a.map(|(_, w, _)| *w),
+                            share_before: b.map_or(0.0, |(.., s)| *s),
+                            share_after: a.map_or(0.0, |(.., s)| *s),
+                        }
+                    })
+                    .collect();
+                TrafficEffect {
+                    upstream: name.clone(),
+                    backends,
+                }
+            })
+            .collect()
     }
 
     /// Read back what a change touched and patch the live snapshot with it
@@ -169,6 +444,64 @@ impl Publisher {
     }
 }
 
+/// The RFC 6902 patch from one export to another (their `version`s left
+/// out: every change bumps it).
+pub fn document_patch(before: &ConfigView, after: &ConfigView) -> json_patch::Patch {
+    let strip = |view: &ConfigView| {
+        let mut doc = serde_json::to_value(view).expect("a config view serialises");
+        if let Some(members) = doc.as_object_mut() {
+            members.remove("version");
+        }
+        doc
+    };
+    json_patch::diff(&strip(before), &strip(after))
+}
+
+/// An upstream's expected split (url, weight, share): the backends that
+/// take traffic — weight above 0, not unhealthy or ejected — share it by
+/// weight (`round_robin`: equally); when none does, a `fail_open` upstream
+/// spreads over all with weight, another sends nowhere.
+pub fn split(
+    upstream: Option<Value>,
+    state_of: &dyn Fn(&str) -> String,
+) -> Vec<(String, u32, f64)> {
+    let Some(u) = upstream else {
+        return Vec::new();
+    };
+    let equal = u["strategy"].as_str() == Some("round_robin");
+    let fail_open = u["fail_open"].as_bool().unwrap_or(false);
+    let backends: Vec<(String, u32)> = u["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b["url"].as_str()?.to_string(), b["weight"].as_u64()? as u32)))
+        .collect();
+    let up = |url: &str| !matches!(state_of(url).as_str(), "unhealthy" | "ejected");
+    let mut takers: Vec<bool> = backends.iter().map(|(url, w)| *w > 0 && up(url)).collect();
+    if !takers.contains(&true) && fail_open {
+        takers = backends.iter().map(|(_, w)| *w > 0).collect();
+    }
+    let part = |(_, w): &(String, u32)| if equal { 1.0 } else { f64::from(*w) };
+    let total: f64 = backends
+        .iter()
+        .zip(&takers)
+        .filter(|(_, t)| **t)
+        .map(|(b, _)| part(b))
+        .sum();
+    backends
+        .iter()
+        .zip(&takers)
+        .map(|(b, t)| {
+            let share = if *t && total > 0.0 {
+                part(b) / total
+            } else {
+                0.0
+            };
+            (b.0.clone(), b.1, share)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use data_plane::config::{Strategy, UpstreamPolicy};
@@ -177,6 +510,7 @@ mod tests {
 
     use super::*;
     use crate::model::{NewBackend, Route, RouteTarget, Upstream};
+    use crate::store::revisions::{self, ChangeMeta};
 
     fn backends(rng: &mut fastrand::Rng) -> Vec<NewBackend> {
         // Distinct URLs: an upstream lists each backend once.
@@ -273,16 +607,23 @@ mod tests {
         );
         publisher.publish_current().await.unwrap();
         let mut rng = fastrand::Rng::with_seed(11);
+        let meta = ChangeMeta::internal(revisions::Source::Api, "test");
         for name in ["u0", "u1"] {
             let u = upstream(name, &mut rng);
-            publisher.apply(Change::CreateUpstream(u)).await.unwrap();
+            publisher
+                .apply(Change::CreateUpstream(u), &meta)
+                .await
+                .unwrap();
         }
         // Enough routes that the route table and indexes split into pieces.
         for i in 0..300 {
             let mut filler = route(&format!("f{i}"), &mut rng);
             filler.path = format!("/f{i}");
             filler.target = Some(RouteTarget::Upstream("u0".into()));
-            publisher.apply(Change::CreateRoute(filler)).await.unwrap();
+            publisher
+                .apply(Change::CreateRoute(filler), &meta)
+                .await
+                .unwrap();
         }
         let (mut accepted, mut refused) = (0, 0);
         for _ in 0..200 {
@@ -315,9 +656,21 @@ mod tests {
                     },
                 },
             };
-            match publisher.apply(change).await {
+            match publisher.apply(change, &meta).await {
                 Ok(_) => accepted += 1,
                 Err(_) => refused += 1,
+            }
+            // The revision of the version in force rebuilds the stored
+            // config (checkpoints and deltas alike).
+            if accepted % 7 == 0 {
+                let export = serde_json::to_value(store.export().await.unwrap()).unwrap();
+                let version = export["version"].as_u64().unwrap();
+                let (_, state) = store.revision(version).await.unwrap();
+                assert_eq!(
+                    revisions::Resources::of_document(&export),
+                    state,
+                    "at {version}"
+                );
             }
             let stored = store.load().await.unwrap();
             let live = plane.snapshot();
@@ -329,5 +682,86 @@ mod tests {
             accepted > 60 && refused > 10,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    /// What a revision stores (issue 20's bar: not the whole config when
+    /// one backend weight changes): at 10,000 routes, the checkpoint a
+    /// whole-config change writes, and the delta of one weight change.
+    #[tokio::test]
+    async fn a_weight_change_stores_one_upstream_not_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let plane = Arc::new(DataPlane::new());
+        let publisher = Publisher::new(
+            store.clone(),
+            Arc::clone(&plane),
+            Metrics::new(Arc::clone(&plane)),
+        );
+        publisher.publish_current().await.unwrap();
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut shop = upstream("shop", &mut rng);
+        shop.backends = vec![
+            NewBackend {
+                url: "http://10.0.0.1:80".into(),
+                weight: 1,
+            },
+            NewBackend {
+                url: "http://10.0.0.2:80".into(),
+                weight: 1,
+            },
+        ];
+        let routes = (0..10_000)
+            .map(|i| {
+                let mut r = route(&format!("r{i}"), &mut rng);
+                r.path = format!("/t{}/p{}", i / 10, i % 10);
+                r.hosts = vec![];
+                r.methods = vec![];
+                r.target = Some(RouteTarget::Upstream("shop".into()));
+                r.policies = Default::default();
+                r
+            })
+            .collect();
+        let config = crate::model::Config {
+            upstreams: vec![crate::model::ConfigUpstream {
+                upstream: shop,
+                owner_route: None,
+            }],
+            routes,
+        };
+        let meta = ChangeMeta::internal(revisions::Source::Import, "test");
+        let (whole, _) = publisher
+            .apply(
+                Change::ReplaceConfig {
+                    config,
+                    expect: None,
+                },
+                &meta,
+            )
+            .await
+            .unwrap();
+        let change = Change::UpdateBackend {
+            upstream: "shop".into(),
+            id: 2,
+            backend: NewBackend {
+                url: "http://10.0.0.2:80".into(),
+                weight: 3,
+            },
+            expect: None,
+        };
+        let (one, _) = publisher.apply(change, &meta).await.unwrap();
+        let (checkpoint, _) = store.revision_data_bytes(whole).await.unwrap();
+        let (_, delta) = store.revision_data_bytes(one).await.unwrap();
+        eprintln!(
+            "10,000 routes: checkpoint {checkpoint} bytes, weight-change delta {delta} bytes"
+        );
+        assert!(checkpoint > 1_000_000, "{checkpoint}");
+        assert!(delta < 2_000, "{delta}");
+        let (_, state) = store.revision(one).await.unwrap();
+        assert_eq!(
+            state.upstreams["shop"].as_ref().unwrap()["backends"][1]["weight"],
+            3
+        );
+        assert_eq!(state.routes.len(), 10_000);
     }
 }

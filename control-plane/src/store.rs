@@ -9,6 +9,7 @@
 
 mod file;
 mod read;
+pub mod revisions;
 mod write;
 
 use std::time::Duration;
@@ -21,8 +22,9 @@ use crate::model::{Config, NewBackend, Route, Upstream};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
 pub use file::{DatabaseFile, OpenError};
+pub use read::export as export_in;
 use read::{all_routes, export, get_backend, get_route, get_upstream};
-pub use read::{load_config, load_route, load_upstream};
+pub use read::{load_config, load_route, load_upstream, resources};
 pub use write::apply;
 
 /// Why a store operation failed. A variant that wraps another error says
@@ -262,6 +264,45 @@ impl Store {
     pub async fn export(&self) -> Result<ConfigView, StoreError> {
         let mut tx = self.pool.begin().await?;
         export(&mut tx).await
+    }
+
+    /// Kept revisions, newest first (see [`revisions::list`]).
+    pub async fn revisions(
+        &self,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<revisions::RevisionView>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        revisions::list(&mut conn, limit, before).await
+    }
+
+    /// Bytes of a revision's stored checkpoint and delta.
+    #[cfg(test)]
+    pub(crate) async fn revision_data_bytes(
+        &self,
+        version: u64,
+    ) -> Result<(usize, usize), StoreError> {
+        let (c, d): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT length(checkpoint), length(delta) FROM revision_data WHERE version = ?",
+        )
+        .bind(version as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((c.unwrap_or(0) as usize, d.unwrap_or(0) as usize))
+    }
+
+    /// A kept revision and the whole config at its version.
+    pub async fn revision(
+        &self,
+        version: u64,
+    ) -> Result<(revisions::RevisionView, revisions::Resources), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let view = revisions::get(&mut tx, version).await?;
+        let state = revisions::state_at(&mut tx, version).await?;
+        match (view, state) {
+            (Some(view), Some(state)) => Ok((view, state)),
+            _ => Err(not_found("revision", version.to_string())),
+        }
     }
 }
 

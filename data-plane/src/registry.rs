@@ -468,10 +468,21 @@ impl Registry {
         Some(limiter)
     }
 
-    /// The pooled client for these connection settings.
+    /// The pooled client for these connection settings (called when a
+    /// snapshot is compiled). A kept client's CA file must still be there:
+    /// a config naming a file that is gone is refused now as it would be
+    /// at the next start.
     pub fn client(&self, key: &ClientKey) -> Result<UpstreamClient, ClientError> {
         let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(key) {
+            if let Some(path) = &key.tls.ca_file
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return Err(ClientError::CaFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                });
+            }
             return Ok(c.clone());
         }
         let c = client::new(key)?;

@@ -66,9 +66,10 @@ async fn no_request_fails_while_200_changes_are_made() {
     let mut c_backend: Option<u64> = None;
     for i in 0..CHANGES {
         let (status, body) = match i % 5 {
+            // A new weight each time (the same one would be a no-op).
             0 => {
                 let path = format!("/admin/upstreams/live/backends/{a_id}");
-                gw.admin_json(Method::PATCH, &path, Some(json!({"weight": 1 + i % 4})))
+                gw.admin_json(Method::PATCH, &path, Some(json!({"weight": 2 + i % 4})))
                     .await
             }
             1 => {

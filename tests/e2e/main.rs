@@ -22,6 +22,7 @@ mod policy_admin;
 mod process;
 mod proxy;
 mod recovery;
+mod revisions;
 mod slow_readers;
 mod startup;
 mod streaming;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 
+use super::changing::Changing;
 use super::error::ApiError;
 use super::extract::{ApiPath, JsonBody, from_value};
 use super::{
@@ -54,6 +55,7 @@ fn respond(
 pub async fn create(
     State(s): State<AdminState>,
     ApiPath(upstream): ApiPath<String>,
+    c: Changing,
     JsonBody(spec): JsonBody<BackendSpec>,
 ) -> Result<Response, ApiError> {
     let backend = spec.validate().map_err(ApiError::Invalid)?;
@@ -61,7 +63,7 @@ pub async fn create(
         upstream: upstream.clone(),
         backend,
     };
-    let (version, applied) = s.publisher.apply(change).await?;
+    let (version, applied) = done!(c.run(&s, change).await?);
     Ok(respond(
         StatusCode::CREATED,
         version,
@@ -75,23 +77,26 @@ pub async fn patch(
     State(s): State<AdminState>,
     ApiPath((upstream, id)): ApiPath<(String, u64)>,
     headers: HeaderMap,
+    c: Changing,
     JsonBody(patch): JsonBody<MergePatch>,
 ) -> Result<Response, ApiError> {
     let explicit = if_match(&headers)?;
-    let (version, applied) = patch_with_retry(explicit, || async {
-        let current = s.publisher.store().backend(&upstream, id).await?;
-        let spec: BackendSpec = from_value(merge_patch(&current, &patch))?;
-        let backend = spec.validate().map_err(ApiError::Invalid)?;
-        let expect = Some(explicit.unwrap_or(current.version));
-        let change = Change::UpdateBackend {
-            upstream: upstream.clone(),
-            id,
-            backend,
-            expect,
-        };
-        Ok(s.publisher.apply(change).await?)
-    })
-    .await?;
+    let (version, applied) = done!(
+        patch_with_retry(explicit, || async {
+            let current = s.publisher.store().backend(&upstream, id).await?;
+            let spec: BackendSpec = from_value(merge_patch(&current, &patch))?;
+            let backend = spec.validate().map_err(ApiError::Invalid)?;
+            let expect = Some(explicit.unwrap_or(current.version));
+            let change = Change::UpdateBackend {
+                upstream: upstream.clone(),
+                id,
+                backend,
+                expect,
+            };
+            Ok(c.run(&s, change).await?)
+        })
+        .await?
+    );
     Ok(respond(StatusCode::OK, version, &upstream, applied, false))
 }
 
@@ -99,15 +104,14 @@ pub async fn remove(
     State(s): State<AdminState>,
     ApiPath((upstream, id)): ApiPath<(String, u64)>,
     headers: HeaderMap,
+    c: Changing,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
-    let (version, _) = s
-        .publisher
-        .apply(Change::RemoveBackend {
-            upstream,
-            id,
-            expect,
-        })
-        .await?;
+    let change = Change::RemoveBackend {
+        upstream,
+        id,
+        expect,
+    };
+    let (version, _) = done!(c.run(&s, change).await?);
     Ok(deleted(version))
 }

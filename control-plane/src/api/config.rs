@@ -7,11 +7,13 @@ use data_plane::BuildError;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
+use super::changing::Changing;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::{AdminState, if_match, mutated, resource};
-use crate::model::{ConfigSpec, DocumentError, FieldError};
+use crate::model::{Config, ConfigSpec, DocumentError, FieldError};
 use crate::publish::PublishError;
+use crate::store::revisions::Source;
 use crate::store::{Applied, Change};
 
 /// The OpenAPI document, compiled in so it always matches this build.
@@ -43,16 +45,23 @@ impl From<DocumentError> for ApiError {
 pub async fn replace(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    c: Changing,
     JsonBody(spec): JsonBody<ConfigSpec>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
     let config = spec.validate()?;
+    replace_with(&s, c.from_source(Source::Import), config, expect).await
+}
+
+/// Make the live config `config` (`PUT /admin/config`, a rollback).
+pub async fn replace_with(
+    s: &AdminState,
+    c: Changing,
+    config: Config,
+    expect: Option<u64>,
+) -> Result<Response, ApiError> {
     let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-    let (version, applied) = match s
-        .publisher
-        .apply(Change::ReplaceConfig { config, expect })
-        .await
-    {
+    let (version, applied) = match c.run(s, Change::ReplaceConfig { config, expect }).await {
         // Point a route conflict at the document's route, not a bare "/path".
         Err(PublishError::Rejected(BuildError::Conflict(existing, new))) => {
             let index = route_names.iter().position(|n| *n == new).unwrap_or(0);
@@ -63,7 +72,7 @@ pub async fn replace(
                 ),
             )));
         }
-        other => other?,
+        other => done!(other?),
     };
     match applied {
         Applied::Config(view) => Ok(mutated(StatusCode::OK, version, &view, None)),

@@ -34,6 +34,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("If-Match must be a quoted version like \"7\" or *")]
     BadPrecondition,
+    /// A query parameter or header (named by the error's pointer) is bad.
+    #[error("{}", .0.detail)]
+    BadParameter(FieldError),
     #[error("{}", .0.detail)]
     Conflict(FieldError),
     #[error("{}", .0.detail)]
@@ -113,6 +116,12 @@ impl ApiError {
                 vec![],
             ),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized", vec![]),
+            ApiError::BadParameter(e) => (
+                S::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+                vec![e.clone()],
+            ),
             ApiError::Conflict(e) => (S::CONFLICT, "conflict", "Conflict", vec![e.clone()]),
             ApiError::RouteConflict(e) => (
                 S::CONFLICT,

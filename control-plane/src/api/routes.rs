@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 
+use super::changing::Changing;
 use super::error::ApiError;
 use super::extract::{ApiPath, JsonBody, from_value};
 use super::{
@@ -42,15 +43,16 @@ fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -
 
 pub async fn create(
     State(s): State<AdminState>,
+    c: Changing,
     JsonBody(spec): JsonBody<RouteSpec>,
 ) -> Result<Response, ApiError> {
     let route = spec.validate(None).map_err(ApiError::Invalid)?;
     let name = route.name.clone();
-    let (version, applied) = s
-        .publisher
-        .apply(Change::CreateRoute(route))
-        .await
-        .map_err(|e| ApiError::for_route(e, &name))?;
+    let (version, applied) = done!(
+        c.run(&s, Change::CreateRoute(route))
+            .await
+            .map_err(|e| ApiError::for_route(e, &name))?
+    );
     Ok(respond(StatusCode::CREATED, version, applied, true))
 }
 
@@ -58,15 +60,16 @@ pub async fn replace(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
+    c: Changing,
     JsonBody(spec): JsonBody<RouteSpec>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
     let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
-    let (version, applied) = s
-        .publisher
-        .apply(Change::ReplaceRoute { route, expect })
-        .await
-        .map_err(|e| ApiError::for_route(e, &name))?;
+    let (version, applied) = done!(
+        c.run(&s, Change::ReplaceRoute { route, expect })
+            .await
+            .map_err(|e| ApiError::for_route(e, &name))?
+    );
     Ok(respond(StatusCode::OK, version, applied, false))
 }
 
@@ -74,19 +77,20 @@ pub async fn patch(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
+    c: Changing,
     JsonBody(patch): JsonBody<MergePatch>,
 ) -> Result<Response, ApiError> {
     let explicit = if_match(&headers)?;
-    let (version, applied) = patch_with_retry(explicit, || async {
-        let current = s.publisher.store().route(&name).await?;
-        let spec: RouteSpec = from_value(merge_patch(&current, &patch))?;
-        let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
-        let expect = Some(explicit.unwrap_or(current.version));
-        Ok(s.publisher
-            .apply(Change::ReplaceRoute { route, expect })
-            .await?)
-    })
-    .await?;
+    let (version, applied) = done!(
+        patch_with_retry(explicit, || async {
+            let current = s.publisher.store().route(&name).await?;
+            let spec: RouteSpec = from_value(merge_patch(&current, &patch))?;
+            let route = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
+            let expect = Some(explicit.unwrap_or(current.version));
+            Ok(c.run(&s, Change::ReplaceRoute { route, expect }).await?)
+        })
+        .await?
+    );
     Ok(respond(StatusCode::OK, version, applied, false))
 }
 
@@ -94,11 +98,9 @@ pub async fn remove(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
+    c: Changing,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
-    let (version, _) = s
-        .publisher
-        .apply(Change::DeleteRoute { name, expect })
-        .await?;
+    let (version, _) = done!(c.run(&s, Change::DeleteRoute { name, expect }).await?);
     Ok(deleted(version))
 }

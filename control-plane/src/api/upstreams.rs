@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 
+use super::changing::Changing;
 use super::error::ApiError;
 use super::extract::{ApiPath, JsonBody, from_value};
 use super::{
@@ -42,10 +43,11 @@ fn respond(status: StatusCode, version: u64, applied: Applied, location: bool) -
 
 pub async fn create(
     State(s): State<AdminState>,
+    c: Changing,
     JsonBody(spec): JsonBody<UpstreamSpec>,
 ) -> Result<Response, ApiError> {
     let upstream = spec.validate(None).map_err(ApiError::Invalid)?;
-    let (version, applied) = s.publisher.apply(Change::CreateUpstream(upstream)).await?;
+    let (version, applied) = done!(c.run(&s, Change::CreateUpstream(upstream)).await?);
     Ok(respond(StatusCode::CREATED, version, applied, true))
 }
 
@@ -53,14 +55,15 @@ pub async fn replace(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
+    c: Changing,
     JsonBody(spec): JsonBody<UpstreamSpec>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
     let upstream = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
-    let (version, applied) = s
-        .publisher
-        .apply(Change::ReplaceUpstream { upstream, expect })
-        .await?;
+    let (version, applied) = done!(
+        c.run(&s, Change::ReplaceUpstream { upstream, expect })
+            .await?
+    );
     Ok(respond(StatusCode::OK, version, applied, false))
 }
 
@@ -68,19 +71,21 @@ pub async fn patch(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
+    c: Changing,
     JsonBody(patch): JsonBody<MergePatch>,
 ) -> Result<Response, ApiError> {
     let explicit = if_match(&headers)?;
-    let (version, applied) = patch_with_retry(explicit, || async {
-        let current = s.publisher.store().upstream(&name).await?;
-        let spec: UpstreamSpec = from_value(merge_patch(&current, &patch))?;
-        let upstream = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
-        let expect = Some(explicit.unwrap_or(current.version));
-        Ok(s.publisher
-            .apply(Change::ReplaceUpstream { upstream, expect })
-            .await?)
-    })
-    .await?;
+    let (version, applied) = done!(
+        patch_with_retry(explicit, || async {
+            let current = s.publisher.store().upstream(&name).await?;
+            let spec: UpstreamSpec = from_value(merge_patch(&current, &patch))?;
+            let upstream = spec.validate(Some(&name)).map_err(ApiError::Invalid)?;
+            let expect = Some(explicit.unwrap_or(current.version));
+            Ok(c.run(&s, Change::ReplaceUpstream { upstream, expect })
+                .await?)
+        })
+        .await?
+    );
     Ok(respond(StatusCode::OK, version, applied, false))
 }
 
@@ -88,11 +93,9 @@ pub async fn remove(
     State(s): State<AdminState>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
+    c: Changing,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
-    let (version, _) = s
-        .publisher
-        .apply(Change::DeleteUpstream { name, expect })
-        .await?;
+    let (version, _) = done!(c.run(&s, Change::DeleteUpstream { name, expect }).await?);
     Ok(deleted(version))
 }

@@ -1,6 +1,6 @@
 //! Reading rows into views, the whole config, and the export document.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use data_plane::config::{
     BackendConfig, GatewayConfig, RouteConfig, RoutePolicies, Strategy, Timeouts, UpstreamConfig,
@@ -8,6 +8,7 @@ use data_plane::config::{
 };
 use sqlx::sqlite::SqliteConnection;
 
+use super::revisions::Resources;
 use super::{StoreError, config_version, not_found};
 use crate::model::{ConfigUpstream, NewBackend};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
@@ -276,31 +277,14 @@ pub async fn load_upstream(
 }
 
 /// The whole config as one document, in a stable order (names; backends by id).
-pub(super) async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, StoreError> {
+pub async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, StoreError> {
     let version = config_version(conn).await?;
     let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams ORDER BY name")
         .fetch_all(&mut *conn)
         .await?;
     let mut upstreams = Vec::with_capacity(names.len());
     for (name,) in names {
-        let view = get_upstream(conn, &name).await?;
-        let u = view.upstream;
-        upstreams.push(ConfigUpstream {
-            upstream: UpstreamConfig {
-                backends: u
-                    .backends
-                    .into_iter()
-                    .map(|b| NewBackend {
-                        url: b.url,
-                        weight: b.weight,
-                    })
-                    .collect(),
-                name: u.name,
-                strategy: u.strategy,
-                policy: u.policy,
-            },
-            owner_route: view.owner_route,
-        });
+        upstreams.push(config_upstream(get_upstream(conn, &name).await?));
     }
     let routes = all_routes(conn)
         .await?
@@ -312,4 +296,56 @@ pub(super) async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, St
         upstreams,
         routes,
     })
+}
+
+/// An upstream as the export shows it (backends without ids).
+fn config_upstream(view: UpstreamView) -> ConfigUpstream {
+    let u = view.upstream;
+    ConfigUpstream {
+        upstream: UpstreamConfig {
+            backends: u
+                .backends
+                .into_iter()
+                .map(|b| NewBackend {
+                    url: b.url,
+                    weight: b.weight,
+                })
+                .collect(),
+            name: u.name,
+            strategy: u.strategy,
+            policy: u.policy,
+        },
+        owner_route: view.owner_route,
+    }
+}
+
+/// The state of the named routes and upstreams in the export format
+/// (`None`: there is none of that name).
+pub async fn resources(
+    conn: &mut SqliteConnection,
+    routes: &BTreeSet<String>,
+    upstreams: &BTreeSet<String>,
+) -> Result<Resources, StoreError> {
+    let mut state = Resources::default();
+    for name in routes {
+        let row = route_row(conn, name).await?;
+        let doc = match row {
+            Some(row) => {
+                Some(serde_json::to_value(route_view(row)?.route).expect("a route serialises"))
+            }
+            None => None,
+        };
+        state.routes.insert(name.clone(), doc);
+    }
+    for name in upstreams {
+        let doc = match get_upstream(conn, name).await {
+            Ok(view) => {
+                Some(serde_json::to_value(config_upstream(view)).expect("an upstream serialises"))
+            }
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        state.upstreams.insert(name.clone(), doc);
+    }
+    Ok(state)
 }

@@ -33,6 +33,7 @@ pub fn settings(dir: &TempDir) -> Settings {
         admin_token: None,
         drain: Duration::from_secs(5),
         bootstrap: None,
+        revision_retention: 1000,
         proxy: Default::default(),
         server: Default::default(),
     }

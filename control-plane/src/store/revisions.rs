@@ -1,0 +1,494 @@
+//! Revision history: every committed change leaves one revision, written in
+//! the change's own transaction (so a `kill -9` never leaves a change
+//! without its revision, nor a revision without its change).
+//!
+//! A revision is its metadata (`revisions`: time, source, endpoint, client,
+//! comment, summary) and the means to rebuild the config at its version
+//! (`revision_data`): either the whole document (a *checkpoint*, written
+//! for whole-config changes, for the first revision of a database and
+//! every [`CHECKPOINT_EVERY`] revisions) or a *delta*: the new state of the
+//! routes and upstreams the change touched, in the export format. A change
+//! of one backend's weight stores one upstream, whatever the size of the
+//! config. The config at version `v` is the newest checkpoint at or before
+//! `v` with the deltas after it applied in order.
+//!
+//! Pruning keeps the newest `retention` revisions; data rows go once no
+//! kept revision needs them (at most [`CHECKPOINT_EVERY`] - 1 deltas older
+//! than the oldest kept revision remain, invisible).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::sqlite::SqliteConnection;
+
+use super::StoreError;
+use crate::view::ConfigView;
+
+/// A checkpoint at least this often (in revisions): rebuilding a version
+/// applies at most this many deltas.
+pub const CHECKPOINT_EVERY: u64 = 64;
+
+/// Default of `--revision-retention`.
+pub const DEFAULT_RETENTION: u64 = 1000;
+
+/// Longest `X-Change-Comment`, in characters.
+pub const MAX_COMMENT_CHARS: usize = 256;
+
+/// What made a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A resource endpoint of the admin API.
+    Api,
+    /// `PUT /admin/config`.
+    Import,
+    /// `--bootstrap` on an empty database.
+    Bootstrap,
+    /// `POST /admin/revisions/{version}/rollback`.
+    Rollback,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Import => "import",
+            Source::Bootstrap => "bootstrap",
+            Source::Rollback => "rollback",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Source, StoreError> {
+        Ok(match s {
+            "api" => Source::Api,
+            "import" => Source::Import,
+            "bootstrap" => Source::Bootstrap,
+            "rollback" => Source::Rollback,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown revision source {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// Who made a change, how and why: recorded with its revision.
+#[derive(Debug, Clone)]
+pub struct ChangeMeta {
+    pub source: Source,
+    /// Method and route template, e.g. `PATCH /admin/upstreams/{name}`.
+    pub endpoint: String,
+    /// The admin client's address.
+    pub client: Option<String>,
+    /// The operator's `X-Change-Comment`.
+    pub comment: Option<String>,
+}
+
+impl ChangeMeta {
+    /// A change not made over the admin API (`--bootstrap`, tests).
+    pub fn internal(source: Source, endpoint: &str) -> ChangeMeta {
+        ChangeMeta {
+            source,
+            endpoint: endpoint.to_string(),
+            client: None,
+            comment: None,
+        }
+    }
+}
+
+/// Names added, changed and removed, each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// Every name in it.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.added.iter().chain(&self.changed).chain(&self.removed)
+    }
+}
+
+/// What a change did, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub routes: Changes,
+    pub upstreams: Changes,
+}
+
+impl Summary {
+    /// Nothing changed: the change is a no-op.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.upstreams.is_empty()
+    }
+}
+
+/// The state of some routes and upstreams in the export format (`null`:
+/// absent), by name. A whole document is the state of all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub routes: BTreeMap<String, Option<Value>>,
+    pub upstreams: BTreeMap<String, Option<Value>>,
+}
+
+impl Resources {
+    /// Every route and upstream of an export.
+    pub fn of_export(view: &ConfigView) -> Resources {
+        let value = serde_json::to_value(view).expect("a config view serialises");
+        Resources::of_document(&value)
+    }
+
+    /// Every route and upstream of a document in the `/admin/config` format.
+    pub fn of_document(doc: &Value) -> Resources {
+        let named = |list: &str| -> BTreeMap<String, Option<Value>> {
+            doc[list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| {
+                    let name = item["name"].as_str()?.to_string();
+                    Some((name, Some(item.clone())))
+                })
+                .collect()
+        };
+        Resources {
+            routes: named("routes"),
+            upstreams: named("upstreams"),
+        }
+    }
+
+    /// The `/admin/config` document of a whole state at `version`.
+    pub fn document(&self, version: u64) -> Value {
+        let list = |map: &BTreeMap<String, Option<Value>>| -> Vec<Value> {
+            map.values().flatten().cloned().collect()
+        };
+        serde_json::json!({
+            "version": version,
+            "upstreams": list(&self.upstreams),
+            "routes": list(&self.routes),
+        })
+    }
+
+    /// Put `delta`'s entries in force (a `null` entry removes).
+    fn apply(&mut self, delta: Resources) {
+        for (name, state) in delta.routes {
+            self.routes.insert(name, state);
+        }
+        for (name, state) in delta.upstreams {
+            self.upstreams.insert(name, state);
+        }
+        self.routes.retain(|_, s| s.is_some());
+        self.upstreams.retain(|_, s| s.is_some());
+    }
+}
+
+fn changes(
+    before: &BTreeMap<String, Option<Value>>,
+    after: &BTreeMap<String, Option<Value>>,
+) -> Changes {
+    let mut c = Changes::default();
+    let absent = None;
+    for name in before
+        .keys()
+        .chain(after.keys().filter(|k| !before.contains_key(*k)))
+    {
+        let was = before.get(name).unwrap_or(&absent);
+        let is = after.get(name).unwrap_or(&absent);
+        match (was, is) {
+            (None, Some(_)) => c.added.push(name.clone()),
+            (Some(_), None) => c.removed.push(name.clone()),
+            (Some(a), Some(b)) if a != b => c.changed.push(name.clone()),
+            _ => {}
+        }
+    }
+    for list in [&mut c.added, &mut c.changed, &mut c.removed] {
+        list.sort();
+    }
+    c
+}
+
+/// What changed from `before` to `after` (states of the same names, or
+/// two whole states).
+pub fn summary(before: &Resources, after: &Resources) -> Summary {
+    Summary {
+        routes: changes(&before.routes, &after.routes),
+        upstreams: changes(&before.upstreams, &after.upstreams),
+    }
+}
+
+/// The entries of `after` that differ from `before`.
+pub fn delta(after: &Resources, summary: &Summary) -> Resources {
+    let pick = |map: &BTreeMap<String, Option<Value>>, c: &Changes| {
+        c.names()
+            .map(|n| (n.clone(), map.get(n).cloned().flatten()))
+            .collect()
+    };
+    Resources {
+        routes: pick(&after.routes, &summary.routes),
+        upstreams: pick(&after.upstreams, &summary.upstreams),
+    }
+}
+
+/// How a revision's config is kept.
+#[derive(Debug)]
+pub enum RevisionData {
+    Checkpoint(Value),
+    Delta(Resources),
+}
+
+/// A revision as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RevisionView {
+    pub version: u64,
+    pub at_unix_ms: u64,
+    pub source: Source,
+    pub endpoint: String,
+    pub client: Option<String>,
+    pub comment: Option<String>,
+    pub summary: Summary,
+}
+
+#[derive(sqlx::FromRow)]
+struct RevisionRow {
+    version: i64,
+    at_unix_ms: i64,
+    source: String,
+    endpoint: String,
+    client: Option<String>,
+    comment: Option<String>,
+    summary: String,
+}
+
+impl TryFrom<RevisionRow> for RevisionView {
+    type Error = StoreError;
+
+    fn try_from(row: RevisionRow) -> Result<Self, StoreError> {
+        Ok(RevisionView {
+            version: row.version as u64,
+            at_unix_ms: row.at_unix_ms as u64,
+            source: Source::parse(&row.source)?,
+            endpoint: row.endpoint,
+            client: row.client,
+            comment: row.comment,
+            summary: serde_json::from_str(&row.summary)
+                .map_err(|e| StoreError::Corrupt(format!("bad revision summary: {e}")))?,
+        })
+    }
+}
+
+const COLUMNS: &str = "version, at_unix_ms, source, endpoint, client, comment, summary";
+
+/// Whether the revision at `version` must be a checkpoint: the first of
+/// the database (or after a gap), or [`CHECKPOINT_EVERY`] since the last.
+pub async fn needs_checkpoint(
+    conn: &mut SqliteConnection,
+    version: u64,
+) -> Result<bool, StoreError> {
+    let last: Option<(i64,)> = sqlx::query_as(
+        "SELECT version FROM revision_data WHERE checkpoint IS NOT NULL ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let previous: Option<(i64,)> =
+        sqlx::query_as("SELECT version FROM revision_data WHERE version = ?")
+            .bind(version as i64 - 1)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match (last, previous) {
+        (Some((c,)), Some(_)) => version - c as u64 >= CHECKPOINT_EVERY,
+        _ => true,
+    })
+}
+
+/// Record the revision at `version`, and prune to the newest `retention`.
+pub async fn record(
+    conn: &mut SqliteConnection,
+    version: u64,
+    meta: &ChangeMeta,
+    summary: &Summary,
+    data: RevisionData,
+    retention: u64,
+) -> Result<(), StoreError> {
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    sqlx::query(
+        "INSERT INTO revisions (version, at_unix_ms, source, endpoint, client, comment, summary)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(version as i64)
+    .bind(at)
+    .bind(meta.source.as_str())
+    .bind(&meta.endpoint)
+    .bind(&meta.client)
+    .bind(&meta.comment)
+    .bind(serde_json::to_string(summary).expect("a summary serialises"))
+    .execute(&mut *conn)
+    .await?;
+    let (checkpoint, delta) = match data {
+        RevisionData::Checkpoint(doc) => (Some(doc.to_string()), None),
+        RevisionData::Delta(d) => (
+            None,
+            Some(serde_json::to_string(&d).expect("a delta serialises")),
+        ),
+    };
+    sqlx::query("INSERT INTO revision_data (version, checkpoint, delta) VALUES (?, ?, ?)")
+        .bind(version as i64)
+        .bind(checkpoint)
+        .bind(delta)
+        .execute(&mut *conn)
+        .await?;
+    let keep_from = version.saturating_sub(retention.max(1) - 1) as i64;
+    sqlx::query("DELETE FROM revisions WHERE version < ?")
+        .bind(keep_from)
+        .execute(&mut *conn)
+        .await?;
+    // The data the oldest kept revision is rebuilt from starts at the
+    // newest checkpoint at or before it.
+    sqlx::query(
+        "DELETE FROM revision_data WHERE version < (
+             SELECT MAX(version) FROM revision_data
+             WHERE checkpoint IS NOT NULL AND version <= (SELECT MIN(version) FROM revisions))",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Revisions newest first: at most `limit`, older than `before` if given.
+pub async fn list(
+    conn: &mut SqliteConnection,
+    limit: u32,
+    before: Option<u64>,
+) -> Result<Vec<RevisionView>, StoreError> {
+    let rows: Vec<RevisionRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM revisions WHERE version < ? ORDER BY version DESC LIMIT ?"
+    ))
+    .bind(before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64))
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(RevisionView::try_from).collect()
+}
+
+/// The kept revision at `version`.
+pub async fn get(
+    conn: &mut SqliteConnection,
+    version: u64,
+) -> Result<Option<RevisionView>, StoreError> {
+    let Ok(v) = i64::try_from(version) else {
+        return Ok(None);
+    };
+    let row: Option<RevisionRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM revisions WHERE version = ?"
+    ))
+    .bind(v)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(RevisionView::try_from).transpose()
+}
+
+/// The whole config at a kept revision's `version`, or `None` when that
+/// revision is not kept.
+pub async fn state_at(
+    conn: &mut SqliteConnection,
+    version: u64,
+) -> Result<Option<Resources>, StoreError> {
+    if get(conn, version).await?.is_none() {
+        return Ok(None);
+    }
+    let v = version as i64;
+    let checkpoint: Option<(i64, String)> = sqlx::query_as(
+        "SELECT version, checkpoint FROM revision_data
+         WHERE checkpoint IS NOT NULL AND version <= ? ORDER BY version DESC LIMIT 1",
+    )
+    .bind(v)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((from, doc)) = checkpoint else {
+        return Err(StoreError::Corrupt(format!(
+            "no checkpoint at or before revision {version}"
+        )));
+    };
+    let doc: Value = serde_json::from_str(&doc)
+        .map_err(|e| StoreError::Corrupt(format!("bad revision checkpoint {from}: {e}")))?;
+    let mut state = Resources::of_document(&doc);
+    let deltas: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT version, delta FROM revision_data WHERE version > ? AND version <= ? ORDER BY version",
+    )
+    .bind(from)
+    .bind(v)
+    .fetch_all(&mut *conn)
+    .await?;
+    if deltas.len() as i64 != v - from {
+        return Err(StoreError::Corrupt(format!(
+            "revision data between {from} and {version} is incomplete"
+        )));
+    }
+    for (at, delta) in deltas {
+        let delta =
+            delta.ok_or_else(|| StoreError::Corrupt(format!("revision {at} has no delta")))?;
+        let delta: Resources = serde_json::from_str(&delta)
+            .map_err(|e| StoreError::Corrupt(format!("bad revision delta {at}: {e}")))?;
+        state.apply(delta);
+    }
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(routes: &[(&str, i64)], upstreams: &[(&str, i64)]) -> Resources {
+        let map = |items: &[(&str, i64)]| {
+            items
+                .iter()
+                .map(|(n, x)| (n.to_string(), Some(serde_json::json!({"name": n, "x": x}))))
+                .collect()
+        };
+        Resources {
+            routes: map(routes),
+            upstreams: map(upstreams),
+        }
+    }
+
+    /// A summary names what was added, changed and removed; the delta
+    /// carries just those, and applying it to the state before gives the
+    /// state after.
+    #[test]
+    fn a_delta_takes_the_state_before_to_the_state_after() {
+        let before = state(&[("a", 1), ("b", 1)], &[("u", 1), ("v", 1)]);
+        let after = state(&[("b", 2), ("c", 1)], &[("u", 1), ("v", 3)]);
+        let s = summary(&before, &after);
+        assert_eq!(s.routes.added, ["c"]);
+        assert_eq!(s.routes.changed, ["b"]);
+        assert_eq!(s.routes.removed, ["a"]);
+        assert_eq!(s.upstreams.changed, ["v"]);
+        assert!(s.upstreams.added.is_empty() && s.upstreams.removed.is_empty());
+        let d = delta(&after, &s);
+        assert_eq!(d.routes.len(), 3);
+        assert_eq!(d.upstreams.len(), 1);
+        let mut rebuilt = before.clone();
+        rebuilt.apply(d);
+        assert_eq!(rebuilt, after);
+        assert!(summary(&after, &after).is_empty());
+    }
+
+    /// A document and its state go both ways.
+    #[test]
+    fn documents_and_states_round_trip() {
+        let s = state(&[("r", 1)], &[("u", 2)]);
+        let doc = s.document(7);
+        assert_eq!(doc["version"], 7);
+        assert_eq!(Resources::of_document(&doc), s);
+    }
+}
