@@ -368,6 +368,15 @@ impl BackendState {
         self.settle(&mut self.live());
     }
 
+    /// Record an admin change of this backend (`backend added`, `weight
+    /// set to 0 (was 1)`): an entry whose `from` and `to` are its state
+    /// now, not counted as a transition in the metrics.
+    pub fn note_admin_change(&self, reason: String) {
+        let mut live = self.live();
+        self.settle(&mut live);
+        live.history.note(unix_ms(), reason);
+    }
+
     fn live(&self) -> MutexGuard<'_, Live> {
         lock(&self.live)
     }

@@ -47,10 +47,19 @@ async fn a_probe_flip_and_its_reason_are_kept_across_a_config_change_and_counted
             "backends": [{"url": a.url}, {"url": b.url}]}))
         .await;
     let t = until_last_is(&gw, &a.url, "healthy").await;
-    assert_eq!(t.len(), 1, "{t:?}");
-    assert_eq!(t[0]["from"], "unknown");
-    assert_eq!(t[0]["reason"], "probe: ok 200");
-    assert!(t[0]["at_unix_ms"].as_u64().unwrap() > 0);
+    assert_eq!(t.len(), 2, "{t:?}");
+    // The admin change first, with the state it found.
+    assert_eq!(
+        (&t[0]["from"], &t[0]["to"], &t[0]["reason"]),
+        (
+            &json!("unknown"),
+            &json!("unknown"),
+            &json!("backend added")
+        )
+    );
+    assert_eq!(t[1]["from"], "unknown");
+    assert_eq!(t[1]["reason"], "probe: ok 200");
+    assert!(t[1]["at_unix_ms"].as_u64().unwrap() > 0);
 
     // It stops answering probes: the probe's error is the reason.
     a.kill();
@@ -69,6 +78,10 @@ async fn a_probe_flip_and_its_reason_are_kept_across_a_config_change_and_counted
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(gw.backend_health("u", &b.url).await["weight"], 4);
     assert_eq!(transitions(&gw, &a.url).await, t, "kept by the patch");
+    let tb = transitions(&gw, &b.url).await;
+    let last = tb.last().unwrap();
+    assert_eq!(last["reason"], "weight set to 4 (was 1)", "{tb:?}");
+    assert_eq!(last["from"], last["to"]);
 
     // Back: a probe passes again.
     let a = a.restart().await;
@@ -79,7 +92,7 @@ async fn a_probe_flip_and_its_reason_are_kept_across_a_config_change_and_counted
         (&json!("unhealthy"), &json!("probe: ok 200"))
     );
     assert!(up_again["at_unix_ms"].as_u64() >= down["at_unix_ms"].as_u64());
-    assert_eq!(t.len(), 3, "{t:?}");
+    assert_eq!(t.len(), 4, "{t:?}");
 
     // The metric counts the same transitions.
     let m = gw.metrics().await;
@@ -116,7 +129,7 @@ async fn at_most_twenty_transitions_are_kept_and_all_are_counted() {
         "backends": [{"url": a.url}]}))
         .await;
     until_last_is(&gw, &a.url, "healthy").await;
-    // 1 + 2 × 12 = 25 transitions.
+    // Added, then 1 + 2 × 12 = 25 transitions.
     for _ in 0..12 {
         a.set_healthy(false);
         until_last_is(&gw, &a.url, "unhealthy").await;
@@ -125,7 +138,8 @@ async fn at_most_twenty_transitions_are_kept_and_all_are_counted() {
     }
     let t = transitions(&gw, &a.url).await;
     assert_eq!(t.len(), 20, "{t:?}");
-    assert_eq!(t[0]["from"], "healthy", "the oldest five are gone");
+    assert_eq!(t[0]["from"], "healthy", "the oldest six are gone");
+    assert!(t.iter().all(|x| x["reason"] != "backend added"));
     for w in t.windows(2) {
         assert_eq!(w[0]["to"], w[1]["from"], "a chain: {t:?}");
         assert!(w[0]["at_unix_ms"].as_u64() <= w[1]["at_unix_ms"].as_u64());
@@ -155,9 +169,10 @@ async fn a_passive_ejection_and_its_end_are_in_the_history() {
     })
     .await
     .expect("a is ejected");
-    assert_eq!(ejected[0]["from"], "unknown");
+    let ejection = ejected.iter().find(|x| x["to"] == "ejected").unwrap();
+    assert_eq!(ejection["from"], "unknown");
     assert_eq!(
-        ejected[0]["reason"],
+        ejection["reason"],
         "3 consecutive failures: ejected for 200 ms"
     );
     let t = until_last_is(&gw, &a.url, "unknown").await;

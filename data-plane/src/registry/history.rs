@@ -3,7 +3,9 @@
 //! changes like the rest of it) and written only where a transition
 //! already happens: a probe that flips health, a passive failure streak
 //! crossing its threshold, an ejection and its end, `failing` ending, a
-//! health check removed. Never touched by a request that changes nothing.
+//! health check removed; and an admin change of the backend (added, its
+//! weight set), with `from` = `to`. Never touched by a request that
+//! changes nothing.
 
 use std::collections::VecDeque;
 
@@ -61,6 +63,20 @@ impl History {
         });
         self.last = to;
         true
+    }
+
+    /// Record an admin change that leaves the state as it is (`from` and
+    /// `to` both the current one).
+    pub(super) fn note(&mut self, at_unix_ms: u64, reason: String) {
+        if self.ring.len() == HISTORY_LEN {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(Transition {
+            at_unix_ms,
+            from: self.last,
+            to: self.last,
+            reason,
+        });
     }
 
     /// The transitions kept, oldest first.
