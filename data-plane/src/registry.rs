@@ -392,7 +392,12 @@ impl BackendState {
         if until != 0 && now < until {
             return;
         }
-        let ago_ms = now.saturating_sub(until) / 1_000_000;
+        // (`until` is only cleared under this lock, and noted then.)
+        let ago_ms = if until == 0 {
+            0
+        } else {
+            now.saturating_sub(until) / 1_000_000
+        };
         let at = unix_ms().saturating_sub(ago_ms);
         let to = self.condition();
         if live.history.push(at, to, "ejection ended".to_string()) {

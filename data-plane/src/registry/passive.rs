@@ -118,6 +118,9 @@ impl BackendState {
         if !self.failing.load(Ordering::SeqCst) {
             // The lock only when it may start failing: a transition.
             let mut live = self.live();
+            // Before the change: an ejection that ran out ended in the
+            // state it left, not in `failing`.
+            self.settle(&mut live);
             if !self.failing.swap(true, Ordering::SeqCst) {
                 // A success between the failure and here cleared the
                 // streak (and found nothing to clear): undo, or nothing
@@ -130,7 +133,6 @@ impl BackendState {
                 self.failing_logged_ns.store(now, Ordering::Relaxed);
                 self.failing_unlogged.store(0, Ordering::Relaxed);
                 self.stats.flips[3].fetch_add(1, Ordering::Relaxed);
-                self.settle(&mut live);
                 self.noted(
                     &mut live,
                     format!("{streak} consecutive failures (not ejected)"),
@@ -322,6 +324,45 @@ mod tests {
                 ("healthy", "failing", "1 consecutive failures (not ejected)"),
                 ("failing", "healthy", "a request succeeded"),
                 ("healthy", "unknown", "health check removed"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ejection_that_ran_out_is_recorded_before_the_next_change() {
+        let s = BackendState::default();
+        s.record_failure();
+        s.eject(Duration::from_millis(10), Duration::from_millis(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.is_ejected() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Nobody looked until the next streak made it failing.
+        s.record_failure();
+        assert_eq!(s.mark_failing(), Failing::Started);
+        let seen: Vec<_> = s
+            .transitions()
+            .iter()
+            .map(|t| (t.from, t.to, t.reason.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    Condition::Unknown,
+                    Condition::Ejected,
+                    "1 consecutive failures: ejected for 10 ms".to_string()
+                ),
+                (
+                    Condition::Ejected,
+                    Condition::Unknown,
+                    "ejection ended".to_string()
+                ),
+                (
+                    Condition::Unknown,
+                    Condition::Failing,
+                    "1 consecutive failures (not ejected)".to_string()
+                ),
             ]
         );
     }
