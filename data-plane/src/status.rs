@@ -6,7 +6,7 @@
 //! from one snapshot and the live state its backends hold, so a caller
 //! needs neither the compiled snapshot's types nor the registry's; the
 //! reads are relaxed atomics (and a short lock per backend for its probe
-//! record), never on the request path.
+//! record and transition history), never on the request path.
 
 use serde::Serialize;
 
