@@ -224,6 +224,9 @@ pub struct BackendStats {
     pub probes: [AtomicU64; 2],
     /// Flips to healthy, unhealthy, ejected, failing (as [`FLIPS`]).
     pub flips: [AtomicU64; 4],
+    /// Transitions of its folded state recorded in its history, by the
+    /// state moved to (slots in the order of `registry::Condition`).
+    pub transitions: [AtomicU64; 5],
 }
 
 impl BackendStats {

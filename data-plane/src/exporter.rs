@@ -15,6 +15,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::counters::{AtomicHistogram, ERROR_KINDS, FLIPS, RequestStats};
 use crate::plane::DataPlane;
+use crate::registry::Condition;
 
 fn label(name: &str, value: &str) -> proto::LabelPair {
     let mut l = proto::LabelPair::default();
@@ -65,7 +66,7 @@ pub struct LiveCollector {
 }
 
 /// (name, help) of every family [`LiveCollector`] exports.
-const FAMILIES: [(&str, &str); 15] = [
+const FAMILIES: [(&str, &str); 16] = [
     (
         "switchyard_requests_total",
         "Proxied requests by route, upstream, method and status.",
@@ -126,6 +127,10 @@ const FAMILIES: [(&str, &str); 15] = [
         "switchyard_policy_denials_total",
         "Requests a route's policy denied, by route and policy (ip_allow, ip_deny, cors, auth, rate_limit).",
     ),
+    (
+        "switchyard_backend_transitions_total",
+        "Backend state transitions (as in its health history) by the state moved to: healthy, unknown, unhealthy, ejected, failing.",
+    ),
 ];
 
 impl LiveCollector {
@@ -185,6 +190,7 @@ impl Collector for LiveCollector {
         let mut in_flight = Vec::new();
         let mut probes = Vec::new();
         let mut flips = Vec::new();
+        let mut transitions = Vec::new();
         for u in snap.upstreams() {
             retries.push(counter(
                 vec![label("upstream", &u.name)],
@@ -211,6 +217,14 @@ impl Collector for LiveCollector {
                     let mut l = ub();
                     l.push(label("to", to));
                     flips.push(counter(l, st.flips[i].load(Ordering::Relaxed) as f64));
+                }
+                // An ejection that ran out since the last look is counted.
+                b.state.settle_transitions();
+                for to in Condition::ALL {
+                    let mut l = ub();
+                    l.push(label("to", to.as_str()));
+                    let n = st.transitions[to as usize].load(Ordering::Relaxed);
+                    transitions.push(counter(l, n as f64));
                 }
             }
         }
@@ -243,6 +257,7 @@ impl Collector for LiveCollector {
                 vec![counter(vec![], crate::recover::panics() as f64)],
             ),
             (MetricType::COUNTER, denials),
+            (MetricType::COUNTER, transitions),
         ];
         FAMILIES
             .iter()

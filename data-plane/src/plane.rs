@@ -76,8 +76,10 @@ impl DataPlane {
     /// checks are reconciled (call inside a tokio runtime when the config
     /// has health checks).
     pub fn install(&self, snapshot: Snapshot) -> Result<(), Stale> {
-        self.swap(snapshot)?;
+        let previous = self.swap(snapshot)?;
         let live = self.snapshot();
+        let names: Vec<&str> = live.upstreams().map(|u| &*u.name).collect();
+        note_admin_changes(&previous, &live, &names);
         self.registry.retain(&live.live_keys());
         self.health.reconcile(&live);
         Ok(())
@@ -105,14 +107,17 @@ impl DataPlane {
     /// forget the live state it `retired`: cost in proportion to the
     /// patch, not to the config.
     pub fn install_patched(&self, snapshot: Snapshot, retired: &Retired) -> Result<(), Stale> {
-        self.swap(snapshot)?;
+        let previous = self.swap(snapshot)?;
+        let names: Vec<&str> = retired.changed_upstreams.iter().map(|n| &**n).collect();
+        note_admin_changes(&previous, &self.snapshot(), &names);
         self.registry
             .forget(&retired.routes, &retired.upstreams, &retired.backends);
         self.health.reconcile_retired(&self.snapshot(), retired);
         Ok(())
     }
 
-    fn swap(&self, snapshot: Snapshot) -> Result<(), Stale> {
+    /// Put `snapshot` in force; returns the one it replaced.
+    fn swap(&self, snapshot: Snapshot) -> Result<Arc<Snapshot>, Stale> {
         let offered = Arc::new(snapshot);
         let previous = self.current.rcu(|live| {
             if live.version() > offered.version() {
@@ -127,7 +132,36 @@ impl DataPlane {
                 live: previous.version(),
             });
         }
-        Ok(())
+        Ok(previous)
+    }
+}
+
+/// Note in the health history of the backends of `upstreams` (as they are
+/// in `new`) what an admin change did to them since `old`: added, or a
+/// weight set. Runs after the install, so a change refused or rolled back
+/// is never noted.
+fn note_admin_changes(old: &Snapshot, new: &Snapshot, upstreams: &[&str]) {
+    for name in upstreams {
+        let Some(u) = new.upstream_named(name) else {
+            continue;
+        };
+        let before = old.upstream_named(name);
+        for b in u.backends.iter() {
+            let was = before.and_then(|o| o.backends.iter().find(|x| x.url == b.url));
+            match was {
+                // A state the old snapshot did not hold is a new backend
+                // (or one removed and added again).
+                Some(w) if Arc::ptr_eq(&w.state, &b.state) => {
+                    if w.weight != b.weight {
+                        b.state.note_admin_change(format!(
+                            "weight set to {} (was {})",
+                            b.weight, w.weight
+                        ));
+                    }
+                }
+                _ => b.state.note_admin_change("backend added".to_string()),
+            }
+        }
     }
 }
 
@@ -173,5 +207,29 @@ mod tests {
         assert_eq!(plane.snapshot().version(), 5);
         publish(6).unwrap();
         assert_eq!(plane.snapshot().version(), 6);
+    }
+
+    #[test]
+    fn an_install_notes_added_backends_and_weight_changes_in_their_history() {
+        let plane = DataPlane::new();
+        let with_weight = |version: u64, weight: u32| -> GatewayConfig {
+            serde_json::from_value(serde_json::json!({
+                "version": version, "routes": [],
+                "upstreams": [{"name": "u", "backends": [
+                    {"id": 1, "url": "http://127.0.0.1:9001", "weight": weight}]}],
+            }))
+            .unwrap()
+        };
+        let publish = |c: &GatewayConfig| plane.install(plane.compile(c).unwrap()).unwrap();
+        publish(&with_weight(1, 1));
+        publish(&with_weight(2, 1));
+        publish(&with_weight(3, 0));
+        let snap = plane.snapshot();
+        let t = snap.upstream_named("u").unwrap().backends[0]
+            .state
+            .transitions();
+        let reasons: Vec<&str> = t.iter().map(|t| t.reason.as_str()).collect();
+        assert_eq!(reasons, ["backend added", "weight set to 0 (was 1)"]);
+        assert!(t.iter().all(|t| t.from == t.to));
     }
 }

@@ -21,7 +21,10 @@ use crate::clock::{now_ns, unix_ms};
 use crate::counters::{BackendStats, RequestStats};
 use crate::transport::client::{self, ClientError, ClientKey, UpstreamClient};
 
+mod history;
 mod passive;
+use history::History;
+pub use history::{HISTORY_LEN, Transition};
 pub use passive::{Condition, FAILING_LOG_EVERY, Failing};
 
 /// The keys of everything a snapshot holds live state for (see
@@ -128,7 +131,10 @@ pub struct BackendState {
     ejections_total: AtomicU64,
     ewma_ns: AtomicU64,
     ewma_stamp_ns: AtomicU64,
-    probes: Mutex<ProbeRecord>,
+    /// The probe record and the transition history: taken by probes, by
+    /// transitions and by status reads, never by a request that changes
+    /// nothing.
+    live: Mutex<Live>,
     stats: BackendStats,
     /// Idle keep-alive connections (plain HTTP/1.1 backends).
     pool: crate::transport::pool::ConnPool,
@@ -149,9 +155,12 @@ impl Default for BackendState {
             ejections_total: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(EWMA_INITIAL_NS),
             ewma_stamp_ns: AtomicU64::new(0),
-            probes: Mutex::new(ProbeRecord {
-                since_unix_ms: unix_ms(),
-                ..ProbeRecord::default()
+            live: Mutex::new(Live {
+                record: ProbeRecord {
+                    since_unix_ms: unix_ms(),
+                    ..ProbeRecord::default()
+                },
+                history: History::default(),
             }),
             stats: BackendStats::default(),
             pool: Default::default(),
@@ -252,7 +261,31 @@ impl BackendState {
         unhealthy_threshold: u32,
     ) -> ProbeFlips {
         self.stats.probes[usize::from(!passed)].fetch_add(1, Ordering::Relaxed);
-        let mut rec = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.live();
+        self.settle(&mut live);
+        let reason = format!("probe: {result}");
+        let flips = self.probe_changes(
+            &mut live.record,
+            passed,
+            result,
+            latency,
+            healthy_threshold,
+            unhealthy_threshold,
+        );
+        self.noted(&mut live, reason);
+        flips
+    }
+
+    /// [`BackendState::record_probe`]'s changes, under its lock.
+    fn probe_changes(
+        &self,
+        rec: &mut ProbeRecord,
+        passed: bool,
+        result: String,
+        latency: Duration,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> ProbeFlips {
         rec.last_probe_unix_ms = Some(unix_ms());
         rec.last_result = Some(result);
         rec.last_latency_ms = Some(latency.as_secs_f64() * 1e3);
@@ -305,22 +338,90 @@ impl BackendState {
 
     /// Forget active health (the upstream stopped health checking).
     pub fn reset_health(&self) {
+        let mut live = self.live();
+        self.settle(&mut live);
         if self.health.swap(Health::Unknown as u8, Ordering::Relaxed) != Health::Unknown as u8 {
             availability_changed();
-            self.probes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .since_unix_ms = unix_ms();
+            live.record.since_unix_ms = unix_ms();
+            self.noted(&mut live, "health check removed".to_string());
         }
     }
 
     /// A copy of the probe record, for status pages.
     pub fn probe_record(&self) -> ProbeRecord {
-        self.probes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.live().record.clone()
     }
+
+    /// Its last [`HISTORY_LEN`] transitions, oldest first (an ejection
+    /// that ran out since the last look is recorded first).
+    pub fn transitions(&self) -> Vec<Transition> {
+        let mut live = self.live();
+        self.settle(&mut live);
+        live.history.to_vec()
+    }
+
+    /// Record an ejection that ran out since the last look, if any, so
+    /// that the next entry does not hide it (and so that
+    /// `switchyard_backend_transitions_total` counts it). Cheap: one
+    /// comparison when it was not ejected.
+    pub fn settle_transitions(&self) {
+        self.settle(&mut self.live());
+    }
+
+    /// Record an admin change of this backend (`backend added`, `weight
+    /// set to 0 (was 1)`): an entry whose `from` and `to` are its state
+    /// now, not counted as a transition in the metrics.
+    pub fn note_admin_change(&self, reason: String) {
+        let mut live = self.live();
+        self.settle(&mut live);
+        live.history.note(unix_ms(), reason);
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        lock(&self.live)
+    }
+
+    /// Under the lock, before a change: if the history left it ejected and
+    /// the ejection has run out, record that, at the time it ran out.
+    fn settle(&self, live: &mut Live) {
+        if live.history.last != Condition::Ejected {
+            return;
+        }
+        let now = now_ns();
+        let until = self.ejected_until_ns.load(Ordering::Relaxed);
+        if until != 0 && now < until {
+            return;
+        }
+        // (`until` is only cleared under this lock, and noted then.)
+        let ago_ms = if until == 0 {
+            0
+        } else {
+            now.saturating_sub(until) / 1_000_000
+        };
+        let at = unix_ms().saturating_sub(ago_ms);
+        let to = self.condition();
+        if live.history.push(at, to, "ejection ended".to_string()) {
+            self.stats.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
+            live.record.since_unix_ms = at;
+        }
+    }
+
+    /// Under the lock, after a change: record it if its condition moved.
+    fn noted(&self, live: &mut Live, reason: String) {
+        let to = self.condition();
+        let at = unix_ms();
+        if live.history.push(at, to, reason) {
+            self.stats.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
+            live.record.since_unix_ms = at;
+        }
+    }
+}
+
+/// What a backend's lock guards.
+#[derive(Debug)]
+struct Live {
+    record: ProbeRecord,
+    history: History,
 }
 
 /// What one probe changed (see [`BackendState::record_probe`]).

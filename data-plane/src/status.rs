@@ -6,11 +6,11 @@
 //! from one snapshot and the live state its backends hold, so a caller
 //! needs neither the compiled snapshot's types nor the registry's; the
 //! reads are relaxed atomics (and a short lock per backend for its probe
-//! record), never on the request path.
+//! record and transition history), never on the request path.
 
 use serde::Serialize;
 
-use crate::registry::Health;
+use crate::registry::{Health, Transition};
 use crate::snapshot::{CompiledUpstream, Snapshot};
 
 /// The whole live status.
@@ -55,13 +55,20 @@ pub struct BackendStatus {
     pub in_flight: u64,
     pub requests: u64,
     pub ewma_ms: f64,
+    /// Its last [`crate::registry::HISTORY_LEN`] state transitions, oldest
+    /// first. Only in the one upstream's view
+    /// ([`UpstreamStatus::named`]), not in the whole [`Status`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transitions: Option<Vec<Transition>>,
 }
 
 impl Status {
     /// The status of `snapshot` (upstreams sorted by name).
     pub fn of(snapshot: &Snapshot) -> Status {
-        let mut upstreams: Vec<UpstreamStatus> =
-            snapshot.upstreams().map(UpstreamStatus::of).collect();
+        let mut upstreams: Vec<UpstreamStatus> = snapshot
+            .upstreams()
+            .map(|u| UpstreamStatus::of(u, false))
+            .collect();
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         Status {
             config_version: snapshot.version(),
@@ -72,12 +79,15 @@ impl Status {
 }
 
 impl UpstreamStatus {
-    /// The status of upstream `name` in `snapshot`, if it is there.
+    /// The status of upstream `name` in `snapshot`, if it is there, with
+    /// each backend's transition history.
     pub fn named(snapshot: &Snapshot, name: &str) -> Option<UpstreamStatus> {
-        snapshot.upstream_named(name).map(UpstreamStatus::of)
+        snapshot
+            .upstream_named(name)
+            .map(|u| UpstreamStatus::of(u, true))
     }
 
-    fn of(u: &CompiledUpstream) -> UpstreamStatus {
+    fn of(u: &CompiledUpstream, history: bool) -> UpstreamStatus {
         UpstreamStatus {
             name: u.name.to_string(),
             strategy: u.strategy.as_str(),
@@ -87,6 +97,9 @@ impl UpstreamStatus {
                 .backends
                 .iter()
                 .map(|b| {
+                    // First, so that an ejection that ran out is recorded
+                    // before the record is read.
+                    let transitions = history.then(|| b.state.transitions());
                     let probes = b.state.probe_record();
                     BackendStatus {
                         id: b.id,
@@ -105,6 +118,7 @@ impl UpstreamStatus {
                         in_flight: b.state.in_flight(),
                         requests: b.state.requests(),
                         ewma_ms: b.state.ewma_ns() as f64 / 1e6,
+                        transitions,
                     }
                 })
                 .collect(),

@@ -13,6 +13,7 @@ mod durability;
 mod flags;
 mod hardening;
 mod health;
+mod health_history;
 mod inline;
 mod live;
 mod observability;

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{BackendState, Health, availability_changed};
-use crate::clock::{now_ns, unix_ms};
+use crate::clock::now_ns;
 
 /// A backend's state with every signal folded in: the `state` of the
 /// status views, and what `switchyard_backend_healthy` reports.
@@ -31,6 +31,16 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Every condition, in declaration order (the slots of
+    /// `BackendStats::transitions`).
+    pub const ALL: [Condition; 5] = [
+        Condition::Healthy,
+        Condition::Unknown,
+        Condition::Unhealthy,
+        Condition::Ejected,
+        Condition::Failing,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Condition::Healthy => "healthy",
@@ -105,18 +115,30 @@ impl BackendState {
 
     /// [`BackendState::mark_failing`] at `now` (on [`now_ns`]'s clock).
     fn mark_failing_at(&self, now: u64) -> Failing {
-        if !self.failing.load(Ordering::SeqCst) && !self.failing.swap(true, Ordering::SeqCst) {
-            // A success between the failure and here cleared the streak
-            // (and found nothing to clear): undo, or nothing would.
-            if self.passive_failures.load(Ordering::SeqCst) == 0 {
-                self.failing.store(false, Ordering::SeqCst);
-                return Failing::Quiet;
+        if !self.failing.load(Ordering::SeqCst) {
+            // The lock only when it may start failing: a transition.
+            let mut live = self.live();
+            // Before the change: an ejection that ran out ended in the
+            // state it left, not in `failing`.
+            self.settle(&mut live);
+            if !self.failing.swap(true, Ordering::SeqCst) {
+                // A success between the failure and here cleared the
+                // streak (and found nothing to clear): undo, or nothing
+                // would.
+                let streak = self.passive_failures.load(Ordering::SeqCst);
+                if streak == 0 {
+                    self.failing.store(false, Ordering::SeqCst);
+                    return Failing::Quiet;
+                }
+                self.failing_logged_ns.store(now, Ordering::Relaxed);
+                self.failing_unlogged.store(0, Ordering::Relaxed);
+                self.stats.flips[3].fetch_add(1, Ordering::Relaxed);
+                self.noted(
+                    &mut live,
+                    format!("{streak} consecutive failures (not ejected)"),
+                );
+                return Failing::Started;
             }
-            self.failing_logged_ns.store(now, Ordering::Relaxed);
-            self.failing_unlogged.store(0, Ordering::Relaxed);
-            self.stats.flips[3].fetch_add(1, Ordering::Relaxed);
-            self.changed_now();
-            return Failing::Started;
         }
         self.failing_unlogged.fetch_add(1, Ordering::Relaxed);
         let last = self.failing_logged_ns.load(Ordering::Relaxed);
@@ -133,11 +155,16 @@ impl BackendState {
         Failing::Quiet
     }
 
-    /// End `failing`; whether it was.
+    /// End `failing` after a request succeeded; whether it was.
     fn end_failing(&self) -> bool {
+        if !self.failing.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut live = self.live();
+        self.settle(&mut live);
         let was = self.failing.swap(false, Ordering::SeqCst);
         if was {
-            self.changed_now();
+            self.noted(&mut live, "a request succeeded".to_string());
         }
         was
     }
@@ -145,6 +172,9 @@ impl BackendState {
     /// Eject for `base` × (ejections in a row), at most `max`. Returns how
     /// long.
     pub fn eject(&self, base: Duration, max: Duration) -> Duration {
+        let mut live = self.live();
+        self.settle(&mut live);
+        let failures = self.passive_failures.load(Ordering::SeqCst);
         let streak = self.ejection_streak.fetch_add(1, Ordering::Relaxed) + 1;
         let period = base.saturating_mul(streak).min(max);
         self.ejected_until_ns
@@ -156,16 +186,14 @@ impl BackendState {
         self.failing.store(false, Ordering::SeqCst);
         self.ejections_total.fetch_add(1, Ordering::Relaxed);
         self.stats.flips[2].fetch_add(1, Ordering::Relaxed);
-        self.changed_now();
+        self.noted(
+            &mut live,
+            format!(
+                "{failures} consecutive failures: ejected for {} ms",
+                period.as_millis()
+            ),
+        );
         period
-    }
-
-    /// Note the time of a state change for the status views.
-    fn changed_now(&self) {
-        self.probes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .since_unix_ms = unix_ms();
     }
 }
 
@@ -230,5 +258,112 @@ mod tests {
         assert!(!s.record_success());
         assert_eq!(s.mark_failing(), Failing::Quiet);
         assert_eq!(s.condition(), Condition::Unknown);
+    }
+
+    #[test]
+    fn transitions_are_recorded_with_their_reasons_and_counted() {
+        let s = BackendState::default();
+        s.record_probe(true, "ok 200".into(), Duration::ZERO, 2, 2);
+        s.record_probe(false, "status 503".into(), Duration::ZERO, 2, 1);
+        s.record_probe(true, "ok 200".into(), Duration::ZERO, 1, 2);
+        for _ in 0..5 {
+            s.record_failure();
+        }
+        s.eject(Duration::from_millis(20), Duration::from_millis(20));
+        let t = s.transitions();
+        let seen: Vec<_> = t
+            .iter()
+            .map(|t| (t.from.as_str(), t.to.as_str(), t.reason.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("unknown", "healthy", "probe: ok 200"),
+                ("healthy", "unhealthy", "probe: status 503"),
+                ("unhealthy", "healthy", "probe: ok 200"),
+                (
+                    "healthy",
+                    "ejected",
+                    "5 consecutive failures: ejected for 20 ms"
+                ),
+            ]
+        );
+        // The ejection runs out by itself: recorded when next looked at,
+        // at the time it ended.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.is_ejected() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = s.transitions();
+        let last = t.last().unwrap();
+        assert_eq!(
+            (last.from, last.to, last.reason.as_str()),
+            (Condition::Ejected, Condition::Healthy, "ejection ended")
+        );
+        assert!(last.at_unix_ms >= t[3].at_unix_ms);
+        assert_eq!(s.transitions().len(), 5, "noted once");
+        let counted: Vec<u64> = Condition::ALL
+            .iter()
+            .map(|c| s.stats().transitions[*c as usize].load(Ordering::Relaxed))
+            .collect();
+        // healthy, unknown, unhealthy, ejected, failing
+        assert_eq!(counted, [3, 0, 1, 1, 0]);
+        // Failing and its end by a request; a health check removed.
+        s.record_failure();
+        s.mark_failing();
+        assert!(s.record_success());
+        s.reset_health();
+        let t = s.transitions();
+        let tail: Vec<_> = t[5..]
+            .iter()
+            .map(|t| (t.from.as_str(), t.to.as_str(), t.reason.as_str()))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("healthy", "failing", "1 consecutive failures (not ejected)"),
+                ("failing", "healthy", "a request succeeded"),
+                ("healthy", "unknown", "health check removed"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ejection_that_ran_out_is_recorded_before_the_next_change() {
+        let s = BackendState::default();
+        s.record_failure();
+        s.eject(Duration::from_millis(10), Duration::from_millis(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.is_ejected() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Nobody looked until the next streak made it failing.
+        s.record_failure();
+        assert_eq!(s.mark_failing(), Failing::Started);
+        let seen: Vec<_> = s
+            .transitions()
+            .iter()
+            .map(|t| (t.from, t.to, t.reason.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    Condition::Unknown,
+                    Condition::Ejected,
+                    "1 consecutive failures: ejected for 10 ms".to_string()
+                ),
+                (
+                    Condition::Ejected,
+                    Condition::Unknown,
+                    "ejection ended".to_string()
+                ),
+                (
+                    Condition::Unknown,
+                    Condition::Failing,
+                    "1 consecutive failures (not ejected)".to_string()
+                ),
+            ]
+        );
     }
 }
