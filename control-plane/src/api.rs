@@ -19,6 +19,7 @@ pub mod config;
 #[cfg(test)]
 mod contract_tests;
 pub mod error;
+mod explain;
 pub mod extract;
 mod revisions;
 mod routes;
@@ -83,6 +84,7 @@ pub fn app(state: AdminState) -> Router {
                 .delete(backends::remove),
         )
         .route("/admin/status", get(status::status))
+        .route("/admin/explain", get(explain::explain))
         .route("/admin/revisions", get(revisions::list))
         .route("/admin/revisions/{version}", get(revisions::read))
         .route("/admin/revisions/{version}/diff", get(revisions::diff))

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use data_plane::status::UpstreamStatus;
+use data_plane::status::{UpstreamStatus, expected_shares};
 use data_plane::{BuildError, DataPlane, Patch, PatchOutcome};
 use serde::Serialize;
 use serde_json::Value;
@@ -457,10 +457,9 @@ pub fn document_patch(before: &ConfigView, after: &ConfigView) -> json_patch::Pa
     json_patch::diff(&strip(before), &strip(after))
 }
 
-/// An upstream's expected split (url, weight, share): the backends that
-/// take traffic — weight above 0, not unhealthy or ejected — share it by
-/// weight (`round_robin`: equally); when none does, a `fail_open` upstream
-/// spreads over all with weight, another sends nowhere.
+/// An upstream's expected split (url, weight, share), from its config
+/// document and its backends' live states ([`expected_shares`]: a backend
+/// is up unless `unhealthy` or `ejected`).
 pub fn split(
     upstream: Option<Value>,
     state_of: &dyn Fn(&str) -> String,
@@ -468,37 +467,30 @@ pub fn split(
     let Some(u) = upstream else {
         return Vec::new();
     };
-    let equal = u["strategy"].as_str() == Some("round_robin");
-    let fail_open = u["fail_open"].as_bool().unwrap_or(false);
     let backends: Vec<(String, u32)> = u["backends"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|b| Some((b["url"].as_str()?.to_string(), b["weight"].as_u64()? as u32)))
         .collect();
-    let up = |url: &str| !matches!(state_of(url).as_str(), "unhealthy" | "ejected");
-    let mut takers: Vec<bool> = backends.iter().map(|(url, w)| *w > 0 && up(url)).collect();
-    if !takers.contains(&true) && fail_open {
-        takers = backends.iter().map(|(_, w)| *w > 0).collect();
-    }
-    let part = |(_, w): &(String, u32)| if equal { 1.0 } else { f64::from(*w) };
-    let total: f64 = backends
+    let up: Vec<(u32, bool)> = backends
         .iter()
-        .zip(&takers)
-        .filter(|(_, t)| **t)
-        .map(|(b, _)| part(b))
-        .sum();
-    backends
-        .iter()
-        .zip(&takers)
-        .map(|(b, t)| {
-            let share = if *t && total > 0.0 {
-                part(b) / total
-            } else {
-                0.0
-            };
-            (b.0.clone(), b.1, share)
+        .map(|(url, w)| {
+            (
+                *w,
+                !matches!(state_of(url).as_str(), "unhealthy" | "ejected"),
+            )
         })
+        .collect();
+    let (_, shares) = expected_shares(
+        u["strategy"].as_str() == Some("round_robin"),
+        u["fail_open"].as_bool().unwrap_or(false),
+        &up,
+    );
+    backends
+        .into_iter()
+        .zip(shares)
+        .map(|((url, w), share)| (url, w, share))
         .collect()
 }
 

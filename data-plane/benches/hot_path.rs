@@ -12,6 +12,10 @@
 //!   shared upstream and with one inline upstream per route (what 10k
 //!   `POST /admin/routes` with inline backends produce).
 //!
+//! - `explain/10k_routes`: `GET /admin/explain`'s work — the live router
+//!   asked about one request with what it looked at, the winner's upstream
+//!   and its backends' expected shares — in a 10k-route snapshot.
+//!
 //! Run: `cargo bench -p data-plane --bench hot_path`
 //! (quick: `cargo bench -p data-plane --bench hot_path -- --quick`).
 
@@ -255,5 +259,29 @@ fn snapshot_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_lookup, balancer_pick, snapshot_build);
+fn explain(c: &mut Criterion) {
+    let cfg = config(10_000, true);
+    let live = Snapshot::build(&cfg, &Registry::new()).expect("config compiles");
+    let (p, hosts, methods) = route_paths(10_000).swap_remove(7_777);
+    let req = data_plane::status::explain::Request {
+        method: methods.first().cloned().unwrap_or(Method::GET),
+        host: hosts.first().cloned(),
+        path: format!("{p}/item/42"),
+        query: Some("id=7".into()),
+        ..Default::default()
+    };
+    let found = data_plane::status::explain::explain(&live, &req);
+    assert!(found.winner.is_some(), "the bench request has a route");
+    c.bench_function("explain/10k_routes", |b| {
+        b.iter(|| black_box(data_plane::status::explain::explain(&live, black_box(&req))))
+    });
+}
+
+criterion_group!(
+    benches,
+    route_lookup,
+    balancer_pick,
+    snapshot_build,
+    explain
+);
 criterion_main!(benches);

@@ -254,6 +254,19 @@ impl RouteTable {
         }
     }
 
+    /// Every route [`RouteTable::find`] looks at for this request, in the
+    /// order it looks: the routes of the request's host, then those for
+    /// any host, each at the prefix of the path where it sits. (The same
+    /// walk as `find`, keeping what it passes over.)
+    pub fn considered(&self, host: Option<&str>, method: &Method, path: &str) -> Vec<Considered> {
+        let mut out = Vec::new();
+        if let Some(root) = host.and_then(|h| lookup_host(&self.by_host, h)) {
+            visit(root, method, path, true, &mut out);
+        }
+        visit(&self.any_host, method, path, false, &mut out);
+        out
+    }
+
     /// Whether some route is for given hosts only: else a lookup needs no
     /// host.
     pub fn has_host_routes(&self) -> bool {
@@ -276,6 +289,44 @@ fn lookup_host<'t>(map: &'t ShardedMap<Arc<Node>>, host: &str) -> Option<&'t Nod
         map.get(host.to_ascii_lowercase().as_str()).map(|n| &**n)
     } else {
         map.get(host).map(|n| &**n)
+    }
+}
+
+/// A route a lookup looked at (see [`RouteTable::considered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Considered {
+    pub route: usize,
+    /// Byte length of the path prefix it sits at.
+    pub prefix_len: usize,
+    /// It names the request's host (else: any host).
+    pub by_host: bool,
+    /// It takes the request's method.
+    pub method_ok: bool,
+}
+
+/// [`walk`]'s path through one trie, every entry on it noted.
+fn visit(root: &Node, method: &Method, path: &str, by_host: bool, out: &mut Vec<Considered>) {
+    let mut note = |node: &Node, prefix_len: usize| {
+        out.extend(node.entries.iter().map(|e| Considered {
+            route: e.route,
+            prefix_len,
+            by_host,
+            method_ok: e.accepts(method),
+        }));
+    };
+    note(root, 0);
+    let mut node = root;
+    let mut offset = 0;
+    for seg in path[1..].split('/') {
+        if seg.is_empty() {
+            break;
+        }
+        let Some(child) = node.children.get(seg) else {
+            break;
+        };
+        node = child;
+        offset += 1 + seg.len();
+        note(node, offset);
     }
 }
 

@@ -506,6 +506,17 @@ impl Snapshot {
             .map(|m| (m, self.route(m.route)))
     }
 
+    /// The routes a lookup of this request looks at (see
+    /// [`crate::routing::RouteTable::considered`]).
+    pub fn considered(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+    ) -> Vec<crate::routing::Considered> {
+        self.table.considered(host, method, path)
+    }
+
     /// The route in slot `i` (as given by [`Snapshot::find`]).
     pub fn route(&self, i: usize) -> &CompiledRoute {
         self.routes[i].as_deref().expect("a route slot in use")

@@ -8,6 +8,8 @@
 //! reads are relaxed atomics (and a short lock per backend for its probe
 //! record and transition history), never on the request path.
 
+pub mod explain;
+
 use serde::Serialize;
 
 use crate::registry::{Health, Transition};
@@ -126,6 +128,41 @@ impl UpstreamStatus {
     }
 }
 
+/// The share of requests each backend can expect (0 to 1), from its weight
+/// and whether it is up: the backends that take traffic — weight above 0
+/// and up — share it by weight (`equal`: `round_robin`, which goes round
+/// them equally); when none does, a `fail_open` upstream spreads over every
+/// backend with a weight, another sends nowhere. Also which take traffic.
+pub fn expected_shares(
+    equal: bool,
+    fail_open: bool,
+    backends: &[(u32, bool)],
+) -> (Vec<bool>, Vec<f64>) {
+    let mut takers: Vec<bool> = backends.iter().map(|&(w, up)| w > 0 && up).collect();
+    if !takers.contains(&true) && fail_open {
+        takers = backends.iter().map(|&(w, _)| w > 0).collect();
+    }
+    let part = |w: u32| if equal { 1.0 } else { f64::from(w) };
+    let total: f64 = backends
+        .iter()
+        .zip(&takers)
+        .filter(|(_, t)| **t)
+        .map(|(&(w, _), _)| part(w))
+        .sum();
+    let shares = backends
+        .iter()
+        .zip(&takers)
+        .map(|(&(w, _), t)| {
+            if *t && total > 0.0 {
+                part(w) / total
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    (takers, shares)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +190,26 @@ mod tests {
             ("unknown", Health::Unknown, 0)
         );
         assert!(UpstreamStatus::named(&snap, "v").is_none());
+    }
+
+    /// 3:1:1 with the third out is 75/25; round robin splits equally; with
+    /// everything out only a fail-open upstream sends anywhere.
+    #[test]
+    fn expected_shares_follow_the_weights_of_the_backends_that_are_up() {
+        let (takers, shares) = expected_shares(false, false, &[(3, true), (1, true), (1, false)]);
+        assert_eq!(takers, [true, true, false]);
+        assert_eq!(shares, [0.75, 0.25, 0.0]);
+        assert_eq!(
+            expected_shares(true, false, &[(3, true), (1, true)]).1,
+            [0.5, 0.5]
+        );
+        assert_eq!(
+            expected_shares(false, false, &[(3, false), (0, true)]).1,
+            [0.0, 0.0]
+        );
+        assert_eq!(
+            expected_shares(false, true, &[(3, false), (1, false), (0, false)]).1,
+            [0.75, 0.25, 0.0]
+        );
     }
 }

@@ -10,6 +10,7 @@ mod config;
 mod container;
 mod corners;
 mod durability;
+mod explain;
 mod flags;
 mod hardening;
 mod health;
