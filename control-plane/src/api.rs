@@ -151,7 +151,9 @@ fn method_label(m: &http::Method) -> &'static str {
 
 /// Count every admin request by route template, and write one audit line
 /// per mutation.
-async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+async fn observe(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let unrevised = changing::Unrevised::default();
+    req.extensions_mut().insert(unrevised.clone());
     let method = req.method().clone();
     let endpoint = req
         .extensions()
@@ -199,9 +201,14 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
             client = client.as_deref().unwrap_or("-"),
             status = status.as_u16(),
             config_version = version,
-            revision = if status.is_success() && !dry_run { version } else { "-" },
+            revision = if status.is_success() && !dry_run && !unrevised.0.load(std::sync::atomic::Ordering::Relaxed) {
+                version
+            } else {
+                "-"
+            },
             comment = comment.as_deref().unwrap_or("-"),
             result = match (status.is_success(), dry_run) {
+                (true, false) if unrevised.0.load(std::sync::atomic::Ordering::Relaxed) => "unchanged",
                 (true, false) => "applied",
                 (true, true) => "dry_run",
                 (false, _) => "refused",

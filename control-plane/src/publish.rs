@@ -182,6 +182,17 @@ impl Publisher {
         change: Change,
         meta: &ChangeMeta,
     ) -> Result<(u64, Applied), PublishError> {
+        let (version, applied, _) = self.apply_revised(change, meta).await?;
+        Ok((version, applied))
+    }
+
+    /// [`Publisher::apply`], also saying whether the change made a
+    /// revision (`false`: it changed nothing).
+    pub async fn apply_revised(
+        &self,
+        change: Change,
+        meta: &ChangeMeta,
+    ) -> Result<(u64, Applied, bool), PublishError> {
         let target = Target::of(&change);
         let _gate = self.gate.lock().await;
         let started = Instant::now();
@@ -195,9 +206,12 @@ impl Publisher {
                     elapsed_us = elapsed.as_micros() as u64,
                     "config published"
                 );
-                Ok((version, applied))
+                Ok((version, applied, true))
             }
-            Ok(Ran::NoOp) => self.current(target).await.map_err(PublishError::from),
+            Ok(Ran::NoOp) => {
+                let (version, applied) = self.current(target).await?;
+                Ok((version, applied, false))
+            }
             Ok(Ran::Dry(_)) => unreachable!("not a dry run"),
             Err(e) => Err(e),
         };

@@ -83,6 +83,33 @@ async fn acknowledged_writes_survive_sigkill() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{name} not live");
     }
+    // Each stored change has its revision (written in its transaction):
+    // one per version, and together they add exactly the stored routes.
+    let revisions: serde_json::Value = http
+        .get(format!(
+            "http://{}/admin/revisions?limit=1000",
+            gw.admin_addr
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = revisions["items"].as_array().unwrap();
+    assert_eq!(
+        items.len() as u64,
+        revisions["config_version"].as_u64().unwrap()
+    );
+    let mut added: Vec<&str> = items
+        .iter()
+        .flat_map(|r| r["summary"]["routes"]["added"].as_array().unwrap())
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    added.sort_unstable();
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort_unstable();
+    assert_eq!(added, stored_sorted, "a change without its revision");
     eprintln!(
         "{} acknowledged writes, {} stored after kill -9",
         acked.len(),

@@ -322,6 +322,44 @@ async fn access_and_audit_logs_are_one_json_line_each() {
     assert_eq!(audit["fields"]["status"], 201);
     assert_eq!(audit["fields"]["config_version"], "1");
     assert_eq!(audit["fields"]["result"], "applied");
+    assert_eq!(audit["fields"]["revision"], "1");
+    assert_eq!(audit["fields"]["resource"], "/admin/routes");
+    assert!(
+        audit["fields"]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{audit}"
+    );
+
+    // The operator's comment, and a change that changes nothing (no revision).
+    for comment in ["first", "again"] {
+        let r = http
+            .patch(format!("http://{}/admin/routes/r", gw.admin_addr))
+            .header("content-type", "application/merge-patch+json")
+            .header("x-change-comment", comment)
+            .body(r#"{"strip_prefix": true}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let patched = eventually(Duration::from_secs(5), || {
+        find("switchyard::audit", "first")
+    })
+    .await
+    .expect("the first patch's audit line");
+    assert_eq!(patched["fields"]["resource"], "/admin/routes/r");
+    assert_eq!(patched["fields"]["revision"], "2");
+    assert_eq!(patched["fields"]["comment"], "first");
+    let unchanged = eventually(Duration::from_secs(5), || {
+        find("switchyard::audit", "again")
+    })
+    .await
+    .expect("the second patch's audit line");
+    assert_eq!(unchanged["fields"]["result"], "unchanged");
+    assert_eq!(unchanged["fields"]["revision"], "-");
+    assert_eq!(unchanged["fields"]["config_version"], "2");
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! (recorded with the revision), and whether this is only a dry run.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +25,14 @@ pub const COMMENT_HEADER: &str = "x-change-comment";
 pub struct Changing {
     pub meta: ChangeMeta,
     pub dry_run: bool,
+    /// Set when the change made no revision (it changed nothing), for the
+    /// audit line (see `api::observe`).
+    unrevised: Option<Unrevised>,
 }
+
+/// The flag [`Changing::run`] sets for a change that made no revision.
+#[derive(Debug, Clone, Default)]
+pub struct Unrevised(pub Arc<AtomicBool>);
 
 /// What running a change came to. (One per admin change, moved once:
 /// its size does not matter, as for [`Applied`].)
@@ -49,7 +58,10 @@ impl Changing {
             let dry = state.publisher.dry_run(change).await?;
             return Ok(Ran::Dry(dry_response(&dry)));
         }
-        let (version, applied) = state.publisher.apply(change, &self.meta).await?;
+        let (version, applied, revised) = state.publisher.apply_revised(change, &self.meta).await?;
+        if let (false, Some(flag)) = (revised, &self.unrevised) {
+            flag.0.store(true, Ordering::Relaxed);
+        }
         Ok(Ran::Done(version, applied))
     }
 }
@@ -136,6 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Changing {
                 comment: comment(parts)?,
             },
             dry_run: dry_run(parts.uri.query())?,
+            unrevised: parts.extensions.get::<Unrevised>().cloned(),
         })
     }
 }
