@@ -302,31 +302,42 @@ pub struct Considered {
     pub by_host: bool,
     /// It takes the request's method.
     pub method_ok: bool,
+    /// Its prefix ends on a segment boundary of the path (else it ends
+    /// inside one, as `/api` in `/apix`: a near miss, never a match).
+    pub on_boundary: bool,
 }
 
-/// [`walk`]'s path through one trie, every entry on it noted.
+/// [`walk`]'s path through one trie, every entry on it noted, and the
+/// near misses beside it: routes whose last segment is a proper prefix of
+/// the path's next segment.
 fn visit(root: &Node, method: &Method, path: &str, by_host: bool, out: &mut Vec<Considered>) {
-    let mut note = |node: &Node, prefix_len: usize| {
+    let mut note = |node: &Node, prefix_len: usize, on_boundary: bool| {
         out.extend(node.entries.iter().map(|e| Considered {
             route: e.route,
             prefix_len,
             by_host,
             method_ok: e.accepts(method),
+            on_boundary,
         }));
     };
-    note(root, 0);
+    note(root, 0, true);
     let mut node = root;
     let mut offset = 0;
     for seg in path[1..].split('/') {
         if seg.is_empty() {
             break;
         }
+        for (key, child) in node.children.iter() {
+            if key.len() < seg.len() && seg.starts_with(&**key) {
+                note(child, offset + 1 + key.len(), false);
+            }
+        }
         let Some(child) = node.children.get(seg) else {
             break;
         };
         node = child;
         offset += 1 + seg.len();
-        note(node, offset);
+        note(node, offset, true);
     }
 }
 

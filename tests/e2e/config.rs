@@ -242,6 +242,18 @@ async fn bootstrap_applies_only_to_a_new_database() {
         .unwrap();
     assert_eq!(first["version"], 1);
     assert_eq!(without_version(first.clone()), document(&a.url, &b.url));
+    // Its revision says where it came from.
+    let revision: Value = http
+        .get(format!("http://{}/admin/revisions/1", gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revision["source"], "bootstrap");
+    assert_eq!(revision["endpoint"], "--bootstrap");
+    assert_eq!(revision["config"], first);
     let r = http
         .get(format!("http://{}/api/z", gw.proxy_addr))
         .send()

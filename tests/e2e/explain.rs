@@ -36,6 +36,8 @@ async fn explain_names_the_winner_the_losers_and_the_backend_a_key_goes_to() {
     .await;
     gw.create_route(json!({"name": "root", "path": "/", "upstream": "users"}))
         .await;
+    gw.create_route(json!({"name": "ap", "path": "/ap", "upstream": "users"}))
+        .await;
 
     let e = explain(
         &gw,
@@ -66,6 +68,12 @@ async fn explain_names_the_winner_the_losers_and_the_backend_a_key_goes_to() {
     assert_eq!(root["wins"], false);
     assert_eq!(root["reason"], "route \"api\" matches a longer prefix");
     assert_eq!(by_name("api")["wins"], true);
+    let near = by_name("ap");
+    assert_eq!(near["segment_match"], false);
+    assert_eq!(
+        near["reason"],
+        "\"/ap\" ends inside the path segment \"api\": prefixes match whole segments"
+    );
     let w = &e["winner"];
     assert_eq!(
         (w["route"].as_str(), w["upstream"].as_str()),

@@ -58,9 +58,11 @@ pub struct ConsideredRoute {
     pub methods: Vec<String>,
     /// `host` (it names the request's host) or `any`.
     pub host_match: &'static str,
-    /// Its prefix matches the path on a segment boundary (always: the
-    /// lookup only walks the path's own prefixes).
+    /// The length of the path prefix it sits at.
     pub prefix_len: usize,
+    /// Its prefix ends on a segment boundary of the path (`false`: it ends
+    /// inside a segment, as `/api` in `/apix`, and cannot match).
+    pub segment_match: bool,
     pub method_match: bool,
     pub wins: bool,
     pub reason: String,
@@ -125,6 +127,18 @@ pub fn explain(snapshot: &Snapshot, req: &Request) -> Explanation {
         let wins = Some(c.route) == won;
         let reason = match best {
             _ if wins => "the longest matching prefix that takes the method".to_string(),
+            _ if !c.on_boundary => {
+                // The path segment its prefix ends inside.
+                let start = normalized[..c.prefix_len].rfind('/').map_or(0, |i| i + 1);
+                let end = normalized[c.prefix_len..]
+                    .find('/')
+                    .map_or(normalized.len(), |i| c.prefix_len + i);
+                format!(
+                    "{:?} ends inside the path segment {:?}: prefixes match whole segments",
+                    config.path,
+                    &normalized[start..end]
+                )
+            }
             _ if !c.method_ok => format!("{} is not one of its methods", req.method),
             Some(b) if b.prefix_len > c.prefix_len => format!(
                 "route {:?} matches a longer prefix",
@@ -147,6 +161,7 @@ pub fn explain(snapshot: &Snapshot, req: &Request) -> Explanation {
             methods: config.methods.clone(),
             host_match: if c.by_host { "host" } else { "any" },
             prefix_len: c.prefix_len,
+            segment_match: c.on_boundary,
             method_match: c.method_ok,
             wins,
             reason,
