@@ -165,15 +165,9 @@ async fn observe(State(state): State<AdminState>, mut req: Request, next: Next) 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.to_string());
-    let comment = req
-        .headers()
-        .get(changing::COMMENT_HEADER)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .map(|v| v.trim().chars().take(256).collect::<String>());
-    let dry_run = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "dry_run=true" || p == "dry_run=1")
-    });
+    // As the handler reads them (a bad one is refused, and logged as such).
+    let comment = changing::comment(req.headers()).ok().flatten();
+    let dry_run = changing::dry_run(req.uri().query()).unwrap_or(false);
     let resp = next.run(req).await;
     let status = resp.status();
     state

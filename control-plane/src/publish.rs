@@ -261,29 +261,15 @@ impl Publisher {
         let version = store::bump_version(&mut tx).await?;
         let touched = change.touched();
         // The state before of what the change may alter (and, for a dry
-        // run, the whole document, for its patch).
+        // run, the whole document, for its patch); then after.
         let scope = match &touched {
             Some(t) => Some(self.scope(&mut tx, t).await?),
             None => None,
         };
-        let whole_before = match (&scope, dry) {
-            (None, _) | (_, true) => Some(store::export_in(&mut tx).await?),
-            _ => None,
-        };
-        let before = match &scope {
-            Some((routes, upstreams)) => store::resources(&mut tx, routes, upstreams).await?,
-            None => Resources::of_export(whole_before.as_ref().expect("exported")),
-        };
+        let (whole_before, before) = state(&mut tx, scope.as_ref(), dry).await?;
         let applied = store::apply(&mut tx, change, version).await?;
         // On error `tx` is dropped and rolls back: nothing is written.
-        let whole_after = match (&scope, dry) {
-            (None, _) | (_, true) => Some(store::export_in(&mut tx).await?),
-            _ => None,
-        };
-        let after = match &scope {
-            Some((routes, upstreams)) => store::resources(&mut tx, routes, upstreams).await?,
-            None => Resources::of_export(whole_after.as_ref().expect("exported")),
-        };
+        let (whole_after, after) = state(&mut tx, scope.as_ref(), dry).await?;
         let summary = revisions::summary(&before, &after);
         if summary.is_empty() && !dry {
             return Ok(Ran::NoOp);
@@ -319,7 +305,8 @@ impl Publisher {
                 dry_run: true,
                 config_version: version - 1,
                 no_op: summary.is_empty(),
-                patch: document_patch(&before_doc, &after_doc),
+                patch: Resources::of_export(&before_doc)
+                    .patch_to(&Resources::of_export(&after_doc)),
                 summary,
                 traffic,
             })));
@@ -458,17 +445,24 @@ impl Publisher {
     }
 }
 
-/// The RFC 6902 patch from one export to another (their `version`s left
-/// out: every change bumps it).
-pub fn document_patch(before: &ConfigView, after: &ConfigView) -> json_patch::Patch {
-    let strip = |view: &ConfigView| {
-        let mut doc = serde_json::to_value(view).expect("a config view serialises");
-        if let Some(members) = doc.as_object_mut() {
-            members.remove("version");
-        }
-        doc
+/// The state of what a change may alter (`scope`: routes and upstreams by
+/// name; `None`: everything), and the whole export when it is read anyway
+/// or wanted (`whole`: a dry run's patch).
+async fn state(
+    conn: &mut SqliteConnection,
+    scope: Option<&(BTreeSet<String>, BTreeSet<String>)>,
+    whole: bool,
+) -> Result<(Option<ConfigView>, Resources), StoreError> {
+    let export = if scope.is_none() || whole {
+        Some(store::export_in(conn).await?)
+    } else {
+        None
     };
-    json_patch::diff(&strip(before), &strip(after))
+    let state = match scope {
+        Some((routes, upstreams)) => store::resources(conn, routes, upstreams).await?,
+        None => Resources::of_export(export.as_ref().expect("exported without a scope")),
+    };
+    Ok((export, state))
 }
 
 /// An upstream's expected split (url, weight, share), from its config
@@ -597,12 +591,8 @@ mod tests {
         out
     }
 
-    /// Whatever sequence of changes (accepted or refused), the patched live
-    /// snapshot runs exactly the stored config, and routes requests as a
-    /// snapshot compiled from scratch would.
-    #[tokio::test]
-    async fn patched_snapshots_match_a_full_compile_of_the_store() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A publisher on a new database in `dir`, its (empty) config live.
+    async fn started(dir: &tempfile::TempDir) -> (Store, Arc<DataPlane>, Publisher) {
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
         let store = Store::open(&url).await.unwrap();
         let plane = Arc::new(DataPlane::new());
@@ -612,6 +602,16 @@ mod tests {
             Metrics::new(Arc::clone(&plane)),
         );
         publisher.publish_current().await.unwrap();
+        (store, plane, publisher)
+    }
+
+    /// Whatever sequence of changes (accepted or refused), the patched live
+    /// snapshot runs exactly the stored config, and routes requests as a
+    /// snapshot compiled from scratch would.
+    #[tokio::test]
+    async fn patched_snapshots_match_a_full_compile_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, plane, publisher) = started(&dir).await;
         let mut rng = fastrand::Rng::with_seed(11);
         let meta = ChangeMeta::internal(revisions::Source::Api, "test");
         for name in ["u0", "u1"] {
@@ -696,15 +696,7 @@ mod tests {
     #[tokio::test]
     async fn a_weight_change_stores_one_upstream_not_the_config() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("r.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let plane = Arc::new(DataPlane::new());
-        let publisher = Publisher::new(
-            store.clone(),
-            Arc::clone(&plane),
-            Metrics::new(Arc::clone(&plane)),
-        );
-        publisher.publish_current().await.unwrap();
+        let (store, _, publisher) = started(&dir).await;
         let mut rng = fastrand::Rng::with_seed(3);
         let mut shop = upstream("shop", &mut rng);
         shop.backends = vec![

@@ -231,26 +231,11 @@ async fn bootstrap_applies_only_to_a_new_database() {
     // One worker: the current-thread runtime serves admin, proxy and probes.
     let mut gw = Process::start(&db, &["--bootstrap", file_arg, "--workers", "1"]);
     let http = reqwest::Client::new();
-    let export = format!("http://{}/admin/config", gw.admin_addr);
-    let first: Value = http
-        .get(&export)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = gw.admin_json("/admin/config").await;
     assert_eq!(first["version"], 1);
     assert_eq!(without_version(first.clone()), document(&a.url, &b.url));
     // Its revision says where it came from.
-    let revision: Value = http
-        .get(format!("http://{}/admin/revisions/1", gw.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revision = gw.admin_json("/admin/revisions/1").await;
     assert_eq!(revision["source"], "bootstrap");
     assert_eq!(revision["endpoint"], "--bootstrap");
     assert_eq!(revision["config"], first);
@@ -271,15 +256,7 @@ async fn bootstrap_applies_only_to_a_new_database() {
     assert!(gw.wait(std::time::Duration::from_secs(15)).await.success());
 
     let gw = Process::start(&db, &["--bootstrap", file_arg]);
-    let export = format!("http://{}/admin/config", gw.admin_addr);
-    let second: Value = http
-        .get(&export)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = gw.admin_json("/admin/config").await;
     assert_eq!(second["version"], 2);
     assert_eq!(second["routes"].as_array().unwrap().len(), 1);
 }

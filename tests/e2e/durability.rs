@@ -60,14 +60,7 @@ async fn acknowledged_writes_survive_sigkill() {
     // ...and after a restart every acknowledged write is stored and live.
     let gw = Process::start(&db, &[]);
     let http = reqwest::Client::new();
-    let routes: serde_json::Value = http
-        .get(format!("http://{}/admin/routes", gw.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let routes = gw.admin_json("/admin/routes").await;
     let stored: Vec<&str> = routes["items"]
         .as_array()
         .unwrap()
@@ -85,17 +78,7 @@ async fn acknowledged_writes_survive_sigkill() {
     }
     // Each stored change has its revision (written in its transaction):
     // one per version, and together they add exactly the stored routes.
-    let revisions: serde_json::Value = http
-        .get(format!(
-            "http://{}/admin/revisions?limit=1000",
-            gw.admin_addr
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revisions = gw.admin_json("/admin/revisions?limit=1000").await;
     let items = revisions["items"].as_array().unwrap();
     assert_eq!(
         items.len() as u64,

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
 use http::request::Parts;
+use http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::{AdminState, CONFIG_VERSION_HEADER};
-use crate::model::FieldError;
 use crate::publish::{DryRun, PublishError};
 use crate::store::revisions::{ChangeMeta, MAX_COMMENT_CHARS, Source};
 use crate::store::{Applied, Change};
@@ -73,13 +72,9 @@ fn dry_response(dry: &DryRun) -> Response {
     resp
 }
 
-fn bad(name: &str, detail: impl Into<String>) -> ApiError {
-    ApiError::BadParameter(FieldError::new(name, detail.into()))
-}
-
 /// `?dry_run=`: `true`/`false` (also `1`/`0`); other query parameters are
 /// not this extractor's business.
-fn dry_run(query: Option<&str>) -> Result<bool, ApiError> {
+pub(super) fn dry_run(query: Option<&str>) -> Result<bool, ApiError> {
     let mut dry = false;
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -90,7 +85,7 @@ fn dry_run(query: Option<&str>) -> Result<bool, ApiError> {
             "true" | "1" => true,
             "false" | "0" => false,
             other => {
-                return Err(bad(
+                return Err(ApiError::bad_parameter(
                     "dry_run",
                     format!("dry_run must be true or false, not {other:?}"),
                 ));
@@ -102,25 +97,30 @@ fn dry_run(query: Option<&str>) -> Result<bool, ApiError> {
 
 /// `X-Change-Comment`: UTF-8 text of at most [`MAX_COMMENT_CHARS`]
 /// characters, without control characters.
-fn comment(parts: &Parts) -> Result<Option<String>, ApiError> {
-    let mut values = parts.headers.get_all(COMMENT_HEADER).iter();
+pub(super) fn comment(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(COMMENT_HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(bad("X-Change-Comment", "give X-Change-Comment once"));
+        return Err(ApiError::bad_parameter(
+            "X-Change-Comment",
+            "give X-Change-Comment once",
+        ));
     }
     let text = std::str::from_utf8(value.as_bytes())
-        .map_err(|_| bad("X-Change-Comment", "X-Change-Comment must be UTF-8 text"))?
+        .map_err(|_| {
+            ApiError::bad_parameter("X-Change-Comment", "X-Change-Comment must be UTF-8 text")
+        })?
         .trim();
     if text.chars().any(char::is_control) {
-        return Err(bad(
+        return Err(ApiError::bad_parameter(
             "X-Change-Comment",
             "X-Change-Comment may not hold control characters",
         ));
     }
     if text.chars().count() > MAX_COMMENT_CHARS {
-        return Err(bad(
+        return Err(ApiError::bad_parameter(
             "X-Change-Comment",
             format!("X-Change-Comment is longer than {MAX_COMMENT_CHARS} characters"),
         ));
@@ -145,7 +145,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Changing {
                 source: Source::Api,
                 endpoint: format!("{} {template}", parts.method),
                 client,
-                comment: comment(parts)?,
+                comment: comment(&parts.headers)?,
             },
             dry_run: dry_run(parts.uri.query())?,
             unrevised: parts.extensions.get::<Unrevised>().cloned(),

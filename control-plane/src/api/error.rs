@@ -50,6 +50,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A bad query parameter or header, named (`dry_run`, `limit`, …).
+    pub fn bad_parameter(name: &str, detail: impl Into<String>) -> ApiError {
+        ApiError::BadParameter(FieldError::new(name, detail.into()))
+    }
+
     /// A route change refused because it would match the same requests as
     /// another route: name the other one.
     pub fn for_route(err: PublishError, this: &str) -> ApiError {

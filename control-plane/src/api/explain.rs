@@ -8,11 +8,6 @@ use http::Method;
 
 use super::AdminState;
 use super::error::ApiError;
-use crate::model::FieldError;
-
-fn bad(name: &str, detail: impl Into<String>) -> ApiError {
-    ApiError::BadParameter(FieldError::new(name, detail.into()))
-}
 
 /// The request the parameters describe: `method` (default GET), and `url`
 /// (absolute: its host, path and query) or `path` (with `host`); `header`
@@ -23,35 +18,40 @@ fn request(params: Vec<(String, String)>) -> Result<explain::Request, ApiError> 
     for (key, value) in params {
         match key.as_str() {
             "method" => {
-                req.method = Method::from_bytes(value.as_bytes())
-                    .map_err(|_| bad("method", format!("{value:?} is not an HTTP method")))?;
+                req.method = Method::from_bytes(value.as_bytes()).map_err(|_| {
+                    ApiError::bad_parameter("method", format!("{value:?} is not an HTTP method"))
+                })?;
             }
             "url" => url = Some(value),
             "path" => path = Some(value),
             "host" => host = Some(value),
             "header" => {
-                let (name, v) = value
-                    .split_once(':')
-                    .ok_or_else(|| bad("header", "give a header as \"Name: value\""))?;
+                let (name, v) = value.split_once(':').ok_or_else(|| {
+                    ApiError::bad_parameter("header", "give a header as \"Name: value\"")
+                })?;
                 req.headers
                     .push((name.trim().to_string(), v.trim().to_string()));
             }
             "client_ip" => {
-                req.client_ip =
-                    Some(value.parse().map_err(|_| {
-                        bad("client_ip", format!("{value:?} is not an IP address"))
-                    })?);
+                req.client_ip = Some(value.parse().map_err(|_| {
+                    ApiError::bad_parameter("client_ip", format!("{value:?} is not an IP address"))
+                })?);
             }
-            other => return Err(bad(other, format!("unknown parameter {other:?}"))),
+            other => {
+                return Err(ApiError::bad_parameter(
+                    other,
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
         }
     }
     match (url, path) {
         (Some(url), None) => {
             let uri: http::Uri = url
                 .parse()
-                .map_err(|_| bad("url", format!("{url:?} is not a URL")))?;
+                .map_err(|_| ApiError::bad_parameter("url", format!("{url:?} is not a URL")))?;
             let authority = uri.authority().ok_or_else(|| {
-                bad(
+                ApiError::bad_parameter(
                     "url",
                     "give an absolute URL, e.g. http://shop.example/api?id=7",
                 )
@@ -69,8 +69,18 @@ fn request(params: Vec<(String, String)>) -> Result<explain::Request, ApiError> 
             req.query = q;
             req.host = host;
         }
-        (Some(_), Some(_)) => return Err(bad("path", "give url or path, not both")),
-        (None, None) => return Err(bad("url", "give url (or path, and host)")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_parameter(
+                "path",
+                "give url or path, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_parameter(
+                "url",
+                "give url (or path, and host)",
+            ));
+        }
     }
     // A host given with a port routes by its name (route hosts are DNS
     // names or IPv4 addresses).
@@ -88,7 +98,7 @@ pub async fn explain(
     State(s): State<AdminState>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Explanation>, ApiError> {
-    let Query(params) = query.map_err(|e| bad("", e.body_text()))?;
+    let Query(params) = query.map_err(|e| ApiError::bad_parameter("", e.body_text()))?;
     let req = request(params)?;
     Ok(Json(explain::explain(
         &s.publisher.plane().snapshot(),

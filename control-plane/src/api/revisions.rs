@@ -13,7 +13,7 @@ use super::config::replace_with;
 use super::error::ApiError;
 use super::extract::ApiPath;
 use super::{AdminState, if_match};
-use crate::model::{self, ConfigSpec, FieldError};
+use crate::model::{self, ConfigSpec};
 use crate::store::revisions::{self, Resources, RevisionView, Source, Summary};
 use crate::view::ListView;
 
@@ -33,10 +33,7 @@ pub struct Params {
 fn number(name: &str, raw: Option<&String>) -> Result<Option<u64>, ApiError> {
     raw.map(|r| {
         r.parse().map_err(|_| {
-            ApiError::BadParameter(FieldError::new(
-                name,
-                format!("{name} must be a whole number, not {r:?}"),
-            ))
+            ApiError::bad_parameter(name, format!("{name} must be a whole number, not {r:?}"))
         })
     })
     .transpose()
@@ -47,7 +44,7 @@ fn params(
 ) -> Result<Params, ApiError> {
     query
         .map(|Query(p)| p)
-        .map_err(|e| ApiError::BadParameter(FieldError::new("", e.body_text())))
+        .map_err(|e| ApiError::bad_parameter("", e.body_text()))
 }
 
 pub async fn list(
@@ -57,10 +54,10 @@ pub async fn list(
     let p = params(query)?;
     let limit = number("limit", p.limit.as_ref())?.unwrap_or(u64::from(DEFAULT_LIMIT));
     if !(1..=u64::from(MAX_LIMIT)).contains(&limit) {
-        return Err(ApiError::BadParameter(FieldError::new(
+        return Err(ApiError::bad_parameter(
             "limit",
             format!("limit must be 1 to {MAX_LIMIT}"),
-        )));
+        ));
     }
     let before = number("before", p.before.as_ref())?;
     let store = s.publisher.store();
@@ -128,18 +125,11 @@ pub async fn diff(
         )),
         other => other,
     })?;
-    let strip = |state: &Resources| {
-        let mut doc = state.document(0);
-        if let Some(members) = doc.as_object_mut() {
-            members.remove("version");
-        }
-        doc
-    };
     Ok(Json(RevisionDiff {
         from,
         to: version,
         summary: revisions::summary(&before, &to),
-        patch: json_patch::diff(&strip(&before), &strip(&to)),
+        patch: before.patch_to(&to),
     }))
 }
 

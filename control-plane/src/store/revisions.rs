@@ -178,6 +178,19 @@ impl Resources {
         })
     }
 
+    /// The RFC 6902 JSON Patch from this whole state's document to
+    /// `other`'s (their `version`s left out: every change bumps it).
+    pub fn patch_to(&self, other: &Resources) -> json_patch::Patch {
+        let doc = |state: &Resources| {
+            let mut doc = state.document(0);
+            if let Some(members) = doc.as_object_mut() {
+                members.remove("version");
+            }
+            doc
+        };
+        json_patch::diff(&doc(self), &doc(other))
+    }
+
     /// Put `delta`'s entries in force (a `null` entry removes).
     fn apply(&mut self, delta: Resources) {
         for (name, state) in delta.routes {

@@ -446,6 +446,18 @@ impl Process {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
     }
+
+    /// GET an admin path (`/admin/...`) and parse its JSON answer.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.admin_addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Process {
