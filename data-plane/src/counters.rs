@@ -60,6 +60,11 @@ impl AtomicHistogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Its counts now, per bucket (non-cumulative; the last is +Inf).
+    pub fn buckets(&self) -> [u64; 17] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
     pub(crate) fn to_proto(&self) -> proto::Histogram {
         let mut h = proto::Histogram::default();
         let mut cumulative = 0;
@@ -153,6 +158,20 @@ impl RequestStats {
         self.denials[by as usize].load(Ordering::Relaxed)
     }
 
+    /// Requests counted so far, and how many of them were answered 5xx.
+    pub fn totals(&self) -> (u64, u64) {
+        self.counts()
+            .into_iter()
+            .fold((0, 0), |(all, failed), (_, status, n)| {
+                (all + n, failed + if status >= 500 { n } else { 0 })
+            })
+    }
+
+    /// The time-to-headers histogram's buckets ([`AtomicHistogram::buckets`]).
+    pub fn duration_buckets(&self) -> [u64; 17] {
+        self.duration.get().map_or([0; 17], |h| h.buckets())
+    }
+
     /// Every non-zero (method, status, count).
     pub(crate) fn counts(&self) -> Vec<(&'static str, u16, u64)> {
         let mut out = Vec::new();
@@ -232,6 +251,11 @@ pub struct BackendStats {
 impl BackendStats {
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed attempts so far, of every kind.
+    pub fn failed(&self) -> u64 {
+        self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
     }
 }
 

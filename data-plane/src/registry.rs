@@ -21,7 +21,7 @@ use crate::clock::{now_ns, unix_ms};
 use crate::counters::{BackendStats, RequestStats};
 use crate::transport::client::{self, ClientError, ClientKey, UpstreamClient};
 
-mod history;
+pub(crate) mod history;
 mod passive;
 use history::History;
 pub use history::{HISTORY_LEN, Transition};
@@ -403,6 +403,7 @@ impl BackendState {
         if live.history.push(at, to, "ejection ended".to_string()) {
             self.stats.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
             live.record.since_unix_ms = at;
+            history::RECORDED.notify_waiters();
         }
     }
 
@@ -413,6 +414,7 @@ impl BackendState {
         if live.history.push(at, to, reason) {
             self.stats.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
             live.record.since_unix_ms = at;
+            history::RECORDED.notify_waiters();
         }
     }
 }

@@ -9,6 +9,7 @@
 //! record and transition history), never on the request path.
 
 pub mod explain;
+pub mod traffic;
 
 use serde::Serialize;
 
@@ -57,6 +58,9 @@ pub struct BackendStatus {
     pub in_flight: u64,
     pub requests: u64,
     pub ewma_ms: f64,
+    /// The share of its upstream's requests it can expect now (0 to 1),
+    /// from the weights and who is up ([`expected_shares`]).
+    pub expected_share: f64,
     /// Its last [`crate::registry::HISTORY_LEN`] state transitions, oldest
     /// first. Only in the one upstream's view
     /// ([`UpstreamStatus::named`]), not in the whole [`Status`].
@@ -90,6 +94,13 @@ impl UpstreamStatus {
     }
 
     fn of(u: &CompiledUpstream, history: bool) -> UpstreamStatus {
+        let states: Vec<(u32, bool)> = u
+            .backends
+            .iter()
+            .map(|b| (b.weight, b.state.is_available()))
+            .collect();
+        let equal = u.strategy == crate::config::Strategy::RoundRobin;
+        let (_, shares) = expected_shares(equal, u.fail_open, &states);
         UpstreamStatus {
             name: u.name.to_string(),
             strategy: u.strategy.as_str(),
@@ -98,7 +109,8 @@ impl UpstreamStatus {
             backends: u
                 .backends
                 .iter()
-                .map(|b| {
+                .zip(shares)
+                .map(|(b, expected_share)| {
                     // First, so that an ejection that ran out is recorded
                     // before the record is read.
                     let transitions = history.then(|| b.state.transitions());
@@ -120,6 +132,7 @@ impl UpstreamStatus {
                         in_flight: b.state.in_flight(),
                         requests: b.state.requests(),
                         ewma_ms: b.state.ewma_ns() as f64 / 1e6,
+                        expected_share,
                         transitions,
                     }
                 })

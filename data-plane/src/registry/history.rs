@@ -13,6 +13,12 @@ use serde::Serialize;
 
 use super::passive::Condition;
 
+/// Woken at every recorded transition, for whoever is waiting (the admin
+/// event stream's sampler); with nobody waiting it is one atomic load.
+/// Process-wide: a watcher of another data plane in the same process
+/// just looks once more.
+pub(crate) static RECORDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// Transitions kept per backend.
 pub const HISTORY_LEN: usize = 20;
 
