@@ -120,6 +120,9 @@ run_schemathesis() {
         --generation-database none
         --request-timeout 10
         --no-color
+        # A stream that stays open while the gateway runs: every request
+        # would time out. tests/e2e/dashboard.rs checks its contract.
+        --exclude-path /admin/events
     )
     if [[ -n "${SCHEMATHESIS_SEED:-}" ]]; then
         args+=(--seed "$SCHEMATHESIS_SEED")

@@ -108,6 +108,8 @@ pub struct Gateway {
     pub metrics_addr: Option<SocketAddr>,
     pub plane: Arc<DataPlane>,
     probe: Arc<probe::Probe>,
+    /// Ends the `/admin/events` streams at shutdown.
+    events: Arc<control_plane::api::events::Events>,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<Drained>,
     admin: JoinHandle<()>,
@@ -266,6 +268,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         .expect("bound socket has an address");
 
     let router = control.router(settings.admin_token.as_deref());
+    let events = Arc::clone(&control.events);
     let admin_stop = wait(stopped.clone());
     let admin = tokio::spawn(async move {
         // With the client's address: revisions and audit lines record it.
@@ -297,6 +300,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         metrics_addr,
         plane,
         probe,
+        events,
         stop,
         proxy,
         admin,
@@ -310,6 +314,7 @@ impl Gateway {
     pub async fn shutdown(self) -> Drained {
         self.probe.set(probe::Stage::Draining);
         let _ = self.stop.send(true);
+        self.events.close();
         let drained = self.proxy.await.unwrap_or(Drained::TimedOut);
         let _ = self.admin.await;
         if let Some((stop, task)) = self.metrics {
@@ -317,6 +322,11 @@ impl Gateway {
             let _ = task.await;
         }
         drained
+    }
+
+    /// The `/admin/events` hub (its subscribers, whether it samples).
+    pub fn events(&self) -> &control_plane::api::events::Events {
+        &self.events
     }
 
     /// Where the process stands, as `/readyz` says.

@@ -19,11 +19,13 @@ pub mod config;
 #[cfg(test)]
 mod contract_tests;
 pub mod error;
+pub mod events;
 mod explain;
 pub mod extract;
 mod revisions;
 mod routes;
 mod status;
+mod ui;
 mod upstreams;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub struct AdminState {
     pub publisher: Arc<Publisher>,
     /// When set, every `/admin` request must carry `Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// The `/admin/events` hub.
+    pub events: Arc<events::Events>,
 }
 
 /// The admin router: `/admin/...` (behind the token, if any).
@@ -85,6 +89,7 @@ pub fn app(state: AdminState) -> Router {
         )
         .route("/admin/status", get(status::status))
         .route("/admin/explain", get(explain::explain))
+        .route("/admin/events", get(events::events))
         .route("/admin/revisions", get(revisions::list))
         .route("/admin/revisions/{version}", get(revisions::read))
         .route("/admin/revisions/{version}/diff", get(revisions::diff))
@@ -99,9 +104,14 @@ pub fn app(state: AdminState) -> Router {
         .fallback(unmatched);
     // The token guards unknown paths too, so they cannot be probed.
     let admin = admin.layer(middleware::from_fn_with_state(state.clone(), require_token));
-    // Prometheus scrapes without credentials, as it does elsewhere.
+    // Prometheus scrapes without credentials, as it does elsewhere; the
+    // dashboard's files hold no data (it asks for the token itself).
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{asset}", get(ui::asset))
         .merge(admin)
         .with_state(state);
     recovering(app)

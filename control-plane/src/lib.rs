@@ -68,6 +68,9 @@ pub fn read_bootstrap(document: &str) -> Result<model::Config, BootstrapError> {
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     pub publisher: Arc<Publisher>,
+    /// The `/admin/events` hub ([`api::events::Events::close`] ends its
+    /// streams at shutdown).
+    pub events: Arc<api::events::Events>,
 }
 
 impl ControlPlane {
@@ -92,7 +95,9 @@ impl ControlPlane {
             }
         };
         tracing::info!(version, "config loaded and published");
-        Ok(ControlPlane { publisher })
+        let events =
+            api::events::Events::new(Arc::clone(publisher.plane()), api::events::MAX_SUBSCRIBERS);
+        Ok(ControlPlane { publisher, events })
     }
 
     /// Close the database (the gateway will not start after all).
@@ -126,6 +131,7 @@ impl ControlPlane {
         api::app(AdminState {
             publisher: Arc::clone(&self.publisher),
             token: token.map(Arc::from),
+            events: Arc::clone(&self.events),
         })
     }
 }

@@ -660,6 +660,7 @@ mod tests {
                         url: format!("http://10.9.0.{}:80", rng.u8(1..200)),
                         weight: 1,
                     },
+                    expect: None,
                 },
             };
             match publisher.apply(change, &meta).await {

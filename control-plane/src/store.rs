@@ -89,9 +89,12 @@ pub enum Change {
         name: String,
         expect: Option<u64>,
     },
+    /// `expect`: the upstream's version (a backend joins the upstream as
+    /// the client saw it).
     AddBackend {
         upstream: String,
         backend: NewBackend,
+        expect: Option<u64>,
     },
     UpdateBackend {
         upstream: String,

@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod container;
 mod corners;
+mod dashboard;
 mod durability;
 mod explain;
 mod flags;

@@ -55,13 +55,16 @@ fn respond(
 pub async fn create(
     State(s): State<AdminState>,
     ApiPath(upstream): ApiPath<String>,
+    headers: HeaderMap,
     c: Changing,
     JsonBody(spec): JsonBody<BackendSpec>,
 ) -> Result<Response, ApiError> {
+    let expect = if_match(&headers)?;
     let backend = spec.validate().map_err(ApiError::Invalid)?;
     let change = Change::AddBackend {
         upstream: upstream.clone(),
         backend,
+        expect,
     };
     let (version, applied) = done!(c.run(&s, change).await?);
     Ok(respond(

@@ -63,10 +63,11 @@ async fn every_path_serves_exactly_the_documented_methods() {
     let store = Store::open(&url).await.unwrap();
     let plane = Arc::new(DataPlane::new());
     let metrics = crate::metrics::Metrics::new(Arc::clone(&plane));
-    let publisher = Arc::new(Publisher::new(store, plane, metrics));
+    let publisher = Arc::new(Publisher::new(store, Arc::clone(&plane), metrics));
     let router = app(AdminState {
         publisher,
         token: None,
+        events: super::events::Events::new(plane, 4),
     });
     for (path, methods) in documented() {
         let concrete = path.replace("{name}", "x").replace("{id}", "1");

@@ -41,6 +41,10 @@ pub enum ApiError {
     Conflict(FieldError),
     #[error("{}", .0.detail)]
     RouteConflict(FieldError),
+    #[error(
+        "{0} clients already follow the event stream (the most it serves); close one, or retry later"
+    )]
+    TooManySubscribers(usize),
     #[error(transparent)]
     Publish(#[from] PublishError),
     /// The handler panicked (reported, with this request ID, where it was
@@ -202,6 +206,12 @@ impl ApiError {
                     vec![],
                 ),
             },
+            ApiError::TooManySubscribers(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "too-many-subscribers",
+                "Too many event subscribers",
+                vec![],
+            ),
             ApiError::Panicked(_) => (
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -220,7 +230,10 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         // A panic was logged where it was caught, once.
-        if status.is_server_error() && request_id.is_none() {
+        if status.is_server_error()
+            && request_id.is_none()
+            && !matches!(self, ApiError::TooManySubscribers(_))
+        {
             tracing::error!(error = %self, "admin request failed");
         }
         let problem = Problem {
@@ -240,6 +253,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
             resp.headers_mut().insert("x-request-id", id);

@@ -100,8 +100,13 @@ pub async fn apply(
                 .await?;
             Ok(Applied::Deleted)
         }
-        Change::AddBackend { upstream, backend } => {
-            get_upstream(conn, &upstream).await?;
+        Change::AddBackend {
+            upstream,
+            backend,
+            expect,
+        } => {
+            let old = get_upstream(conn, &upstream).await?;
+            check_expect(expect, old.version)?;
             ensure_url_free(conn, &upstream, &backend.url, None).await?;
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO backends (upstream, url, weight, version) VALUES (?, ?, ?, ?) RETURNING id",
