@@ -27,7 +27,8 @@ RUN mkdir -p src control-plane/src data-plane/src data-plane/benches \
     && cargo build --release --locked --bin switchyard \
     && rm -rf src control-plane/src data-plane/src data-plane/benches
 
-# The real sources. migrations/ and openapi/openapi.yaml are compiled into
+# The real sources. migrations/, openapi/openapi.yaml and the dashboard's
+# files (control-plane/ui/) are compiled into
 # the binary (sqlx::migrate!, include_str!). The stand-ins' build is newer
 # than the copied files' timestamps, so the entry points are touched to make
 # cargo build the workspace's own crates again.
@@ -35,6 +36,7 @@ COPY migrations migrations
 COPY openapi openapi
 COPY src src
 COPY control-plane/src control-plane/src
+COPY control-plane/ui control-plane/ui
 COPY data-plane/src data-plane/src
 COPY data-plane/benches data-plane/benches
 RUN touch src/main.rs src/lib.rs control-plane/src/lib.rs data-plane/src/lib.rs \
