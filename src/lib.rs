@@ -46,6 +46,8 @@ pub struct Settings {
     pub bootstrap: Option<std::path::PathBuf>,
     /// Revisions kept in the config history.
     pub revision_retention: u64,
+    /// This gateway's name among several (`/admin/status` shows it).
+    pub node_name: String,
     /// Forwarding headers, request limits, tunnels.
     pub proxy: ProxySettings,
     /// Proxy listener limits and TLS.
@@ -115,6 +117,17 @@ pub struct Gateway {
     admin: JoinHandle<()>,
     /// The metrics listener's stop and task.
     metrics: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+/// The default `--node-name`: the host name as the kernel has it (a
+/// container's is its own), else `switchyard`.
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchyard".to_string())
 }
 
 /// Take `addr` (bound, not yet listening: connections are refused until
@@ -267,7 +280,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         .local_addr()
         .expect("bound socket has an address");
 
-    let router = control.router(settings.admin_token.as_deref());
+    let router = control.router(settings.admin_token.as_deref(), &settings.node_name);
     let events = Arc::clone(&control.events);
     let admin_stop = wait(stopped.clone());
     let admin = tokio::spawn(async move {

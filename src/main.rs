@@ -73,6 +73,12 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     revision_retention: u64,
 
+    /// This gateway's name among several on one config: shown by
+    /// /admin/status (default: the host name).
+    #[arg(long, env = "SWITCHYARD_NODE_NAME", value_parser = node_name,
+          default_value_t = switchyard::default_node_name())]
+    node_name: String,
+
     /// Seconds in-flight requests and open WebSockets may take to finish on
     /// SIGTERM/SIGINT.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
@@ -189,6 +195,15 @@ enum Command {
     },
 }
 
+/// A node name: 1 to 64 printable characters.
+fn node_name(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > 64 || v.chars().any(char::is_control) {
+        return Err("must be 1 to 64 printable characters, such as gw-1".into());
+    }
+    Ok(v.to_string())
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -263,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     drain: Duration::from_secs(cli.drain_seconds),
                     bootstrap: cli.bootstrap,
                     revision_retention: cli.revision_retention,
+                    node_name: cli.node_name,
                     proxy: switchyard::ProxySettings {
                         trusted_proxies: cli.trusted_proxies,
                         forwarded_header: cli.forwarded_header,

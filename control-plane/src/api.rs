@@ -52,6 +52,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// The `/admin/events` hub.
     pub events: Arc<events::Events>,
+    /// This gateway's name (`--node-name`), in `/admin/status`.
+    pub node: Arc<str>,
 }
 
 /// The admin router: `/admin/...` (behind the token, if any).

@@ -126,11 +126,13 @@ impl ControlPlane {
         Ok(Some(version))
     }
 
-    /// The admin router, with `token` required when given.
-    pub fn router(&self, token: Option<&str>) -> axum::Router {
+    /// The admin router of the node named `node`, with `token` required
+    /// when given.
+    pub fn router(&self, token: Option<&str>, node: &str) -> axum::Router {
         api::app(AdminState {
             publisher: Arc::clone(&self.publisher),
             token: token.map(Arc::from),
+            node: Arc::from(node),
             events: Arc::clone(&self.events),
         })
     }

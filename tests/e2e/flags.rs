@@ -156,3 +156,38 @@ fn a_boolean_variable_with_another_value_is_refused() {
         "{err}"
     );
 }
+
+/// `/admin/status` names the gateway that answers: `--node-name`, else the
+/// host name; a name that is blank or has control characters is refused.
+#[tokio::test]
+async fn the_status_names_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Process::start(&db_url(&dir), &["--node-name", "gw-east-1"]);
+    let status = gw.admin_json("/admin/status").await;
+    assert_eq!(status["node"], "gw-east-1");
+    drop(gw);
+    let gw = Process::start(&db_url(&dir), &[]);
+    let status = gw.admin_json("/admin/status").await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(status["node"], host.trim());
+    drop(gw);
+    for bad in ["", "a\tb"] {
+        let out = output_within(
+            std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args([
+                    "--proxy-listen",
+                    "127.0.0.1:0",
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                ])
+                .args(["--database-url", &db_url(&dir), "--node-name", bad]),
+            Duration::from_secs(20),
+        );
+        assert!(!out.status.success(), "{bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--node-name") && err.contains("printable"),
+            "{err}"
+        );
+    }
+}

@@ -68,6 +68,7 @@ async fn every_path_serves_exactly_the_documented_methods() {
         publisher,
         token: None,
         events: super::events::Events::new(plane, 4),
+        node: Arc::from("test"),
     });
     for (path, methods) in documented() {
         let concrete = path.replace("{name}", "x").replace("{id}", "1");

@@ -3,6 +3,8 @@
 //! the live backend state, as the data plane reports it
 //! ([`data_plane::status`]).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use data_plane::status::{Status, UpstreamStatus};
@@ -11,8 +13,20 @@ use super::AdminState;
 use super::error::ApiError;
 use super::extract::ApiPath;
 
-pub async fn status(State(s): State<AdminState>) -> Json<Status> {
-    Json(Status::of(&s.publisher.plane().snapshot()))
+/// The live status, and which gateway answers: per-node state (health,
+/// counters, ejections) is each node's own.
+#[derive(Debug, serde::Serialize)]
+pub struct NodeStatus {
+    pub node: Arc<str>,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+pub async fn status(State(s): State<AdminState>) -> Json<NodeStatus> {
+    Json(NodeStatus {
+        node: Arc::clone(&s.node),
+        status: Status::of(&s.publisher.plane().snapshot()),
+    })
 }
 
 pub async fn upstream(

@@ -34,6 +34,7 @@ pub fn settings(dir: &TempDir) -> Settings {
         drain: Duration::from_secs(5),
         bootstrap: None,
         revision_retention: 1000,
+        node_name: "e2e".into(),
         proxy: Default::default(),
         server: Default::default(),
     }
