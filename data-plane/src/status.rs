@@ -94,13 +94,7 @@ impl UpstreamStatus {
     }
 
     fn of(u: &CompiledUpstream, history: bool) -> UpstreamStatus {
-        let states: Vec<(u32, bool)> = u
-            .backends
-            .iter()
-            .map(|b| (b.weight, b.state.is_available()))
-            .collect();
-        let equal = u.strategy == crate::config::Strategy::RoundRobin;
-        let (_, shares) = expected_shares(equal, u.fail_open, &states);
+        let (_, shares) = upstream_shares(u);
         UpstreamStatus {
             name: u.name.to_string(),
             strategy: u.strategy.as_str(),
@@ -139,6 +133,18 @@ impl UpstreamStatus {
                 .collect(),
         }
     }
+}
+
+/// [`expected_shares`] of a live upstream: its strategy, `fail_open`, and
+/// each backend's weight and whether it is up now.
+pub(crate) fn upstream_shares(u: &CompiledUpstream) -> (Vec<bool>, Vec<f64>) {
+    let states: Vec<(u32, bool)> = u
+        .backends
+        .iter()
+        .map(|b| (b.weight, b.state.is_available()))
+        .collect();
+    let equal = u.strategy == crate::config::Strategy::RoundRobin;
+    expected_shares(equal, u.fail_open, &states)
 }
 
 /// The share of requests each backend can expect (0 to 1), from its weight

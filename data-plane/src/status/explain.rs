@@ -11,7 +11,7 @@
 use http::Method;
 use serde::Serialize;
 
-use super::expected_shares;
+use super::upstream_shares;
 use crate::balance::{ConsistentHash, PickContext};
 use crate::config::HashOn;
 use crate::routing::path;
@@ -192,13 +192,7 @@ pub fn explain(snapshot: &Snapshot, req: &Request) -> Explanation {
         let u = snapshot.upstream(slot);
         winner.upstream = Some(u.name.to_string());
         winner.strategy = Some(u.strategy.as_str());
-        let states: Vec<(u32, bool)> = u
-            .backends
-            .iter()
-            .map(|b| (b.weight, b.state.is_available()))
-            .collect();
-        let equal = u.strategy == crate::config::Strategy::RoundRobin;
-        let (eligible, shares) = expected_shares(equal, u.fail_open, &states);
+        let (eligible, shares) = upstream_shares(u);
         winner.backends = u
             .backends
             .iter()
