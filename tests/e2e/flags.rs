@@ -134,9 +134,9 @@ async fn a_boolean_variable_set_to_no_leaves_the_flag_off() {
     json_line(&gw, |v| v["target"] == "switchyard::access").await;
 }
 
-#[test]
-fn a_boolean_variable_with_another_value_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+/// Start the binary on the database in `dir` (listeners on 127.0.0.1:0)
+/// with `args` and `env`: it must be refused. Returns its stderr.
+fn refused(dir: &tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = output_within(
         std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
@@ -145,12 +145,19 @@ fn a_boolean_variable_with_another_value_is_refused() {
                 "--admin-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--database-url", &db_url(&dir)])
-            .env("SWITCHYARD_NO_ACCESS_LOG", "maybe"),
+            .args(["--database-url", &db_url(dir)])
+            .args(args)
+            .envs(env.iter().copied()),
         Duration::from_secs(20),
     );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} {env:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_boolean_variable_with_another_value_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = refused(&dir, &[], &[("SWITCHYARD_NO_ACCESS_LOG", "maybe")]);
     assert!(
         err.contains("--no-access-log") && err.contains("maybe"),
         "{err}"
@@ -172,19 +179,7 @@ async fn the_status_names_the_node() {
     assert_eq!(status["node"], host.trim());
     drop(gw);
     for bad in ["", "a\tb"] {
-        let out = output_within(
-            std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-                .args([
-                    "--proxy-listen",
-                    "127.0.0.1:0",
-                    "--admin-listen",
-                    "127.0.0.1:0",
-                ])
-                .args(["--database-url", &db_url(&dir), "--node-name", bad]),
-            Duration::from_secs(20),
-        );
-        assert!(!out.status.success(), "{bad:?} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused(&dir, &["--node-name", bad], &[]);
         assert!(
             err.contains("--node-name") && err.contains("printable"),
             "{err}"
