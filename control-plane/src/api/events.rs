@@ -20,6 +20,10 @@
 //! it ends at its next look after the last has gone. The request path
 //! never knows: it only bumps the counters `/metrics` exports anyway.
 //! At most [`MAX_SUBSCRIBERS`] follow at once; one more is a 503.
+//!
+//! Each subscriber's stream is built with `futures_util::stream::unfold`
+//! (futures-util: the Rust async project's stream combinators; axum's
+//! `Sse` takes a `Stream`, which tokio alone does not make).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -179,12 +183,17 @@ impl Events {
                 version = now;
             }
             let now = conditions(&snapshot);
+            // Each upstream's status (with its histories) read once a look.
+            let mut read: HashMap<&str, Option<UpstreamStatus>> = HashMap::new();
             for (key, (state, seen)) in &now {
                 let (before, recorded) = health.get(key).copied().unwrap_or(("", 0));
                 if (before, recorded) != (*state, *seen) {
+                    let status = read
+                        .entry(key.0.as_str())
+                        .or_insert_with(|| UpstreamStatus::named(&snapshot, &key.0));
                     self.send(
                         "health",
-                        &health_event(&snapshot, key, state, seen.saturating_sub(recorded)),
+                        &health_event(status.as_ref(), key, state, seen.saturating_sub(recorded)),
                     );
                 }
             }
@@ -213,22 +222,21 @@ fn conditions(snapshot: &data_plane::Snapshot) -> HashMap<(String, u64), (&'stat
 }
 
 /// A backend's state and its `new` latest transitions (at most its whole
-/// history).
+/// history), from its upstream's `status`.
 fn health_event(
-    snapshot: &data_plane::Snapshot,
+    status: Option<&UpstreamStatus>,
     (upstream, id): &(String, u64),
     state: &str,
     new: u64,
 ) -> serde_json::Value {
-    let backend = UpstreamStatus::named(snapshot, upstream)
-        .and_then(|u| u.backends.into_iter().find(|b| b.id == *id));
+    let backend = status.and_then(|u| u.backends.iter().find(|b| b.id == *id));
     let (url, transitions) = match backend {
         Some(b) => {
-            let all = b.transitions.unwrap_or_default();
+            let all = b.transitions.as_deref().unwrap_or_default();
             let keep = all.len().min(new as usize);
-            (b.url, all[all.len() - keep..].to_vec())
+            (b.url.as_str(), &all[all.len() - keep..])
         }
-        None => (String::new(), Vec::new()),
+        None => ("", &[][..]),
     };
     json!({
         "upstream": upstream,
