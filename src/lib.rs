@@ -48,6 +48,8 @@ pub struct Settings {
     pub revision_retention: u64,
     /// This gateway's name among several (`/admin/status` shows it).
     pub node_name: String,
+    /// On a shared database: the cache file and the version check.
+    pub shared: control_plane::SharedOptions,
     /// Forwarding headers, request limits, tunnels.
     pub proxy: ProxySettings,
     /// Proxy listener limits and TLS.
@@ -69,6 +71,9 @@ pub enum StartError {
     Database(control_plane::OpenError),
     #[error("cannot load the config: {0}")]
     Config(control_plane::PublishError),
+    /// A shared database that cannot be reached, with no cache to serve.
+    #[error("{0}")]
+    Unreachable(control_plane::StartError),
     #[error("bootstrap file {path}: {reason}")]
     Bootstrap { path: String, reason: String },
     #[error("cannot listen on {addr}: {}", bind_failure(error, flag))]
@@ -92,6 +97,15 @@ fn bind_failure(error: &std::io::Error, flag: &str) -> String {
     }
 }
 
+impl From<control_plane::StartError> for StartError {
+    fn from(e: control_plane::StartError) -> Self {
+        match e {
+            control_plane::StartError::Publish(e) => e.into(),
+            other => StartError::Unreachable(other),
+        }
+    }
+}
+
 impl From<control_plane::PublishError> for StartError {
     fn from(e: control_plane::PublishError) -> Self {
         use control_plane::{PublishError, StoreError};
@@ -112,6 +126,8 @@ pub struct Gateway {
     probe: Arc<probe::Probe>,
     /// Ends the `/admin/events` streams at shutdown.
     events: Arc<control_plane::api::events::Events>,
+    /// Stops following a shared database at shutdown.
+    control: ControlPlane,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<Drained>,
     admin: JoinHandle<()>,
@@ -189,7 +205,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         None => None,
     };
     let database =
-        control_plane::DatabaseFile::parse(&settings.database_url).map_err(StartError::Database)?;
+        control_plane::Database::parse(&settings.database_url).map_err(StartError::Database)?;
     let admin_socket = reserve(settings.admin_listen, "--admin-listen")?;
     let proxy_socket = reserve(settings.proxy_listen, "--proxy-listen")?;
     let metrics_socket = match settings.metrics_listen {
@@ -226,19 +242,28 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         None => (None, None),
     };
 
-    let created = !database.exists();
+    // A SQLite file this start creates goes again if the start fails.
+    let created = match &database {
+        control_plane::Database::Sqlite(file) if !file.exists() => Some(file),
+        _ => None,
+    };
     let plane = Arc::new(DataPlane::new());
-    let control =
-        match ControlPlane::start(&database, Arc::clone(&plane), settings.revision_retention).await
-        {
-            Ok(control) => control,
-            Err(e) => {
-                if created {
-                    database.remove();
-                }
-                return Err(e.into());
+    let control = match ControlPlane::start(
+        &database,
+        Arc::clone(&plane),
+        settings.revision_retention,
+        &settings.shared,
+    )
+    .await
+    {
+        Ok(control) => control,
+        Err(e) => {
+            if let Some(file) = created {
+                file.remove();
             }
-        };
+            return Err(e.into());
+        }
+    };
     probe.publishing(Arc::clone(&control.publisher));
     let ready = async {
         if let Some((path, config)) = bootstrap {
@@ -267,8 +292,8 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         Ok(listeners) => listeners,
         Err(e) => {
             control.close().await;
-            if created {
-                database.remove();
+            if let Some(file) = created {
+                file.remove();
             }
             return Err(e);
         }
@@ -314,6 +339,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         plane,
         probe,
         events,
+        control,
         stop,
         proxy,
         admin,
@@ -334,6 +360,7 @@ impl Gateway {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        self.control.close().await;
         drained
     }
 

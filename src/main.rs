@@ -42,7 +42,9 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_METRICS_LISTEN", value_parser = cli::listen_addr)]
     metrics_listen: Option<SocketAddr>,
 
-    /// SQLite database holding the config (created if missing).
+    /// Database holding the config: sqlite://FILE (created if missing), or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB (shared by several gateways;
+    /// sslmode and the other libpq parameters go in the query).
     #[arg(
         long,
         env = "SWITCHYARD_DATABASE_URL",
@@ -78,6 +80,17 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_NODE_NAME", value_parser = node_name,
           default_value_t = switchyard::default_node_name())]
     node_name: String,
+
+    /// On PostgreSQL: the file this gateway keeps its last-known-good config
+    /// in, and starts from when the database cannot be reached.
+    #[arg(long, env = "SWITCHYARD_CACHE_FILE", default_value = control_plane::DEFAULT_CACHE_FILE)]
+    cache_file: PathBuf,
+
+    /// On PostgreSQL: milliseconds between checks of the database's config
+    /// version, which catch changes whose notification was missed.
+    #[arg(long, env = "SWITCHYARD_STORE_CHECK_MS", default_value_t = control_plane::shared::DEFAULT_CHECK.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    store_check_ms: u64,
 
     /// Seconds in-flight requests and open WebSockets may take to finish on
     /// SIGTERM/SIGINT.
@@ -279,6 +292,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     bootstrap: cli.bootstrap,
                     revision_retention: cli.revision_retention,
                     node_name: cli.node_name,
+                    shared: control_plane::SharedOptions {
+                        cache_file: cli.cache_file,
+                        check: Duration::from_millis(cli.store_check_ms),
+                    },
                     proxy: switchyard::ProxySettings {
                         trusted_proxies: cli.trusted_proxies,
                         forwarded_header: cli.forwarded_header,

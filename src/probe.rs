@@ -6,7 +6,9 @@
 //! It answers from the moment the addresses are taken, before the database
 //! is opened: `/healthz` says the process is up (200); `/readyz` says 200
 //! only while the config is loaded and published and the listeners take
-//! traffic, 503 before that and again once a shutdown drains; `/metrics`
+//! traffic, 503 before that and again once a shutdown drains (a gateway
+//! on a shared database that cannot be reached stays ready, as it serves
+//! its live or cached config, and says so in the body); `/metrics`
 //! is the admin listener's exposition (503 until the control plane runs).
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -73,7 +75,8 @@ pub fn router(probe: Arc<Probe>) -> Router {
         .with_state(probe)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let body: String = body.into();
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -84,7 +87,16 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 
 async fn ready(State(probe): State<Arc<Probe>>) -> Response {
     match probe.stage() {
-        Stage::Ready => text(StatusCode::OK, "ready\n"),
+        Stage::Ready => match probe.publisher.get() {
+            Some(publisher) if !publisher.store_up() => text(
+                StatusCode::OK,
+                format!(
+                    "ready: serving config version {}; the config database is unreachable\n",
+                    publisher.plane().snapshot().version()
+                ),
+            ),
+            _ => text(StatusCode::OK, "ready\n"),
+        },
         Stage::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         Stage::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use data_plane::DataPlane;
 use data_plane::counters::BUCKETS;
 use data_plane::exporter::LiveCollector;
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Metrics of the control plane, plus the registry that exports them all.
 #[derive(Debug, Clone)]
@@ -17,6 +19,7 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     pub publish_seconds: Histogram,
     pub publish_total: IntCounterVec,
+    pub store_up: IntGauge,
 }
 
 impl Metrics {
@@ -46,8 +49,15 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let store_up = IntGauge::new(
+            "switchyard_store_up",
+            "Whether the config database answered the last time it was asked (0: serving the live config, or the cache file's, until it returns).",
+        )
+        .expect("valid metric");
+        store_up.set(1);
         for c in [
             Box::new(admin_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_up.clone()),
             Box::new(publish_seconds.clone()),
             Box::new(publish_total.clone()),
             Box::new(LiveCollector::new(plane)),
@@ -68,6 +78,7 @@ impl Metrics {
             admin_requests,
             publish_seconds,
             publish_total,
+            store_up,
         }
     }
 

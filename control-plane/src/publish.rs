@@ -16,18 +16,20 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use data_plane::config::GatewayConfig;
 use data_plane::status::{UpstreamStatus, expected_shares};
 use data_plane::{BuildError, DataPlane, Patch, PatchOutcome};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::sqlite::SqliteConnection;
-use tokio::sync::Mutex;
+use sqlx::AnyConnection;
+use tokio::sync::{Mutex, watch};
 
 use crate::metrics::Metrics;
 use crate::store::revisions::{self, ChangeMeta, Resources, RevisionData, Summary};
-use crate::store::{self, Applied, Change, Store, StoreError, Touched};
+use crate::store::{self, Applied, Change, Engine, Store, StoreError, Touched, postgres};
 use crate::view::ConfigView;
 
 /// Why a change was not published.
@@ -85,6 +87,12 @@ pub struct Publisher {
     gate: Mutex<()>,
     metrics: Metrics,
     retention: u64,
+    /// Whether the database answered the last time it was asked (a
+    /// shared PostgreSQL can go away; changes are then refused at once).
+    store_up: AtomicBool,
+    /// The version of each snapshot put in force (the cache file's writer
+    /// follows it).
+    published: watch::Sender<u64>,
 }
 
 /// The resource a change is about, to read it again after a no-op.
@@ -138,7 +146,48 @@ impl Publisher {
             gate: Mutex::new(()),
             metrics,
             retention: revisions::DEFAULT_RETENTION,
+            store_up: AtomicBool::new(true),
+            published: watch::Sender::new(0),
         }
+    }
+
+    /// Whether the database answered the last time it was asked.
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
+    }
+
+    /// Record whether the database answers (`switchyard_store_up`).
+    pub fn set_store_up(&self, up: bool) {
+        if self.store_up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("config database reachable again");
+            } else {
+                tracing::warn!("config database unreachable: serving the live config");
+            }
+        }
+        self.metrics.store_up.set(i64::from(up));
+    }
+
+    /// Follow the version of each snapshot this publisher puts in force.
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Refuse at once while the database is known to be away; note it
+    /// when a call finds it so.
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.store_up() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable)
+        }
+    }
+
+    fn note<T>(&self, result: Result<T, PublishError>) -> Result<T, PublishError> {
+        if let Err(PublishError::Store(StoreError::Unavailable)) = &result {
+            self.set_store_up(false);
+        }
+        result
     }
 
     /// Keep the newest `retention` revisions (at least 1).
@@ -163,13 +212,75 @@ impl Publisher {
     pub async fn publish_current(&self) -> Result<u64, PublishError> {
         let _gate = self.gate.lock().await;
         let config = self.store.load().await?;
-        let snapshot = self
-            .plane
-            .compile(&config)
-            .map_err(PublishError::Rejected)?;
+        self.install_whole(&config)
+    }
+
+    /// Put `config` in force as it is (a start from the cache file).
+    pub async fn publish_config(&self, config: &GatewayConfig) -> Result<u64, PublishError> {
+        let _gate = self.gate.lock().await;
+        self.install_whole(config)
+    }
+
+    fn install_whole(&self, config: &GatewayConfig) -> Result<u64, PublishError> {
+        let snapshot = self.plane.compile(config).map_err(PublishError::Rejected)?;
         let version = snapshot.version();
         // Under the gate nothing newer can be live: install cannot be stale.
         let _ = self.plane.install(snapshot);
+        self.published.send_replace(version);
+        Ok(version)
+    }
+
+    /// Put in force what other gateways sharing the database committed
+    /// after the live version: the revisions since name what changed,
+    /// which is read in one consistent read and patched into the live
+    /// snapshot (the whole config is compiled only when those revisions
+    /// are no longer kept, or changed a lot). Returns the version live.
+    pub async fn catch_up(&self) -> Result<u64, PublishError> {
+        let _gate = self.gate.lock().await;
+        let result = self.catch_up_locked().await;
+        self.note(result)
+    }
+
+    async fn catch_up_locked(&self) -> Result<u64, PublishError> {
+        let live = self.plane.snapshot().version();
+        let mut tx = self.store.begin_read().await?;
+        let version = store::config_version(&mut tx).await?;
+        if version <= live {
+            if version < live {
+                tracing::warn!(
+                    database = version,
+                    live,
+                    "the database is older than the live config (restored from a backup?): keeping the live config"
+                );
+            }
+            return Ok(live);
+        }
+        let started = Instant::now();
+        let outcome = match revisions::touched_between(&mut tx, live, version).await? {
+            Some(touched) => self.patch(&mut tx, version, touched).await?,
+            None => PatchOutcome::Rebuild,
+        };
+        match outcome {
+            PatchOutcome::Patched(snapshot, retired) => {
+                let _ = self.plane.install_patched(snapshot, &retired);
+            }
+            PatchOutcome::Refused(e) => return Err(PublishError::Rejected(e)),
+            PatchOutcome::Rebuild => {
+                let config = store::load_config(&mut tx).await?;
+                let snapshot = self
+                    .plane
+                    .compile(&config)
+                    .map_err(PublishError::Rejected)?;
+                let _ = self.plane.install(snapshot);
+            }
+        }
+        self.published.send_replace(version);
+        tracing::debug!(
+            from = live,
+            version,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "caught up with the database"
+        );
         Ok(version)
     }
 
@@ -194,9 +305,10 @@ impl Publisher {
         meta: &ChangeMeta,
     ) -> Result<(u64, Applied, bool), PublishError> {
         let target = Target::of(&change);
+        self.reachable()?;
         let _gate = self.gate.lock().await;
         let started = Instant::now();
-        let result = self.run_locked(change, Some(meta)).await;
+        let result = self.note(self.run_locked(change, Some(meta)).await);
         let elapsed = started.elapsed();
         let result = match result {
             Ok(Ran::Applied(version, applied)) => {
@@ -229,8 +341,9 @@ impl Publisher {
     /// What `change` would do: validated and compiled as [`Publisher::apply`]
     /// would (so it fails as the real change would), then rolled back.
     pub async fn dry_run(&self, change: Change) -> Result<DryRun, PublishError> {
+        self.reachable()?;
         let _gate = self.gate.lock().await;
-        match self.run_locked(change, None).await? {
+        match self.note(self.run_locked(change, None).await)? {
             Ran::Dry(dry) => Ok(*dry),
             _ => unreachable!("a dry run"),
         }
@@ -259,6 +372,15 @@ impl Publisher {
         let dry = meta.is_none();
         let mut tx = self.store.begin_write().await?;
         let version = store::bump_version(&mut tx).await?;
+        // What other gateways sharing the database committed that this one
+        // has not put in force yet (their NOTIFY is on its way): patched
+        // in with this change (`None` inside: compile the whole config).
+        let live = self.plane.snapshot().version();
+        let behind = if live + 1 < version {
+            Some(revisions::touched_between(&mut tx, live, version - 1).await?)
+        } else {
+            None
+        };
         let touched = change.touched();
         // The state before of what the change may alter (and, for a dry
         // run, the whole document, for its patch); then after.
@@ -274,6 +396,11 @@ impl Publisher {
         if summary.is_empty() && !dry {
             return Ok(Ran::NoOp);
         }
+        let touched = match (touched, behind) {
+            (touched, None) => touched,
+            (Some(touched), Some(Some(lag))) => Some(touched.merged(lag)),
+            (_, Some(None)) | (None, _) => None,
+        };
         let install = match touched {
             Some(touched) => match self.patch(&mut tx, version, touched).await? {
                 PatchOutcome::Patched(snapshot, retired) => {
@@ -321,6 +448,9 @@ impl Publisher {
             RevisionData::Delta(revisions::delta(&after, &summary))
         };
         revisions::record(&mut tx, version, meta, &summary, data, self.retention).await?;
+        if self.store.engine() == Engine::Postgres {
+            postgres::notify(&mut tx, version).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         match install {
             Install::Patched(snapshot, retired) => {
@@ -330,6 +460,7 @@ impl Publisher {
                 let _ = self.plane.install(snapshot);
             }
         }
+        self.published.send_replace(version);
         Ok(Ran::Applied(version, applied))
     }
 
@@ -338,7 +469,7 @@ impl Publisher {
     /// route may own (named after it).
     async fn scope(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         touched: &Touched,
     ) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
         let routes: BTreeSet<String> = touched.routes.iter().cloned().collect();
@@ -416,7 +547,7 @@ impl Publisher {
     /// before: then the whole config is compiled).
     async fn patch(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         version: u64,
         touched: Touched,
     ) -> Result<PatchOutcome, StoreError> {
@@ -449,7 +580,7 @@ impl Publisher {
 /// name; `None`: everything), and the whole export when it is read anyway
 /// or wanted (`whole`: a dry run's patch).
 async fn state(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     scope: Option<&(BTreeSet<String>, BTreeSet<String>)>,
     whole: bool,
 ) -> Result<(Option<ConfigView>, Resources), StoreError> {

@@ -1,31 +1,80 @@
-//! The SQLite config store: every SQL statement of Switchyard lives here.
+//! The config store: every SQL statement of Switchyard lives here.
 //!
-//! The database runs in WAL mode with foreign keys on and
-//! `synchronous = FULL`: a write acknowledged to a client has been fsynced,
-//! so it survives `kill -9` and power loss alike. Writers take
-//! `BEGIN IMMEDIATE` transactions with a busy timeout, so concurrent
-//! writers queue instead of failing. Every mutation bumps the single
-//! global config version inside its transaction ([`Store::apply`]).
+//! Two databases hold it, behind one set of queries (sqlx's `Any` driver,
+//! with `$N` parameters, which both take):
+//!
+//! - **SQLite** (the default, `sqlite://FILE`): WAL mode with foreign keys
+//!   on and `synchronous = FULL`, so a write acknowledged to a client has
+//!   been fsynced and survives `kill -9` and power loss alike. Writers take
+//!   `BEGIN IMMEDIATE` transactions with a busy timeout, so concurrent
+//!   writers queue instead of failing.
+//! - **PostgreSQL** (`postgres://…`), shared by several gateways: a writer
+//!   locks the one version row (`UPDATE meta … RETURNING`) as its first
+//!   statement, so writes from every node are serialised by the database
+//!   and each sees the last commit. After commit the writer's `NOTIFY`
+//!   tells the other nodes (see [`postgres`]).
+//!
+//! Every mutation bumps the single global config version inside its
+//! transaction ([`bump_version`]). Integers (booleans included, as 0 or 1)
+//! are 64-bit in both schemas, so a row reads the same from either.
 
 mod file;
+pub mod postgres;
 mod read;
 pub mod revisions;
 mod write;
 
-use std::time::Duration;
-
 use data_plane::config::GatewayConfig;
-use sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 
 use crate::model::{Config, NewBackend, Route, Upstream};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
 pub use file::{DatabaseFile, OpenError};
+pub use postgres::PostgresUrl;
 pub use read::export as export_in;
 use read::{all_routes, export, get_backend, get_route, get_upstream};
 pub use read::{load_config, load_route, load_upstream, resources};
 pub use write::apply;
+
+/// Where the config lives: a `--database-url` read and checked.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(DatabaseFile),
+    Postgres(PostgresUrl),
+}
+
+impl Database {
+    /// Read `url`: `postgres://…` (or `postgresql://…`) selects PostgreSQL;
+    /// anything else is read as SQLite ([`DatabaseFile::parse`]).
+    pub fn parse(url: &str) -> Result<Database, OpenError> {
+        if PostgresUrl::is_postgres(url) {
+            return PostgresUrl::parse(url).map(Database::Postgres);
+        }
+        DatabaseFile::parse(url).map(Database::Sqlite)
+    }
+
+    /// What to log about it (a PostgreSQL password is left out).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(file) => file.path().display().to_string(),
+            Database::Postgres(url) => url.to_string(),
+        }
+    }
+
+    /// Whether several gateways may share it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
 
 /// Why a store operation failed. A variant that wraps another error says
 /// its message in its own and does not also return it as `source()`, so a
@@ -47,6 +96,10 @@ pub enum StoreError {
     PreconditionFailed { current: u64 },
     #[error("stored config is unreadable: {0}")]
     Corrupt(String),
+    /// The database cannot be reached (PostgreSQL down, the network
+    /// between, the pool's wait for a connection ran out).
+    #[error("the config database is unreachable; the live config keeps serving: retry later")]
+    Unavailable,
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("migration failed: {0}")]
@@ -57,13 +110,37 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        if unreachable(&e) {
+            tracing::warn!(error = %e, "config database unreachable");
+            return StoreError::Unavailable;
+        }
         StoreError::Database(e)
+    }
+}
+
+/// Whether `e` says the database cannot be reached (rather than that it
+/// refused a statement): no connection, or PostgreSQL's connection
+/// exceptions (class 08) and operator interventions (57P: shutting down,
+/// starting up).
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Migrate(e)
+        match e {
+            sqlx::migrate::MigrateError::Execute(e) if unreachable(&e) => StoreError::Unavailable,
+            e => StoreError::Migrate(e),
+        }
     }
 }
 
@@ -122,6 +199,20 @@ pub struct Touched {
     pub upstreams: Vec<String>,
 }
 
+impl Touched {
+    /// Both lists, each name once.
+    pub fn merged(self, other: Touched) -> Touched {
+        let join = |a: Vec<String>, b: Vec<String>| {
+            let set: std::collections::BTreeSet<String> = a.into_iter().chain(b).collect();
+            set.into_iter().collect()
+        };
+        Touched {
+            routes: join(self.routes, other.routes),
+            upstreams: join(self.upstreams, other.upstreams),
+        }
+    }
+}
+
 impl Change {
     /// What this change may alter; `None` when it may alter anything
     /// (replacing the whole config).
@@ -160,10 +251,13 @@ pub enum Applied {
 /// Handle to the config database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
+    /// PostgreSQL's URL: migrations run on a connection of their own.
+    postgres: Option<PostgresUrl>,
 }
 
-type Tx = Transaction<'static, Sqlite>;
+type Tx = Transaction<'static, Any>;
 
 pub(crate) fn not_found(kind: &'static str, name: impl Into<String>) -> StoreError {
     StoreError::NotFound {
@@ -172,37 +266,108 @@ pub(crate) fn not_found(kind: &'static str, name: impl Into<String>) -> StoreErr
     }
 }
 
+/// What each SQLite connection sets when it opens (the `Any` driver takes
+/// a URL, which cannot carry pragmas).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -256;";
+
 impl Store {
     /// Open (creating if missing) and migrate the database at `url`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        Store::open_file(&DatabaseFile::parse(url)?).await
+        match Database::parse(url)? {
+            Database::Sqlite(file) => Store::open_file(&file).await,
+            Database::Postgres(url) => {
+                let store = Store::connect_postgres(&url);
+                store.migrate().await?;
+                Ok(store)
+            }
+        }
     }
 
     /// Open (creating if missing) and migrate `file`. A file that cannot be
     /// opened is an [`OpenError`] naming what to fix.
     pub async fn open_file(file: &DatabaseFile) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
         file.prepare()?;
-        let options = file
-            .options()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // SQLite's default page cache is 2 MiB per connection; the
-            // config is read whole only at start-up and on `PUT /admin/config`,
-            // and the OS caches the file anyway.
-            .pragma("cache_size", "-256");
-        let pool = SqlitePoolOptions::new()
+        let url = file.options().to_url_lossy();
+        let options = AnyConnectOptions::from_url(&url).map_err(|e| cannot_open(file, &e))?;
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // SQLite's default page cache is 2 MiB per connection;
+                    // the config is read whole only at start-up and on
+                    // `PUT /admin/config`, and the OS caches the file anyway.
+                    conn.execute(SQLITE_PRAGMAS).await.map(drop)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| cannot_open(file, &e))?;
-        if let Err(e) = sqlx::migrate!("../migrations").run(&pool).await {
-            pool.close().await;
-            return Err(e.into());
+        let store = Store {
+            pool,
+            engine: Engine::Sqlite,
+            postgres: None,
+        };
+        if let Err(e) = store.migrate().await {
+            store.close().await;
+            return Err(e);
         }
-        Ok(Store { pool })
+        Ok(store)
+    }
+
+    /// A store on the PostgreSQL database at `url`, connecting when first
+    /// used (so a gateway can start from its cache while the database is
+    /// away). Call [`Store::migrate`] before anything else.
+    pub fn connect_postgres(url: &PostgresUrl) -> Store {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(postgres::ACQUIRE_TIMEOUT)
+            .connect_lazy(url.as_str())
+            .expect("a checked PostgreSQL URL");
+        Store {
+            pool,
+            engine: Engine::Postgres,
+            postgres: Some(url.clone()),
+        }
+    }
+
+    /// Apply the migrations of this store's database that it lacks. For
+    /// PostgreSQL, sqlx holds an advisory lock while it migrates, so
+    /// gateways starting together against an empty database take turns.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.engine {
+            Engine::Sqlite => {
+                sqlx::migrate!("../migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Engine::Postgres => {
+                // One attempt, bounded: a start must find out soon whether
+                // to serve from its cache instead.
+                let url = self
+                    .postgres
+                    .as_ref()
+                    .expect("a PostgreSQL store has its URL");
+                let mut conn = tokio::time::timeout(
+                    postgres::ACQUIRE_TIMEOUT,
+                    AnyConnection::connect(url.as_str()),
+                )
+                .await
+                .map_err(|_| StoreError::Unavailable)??;
+                let result = sqlx::migrate!("../migrations/postgres")
+                    .run_direct(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+                result?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Close every connection (SQLite checkpoints and removes its `-wal`
@@ -211,16 +376,34 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Start a write transaction (`BEGIN IMMEDIATE`: takes the write lock
-    /// now, so a concurrent writer waits on the busy timeout).
+    /// Start a write transaction. SQLite: `BEGIN IMMEDIATE` takes the
+    /// write lock now, so a concurrent writer waits on the busy timeout.
+    /// PostgreSQL: the writer's first statement ([`bump_version`]) locks
+    /// the version row, so concurrent writers (on any node) wait there.
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Start a read transaction that sees one committed state throughout
+    /// (PostgreSQL's default isolation takes a new snapshot per statement).
+    pub async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin().await?,
+            Engine::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
     }
 
     /// The whole config as it is committed now.
     pub async fn load(&self) -> Result<GatewayConfig, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        load_config(&mut conn).await
+        let mut tx = self.begin_read().await?;
+        load_config(&mut tx).await
     }
 
     pub async fn config_version(&self) -> Result<u64, StoreError> {
@@ -229,7 +412,7 @@ impl Store {
     }
 
     pub async fn list_routes(&self) -> Result<(Vec<RouteView>, u64), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let version = config_version(&mut tx).await?;
         let views = all_routes(&mut tx).await?;
         Ok((views, version))
@@ -241,7 +424,7 @@ impl Store {
     }
 
     pub async fn list_upstreams(&self) -> Result<(Vec<UpstreamView>, u64), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let version = config_version(&mut tx).await?;
         let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams ORDER BY name")
             .fetch_all(&mut *tx)
@@ -265,7 +448,7 @@ impl Store {
 
     /// The whole config as one importable document.
     pub async fn export(&self) -> Result<ConfigView, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         export(&mut tx).await
     }
 
@@ -286,7 +469,7 @@ impl Store {
         version: u64,
     ) -> Result<(usize, usize), StoreError> {
         let (c, d): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT length(checkpoint), length(delta) FROM revision_data WHERE version = ?",
+            "SELECT length(checkpoint), length(delta) FROM revision_data WHERE version = $1",
         )
         .bind(version as i64)
         .fetch_one(&self.pool)
@@ -299,7 +482,7 @@ impl Store {
         &self,
         version: u64,
     ) -> Result<(revisions::RevisionView, revisions::Resources), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let view = revisions::get(&mut tx, version).await?;
         let state = revisions::state_at(&mut tx, version).await?;
         match (view, state) {
@@ -328,7 +511,7 @@ fn cannot_open(file: &DatabaseFile, e: &sqlx::Error) -> OpenError {
 }
 
 /// Bump the global config version inside `tx`; returns the new version.
-pub async fn bump_version(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+pub async fn bump_version(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     let (v,): (i64,) = sqlx::query_as(
         "UPDATE meta SET config_version = config_version + 1 WHERE id = 1 RETURNING config_version",
     )
@@ -337,7 +520,7 @@ pub async fn bump_version(conn: &mut SqliteConnection) -> Result<u64, StoreError
     Ok(v as u64)
 }
 
-pub async fn config_version(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+pub async fn config_version(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     let (v,): (i64,) = sqlx::query_as("SELECT config_version FROM meta WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;

@@ -87,10 +87,13 @@ impl DataPlane {
 
     /// The live snapshot with `patches` applied, as `version`, without
     /// installing it: only what the patches name is compiled (see
-    /// [`Snapshot::patch`]).
+    /// [`Snapshot::patch`]). The patches must cover every change between
+    /// the live version and `version` (one change, or several when this
+    /// gateway catches up with others sharing its database);
+    /// [`PatchOutcome::Rebuild`] when the live snapshot is not older.
     pub fn compile_patch(&self, version: u64, patches: &[Patch]) -> PatchOutcome {
         let base = self.snapshot();
-        if base.version() + 1 != version {
+        if base.version() >= version {
             return PatchOutcome::Rebuild;
         }
         match base.patch(version, patches, &self.registry) {

@@ -115,7 +115,7 @@ async fn a_database_of_the_previous_schema_keeps_its_routes() {
     let db = format!("sqlite://{}", dir.path().join("switchyard.db").display());
     // The previous release's migrations, as the files it embedded.
     let previous = tempfile::tempdir().unwrap();
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
     for entry in std::fs::read_dir(&migrations).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();

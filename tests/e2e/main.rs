@@ -26,6 +26,7 @@ mod process;
 mod proxy;
 mod recovery;
 mod revisions;
+mod shared_store;
 mod slow_readers;
 mod startup;
 mod streaming;

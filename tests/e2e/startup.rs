@@ -58,13 +58,32 @@ fn a_missing_directory_is_named_with_the_fix() {
 }
 
 #[test]
-fn a_url_that_is_not_sqlite_is_named() {
-    let err = refused(switchyard(), "postgres://db.internal/switchyard", &[]);
+fn a_url_of_another_database_is_named() {
+    let err = refused(switchyard(), "mysql://db.internal/switchyard", &[]);
     assert!(
-        err.contains("postgres://db.internal/switchyard is not a SQLite database URL")
+        err.contains("mysql://db.internal/switchyard is not a database URL Switchyard can use")
             && err.contains("--database-url sqlite:///"),
         "{err}"
     );
+}
+
+/// A shared database that cannot be reached, and no cache file to start
+/// from: one line naming both, and no file left behind.
+#[test]
+fn an_unreachable_postgres_without_a_cache_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1 of the loopback.
+    let mut cmd = switchyard();
+    cmd.current_dir(tmp.path());
+    let err = refused(cmd, "postgres://app:s3cret@127.0.0.1:1/switchyard", &[]);
+    assert!(
+        err.contains("cannot reach the config database postgres://127.0.0.1:1/switchyard")
+            && err.contains("no cache file")
+            && err.contains("switchyard-cache.json")
+            && !err.contains("s3cret"),
+        "{err}"
+    );
+    assert!(files_in(tmp.path()).is_empty());
 }
 
 #[test]

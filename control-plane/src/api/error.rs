@@ -162,6 +162,12 @@ impl ApiError {
                     vec![FieldError::new(*pointer, detail.clone())],
                 ),
                 StoreError::InUse { .. } => (S::CONFLICT, "in-use", "Resource in use", vec![]),
+                StoreError::Unavailable => (
+                    S::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Config database unreachable",
+                    vec![],
+                ),
                 StoreError::UnknownUpstream(name) => (
                     S::UNPROCESSABLE_ENTITY,
                     "unknown-reference",

@@ -20,11 +20,11 @@ use sqlx::sqlite::SqliteConnectOptions;
 /// Why the database at a URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
-    #[error("{url} is not a SQLite database URL: Switchyard keeps its config in SQLite")]
+    #[error("{url} is not a database URL Switchyard can use: give sqlite://FILE or postgres://…")]
     NotSqlite { url: String },
     #[error("{url} is an in-memory database: every change would be lost at exit")]
     InMemory { url: String },
-    #[error("{url} is not a usable SQLite URL: {reason}")]
+    #[error("{url} is not a usable database URL: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("cannot open database {path}: directory {dir} does not exist")]
     NoDirectory { path: String, dir: String },

@@ -6,7 +6,7 @@ use data_plane::config::{
     BackendConfig, GatewayConfig, RouteConfig, RoutePolicies, Strategy, Timeouts, UpstreamConfig,
     UpstreamPolicy,
 };
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::revisions::Resources;
 use super::{StoreError, config_version, not_found};
@@ -19,8 +19,10 @@ struct RouteRow {
     path: String,
     methods: String,
     hosts: String,
-    strip_prefix: bool,
-    preserve_host: bool,
+    /// Booleans are integers (0 or 1) in both databases, so one query
+    /// reads them from either.
+    strip_prefix: i64,
+    preserve_host: i64,
     max_body_bytes: Option<i64>,
     timeout_ms: Option<i64>,
     /// `None` for a route that only redirects.
@@ -42,7 +44,7 @@ fn parse_list(raw: &str) -> Result<Vec<String>, StoreError> {
 }
 
 /// Every route, by name.
-pub(super) async fn all_routes(conn: &mut SqliteConnection) -> Result<Vec<RouteView>, StoreError> {
+pub(super) async fn all_routes(conn: &mut AnyConnection) -> Result<Vec<RouteView>, StoreError> {
     let rows: Vec<RouteRow> =
         sqlx::query_as(&format!("SELECT {ROUTE_COLUMNS} FROM routes ORDER BY name"))
             .fetch_all(&mut *conn)
@@ -60,8 +62,8 @@ fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
             hosts: parse_list(&row.hosts)?,
             name: row.name,
             path: row.path,
-            strip_prefix: row.strip_prefix,
-            preserve_host: row.preserve_host,
+            strip_prefix: row.strip_prefix != 0,
+            preserve_host: row.preserve_host != 0,
             max_body_bytes: row.max_body_bytes.map(|n| n as u64),
             timeout_ms: row.timeout_ms.map(|n| n as u64),
             upstream: row.upstream,
@@ -71,12 +73,9 @@ fn route_view(row: RouteRow) -> Result<RouteView, StoreError> {
     })
 }
 
-async fn route_row(
-    conn: &mut SqliteConnection,
-    name: &str,
-) -> Result<Option<RouteRow>, StoreError> {
+async fn route_row(conn: &mut AnyConnection, name: &str) -> Result<Option<RouteRow>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {ROUTE_COLUMNS} FROM routes WHERE name = ?"
+        "SELECT {ROUTE_COLUMNS} FROM routes WHERE name = $1"
     ))
     .bind(name)
     .fetch_optional(&mut *conn)
@@ -84,7 +83,7 @@ async fn route_row(
 }
 
 pub(super) async fn get_route(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
 ) -> Result<RouteView, StoreError> {
     let row = route_row(conn, name).await?;
@@ -139,11 +138,11 @@ fn parse_strategy(raw: &str) -> Result<Strategy, StoreError> {
 }
 
 async fn upstream_row(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
 ) -> Result<Option<UpstreamRow>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {UPSTREAM_COLUMNS} FROM upstreams WHERE name = ?"
+        "SELECT {UPSTREAM_COLUMNS} FROM upstreams WHERE name = $1"
     ))
     .bind(name)
     .fetch_optional(&mut *conn)
@@ -151,13 +150,13 @@ async fn upstream_row(
 }
 
 pub(super) async fn get_upstream(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
 ) -> Result<UpstreamView, StoreError> {
     let row = upstream_row(conn, name).await?;
     let mut row = row.ok_or_else(|| not_found("upstream", name))?;
     let backends: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, url, weight, version FROM backends WHERE upstream = ? ORDER BY id",
+        "SELECT id, url, weight, version FROM backends WHERE upstream = $1 ORDER BY id",
     )
     .bind(&row.name)
     .fetch_all(&mut *conn)
@@ -179,12 +178,12 @@ pub(super) async fn get_upstream(
 }
 
 pub(super) async fn get_backend(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     upstream: &str,
     id: u64,
 ) -> Result<BackendView, StoreError> {
     let row: Option<(i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, url, weight, version FROM backends WHERE upstream = ? AND id = ?",
+        "SELECT id, url, weight, version FROM backends WHERE upstream = $1 AND id = $2",
     )
     .bind(upstream)
     .bind(id as i64)
@@ -202,7 +201,7 @@ pub(super) async fn get_backend(
 
 /// The whole config as `conn` sees it (inside a transaction: including its
 /// uncommitted changes), in a stable order.
-pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, StoreError> {
+pub async fn load_config(conn: &mut AnyConnection) -> Result<GatewayConfig, StoreError> {
     let version = config_version(conn).await?;
     let mut backends: HashMap<String, Vec<BackendConfig>> = HashMap::new();
     let rows: Vec<(i64, String, String, i64)> =
@@ -243,7 +242,7 @@ pub async fn load_config(conn: &mut SqliteConnection) -> Result<GatewayConfig, S
 /// One route as the data plane runs it (`None`: there is no such route),
 /// as `conn` sees it.
 pub async fn load_route(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
 ) -> Result<Option<RouteConfig>, StoreError> {
     let row = route_row(conn, name).await?;
@@ -254,14 +253,14 @@ pub async fn load_route(
 /// One upstream with its backends as the data plane runs it (`None`: there
 /// is no such upstream), as `conn` sees it.
 pub async fn load_upstream(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
 ) -> Result<Option<UpstreamConfig>, StoreError> {
     let Some(row) = upstream_row(conn, name).await? else {
         return Ok(None);
     };
     let rows: Vec<(i64, String, i64)> =
-        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = ? ORDER BY id")
+        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = $1 ORDER BY id")
             .bind(name)
             .fetch_all(&mut *conn)
             .await?;
@@ -277,7 +276,7 @@ pub async fn load_upstream(
 }
 
 /// The whole config as one document, in a stable order (names; backends by id).
-pub async fn export(conn: &mut SqliteConnection) -> Result<ConfigView, StoreError> {
+pub async fn export(conn: &mut AnyConnection) -> Result<ConfigView, StoreError> {
     let version = config_version(conn).await?;
     let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams ORDER BY name")
         .fetch_all(&mut *conn)
@@ -322,7 +321,7 @@ fn config_upstream(view: UpstreamView) -> ConfigUpstream {
 /// The state of the named routes and upstreams in the export format
 /// (`None`: there is none of that name).
 pub async fn resources(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     routes: &BTreeSet<String>,
     upstreams: &BTreeSet<String>,
 ) -> Result<Resources, StoreError> {

@@ -16,14 +16,14 @@
 //! kept revision needs them (at most [`CHECKPOINT_EVERY`] - 1 deltas older
 //! than the oldest kept revision remain, invisible).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
-use super::StoreError;
+use super::{StoreError, Touched};
 use crate::view::ConfigView;
 
 /// A checkpoint at least this often (in revisions): rebuilding a version
@@ -302,17 +302,14 @@ const COLUMNS: &str = "version, at_unix_ms, source, endpoint, client, comment, s
 
 /// Whether the revision at `version` must be a checkpoint: the first of
 /// the database (or after a gap), or [`CHECKPOINT_EVERY`] since the last.
-pub async fn needs_checkpoint(
-    conn: &mut SqliteConnection,
-    version: u64,
-) -> Result<bool, StoreError> {
+pub async fn needs_checkpoint(conn: &mut AnyConnection, version: u64) -> Result<bool, StoreError> {
     let last: Option<(i64,)> = sqlx::query_as(
         "SELECT version FROM revision_data WHERE checkpoint IS NOT NULL ORDER BY version DESC LIMIT 1",
     )
     .fetch_optional(&mut *conn)
     .await?;
     let previous: Option<(i64,)> =
-        sqlx::query_as("SELECT version FROM revision_data WHERE version = ?")
+        sqlx::query_as("SELECT version FROM revision_data WHERE version = $1")
             .bind(version as i64 - 1)
             .fetch_optional(&mut *conn)
             .await?;
@@ -324,7 +321,7 @@ pub async fn needs_checkpoint(
 
 /// Record the revision at `version`, and prune to the newest `retention`.
 pub async fn record(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     version: u64,
     meta: &ChangeMeta,
     summary: &Summary,
@@ -336,7 +333,7 @@ pub async fn record(
         .map_or(0, |d| d.as_millis() as i64);
     sqlx::query(
         "INSERT INTO revisions (version, at_unix_ms, source, endpoint, client, comment, summary)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(version as i64)
     .bind(at)
@@ -354,14 +351,14 @@ pub async fn record(
             Some(serde_json::to_string(&d).expect("a delta serialises")),
         ),
     };
-    sqlx::query("INSERT INTO revision_data (version, checkpoint, delta) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO revision_data (version, checkpoint, delta) VALUES ($1, $2, $3)")
         .bind(version as i64)
         .bind(checkpoint)
         .bind(delta)
         .execute(&mut *conn)
         .await?;
     let keep_from = version.saturating_sub(retention.max(1) - 1) as i64;
-    sqlx::query("DELETE FROM revisions WHERE version < ?")
+    sqlx::query("DELETE FROM revisions WHERE version < $1")
         .bind(keep_from)
         .execute(&mut *conn)
         .await?;
@@ -377,14 +374,54 @@ pub async fn record(
     Ok(())
 }
 
+/// Beyond this many names, catching up compiles the whole config rather
+/// than patching each.
+const MAX_PATCHED_NAMES: usize = 256;
+
+/// The routes and upstreams the revisions after `from` up to `to` changed
+/// (the change feed another gateway sharing the database reads), or
+/// `None` when the whole config must be read instead: one of those
+/// revisions is no longer kept, or they changed more than
+/// [`MAX_PATCHED_NAMES`] things.
+pub async fn touched_between(
+    conn: &mut AnyConnection,
+    from: u64,
+    to: u64,
+) -> Result<Option<Touched>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT summary FROM revisions WHERE version > $1 AND version <= $2 ORDER BY version",
+    )
+    .bind(from as i64)
+    .bind(to as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.len() as u64 != to.saturating_sub(from) {
+        return Ok(None);
+    }
+    let (mut routes, mut upstreams) = (BTreeSet::new(), BTreeSet::new());
+    for (raw,) in rows {
+        let summary: Summary = serde_json::from_str(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("bad revision summary: {e}")))?;
+        routes.extend(summary.routes.names().cloned());
+        upstreams.extend(summary.upstreams.names().cloned());
+        if routes.len() + upstreams.len() > MAX_PATCHED_NAMES {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Touched {
+        routes: routes.into_iter().collect(),
+        upstreams: upstreams.into_iter().collect(),
+    }))
+}
+
 /// Revisions newest first: at most `limit`, older than `before` if given.
 pub async fn list(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     limit: u32,
     before: Option<u64>,
 ) -> Result<Vec<RevisionView>, StoreError> {
     let rows: Vec<RevisionRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM revisions WHERE version < ? ORDER BY version DESC LIMIT ?"
+        "SELECT {COLUMNS} FROM revisions WHERE version < $1 ORDER BY version DESC LIMIT $2"
     ))
     .bind(before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64))
     .bind(limit as i64)
@@ -395,14 +432,14 @@ pub async fn list(
 
 /// The kept revision at `version`.
 pub async fn get(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     version: u64,
 ) -> Result<Option<RevisionView>, StoreError> {
     let Ok(v) = i64::try_from(version) else {
         return Ok(None);
     };
     let row: Option<RevisionRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM revisions WHERE version = ?"
+        "SELECT {COLUMNS} FROM revisions WHERE version = $1"
     ))
     .bind(v)
     .fetch_optional(&mut *conn)
@@ -413,7 +450,7 @@ pub async fn get(
 /// The whole config at a kept revision's `version`, or `None` when that
 /// revision is not kept.
 pub async fn state_at(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     version: u64,
 ) -> Result<Option<Resources>, StoreError> {
     if get(conn, version).await?.is_none() {
@@ -422,7 +459,7 @@ pub async fn state_at(
     let v = version as i64;
     let checkpoint: Option<(i64, String)> = sqlx::query_as(
         "SELECT version, checkpoint FROM revision_data
-         WHERE checkpoint IS NOT NULL AND version <= ? ORDER BY version DESC LIMIT 1",
+         WHERE checkpoint IS NOT NULL AND version <= $1 ORDER BY version DESC LIMIT 1",
     )
     .bind(v)
     .fetch_optional(&mut *conn)
@@ -436,7 +473,7 @@ pub async fn state_at(
         .map_err(|e| StoreError::Corrupt(format!("bad revision checkpoint {from}: {e}")))?;
     let mut state = Resources::of_document(&doc);
     let deltas: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT version, delta FROM revision_data WHERE version > ? AND version <= ? ORDER BY version",
+        "SELECT version, delta FROM revision_data WHERE version > $1 AND version <= $2 ORDER BY version",
     )
     .bind(from)
     .bind(v)

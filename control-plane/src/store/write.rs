@@ -1,7 +1,7 @@
 //! Applying [`Change`]s inside a write transaction.
 
 use data_plane::config::UpstreamPolicy;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::read::{export, get_backend, get_route, get_upstream, json_list};
 use super::{Applied, Change, StoreError};
@@ -16,7 +16,7 @@ fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
 
 /// Apply one change at config version `version` inside a write transaction.
 pub async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     change: Change,
     version: u64,
 ) -> Result<Applied, StoreError> {
@@ -37,15 +37,15 @@ pub async fn apply(
             check_expect(expect, old.version)?;
             let upstream = resolve_target(conn, &route, version).await?;
             sqlx::query(
-                "UPDATE routes SET path = ?, methods = ?, hosts = ?, strip_prefix = ?, preserve_host = ?,
-                 max_body_bytes = ?, timeout_ms = ?, upstream = ?, policies = ?, version = ?
-                 WHERE name = ?",
+                "UPDATE routes SET path = $1, methods = $2, hosts = $3, strip_prefix = $4, preserve_host = $5,
+                 max_body_bytes = $6, timeout_ms = $7, upstream = $8, policies = $9, version = $10
+                 WHERE name = $11",
             )
             .bind(&route.path)
             .bind(json_list(&route.methods))
             .bind(json_list(&route.hosts))
-            .bind(route.strip_prefix)
-            .bind(route.preserve_host)
+            .bind(route.strip_prefix as i64)
+            .bind(route.preserve_host as i64)
             .bind(route.max_body_bytes.map(|n| n as i64))
             .bind(route.timeout_ms.map(|n| n as i64))
             .bind(&upstream)
@@ -64,7 +64,7 @@ pub async fn apply(
         Change::DeleteRoute { name, expect } => {
             let old = get_route(conn, &name).await?;
             check_expect(expect, old.version)?;
-            sqlx::query("DELETE FROM routes WHERE name = ?")
+            sqlx::query("DELETE FROM routes WHERE name = $1")
                 .bind(&name)
                 .execute(&mut *conn)
                 .await?;
@@ -94,7 +94,7 @@ pub async fn apply(
             if !routes.is_empty() {
                 return Err(StoreError::InUse { name, routes });
             }
-            sqlx::query("DELETE FROM upstreams WHERE name = ?")
+            sqlx::query("DELETE FROM upstreams WHERE name = $1")
                 .bind(&name)
                 .execute(&mut *conn)
                 .await?;
@@ -109,7 +109,7 @@ pub async fn apply(
             check_expect(expect, old.version)?;
             ensure_url_free(conn, &upstream, &backend.url, None).await?;
             let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO backends (upstream, url, weight, version) VALUES (?, ?, ?, ?) RETURNING id",
+                "INSERT INTO backends (upstream, url, weight, version) VALUES ($1, $2, $3, $4) RETURNING id",
             )
             .bind(&upstream)
             .bind(&backend.url)
@@ -131,7 +131,7 @@ pub async fn apply(
             let old = get_backend(conn, &upstream, id).await?;
             check_expect(expect, old.version)?;
             ensure_url_free(conn, &upstream, &backend.url, Some(id)).await?;
-            sqlx::query("UPDATE backends SET url = ?, weight = ?, version = ? WHERE id = ?")
+            sqlx::query("UPDATE backends SET url = $1, weight = $2, version = $3 WHERE id = $4")
                 .bind(&backend.url)
                 .bind(backend.weight as i64)
                 .bind(version as i64)
@@ -148,7 +148,7 @@ pub async fn apply(
         } => {
             let old = get_backend(conn, &upstream, id).await?;
             check_expect(expect, old.version)?;
-            sqlx::query("DELETE FROM backends WHERE id = ?")
+            sqlx::query("DELETE FROM backends WHERE id = $1")
                 .bind(id as i64)
                 .execute(&mut *conn)
                 .await?;
@@ -167,7 +167,7 @@ pub async fn apply(
 /// Make the stored config exactly `config`. Upstreams that stay keep their
 /// backends' ids (matched by URL); everything written gets `version`.
 async fn replace_config(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     config: Config,
     version: u64,
 ) -> Result<(), StoreError> {
@@ -179,7 +179,7 @@ async fn replace_config(
         .await?;
     for (name,) in existing {
         if !config.upstreams.iter().any(|u| u.upstream.name == name) {
-            sqlx::query("DELETE FROM upstreams WHERE name = ?")
+            sqlx::query("DELETE FROM upstreams WHERE name = $1")
                 .bind(&name)
                 .execute(&mut *conn)
                 .await?;
@@ -189,7 +189,7 @@ async fn replace_config(
         let up = &u.upstream;
         if upstream_exists(conn, &up.name).await? {
             update_upstream(conn, up, version).await?;
-            sqlx::query("UPDATE upstreams SET owner_route = ? WHERE name = ?")
+            sqlx::query("UPDATE upstreams SET owner_route = $1 WHERE name = $2")
                 .bind(u.owner_route.as_deref())
                 .bind(&up.name)
                 .execute(&mut *conn)
@@ -213,21 +213,21 @@ async fn replace_config(
 }
 
 async fn insert_route(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     route: &Route,
     upstream: Option<&str>,
     version: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO routes (name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes,
-         timeout_ms, upstream, policies, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         timeout_ms, upstream, policies, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&route.name)
     .bind(&route.path)
     .bind(json_list(&route.methods))
     .bind(json_list(&route.hosts))
-    .bind(route.strip_prefix)
-    .bind(route.preserve_host)
+    .bind(route.strip_prefix as i64)
+    .bind(route.preserve_host as i64)
     .bind(route.max_body_bytes.map(|n| n as i64))
     .bind(route.timeout_ms.map(|n| n as i64))
     .bind(upstream)
@@ -248,7 +248,7 @@ fn policies_json(route: &Route) -> String {
 /// creating or refreshing its own upstream when the route gives backends
 /// inline.
 async fn resolve_target(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     route: &Route,
     version: u64,
 ) -> Result<Option<String>, StoreError> {
@@ -264,7 +264,7 @@ async fn resolve_target(
         }
         RouteTarget::Inline { strategy, backends } => {
             let owner: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT owner_route FROM upstreams WHERE name = ?")
+                sqlx::query_as("SELECT owner_route FROM upstreams WHERE name = $1")
                     .bind(&route.name)
                     .fetch_optional(&mut *conn)
                     .await?;
@@ -314,12 +314,12 @@ async fn resolve_target(
 /// After route `route` stopped using `upstream`: if the route owned it,
 /// delete it, or just disown it when other routes still use it.
 async fn release_owned(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     upstream: &str,
     route: &str,
 ) -> Result<(), StoreError> {
     let owned: Option<(i64,)> =
-        sqlx::query_as("SELECT 1 FROM upstreams WHERE name = ? AND owner_route = ?")
+        sqlx::query_as("SELECT 1 FROM upstreams WHERE name = $1 AND owner_route = $2")
             .bind(upstream)
             .bind(route)
             .fetch_optional(&mut *conn)
@@ -328,12 +328,12 @@ async fn release_owned(
         return Ok(());
     }
     if routes_using(conn, upstream).await?.is_empty() {
-        sqlx::query("DELETE FROM upstreams WHERE name = ?")
+        sqlx::query("DELETE FROM upstreams WHERE name = $1")
             .bind(upstream)
             .execute(&mut *conn)
             .await?;
     } else {
-        sqlx::query("UPDATE upstreams SET owner_route = NULL WHERE name = ?")
+        sqlx::query("UPDATE upstreams SET owner_route = NULL WHERE name = $1")
             .bind(upstream)
             .execute(&mut *conn)
             .await?;
@@ -342,7 +342,7 @@ async fn release_owned(
 }
 
 async fn insert_upstream(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     u: &Upstream,
     owner: Option<&str>,
     version: u64,
@@ -355,7 +355,7 @@ async fn insert_upstream(
     }
     sqlx::query(
         "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms,
-         body_idle_timeout_ms, policy, owner_route, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         body_idle_timeout_ms, policy, owner_route, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&u.name)
     .bind(u.strategy.as_str())
@@ -382,13 +382,13 @@ fn policy_json(policy: &UpstreamPolicy) -> String {
 
 /// Write an upstream's settings (not its backends).
 async fn update_upstream(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     u: &Upstream,
     version: u64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE upstreams SET strategy = ?, connect_timeout_ms = ?, response_header_timeout_ms = ?,
-         body_idle_timeout_ms = ?, policy = ?, version = ? WHERE name = ?",
+        "UPDATE upstreams SET strategy = $1, connect_timeout_ms = $2, response_header_timeout_ms = $3,
+         body_idle_timeout_ms = $4, policy = $5, version = $6 WHERE name = $7",
     )
     .bind(u.strategy.as_str())
     .bind(u.policy.timeouts.connect_ms as i64)
@@ -403,11 +403,11 @@ async fn update_upstream(
 }
 
 async fn touch_upstream(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
     version: u64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE upstreams SET version = ? WHERE name = ?")
+    sqlx::query("UPDATE upstreams SET version = $1 WHERE name = $2")
         .bind(version as i64)
         .bind(name)
         .execute(&mut *conn)
@@ -418,19 +418,19 @@ async fn touch_upstream(
 /// Make the backends of `upstream` exactly `wanted`: backends whose URL
 /// stays keep their id (and version, unless their weight changed).
 async fn sync_backends(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     upstream: &str,
     wanted: &[NewBackend],
     version: u64,
 ) -> Result<(), StoreError> {
     let existing: Vec<(i64, String, i64)> =
-        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = ?")
+        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = $1")
             .bind(upstream)
             .fetch_all(&mut *conn)
             .await?;
     for (id, url, _) in &existing {
         if !wanted.iter().any(|w| &w.url == url) {
-            sqlx::query("DELETE FROM backends WHERE id = ?")
+            sqlx::query("DELETE FROM backends WHERE id = $1")
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
@@ -439,7 +439,7 @@ async fn sync_backends(
     for w in wanted {
         match existing.iter().find(|(_, url, _)| url == &w.url) {
             Some((id, _, weight)) if *weight != w.weight as i64 => {
-                sqlx::query("UPDATE backends SET weight = ?, version = ? WHERE id = ?")
+                sqlx::query("UPDATE backends SET weight = $1, version = $2 WHERE id = $3")
                     .bind(w.weight as i64)
                     .bind(version as i64)
                     .bind(id)
@@ -449,7 +449,7 @@ async fn sync_backends(
             Some(_) => {}
             None => {
                 sqlx::query(
-                    "INSERT INTO backends (upstream, url, weight, version) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO backends (upstream, url, weight, version) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(upstream)
                 .bind(&w.url)
@@ -464,13 +464,13 @@ async fn sync_backends(
 }
 
 async fn ensure_url_free(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     upstream: &str,
     url: &str,
     except: Option<u64>,
 ) -> Result<(), StoreError> {
     let other: Option<(i64,)> =
-        sqlx::query_as("SELECT id FROM backends WHERE upstream = ? AND url = ? AND id != ?")
+        sqlx::query_as("SELECT id FROM backends WHERE upstream = $1 AND url = $2 AND id != $3")
             .bind(upstream)
             .bind(url)
             .bind(except.map_or(-1, |id| id as i64))
@@ -485,28 +485,25 @@ async fn ensure_url_free(
     }
 }
 
-async fn route_exists(conn: &mut SqliteConnection, name: &str) -> Result<bool, StoreError> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM routes WHERE name = ?")
+async fn route_exists(conn: &mut AnyConnection, name: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM routes WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.is_some())
 }
 
-async fn upstream_exists(conn: &mut SqliteConnection, name: &str) -> Result<bool, StoreError> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM upstreams WHERE name = ?")
+async fn upstream_exists(conn: &mut AnyConnection, name: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM upstreams WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.is_some())
 }
 
-async fn routes_using(
-    conn: &mut SqliteConnection,
-    upstream: &str,
-) -> Result<Vec<String>, StoreError> {
+async fn routes_using(conn: &mut AnyConnection, upstream: &str) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM routes WHERE upstream = ? ORDER BY name")
+        sqlx::query_as("SELECT name FROM routes WHERE upstream = $1 ORDER BY name")
             .bind(upstream)
             .fetch_all(&mut *conn)
             .await?;

@@ -35,6 +35,7 @@ pub fn settings(dir: &TempDir) -> Settings {
         bootstrap: None,
         revision_retention: 1000,
         node_name: "e2e".into(),
+        shared: Default::default(),
         proxy: Default::default(),
         server: Default::default(),
     }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for the shared-store tests (several gateways on
+# one database): Debian's package, installed if missing; a new cluster in
+# a temporary directory, run as the `postgres` user (initdb refuses root)
+# on a free loopback port; the command; then the cluster is stopped
+# (pg_ctl, by its PID file) and its directory removed.
+#
+#   bash .ci/postgres.sh               # the shared-store e2e tests
+#   bash .ci/postgres.sh -- CMD ARGS   # CMD with the database's URL in
+#                                      # $SWITCHYARD_TEST_POSTGRES
+#
+# The tests also get $SWITCHYARD_TEST_PG_CTL, the pg_ctl command of the
+# cluster, to stop and start the database under running gateways.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    echo "installing Debian's postgresql"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+
+dir=$(mktemp -d /tmp/switchyard-pg.XXXXXX)
+if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    as_postgres=(runuser -u postgres --)
+else
+    as_postgres=()
+fi
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pg_ctl="$bin/pg_ctl -D $dir/data -l $dir/server.log -w -t 60"
+
+stop() {
+    "${as_postgres[@]}" $pg_ctl stop -m fast >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap stop EXIT
+
+"${as_postgres[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
+cat >>"$dir/data/postgresql.conf" <<EOF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+max_connections = 200
+EOF
+"${as_postgres[@]}" $pg_ctl start >/dev/null
+echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
+
+export SWITCHYARD_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+export SWITCHYARD_TEST_PG_CTL="${as_postgres[*]} $pg_ctl"
+
+if [ "${1:-}" = "--" ]; then
+    shift
+    "$@"
+else
+    timeout 900 cargo test --test e2e shared_store -- --ignored --test-threads=1
+fi
