@@ -15,12 +15,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-    echo "installing Debian's postgresql"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    echo "== installing from Debian: postgresql (its own service is kept from starting)"
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    had_policy=0
+    [[ -e /usr/sbin/policy-rc.d ]] && had_policy=1
+    if ((had_policy == 0)); then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    ((had_policy == 1)) || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
+# In /tmp, which the postgres user can reach (a $TMPDIR under /root it cannot).
 dir=$(mktemp -d /tmp/switchyard-pg.XXXXXX)
 if [ "$(id -u)" = 0 ]; then
     chown postgres: "$dir"

@@ -62,7 +62,10 @@ LISTEN_DEFAULTS = {"SWITCHYARD_PROXY_LISTEN": "0.0.0.0:8080", "SWITCHYARD_ADMIN_
 class Stack:
     def __init__(self, compose, binary, work):
         self.compose, self.binary, self.work = compose, binary, work
-        self.services = compose["services"]
+        # What `docker compose up` starts: services without a profile (the
+        # `shared` profile's wiring is files.py's; .ci/postgres.sh runs
+        # several gateways on a real PostgreSQL).
+        self.services = {n: s for n, s in compose["services"].items() if not s.get("profiles")}
         stages = dockerfile_stages(read("Dockerfile"))
         self.runtime = stages[-1]
         self.image_env = dockerfile_env(self.runtime)

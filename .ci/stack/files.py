@@ -156,6 +156,46 @@ def check_compose(compose, image_env):
     return env
 
 
+def check_shared_profile(compose, image_env):
+    """The `shared` profile: a PostgreSQL service and at least two gateways
+    whose database URL names it, each with its own node name and its cache
+    file on a named volume of its own, the admin API on the host's loopback
+    only, behind a token."""
+    services = compose["services"]
+    shared = {n: s for n, s in services.items() if "shared" in s.get("profiles", [])}
+    databases = [n for n, s in shared.items() if s.get("image", "").startswith("postgres:")]
+    gateways = {n: s for n, s in shared.items() if "build" in s}
+    if len(databases) != 1 or len(gateways) < 2:
+        fail(f"profile shared: one postgres service and two gateways expected, not {sorted(shared)}")
+    named = set(compose.get("volumes", {}))
+    names, caches = set(), set()
+    for name, gw in gateways.items():
+        env = dict(image_env, **gw.get("environment", {}))
+        url = env.get("SWITCHYARD_DATABASE_URL", "")
+        m = re.match(r"postgres://[^@]*@([^:/]+)(?::\d+)?/", url)
+        if not m or m.group(1) != databases[0]:
+            fail(f"service {name}: SWITCHYARD_DATABASE_URL {url!r} does not name the {databases[0]} service")
+        if "postgres" not in gw.get("depends_on", {}):
+            fail(f"service {name}: does not wait for postgres")
+        node = env.get("SWITCHYARD_NODE_NAME")
+        if not node or node in names:
+            fail(f"service {name}: SWITCHYARD_NODE_NAME {node!r} is missing or not its own")
+        names.add(node)
+        cache = env.get("SWITCHYARD_CACHE_FILE", "")
+        cache_dir = os.path.dirname(cache) if cache.startswith("/") else env.get("WORKDIR", "")
+        volume = [src for src, tgt, _ in volumes(gw) if tgt == cache_dir and src in named]
+        if not volume or volume[0] in caches:
+            fail(f"service {name}: its cache file {cache!r} is not on a named volume of its own")
+        caches.add(volume[0])
+        if not env.get("SWITCHYARD_ADMIN_TOKEN"):
+            fail(f"service {name}: the admin API listens beyond loopback without SWITCHYARD_ADMIN_TOKEN")
+        admin_port = int(env.get("SWITCHYARD_ADMIN_LISTEN", "127.0.0.1:8081").rsplit(":", 1)[1])
+        for host_ip, _, container_port in published(gw):
+            if container_port == admin_port and host_ip != "127.0.0.1":
+                fail(f"service {name}: publishes the admin API beyond the host's 127.0.0.1")
+    print(f"profile shared: {databases[0]} and gateways {', '.join(sorted(gateways))} share one config")
+
+
 def flag(command, name):
     for arg in command:
         if arg.startswith(f"--{name}="):
@@ -332,6 +372,7 @@ def main():
         compose = yaml.safe_load(f)
     image_env = check_build_context()
     check_compose(compose, image_env)
+    check_shared_profile(compose, image_env)
     check_grafana(compose)
     check_readme(compose)
 

@@ -17,6 +17,10 @@ use sqlx::{Connection, Executor};
 
 use crate::common::{Backend, TestGateway, eventually, sample};
 
+/// A version check that never comes within a test: what converges then
+/// came by `NOTIFY`.
+const NO_CHECK: u64 = 3_600_000;
+
 /// The test server's URL (set by `.ci/postgres.sh`).
 fn server() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES")
@@ -54,8 +58,21 @@ fn pg_ctl(action: &str) {
 /// A gateway named `name` on the database at `url`, its cache file in
 /// `dir`, checking the database's version every `check_ms`.
 async fn node(url: &str, name: &str, dir: &Path, check_ms: u64) -> TestGateway {
+    node_with(url, name, dir, check_ms, None).await
+}
+
+/// [`node`] with a `--bootstrap` file.
+async fn node_with(
+    url: &str,
+    name: &str,
+    dir: &Path,
+    check_ms: u64,
+    bootstrap: Option<&Path>,
+) -> TestGateway {
     let (url, cache) = (url.to_string(), dir.join(format!("{name}.json")));
+    let bootstrap = bootstrap.map(Path::to_path_buf);
     TestGateway::start_with(move |s| {
+        s.bootstrap = bootstrap;
         s.database_url = url;
         s.node_name = name.into();
         s.shared.cache_file = cache;
@@ -95,8 +112,9 @@ async fn store_up(node: &TestGateway) -> Option<f64> {
     sample(&node.metrics().await, "switchyard_store_up", &[])
 }
 
-/// Three gateways start together on an empty database (the migrations
-/// run once), each takes writes, and every one of them ends with the same
+/// Three gateways start together on an empty database, each with the
+/// same bootstrap file (the migrations run once, the file is applied
+/// once), each takes writes, and every one of them ends with the same
 /// config, which each proxies; the node that took a write serves it as
 /// soon as it answers.
 #[tokio::test]
@@ -104,11 +122,29 @@ async fn store_up(node: &TestGateway) -> Option<f64> {
 async fn three_gateways_on_one_database_converge() {
     let url = fresh_database("converge").await;
     let dir = tempfile::tempdir().unwrap();
+    let seed = Backend::named("seed").start().await;
+    let bootstrap = dir.path().join("bootstrap.json");
+    let doc = json!({
+        "upstreams": [{"name": "seed", "backends": [{"url": seed.url}]}],
+        "routes": [{"name": "seed", "path": "/seed", "upstream": "seed"}]
+    });
+    std::fs::write(&bootstrap, doc.to_string()).unwrap();
     let (a, b, c) = tokio::join!(
-        node(&url, "a", dir.path(), 2000),
-        node(&url, "b", dir.path(), 2000),
-        node(&url, "c", dir.path(), 2000),
+        node_with(&url, "a", dir.path(), NO_CHECK, Some(&bootstrap)),
+        node_with(&url, "b", dir.path(), NO_CHECK, Some(&bootstrap)),
+        node_with(&url, "c", dir.path(), NO_CHECK, Some(&bootstrap)),
     );
+    let doc = converged(&[&a, &b, &c]).await;
+    assert_eq!(doc["version"], 1, "bootstrapped once: {doc}");
+    let (_, revisions) = a.admin_json(Method::GET, "/admin/revisions", None).await;
+    assert_eq!(
+        revisions["items"].as_array().unwrap().len(),
+        1,
+        "{revisions}"
+    );
+    for node in [&a, &b, &c] {
+        assert_eq!(node.backend_of("/seed").await, "seed");
+    }
     let (one, two) = (
         Backend::named("one").start().await,
         Backend::named("two").start().await,
@@ -132,7 +168,7 @@ async fn three_gateways_on_one_database_converge() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{added}");
     let doc = converged(&[&a, &b, &c]).await;
-    assert_eq!(doc["version"], 3);
+    assert_eq!(doc["version"], 4);
     assert_eq!(doc["routes"][0]["name"], "api");
     for node in [&a, &b, &c] {
         // Every node proxies the route, to both backends.
@@ -153,7 +189,11 @@ async fn three_gateways_on_one_database_converge() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let doc = converged(&[&a, &b, &c]).await;
-    assert_eq!(doc["routes"], json!([]));
+    assert_eq!(
+        doc["routes"].as_array().unwrap().len(),
+        1,
+        "only seed: {doc}"
+    );
     for node in [&a, &b, &c] {
         assert_eq!(node.get("/api/z").await.0, StatusCode::NOT_FOUND);
     }
@@ -171,8 +211,8 @@ async fn conflicting_writes_on_two_nodes_have_one_winner() {
     let url = fresh_database("conflict").await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = tokio::join!(
-        node(&url, "a", dir.path(), 2000),
-        node(&url, "b", dir.path(), 2000)
+        node(&url, "a", dir.path(), NO_CHECK),
+        node(&url, "b", dir.path(), NO_CHECK)
     );
     let backend = Backend::named("one").start().await;
     let created = a
@@ -280,6 +320,10 @@ async fn a_node_starts_from_its_cache_while_the_database_is_down() {
     let (status, live) = a.admin_json(Method::GET, "/admin/status", None).await;
     assert_eq!(status, StatusCode::OK, "live state still reads");
     assert_eq!(live["config_version"], 1);
+    // The stored config cannot be read: a 503 too, once the wait for a
+    // connection runs out.
+    let (status, problem) = a.admin_json(Method::GET, "/admin/routes", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
 
     pg_ctl("start");
     let back = eventually(Duration::from_secs(20), || async {
