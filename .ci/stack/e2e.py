@@ -52,20 +52,30 @@ from common import (
     wait_until,
 )
 
-# Images run as the Debian program of the same software.
-PROGRAMS = {"prom/prometheus": "prometheus"}
+# Images run as the Debian program of the same software (PostgreSQL: the
+# server .ci/postgres.sh runs, in $SWITCHYARD_TEST_POSTGRES).
+PROGRAMS = {"prom/prometheus": "prometheus", "postgres": "postgres"}
 NOT_RUN = {"grafana/grafana-oss": "no Grafana package here: files.py checks its files"}
 # The gateway's listeners when no variable names them (switchyard --help).
 LISTEN_DEFAULTS = {"SWITCHYARD_PROXY_LISTEN": "0.0.0.0:8080", "SWITCHYARD_ADMIN_LISTEN": "127.0.0.1:8081"}
 
 
 class Stack:
-    def __init__(self, compose, binary, work):
+    def __init__(self, compose, binary, work, profile=None):
         self.compose, self.binary, self.work = compose, binary, work
-        # What `docker compose up` starts: services without a profile (the
-        # `shared` profile's wiring is files.py's; .ci/postgres.sh runs
-        # several gateways on a real PostgreSQL).
-        self.services = {n: s for n, s in compose["services"].items() if not s.get("profiles")}
+        everything = compose["services"]
+        if profile is None:
+            # What `docker compose up` starts: the services without a profile.
+            self.services = {n: s for n, s in everything.items() if not s.get("profiles")}
+        else:
+            # The profile's services and what they depend on (shared.py).
+            wanted = [n for n, s in everything.items() if profile in s.get("profiles", [])]
+            while True:
+                more = [d for n in wanted for d in everything[n].get("depends_on", {}) if d not in wanted]
+                if not more:
+                    break
+                wanted += more
+            self.services = {n: s for n, s in everything.items() if n in wanted}
         stages = dockerfile_stages(read("Dockerfile"))
         self.runtime = stages[-1]
         self.image_env = dockerfile_env(self.runtime)
@@ -93,6 +103,8 @@ class Stack:
                             self.addr.add(name, listen_port(value))
             elif self.program(name) == "prometheus":
                 self.addr.add(name, listen_port(self.flag(name, "web.listen-address", "0.0.0.0:9090")))
+            elif self.program(name) == "postgres":
+                self.addr.ports[(name, 5432)] = external_postgres()[1]
 
     def declared(self, name):
         """A built service's environment as the container has it: the
@@ -179,9 +191,11 @@ class Stack:
                 if (name, listen_port(value)) in self.addr.ports:
                     local = f"127.0.0.1:{self.addr.local(name, listen_port(value))}"
             else:
-                local = self.path(name, value)
+                # A database URL names the postgres service: where it is here.
+                local = self.addr.network(self.path(name, value))
             env[key] = local
             shown = value if local == value else f"{value} -> {local}"
+            shown = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", shown)
             if "TOKEN" not in key and self.services[name].get("environment"):
                 log(f"  {name}: {key}={shown}")
         if name == "switchyard":
@@ -192,6 +206,9 @@ class Stack:
         return subprocess.run([self.binary, "--help"], capture_output=True, text=True, check=True).stdout
 
     def start(self, name):
+        if self.program(name) == "postgres":
+            self.provision_postgres(name)
+            return
         self.mount(name)
         workdir = self.root(name)
         if self.built(name):
@@ -204,6 +221,24 @@ class Stack:
         out = open(os.path.join(self.work, f"{name}.log"), "ab")
         self.procs[name] = subprocess.Popen(argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
 
+    def provision_postgres(self, name):
+        """What the postgres image does on an empty volume: make the user
+        and database of its POSTGRES_* environment (on the external server,
+        as its superuser)."""
+        env = self.services[name].get("environment", {})
+        user, password = env.get("POSTGRES_USER", "postgres"), env["POSTGRES_PASSWORD"]
+        db = env.get("POSTGRES_DB", user)
+        superuser = os.environ["SWITCHYARD_TEST_POSTGRES"]
+        for sql in (
+            f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
+            f"DROP ROLE IF EXISTS {user}",
+            f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
+            f"CREATE DATABASE {db} OWNER {user}",
+        ):
+            subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", superuser, "-c", sql], check=True,
+                           capture_output=True)
+        log(f"{name}: user {user} and database {db} made on the server of .ci/postgres.sh")
+
     def healthcheck(self, name):
         """The service's healthcheck as compose (or the image) writes it."""
         test = self.services[name].get("healthcheck", {}).get("test")
@@ -215,6 +250,10 @@ class Stack:
         if test[0] != "CMD":
             fail(f"{name}: healthcheck {test}: the exec form (CMD) please")
         argv = [self.addr.inside(name, a) for a in test[1:]]
+        if argv[0] == "pg_isready":
+            host, port = external_postgres()
+            argv += ["-h", host, "-p", str(port)]
+            return lambda: subprocess.run(argv, capture_output=True).returncode == 0
         if argv[0] == "switchyard":
             return lambda: subprocess.run([self.binary] + argv[1:], capture_output=True).returncode == 0
         if argv[0] in ("wget", "curl"):
@@ -228,7 +267,7 @@ class Stack:
             return
 
         def probe():
-            if self.procs[name].poll() is not None:
+            if name in self.procs and self.procs[name].poll() is not None:
                 fail(f"{name} exited ({self.procs[name].returncode}): see its log")
             return check(), "healthcheck failing"
 
@@ -280,6 +319,15 @@ class Stack:
                 proc.kill()
                 codes[name] = proc.wait()
         return codes
+
+
+def external_postgres():
+    """Host and port of the server .ci/postgres.sh started."""
+    url = os.environ.get("SWITCHYARD_TEST_POSTGRES")
+    if not url:
+        fail("the postgres service needs a server: run this under .ci/postgres.sh")
+    m = re.match(r"postgres://[^@]*@([^:/]+):(\d+)/", url)
+    return m.group(1), int(m.group(2))
 
 
 class Traffic(threading.Thread):
