@@ -107,7 +107,8 @@ impl CacheFile {
     }
 
     /// Keep the file in step with `publisher`'s live snapshot until `stop`
-    /// says so. Failures are logged and retried at the next publish.
+    /// says so (then it is brought up to date once more). Failures are
+    /// logged and retried at the next publish.
     pub fn follow(
         self,
         publisher: Arc<Publisher>,
@@ -115,8 +116,10 @@ impl CacheFile {
     ) -> JoinHandle<()> {
         let mut published = publisher.published();
         tokio::spawn(async move {
-            let mut written = 0;
+            let (mut written, mut stopping) = (0, false);
             loop {
+                // (A dropped sender stops it too.)
+                stopping |= *stop.borrow_and_update();
                 let snapshot = publisher.plane().snapshot();
                 let version = snapshot.version();
                 if version > written {
@@ -131,9 +134,12 @@ impl CacheFile {
                         Err(e) => tracing::warn!(error = %e, "cache file writer failed"),
                     }
                 }
+                if stopping {
+                    return;
+                }
                 tokio::select! {
                     changed = published.changed() => if changed.is_err() { return },
-                    _ = stop.wait_for(|s| *s) => return,
+                    changed = stop.changed() => stopping |= changed.is_err(),
                 }
             }
         })

@@ -120,8 +120,10 @@ pub struct ControlPlane {
     /// The `/admin/events` hub ([`api::events::Events::close`] ends its
     /// streams at shutdown).
     pub events: Arc<api::events::Events>,
-    /// Stops the tasks that follow a shared database.
+    /// Stops the tasks that follow a shared database (and write the
+    /// cache file), which [`ControlPlane::close`] then waits for.
     stop: Arc<watch::Sender<bool>>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl ControlPlane {
@@ -141,6 +143,7 @@ impl ControlPlane {
     ) -> Result<Self, StartError> {
         let metrics = metrics::Metrics::new(Arc::clone(&plane));
         let (stop, _) = watch::channel(false);
+        let mut tasks = Vec::new();
         let publisher = match database {
             Database::Sqlite(file) => {
                 let store = Store::open_file(file).await?;
@@ -205,14 +208,14 @@ impl ControlPlane {
                         return Err(e.into());
                     }
                 };
-                shared::follow(
+                tasks.push(shared::follow(
                     Arc::clone(&publisher),
                     url.clone(),
                     options.check,
                     migrated,
                     stop.subscribe(),
-                );
-                cache.follow(Arc::clone(&publisher), stop.subscribe());
+                ));
+                tasks.push(cache.follow(Arc::clone(&publisher), stop.subscribe()));
                 publisher
             }
         };
@@ -222,6 +225,7 @@ impl ControlPlane {
             publisher,
             events,
             stop: Arc::new(stop),
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
         })
     }
 
@@ -229,6 +233,13 @@ impl ControlPlane {
     /// or will not start after all).
     pub async fn close(&self) {
         self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
+        for task in tasks {
+            // The cache file's last write; the follower ends at once.
+            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+                tracing::warn!("a task following the config database did not stop within 10 s");
+            }
+        }
         self.publisher.store().close().await;
     }
 

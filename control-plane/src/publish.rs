@@ -305,10 +305,12 @@ impl Publisher {
         meta: &ChangeMeta,
     ) -> Result<(u64, Applied, bool), PublishError> {
         let target = Target::of(&change);
-        self.reachable()?;
         let _gate = self.gate.lock().await;
         let started = Instant::now();
-        let result = self.note(self.run_locked(change, Some(meta)).await);
+        let result = match self.reachable() {
+            Ok(()) => self.note(self.run_locked(change, Some(meta)).await),
+            Err(e) => Err(e.into()),
+        };
         let elapsed = started.elapsed();
         let result = match result {
             Ok(Ran::Applied(version, applied)) => {
@@ -330,7 +332,10 @@ impl Publisher {
         let label = match &result {
             Ok(_) => "ok",
             Err(PublishError::Store(
-                StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_),
+                StoreError::Database(_)
+                | StoreError::Migrate(_)
+                | StoreError::Corrupt(_)
+                | StoreError::Unavailable,
             )) => "error",
             Err(_) => "rejected",
         };
