@@ -236,7 +236,10 @@ impl ControlPlane {
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
         for task in tasks {
             // The cache file's last write; the follower ends at once.
-            if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a task following the config database did not stop within 10 s");
             }
         }

@@ -50,6 +50,7 @@ impl OpenError {
             OpenError::NotADirectory { .. } => Some("correct the path"),
             OpenError::IsADirectory { .. } => Some("name a file in it"),
             OpenError::NotWritable { .. } => Some("let this user write there"),
+            OpenError::BadUrl { .. } => Some("correct it"),
             _ => None,
         }
     }

@@ -159,5 +159,6 @@ mod tests {
         );
         let bad = PostgresUrl::parse("postgres://app:s3cret@h:notaport/db").unwrap_err();
         assert!(!bad.to_string().contains("s3cret"), "{bad}");
+        assert_eq!(bad.fix(), Some("correct it"));
     }
 }
