@@ -10,12 +10,13 @@
 #                                      # $SWITCHYARD_TEST_POSTGRES
 #
 # The tests also get $SWITCHYARD_TEST_PG_CTL, the pg_ctl command of the
-# cluster, to stop and start the database under running gateways.
+# cluster, to stop and start the database under running gateways, and
+# $SWITCHYARD_TEST_POSTGRES_CA, the CA of the server's TLS certificate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-    echo "== installing from Debian: postgresql (its own service is kept from starting)"
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! command -v openssl >/dev/null; then
+    echo "== installing from Debian: postgresql, openssl (PostgreSQL's own service is kept from starting)"
     SUDO=""
     [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     had_policy=0
@@ -25,7 +26,7 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
         $SUDO chmod +x /usr/sbin/policy-rc.d
     fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql openssl >/dev/null
     ((had_policy == 1)) || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
@@ -48,17 +49,33 @@ stop() {
 trap stop EXIT
 
 "${as_postgres[@]}" "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
+# TLS too (plain connections still work): a test CA and a certificate for
+# 127.0.0.1, so a URL's sslmode/sslrootcert can be tried for real.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=Switchyard test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+chmod 600 "$dir/server.key"
+if [ "$(id -u)" = 0 ]; then chown postgres: "$dir/server.key" "$dir/server.crt"; fi
+chmod 644 "$dir/ca.pem"
 cat >>"$dir/data/postgresql.conf" <<EOF
 port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 max_connections = 200
+ssl = on
+ssl_cert_file = '$dir/server.crt'
+ssl_key_file = '$dir/server.key'
 EOF
 "${as_postgres[@]}" $pg_ctl start >/dev/null
 echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
 
 export SWITCHYARD_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
 export SWITCHYARD_TEST_PG_CTL="${as_postgres[*]} $pg_ctl"
+export SWITCHYARD_TEST_POSTGRES_CA="$dir/ca.pem"
 
 if [ "${1:-}" = "--" ]; then
     shift

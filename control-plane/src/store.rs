@@ -121,13 +121,13 @@ impl From<sqlx::Error> for StoreError {
 /// Whether `e` says the database cannot be reached (rather than that it
 /// refused a statement): no connection, or PostgreSQL's connection
 /// exceptions (class 08) and operator interventions (57P: shutting down,
-/// starting up).
+/// starting up). A TLS failure is not one: a certificate that does not
+/// verify is a setting to fix, said as it is (the TLS stack reports it as
+/// invalid data on the socket).
 fn unreachable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db
             .code()
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),

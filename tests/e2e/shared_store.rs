@@ -478,3 +478,49 @@ async fn a_missed_notification_is_caught_up_by_the_periodic_check() {
         node.shutdown().await;
     }
 }
+
+/// TLS settings in the URL reach the driver: `sslmode=verify-full` with
+/// the server's CA connects over TLS (PostgreSQL says so for the
+/// gateway's sessions); without that CA the start is refused, naming the
+/// certificate, rather than taken for a database that is away.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/postgres.sh runs these"]
+async fn tls_settings_in_the_url_reach_the_driver() {
+    let url = fresh_database("tls").await;
+    let ca = std::env::var("SWITCHYARD_TEST_POSTGRES_CA").expect("set by .ci/postgres.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let a = node(&verified, "a", dir.path(), NO_CHECK).await;
+    let backend = Backend::named("one").start().await;
+    a.create_route(json!({"name": "r", "path": "/r", "backends": [{"url": backend.url}]}))
+        .await;
+    let db = url.rsplit_once('/').unwrap().1.to_string();
+    let mut conn = sqlx::PgConnection::connect(&server()).await.unwrap();
+    let (tls, plain): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1",
+    )
+    .bind(&db)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert!(
+        tls >= 1 && plain == 0,
+        "{tls} TLS and {plain} plain sessions"
+    );
+    a.shutdown().await;
+
+    let mut s = crate::common::settings(&dir);
+    s.database_url = format!("{url}?sslmode=verify-full");
+    s.shared.cache_file = dir.path().join("a.json");
+    let e = switchyard::start(s).await.unwrap_err().to_string();
+    assert!(
+        e.contains("certificate") || e.contains("UnknownIssuer"),
+        "refused naming the certificate: {e}"
+    );
+    assert!(
+        !e.contains("unreachable") && !e.contains("cannot reach"),
+        "{e}"
+    );
+}
