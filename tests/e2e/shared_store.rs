@@ -369,9 +369,14 @@ async fn a_database_restart_loses_no_acknowledged_write() {
                     .send()
                     .await
                     .unwrap();
-                if r.status() == StatusCode::CREATED {
+                let status = r.status();
+                if status == StatusCode::CREATED {
                     acked.push(route);
                 } else {
+                    // While the database is away: a 503 problem, nothing else.
+                    let problem: Value = r.json().await.unwrap();
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+                    assert_eq!(problem["type"], "urn:switchyard:problem:store-unavailable");
                     refused += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
