@@ -23,6 +23,11 @@ SY_BARE_ADMIN_PORT=$((PORT_BASE + 7))
 # bench/floor (run.sh --floor): a proxy that does nothing but parse and pass
 # on heads, on the same runtime: the floor for any proxy built like ours.
 FLOOR_PORT=$((PORT_BASE + 8))
+# The defaults users run: nginx with its default access_log (combined, to a
+# file) and Switchyard with its access log on, to a file.
+NGINX_LOG_PORT=$((PORT_BASE + 9))
+SY_LOG_PORT=$((PORT_BASE + 10))
+SY_LOG_ADMIN_PORT=$((PORT_BASE + 11))
 # CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
@@ -159,28 +164,36 @@ start_floor() {
   wait_port "$FLOOR_PORT" "$PID_floor" floor
 }
 
+# start_nginx [NAME PORT ACCESS_LOG]: ACCESS_LOG "off" (the default, as
+# BENCH-NOTES.md's fair config) or "file": nginx's default access_log
+# (combined format, one write per request, no buffer) to a file.
 start_nginx() {
-  mkdir -p "$BENCH_TMP/nginx"
-  cat >"$BENCH_TMP/nginx/nginx.conf" <<CONF
+  local name=${1:-nginx} port=${2:-$NGINX_PORT} access=${3:-off}
+  local dir=$BENCH_TMP/$name
+  local access_log="access_log off;"
+  [[ $access == file ]] && access_log="access_log $dir/access.log;"
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<CONF
 worker_processes 1;
-pid $BENCH_TMP/nginx/nginx.pid;
-error_log $BENCH_TMP/nginx/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 16384; }
 http {
-  access_log off;
+  $access_log
   keepalive_requests 1000000;
-  client_body_temp_path $BENCH_TMP/nginx/body;
-  proxy_temp_path $BENCH_TMP/nginx/proxy;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256;
                      keepalive_requests 1000000; keepalive_timeout 60s; }
-  server { listen 127.0.0.1:$NGINX_PORT backlog=4096;
+  server { listen 127.0.0.1:$port backlog=4096;
     location / { proxy_pass http://backend; proxy_http_version 1.1;
                  proxy_set_header Connection ""; } } }
 CONF
   # One process (no master): the worker is the PID we pin and measure.
-  start_bg nginx "$PROXY_CPU" /usr/sbin/nginx -p "$BENCH_TMP/nginx" -e "$BENCH_TMP/nginx/error.log" \
-    -c "$BENCH_TMP/nginx/nginx.conf" -g 'daemon off; master_process off;'
-  wait_port "$NGINX_PORT" "$PID_nginx" nginx
+  start_bg "$name" "$PROXY_CPU" /usr/sbin/nginx -p "$dir" -e "$dir/error.log" \
+    -c "$dir/nginx.conf" -g 'daemon off; master_process off;'
+  local v="PID_$name"
+  wait_port "$port" "${!v}" "$name"
 }
 
 start_haproxy() {
@@ -206,14 +219,17 @@ CONF
 }
 
 # start_switchyard [NAME PORT ADMIN_PORT EXTRA_ARGS...]: one worker, no
-# access log (like the nginx config), everything else as shipped.
+# access log (like the nginx config) unless EXTRA_ARGS has --access-log,
+# everything else as shipped.
 start_switchyard() {
   local name=${1:-switchyard} port=${2:-$SY_PORT} admin_port=${3:-$SY_ADMIN_PORT}
   (($# >= 3)) && shift 3
+  local quiet=(--no-access-log)
+  [[ " $* " == *" --access-log "* ]] && quiet=()
   rm -f "$BENCH_TMP/$name".db*
   start_bg "$name" "$PROXY_CPU" env SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$SWITCHYARD_BIN" \
     --proxy-listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
-    --database-url "sqlite://$BENCH_TMP/$name.db" --workers 1 --drain-seconds 1 --no-access-log "$@"
+    --database-url "sqlite://$BENCH_TMP/$name.db" --workers 1 --drain-seconds 1 "${quiet[@]}" "$@"
   local v="PID_$name"
   wait_port "$admin_port" "${!v}" "$name"
   wait_port "$port" "${!v}" "$name"

@@ -264,9 +264,19 @@ def main():
 
     summary = summarise(records, peers, args.rounds)
     inline_gain = same_round_ratio(records, args.rounds, "switchyard", "switchyard_hyper_server")
+    # The access log on (the default) against off, and the defaults of both.
+    names = {p["name"] for p in peers}
+    pairs = {
+        "access_log_on_vs_off": ("switchyard_log", "switchyard"),
+        "defaults_vs_nginx_defaults": ("switchyard_log", "nginx_log"),
+        "nginx_access_log_on_vs_off": ("nginx_log", "nginx"),
+    }
+    logged = {key: same_round_ratio(records, args.rounds, a, b)
+              for key, (a, b) in pairs.items() if a in names and b in names}
     report = {
         "started_unix": started, "git": args.git, "smoke": args.smoke,
         "inline_vs_hyper_server": inline_gain,
+        "access_log": logged,
         "settings": {k: getattr(args, k) for k in
                      ("rounds", "duration", "c1_duration", "warmup", "conns", "proxy_cpu", "load_cpu")},
         "machine": machine(), "summary": summary, "records": records,
@@ -284,6 +294,11 @@ def main():
         rps, cpu = inline_gain["rps"], inline_gain["cpu_us_per_req"]
         print(f"\nInline server (switchyard ÷ switchyard --no-inline-server, same rounds): "
               f"rps {fmt_ratio(rps)}, CPU µs/req {fmt_ratio(cpu)}")
+    for key, (a, b) in pairs.items():
+        if key in logged and logged[key]["rps"]:
+            r = logged[key]
+            print(f"{key.replace('_', ' ')} ({a} ÷ {b}, same rounds): "
+                  f"CPU µs/req {fmt_ratio(r['cpu_us_per_req'])}, rps {fmt_ratio(r['rps'])}")
     print(f"\nJSON: {args.out}")
     bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]
     if bad:

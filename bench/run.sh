@@ -49,23 +49,27 @@ trap 'exit 130' INT TERM
 bench_tmp
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 check_ports_free "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT" \
-  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" "$FLOOR_PORT"
+  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" "$FLOOR_PORT" "$NGINX_LOG_PORT" "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT"
 
 log "starting peers (proxies on CPU $PROXY_CPU, backend + wrk on CPU $LOAD_CPU); logs in $BENCH_TMP"
 start_backend backend "$BACKEND_PORT"
 start_nginx
+start_nginx nginx_log "$NGINX_LOG_PORT" file
 start_haproxy
 start_switchyard
 start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-inline-server
+# Switchyard's defaults: the access log on (to a file, as nginx's).
+start_switchyard switchyard_log "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT" --access-log "$BENCH_TMP/switchyard_log-access.log"
 ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
-admin POST /admin/routes "$ROUTE" >/dev/null
-ADMIN_PORT=$SY_BARE_ADMIN_PORT admin POST /admin/routes "$ROUTE" >/dev/null
+for port in "$SY_ADMIN_PORT" "$SY_BARE_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"; do
+  ADMIN_PORT=$port admin POST /admin/routes "$ROUTE" >/dev/null
+done
 FLOOR_PEER=()
 if ((FLOOR)); then
   start_floor
   FLOOR_PEER=(--peer "floor:$FLOOR_PORT:$PID_floor")
 fi
-for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_BARE_PORT"; do
+for port in "$BACKEND_PORT" "$NGINX_PORT" "$NGINX_LOG_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_BARE_PORT" "$SY_LOG_PORT"; do
   wait_proxied "$port" /
 done
 
@@ -80,9 +84,11 @@ log "measuring: $ROUNDS round(s) of ${DURATION}s (c64) + ${C1_DURATION}s (c1), w
 python3 "$BENCH_DIR/measure.py" \
   --peer "direct:$BACKEND_PORT" \
   --peer "nginx:$NGINX_PORT:$PID_nginx" \
+  --peer "nginx_log:$NGINX_LOG_PORT:$PID_nginx_log" \
   --peer "haproxy:$HAPROXY_PORT:$PID_haproxy" \
   --peer "switchyard:$SY_PORT:$PID_switchyard" \
-  --peer "switchyard_hyper_server:$SY_BARE_PORT:$PID_switchyard_bare" "${FLOOR_PEER[@]}" \
+  --peer "switchyard_hyper_server:$SY_BARE_PORT:$PID_switchyard_bare" \
+  --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
   --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"

@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use control_plane::ControlPlane;
 use data_plane::DataPlane;
+pub use data_plane::access_log;
 pub use data_plane::proxy::ProxySettings;
 pub use data_plane::server::ServerConfig;
 
+use data_plane::access_log::AccessLog;
 use data_plane::proxy::Proxy;
 use data_plane::server::{self, Drained};
 use tokio::net::{TcpListener, TcpSocket};
@@ -52,6 +54,8 @@ pub struct Settings {
     pub shared: control_plane::SharedOptions,
     /// Forwarding headers, request limits, tunnels.
     pub proxy: ProxySettings,
+    /// Where each proxied request's line goes (none: no access log).
+    pub access_log: Option<data_plane::access_log::Settings>,
     /// Proxy listener limits and TLS.
     pub server: ServerConfig,
 }
@@ -74,6 +78,8 @@ pub enum StartError {
     /// A shared database that cannot be reached, with no cache to serve.
     #[error("{0}")]
     Unreachable(control_plane::StartError),
+    #[error("{0}")]
+    AccessLog(data_plane::access_log::OpenError),
     #[error("bootstrap file {path}: {reason}")]
     Bootstrap { path: String, reason: String },
     #[error("cannot listen on {addr}: {}", bind_failure(error, flag))]
@@ -128,6 +134,8 @@ pub struct Gateway {
     events: Arc<control_plane::api::events::Events>,
     /// Stops following a shared database at shutdown.
     control: ControlPlane,
+    /// Written to the end at shutdown; reopened on SIGHUP.
+    access_log: Option<AccessLog>,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<Drained>,
     admin: JoinHandle<()>,
@@ -248,6 +256,29 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         _ => None,
     };
     let plane = Arc::new(DataPlane::new());
+    // An access log file this start creates goes again if the start fails.
+    let log_file = match &settings.access_log {
+        Some(access_log::Settings {
+            sink: access_log::Sink::File(path),
+            ..
+        }) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let access_log = match &settings.access_log {
+        Some(s) => Some(
+            AccessLog::start(s, Arc::clone(&plane.stats().access_log_dropped))
+                .map_err(StartError::AccessLog)?,
+        ),
+        None => None,
+    };
+    let remove_created = || {
+        if let Some(file) = created {
+            file.remove();
+        }
+        if let Some(path) = &log_file {
+            let _ = std::fs::remove_file(path);
+        }
+    };
     let control = match ControlPlane::start(
         &database,
         Arc::clone(&plane),
@@ -258,9 +289,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     {
         Ok(control) => control,
         Err(e) => {
-            if let Some(file) = created {
-                file.remove();
-            }
+            remove_created();
             return Err(e.into());
         }
     };
@@ -292,9 +321,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         Ok(listeners) => listeners,
         Err(e) => {
             control.close().await;
-            if let Some(file) = created {
-                file.remove();
-            }
+            remove_created();
             return Err(e);
         }
     };
@@ -320,7 +347,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     });
     let proxy = tokio::spawn(server::serve(
         proxy_listener,
-        Proxy::new(Arc::clone(&plane), settings.proxy),
+        Proxy::new(Arc::clone(&plane), settings.proxy, access_log.clone()),
         settings.server,
         wait(stopped),
         settings.drain,
@@ -340,6 +367,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         probe,
         events,
         control,
+        access_log,
         stop,
         proxy,
         admin,
@@ -361,7 +389,15 @@ impl Gateway {
             let _ = task.await;
         }
         self.control.close().await;
+        if let Some(log) = self.access_log {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
         drained
+    }
+
+    /// The access log, if there is one (to reopen its file on SIGHUP).
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
     }
 
     /// The `/admin/events` hub (its subscribers, whether it samples).

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use data_plane::{proxy, server};
+use data_plane::{access_log, proxy, server};
 
 /// Switchyard: a dynamic HTTP gateway. Routes, upstream pools, backends and
 /// weights change live through the admin API; the config lives in SQLite.
@@ -163,6 +163,16 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_NO_ACCESS_LOG", value_parser = cli::Boolish::new())]
     no_access_log: bool,
 
+    /// Append the access log to this file instead of stderr (created if
+    /// missing; opened again by name on SIGHUP, for logrotate).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ACCESS_LOG",
+        value_name = "FILE",
+        conflicts_with = "no_access_log"
+    )]
+    access_log: Option<PathBuf>,
+
     /// Do not count requests per route and backend (/metrics then has only
     /// config, health and process metrics). For measuring their cost.
     #[arg(long, env = "SWITCHYARD_NO_REQUEST_METRICS", value_parser = cli::Boolish::new())]
@@ -231,6 +241,45 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Where the access log goes, in the log's format. On stderr it is part of
+/// the log, so `SWITCHYARD_LOG` can turn it off (as it could when `tracing`
+/// wrote it); a file gets every line.
+fn access_log_settings(cli: &Cli) -> Option<access_log::Settings> {
+    let format = match cli.log_format {
+        LogFormat::Text => access_log::Format::Text,
+        LogFormat::Json => access_log::Format::Json,
+    };
+    let sink = match &cli.access_log {
+        _ if cli.no_access_log => return None,
+        Some(path) => access_log::Sink::File(path.clone()),
+        None if tracing::enabled!(target: "switchyard::access", tracing::Level::INFO) => {
+            access_log::Sink::Stderr
+        }
+        None => return None,
+    };
+    Some(access_log::Settings { sink, format })
+}
+
+/// On SIGHUP (logrotate's signal), open the access log file (`log`, if the
+/// log goes to one) again by name; SIGHUP never stops the gateway.
+fn reopen_on_hangup(log: Option<access_log::AccessLog>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match &log {
+                    Some(log) => log.reopen(),
+                    None => tracing::info!("SIGHUP: no access log file to reopen"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = log;
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -278,6 +327,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             None => {
+                let access_log = access_log_settings(&cli);
+                let log_file = cli.access_log.is_some();
                 let tls = match (&cli.tls_cert, &cli.tls_key) {
                     (Some(cert), Some(key)) => Some(server::tls_config(cert, key)?),
                     _ => None,
@@ -305,8 +356,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         tunnel_idle: Duration::from_secs(cli.tunnel_idle_seconds),
                         send_timeout: Duration::from_millis(cli.send_timeout_ms),
                         metrics: !cli.no_request_metrics,
-                        access_log: !cli.no_access_log,
                     },
+                    access_log,
                     server: switchyard::ServerConfig {
                         max_header_bytes: cli.max_header_bytes as usize,
                         header_read_timeout: Duration::from_millis(cli.header_read_timeout_ms),
@@ -316,6 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                 })
                 .await?;
+                reopen_on_hangup(gateway.access_log().filter(|_| log_file).cloned());
                 termination().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 match gateway.shutdown().await {

@@ -265,6 +265,8 @@ pub struct PlaneStats {
     pub open_connections: AtomicI64,
     /// Requests that matched no route (404), or were refused before routing.
     pub unrouted: RequestStats,
+    /// Access-log lines not written.
+    pub access_log_dropped: std::sync::Arc<crate::access_log::Dropped>,
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub struct LiveCollector {
 }
 
 /// (name, help) of every family [`LiveCollector`] exports.
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 17] = [
     (
         "switchyard_requests_total",
         "Proxied requests by route, upstream, method and status.",
@@ -130,6 +130,10 @@ const FAMILIES: [(&str, &str); 16] = [
     (
         "switchyard_backend_transitions_total",
         "Backend state transitions (as in its health history) by the state moved to: healthy, unknown, unhealthy, ejected, failing.",
+    ),
+    (
+        "switchyard_access_log_dropped_total",
+        "Access-log lines not written, by reason: queue_full (the sink did not keep up; traffic never waits for it) or write_failed.",
     ),
 ];
 
@@ -229,6 +233,19 @@ impl Collector for LiveCollector {
             }
         }
         let open = self.plane.stats().open_connections.load(Ordering::Relaxed) as f64;
+        let dropped = &self.plane.stats().access_log_dropped;
+        let access_log_dropped = [
+            ("queue_full", &dropped.queue_full),
+            ("write_failed", &dropped.write_failed),
+        ]
+        .into_iter()
+        .map(|(reason, n)| {
+            counter(
+                vec![label("reason", reason)],
+                n.load(Ordering::Relaxed) as f64,
+            )
+        })
+        .collect();
         let values = [
             (MetricType::COUNTER, requests),
             (MetricType::HISTOGRAM, durations),
@@ -258,6 +275,7 @@ impl Collector for LiveCollector {
             ),
             (MetricType::COUNTER, denials),
             (MetricType::COUNTER, transitions),
+            (MetricType::COUNTER, access_log_dropped),
         ];
         FAMILIES
             .iter()

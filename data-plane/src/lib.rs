@@ -8,6 +8,7 @@
 //!    runs on), [`clock`], [`persist`] (containers shared between snapshot
 //!    versions), [`lazy_timer`] (one timer reused across waits), [`stall`]
 //!    (the send timeout), [`counters`] (the atomics behind the metrics),
+//!    [`access_log`] (each request's line, written by a thread of its own),
 //!    [`recover`] (a request's panic caught and answered), [`routing`]
 //!    (the pure route table and path normalisation), [`balance`] (backend
 //!    selection strategies behind one trait);
@@ -35,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod available;
 pub mod balance;
 pub mod clock;

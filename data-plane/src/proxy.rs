@@ -54,6 +54,7 @@ pub use error::ProxyError;
 pub use tunnel::Tunnels;
 pub use upstream::MAX_ATTEMPTS;
 
+use crate::access_log::{self, AccessLog};
 use crate::counters::Denied;
 use crate::http1::{fields, forward, headers};
 use crate::plane::DataPlane;
@@ -84,8 +85,6 @@ pub struct ProxySettings {
     pub send_timeout: Duration,
     /// Count requests per route and backend for `/metrics`.
     pub metrics: bool,
-    /// Write one access-log line per request.
-    pub access_log: bool,
 }
 
 pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
@@ -105,7 +104,6 @@ impl Default for ProxySettings {
             tunnel_idle: DEFAULT_TUNNEL_IDLE,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             metrics: true,
-            access_log: true,
         }
     }
 }
@@ -147,14 +145,21 @@ impl ConnInfo {
 pub struct Proxy {
     plane: Arc<DataPlane>,
     settings: Arc<ProxySettings>,
+    /// Where each request's line goes (none: no access log).
+    access_log: Option<AccessLog>,
     tunnels: Tunnels,
 }
 
 impl Proxy {
-    pub fn new(plane: Arc<DataPlane>, settings: ProxySettings) -> Self {
+    pub fn new(
+        plane: Arc<DataPlane>,
+        settings: ProxySettings,
+        access_log: Option<AccessLog>,
+    ) -> Self {
         Proxy {
             plane,
             settings: Arc::new(settings),
+            access_log,
             tunnels: Tunnels::new(),
         }
     }
@@ -296,7 +301,7 @@ impl Proxy {
         path: &str,
         conn: &ConnInfo,
     ) -> Received {
-        let logged = self.settings.access_log.then(|| {
+        let logged = self.access_log.is_some().then(|| {
             // The authority routing uses (see `prepare`): the target's, or
             // else `Host`.
             let host = match authority {
@@ -307,7 +312,7 @@ impl Proxy {
                     .and_then(headers::text),
                 None => None,
             };
-            body::Target::new(host.unwrap_or_default(), path)
+            access_log::Target::new(host.unwrap_or_default(), path)
         });
         Received {
             started: crate::clock::now_ns(),
@@ -396,26 +401,25 @@ impl Proxy {
         if outcome.fault == Some(fault::Stage::Body) {
             body.fault_on_poll();
         }
-        if let Some(target) = logged {
+        if let (Some(target), Some(log)) = (logged, &self.access_log) {
             let upstream = route.and_then(|r| r.upstream).map(|u| snapshot.upstream(u));
-            body.log_when_done(Box::new(body::AccessEntry {
-                request_id,
-                client,
-                method,
-                target,
-                route: route.map(|r| Arc::clone(&r.name)),
-                upstream: upstream.map(|u| Arc::clone(&u.name)),
-                backend: upstream
-                    .zip(outcome.backend)
-                    .map(|(u, b)| Arc::clone(&u.backends[b].url)),
-                status: status.as_u16(),
-                retries: outcome.retries,
-                started_ns: started,
+            let mut record = Box::new(access_log::Record::new(
+                request_id, client, method, target, started,
+            ));
+            record.route = route.map(|r| Arc::clone(&r.name));
+            record.upstream = upstream.map(|u| Arc::clone(&u.name));
+            record.backend = upstream
+                .zip(outcome.backend)
+                .map(|(u, b)| Arc::clone(&u.backends[b].url));
+            record.status = status.as_u16();
+            record.retries = outcome.retries;
+            record.error = outcome.error;
+            record.policy = outcome.denied.map(Denied::as_str);
+            body.log_when_done(body::AccessEntry {
+                record,
                 request_body: outcome.body,
-                bytes_out: 0,
-                error: outcome.error,
-                policy: outcome.denied.map(Denied::as_str),
-            }));
+                log: log.clone(),
+            });
         }
     }
 }
@@ -440,7 +444,7 @@ struct Received {
     request_id: HeaderValue,
     method: Method,
     /// For the access log (none when it is off).
-    logged: Option<body::Target>,
+    logged: Option<access_log::Target>,
     client: IpAddr,
 }
 

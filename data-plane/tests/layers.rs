@@ -23,6 +23,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("lazy_timer", 0),
     ("stall", 0),
     ("counters", 0),
+    ("access_log", 0),
     ("recover", 0),
     ("routing", 0),
     ("balance", 0),

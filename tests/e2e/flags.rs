@@ -186,3 +186,33 @@ async fn the_status_names_the_node() {
         );
     }
 }
+
+/// An access log file that cannot be opened stops the start in one line
+/// naming it (and creates no database); both flags at once are refused.
+#[test]
+fn an_access_log_file_that_cannot_be_opened_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("access.log");
+    let err = refused(&dir, &["--access-log", missing.to_str().unwrap()], &[]);
+    let line = format!(
+        "cannot open the access log {}: No such file or directory (os error 2) \
+         (choose a writable file with --access-log)",
+        missing.display()
+    );
+    assert!(err.trim_end().ends_with(&line), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!dir.path().join("gw.db").exists());
+    let err = refused(
+        &dir,
+        &[
+            "--no-access-log",
+            "--access-log",
+            dir.path().join("a.log").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("--access-log") && err.contains("--no-access-log"),
+        "{err}"
+    );
+}

@@ -401,3 +401,129 @@ async fn no_access_log_means_no_line() {
             .any(|l| l.contains("switchyard::access"))
     );
 }
+
+/// The lines of the file at `path` once it has at least `n` (5 s at most).
+async fn lines_of(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    eventually(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        async move {
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+                .collect();
+            (lines.len() >= n).then_some(lines)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} has fewer than {n} lines", path.display()))
+}
+
+#[tokio::test]
+async fn access_log_file_is_reopened_on_sighup_for_logrotate() {
+    let a = Backend::named("a").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let file = dir.path().join("access.log");
+    let gw = Process::start(
+        &db,
+        &[
+            "--log-format",
+            "json",
+            "--access-log",
+            file.to_str().unwrap(),
+        ],
+    );
+    let http = reqwest::Client::new();
+    gw.create_route(serde_json::json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
+    let get = |id: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{}/p", gw.proxy_addr);
+        async move {
+            let r = http
+                .get(url)
+                .header("x-request-id", id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+    };
+    get("before-1").await;
+    get("before-2").await;
+    let before = lines_of(&file, 2).await;
+    assert_eq!(before[0]["target"], "switchyard::access");
+    assert_eq!(before[0]["fields"]["request_id"], "before-1");
+    assert_eq!(before[1]["fields"]["request_id"], "before-2");
+    assert_eq!(before[1]["fields"]["route"], "r");
+
+    // logrotate: move the file away, then SIGHUP.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    gw.signal("HUP");
+    let reopened = eventually(Duration::from_secs(5), || {
+        let exists = file.exists();
+        async move { exists.then_some(()) }
+    })
+    .await;
+    assert!(reopened.is_some(), "no new file after SIGHUP");
+    get("after").await;
+    let after = lines_of(&file, 1).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["fields"]["request_id"], "after");
+    assert_eq!(lines_of(&rotated, 2).await.len(), 2);
+
+    // Nothing of it on stderr; nothing dropped; the gateway lives on.
+    let log = gw.log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l.contains("switchyard::access")));
+    assert!(log.iter().any(|l| l.contains("access log reopened")));
+    let metrics = http
+        .get(format!("http://{}/metrics", gw.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["queue_full", "write_failed"] {
+        assert_eq!(
+            sample(
+                &metrics,
+                "switchyard_access_log_dropped_total",
+                &[("reason", reason)]
+            ),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sighup_without_an_access_log_file_leaves_the_gateway_running() {
+    let a = Backend::named("a").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let mut gw = Process::start(&db, &["--log-format", "json"]);
+    gw.create_route(serde_json::json!({"name": "r", "path": "/", "backends": [{"url": a.url}]}))
+        .await;
+    gw.signal("HUP");
+    let noted = eventually(Duration::from_secs(5), || {
+        let lines = gw.log.lock().unwrap().clone();
+        async move {
+            lines
+                .iter()
+                .any(|l| l.contains("no access log file to reopen"))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(noted.is_some());
+    let r = reqwest::get(format!("http://{}/", gw.proxy_addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(gw.child.try_wait().unwrap().is_none());
+    gw.signal("TERM");
+    assert!(gw.wait(Duration::from_secs(10)).await.success());
+}

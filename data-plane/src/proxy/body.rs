@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
+use crate::access_log::{self, AccessLog};
 use crate::recover;
 use crate::registry::InFlight;
 use crate::transport::h1;
@@ -29,32 +30,21 @@ pub struct BodyIdle(pub Duration);
 pub struct ProxyBody {
     kind: Kind,
     /// Written when the body is done (only when access logging is on).
-    access: Option<Box<AccessEntry>>,
+    access: Option<AccessEntry>,
     /// Panic when polled (test builds, see [`super::fault`]).
     #[cfg(feature = "fault-injection")]
     fault: bool,
 }
 
-/// One access-log line, written when the response body is finished or
-/// abandoned, so it carries the real byte counts and duration.
+/// A request's access-log line, handed to the log when the response body
+/// is finished or abandoned, so it carries the real byte counts and
+/// duration.
 #[derive(Debug)]
 pub struct AccessEntry {
-    pub request_id: http::HeaderValue,
-    pub client: std::net::IpAddr,
-    pub method: http::Method,
-    pub target: Target,
-    pub route: Option<std::sync::Arc<str>>,
-    pub upstream: Option<std::sync::Arc<str>>,
-    pub backend: Option<std::sync::Arc<str>>,
-    pub status: u16,
-    pub retries: u32,
-    pub started_ns: u64,
+    pub record: Box<access_log::Record>,
+    /// Where `bytes_in` is counted.
     pub request_body: Option<std::sync::Arc<crate::transport::request_body::BodySlot>>,
-    pub bytes_out: u64,
-    /// Why the gateway answered itself (the backend and OS error named).
-    pub error: Option<String>,
-    /// The route's policy that denied the request.
-    pub policy: Option<&'static str>,
+    pub log: AccessLog,
 }
 
 impl Drop for ProxyBody {
@@ -82,58 +72,21 @@ impl Drop for ProxyBody {
                 }
             }
         }
-        let Some(e) = self.access.take() else { return };
-        let elapsed_ms = crate::clock::now_ns().saturating_sub(e.started_ns) as f64 / 1e6;
-        tracing::info!(
-            target: "switchyard::access",
-            request_id = e.request_id.to_str().unwrap_or(""),
-            client = %e.client,
-            method = %e.method,
-            host = e.target.host(),
-            path = e.target.path(),
-            route = e.route.as_deref().unwrap_or("-"),
-            upstream = e.upstream.as_deref().unwrap_or("-"),
-            backend = e.backend.as_deref().unwrap_or("-"),
-            status = e.status,
-            duration_ms = elapsed_ms,
-            bytes_in = e.request_body.as_ref().map_or(0, |b| b.sent()),
-            bytes_out = e.bytes_out,
-            retries = e.retries,
-            complete = match self.kind {
-                Kind::Failed(_) => false,
-                Kind::Full(None) => true,
-                _ => self.is_end_stream(),
-            },
-            error = e.error.as_deref(),
-            policy = e.policy,
-        );
-    }
-}
-
-/// The host and path a request was for, in one allocation.
-#[derive(Debug)]
-pub struct Target {
-    text: String,
-    host_len: usize,
-}
-
-impl Target {
-    pub fn new(host: &str, path: &str) -> Self {
-        let mut text = String::with_capacity(host.len() + path.len());
-        text.push_str(host);
-        text.push_str(path);
-        Target {
-            text,
-            host_len: host.len(),
-        }
-    }
-
-    pub fn host(&self) -> &str {
-        &self.text[..self.host_len]
-    }
-
-    pub fn path(&self) -> &str {
-        &self.text[self.host_len..]
+        let Some(AccessEntry {
+            mut record,
+            request_body,
+            log,
+        }) = self.access.take()
+        else {
+            return;
+        };
+        record.bytes_in = request_body.as_ref().map_or(0, |b| b.sent());
+        record.complete = match self.kind {
+            Kind::Failed(_) => false,
+            Kind::Full(None) => true,
+            _ => self.is_end_stream(),
+        };
+        log.submit(record);
     }
 }
 
@@ -232,7 +185,7 @@ impl ProxyBody {
     }
 
     /// Write `entry` to the access log when this body is done.
-    pub fn log_when_done(&mut self, entry: Box<AccessEntry>) {
+    pub fn log_when_done(&mut self, entry: AccessEntry) {
         self.access = Some(entry);
     }
 }
@@ -267,7 +220,7 @@ impl Body for ProxyBody {
             }
         };
         if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
-            entry.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
+            entry.record.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
         polled
     }

@@ -618,7 +618,7 @@ impl Proxy {
             .as_ref()
             .and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let body = request_body::share(body, body_limit, self.settings.client_body_timeout);
-        if self.settings.access_log {
+        if self.access_log.is_some() {
             outcome.body.clone_from(&body);
         }
         // 1xx answers (103 Early Hints) go on to HTTP/1.1 clients until the

@@ -37,6 +37,11 @@ pub fn settings(dir: &TempDir) -> Settings {
         node_name: "e2e".into(),
         shared: Default::default(),
         proxy: Default::default(),
+        // Every request's line goes through the writer, to a file here.
+        access_log: Some(switchyard::access_log::Settings {
+            sink: switchyard::access_log::Sink::File(dir.path().join("access.log")),
+            format: switchyard::access_log::Format::Json,
+        }),
         server: Default::default(),
     }
 }
