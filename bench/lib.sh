@@ -28,6 +28,11 @@ FLOOR_PORT=$((PORT_BASE + 8))
 NGINX_LOG_PORT=$((PORT_BASE + 9))
 SY_LOG_PORT=$((PORT_BASE + 10))
 SY_LOG_ADMIN_PORT=$((PORT_BASE + 11))
+# TLS 1.3 on both, one certificate (ECDSA P-256): HTTPS keep-alive, a
+# handshake per request, HTTP/2 with 10 streams per connection.
+NGINX_TLS_PORT=$((PORT_BASE + 12))
+SY_TLS_PORT=$((PORT_BASE + 13))
+SY_TLS_ADMIN_PORT=$((PORT_BASE + 14))
 # CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
@@ -87,6 +92,8 @@ install_deps() {
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
   command -v taskset >/dev/null || missing+=(util-linux)
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
+  command -v openssl >/dev/null || missing+=(openssl)
   ((${#missing[@]} == 0)) && return 0
   log "installing from Debian: ${missing[*]}"
   local had_policy=0
@@ -164,14 +171,17 @@ start_floor() {
   wait_port "$FLOOR_PORT" "$PID_floor" floor
 }
 
-# start_nginx [NAME PORT ACCESS_LOG]: ACCESS_LOG "off" (the default, as
-# BENCH-NOTES.md's fair config) or "file": nginx's default access_log
-# (combined format, one write per request, no buffer) to a file.
+# start_nginx [NAME PORT ACCESS_LOG [CERT KEY]]: ACCESS_LOG "off" (the
+# default, as BENCH-NOTES.md's fair config) or "file": nginx's default
+# access_log (combined format, one write per request, no buffer) to a file.
+# With CERT and KEY: TLS 1.3 only, HTTP/2 and HTTP/1.1 (ALPN).
 start_nginx() {
-  local name=${1:-nginx} port=${2:-$NGINX_PORT} access=${3:-off}
+  local name=${1:-nginx} port=${2:-$NGINX_PORT} access=${3:-off} cert=${4:-} key=${5:-}
   local dir=$BENCH_TMP/$name
-  local access_log="access_log off;"
+  local access_log="access_log off;" listen="listen 127.0.0.1:$port backlog=4096;"
   [[ $access == file ]] && access_log="access_log $dir/access.log;"
+  [[ -n $cert ]] && listen="listen 127.0.0.1:$port ssl http2 backlog=4096;
+    ssl_certificate $cert; ssl_certificate_key $key; ssl_protocols TLSv1.3;"
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<CONF
 worker_processes 1;
@@ -185,7 +195,7 @@ http {
   proxy_temp_path $dir/proxy;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256;
                      keepalive_requests 1000000; keepalive_timeout 60s; }
-  server { listen 127.0.0.1:$port backlog=4096;
+  server { $listen
     location / { proxy_pass http://backend; proxy_http_version 1.1;
                  proxy_set_header Connection ""; } } }
 CONF
@@ -243,13 +253,21 @@ admin() {
   curl "${args[@]}"
 }
 
-# wait_proxied PORT PATH: until a GET answers 200 (max 5 s).
+# wait_proxied PORT PATH [SCHEME]: until a GET answers 200 (max 5 s).
 wait_proxied() {
   for _ in $(seq 100); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$2") == 200 ]] && return 0
+    [[ $(curl -sk -o /dev/null -w '%{http_code}' "${3:-http}://127.0.0.1:$1$2") == 200 ]] && return 0
     sleep 0.05
   done
-  die "no 200 from 127.0.0.1:$1$2"
+  die "no 200 from ${3:-http}://127.0.0.1:$1$2"
+}
+
+# make_cert DIR: DIR/cert.pem and DIR/key.pem, self-signed ECDSA P-256 for
+# 127.0.0.1 and localhost.
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

@@ -50,26 +50,77 @@ def pin(pid, cpu):
             pass
 
 
-def run_wrk(args, port, conns, duration):
+# The modes measured besides plain HTTP/1.1 (`--extra MODE:PEER:URL:PID`):
+# the load tool, its connections, and what it sends.
+MODES = {
+    # HTTPS, HTTP/1.1 keep-alive (wrk offers no ALPN: HTTP/1.1).
+    "https": {"tool": "wrk", "conns": 64, "headers": []},
+    # HTTPS with a new connection (a full TLS 1.3 handshake) per request.
+    "https_handshake": {"tool": "wrk", "conns": 64, "headers": ["Connection: close"]},
+    # HTTP/2 over TLS, 10 streams per connection.
+    "h2": {"tool": "h2load", "conns": 64, "streams": 10},
+    # A 1 MiB response body per request.
+    "1mib": {"tool": "wrk", "conns": 16, "headers": []},
+}
+
+
+def run_wrk(args, port, conns, duration, url=None, headers=()):
+    url = url or f"http://127.0.0.1:{port}/"
     cmd = [
         "taskset", "-c", str(args.load_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
-        "--latency", "-s", args.lua, f"http://127.0.0.1:{port}/",
+        "--latency", "-s", args.lua,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         if line.startswith("WRKJSON "):
             return json.loads(line[8:])
     raise RuntimeError(f"no WRKJSON line in wrk output:\n{out}")
 
 
-def measure(args, peer, conns, duration, one_core):
+def run_h2load(args, url, conns, streams, duration):
+    """h2load for `duration` seconds; the same keys as run_wrk's (h2load
+    reports the mean request time, no percentiles)."""
+    cmd = ["taskset", "-c", str(args.load_cpu), "h2load", "-t1", f"-c{conns}", f"-m{streams}",
+           f"-D{duration}", url]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    done = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                     r"(\d+) failed, (\d+) errored, (\d+) timeout", out, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    traffic = re.search(r"^traffic: .*?\((\d+)\) total", out, re.M)
+    mean = re.search(r"^time for request:\s+\S+\s+\S+\s+(\S+)", out, re.M)
+    if not (done and codes):
+        raise RuntimeError(f"unexpected h2load output:\n{out}")
+
+    def us(text):
+        m = re.match(r"([\d.]+)(us|ms|s)$", text or "")
+        return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else 0.0
+    succeeded = int(done.group(4))
+    return {
+        "requests": succeeded, "duration_us": duration * 1e6,
+        "bytes": int(traffic.group(1)) if traffic else 0,
+        "connect_errors": 0, "read_errors": int(done.group(6)), "write_errors": 0,
+        "timeouts": int(done.group(7)), "non2xx": int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4))
+        + int(done.group(5)),
+        "lat_mean_us": us(mean.group(1) if mean else None), "lat_max_us": 0,
+        "p50_us": 0, "p90_us": 0, "p99_us": 0, "p999_us": 0,
+    }
+
+
+def measure(args, peer, conns, duration, one_core, mode=None):
     pid = peer.get("pid")
     if pid and one_core:
         pin(pid, args.load_cpu)
     try:
         t0 = proc_cpu_ticks(pid) if pid else None
         c0 = cpu_busy({args.proxy_cpu, args.load_cpu})
-        w = run_wrk(args, peer["port"], conns, duration)
+        if mode is None:
+            w = run_wrk(args, peer["port"], conns, duration)
+        elif mode["tool"] == "h2load":
+            w = run_h2load(args, peer["url"], conns, mode["streams"], duration)
+        else:
+            w = run_wrk(args, None, conns, duration, peer["url"], mode["headers"])
         c1 = cpu_busy({args.proxy_cpu, args.load_cpu})
         t1 = proc_cpu_ticks(pid) if pid else None
     finally:
@@ -95,6 +146,51 @@ def measure(args, peer, conns, duration, one_core):
         rec["user_us_per_req"] = user * per_req
         rec["sys_us_per_req"] = system * per_req
     return rec
+
+
+def report_line(rnd, rounds, kind, p, rec):
+    print(
+        f"round {rnd + 1}/{rounds} {kind:15} {p['name']:16} "
+        f"{rec['rps'] / 1e3:7.1f}k rps  p99 {rec['p99_us']:6d} µs"
+        + (f"  {rec['cpu_us_per_req']:6.1f} µs CPU/req" if "cpu_us_per_req" in rec else "")
+        + (f"  ERRORS {rec['errors']}" if rec["errors"] else ""),
+        file=sys.stderr, flush=True,
+    )
+
+
+def extra_table(records, extra, rounds):
+    """Per extra mode and peer: medians, and same-round ratios vs the
+    mode's nginx peer (the peer whose name starts with "nginx")."""
+    idx = {(r["round"], r["peer"], r["kind"]): r for r in records}
+    out, rows = {}, [["mode", "peer", "rps", "CPU µs/req", "CPU ÷ nginx", "rps ÷ nginx",
+                      "MiB/s", "p99 (µs; h2load: mean)", "errors"]]
+    for mode, mode_peers in extra.items():
+        base = next((p["name"] for p in mode_peers if p["name"].startswith("nginx")), None)
+        for p in mode_peers:
+            mine = [idx[(i, p["name"], mode)] for i in range(rounds) if (i, p["name"], mode) in idx]
+            s = {"errors": sum(r["errors"] for r in mine)}
+            for key in ("rps", "cpu_us_per_req", "p99_us", "lat_mean_us"):
+                s[key] = median_range([r.get(key) for r in mine])
+            s["mib_per_s"] = median_range([r["bytes"] / (r["duration_us"] / 1e6) / 2**20 for r in mine])
+            for key in ("rps", "cpu_us_per_req"):
+                ratios = []
+                for i in range(rounds):
+                    a, b = idx.get((i, p["name"], mode)), idx.get((i, base, mode))
+                    if a and b and a.get(key) and b.get(key):
+                        ratios.append(a[key] / b[key])
+                s[key + "_vs_nginx"] = median_range(ratios)
+            out.setdefault(mode, {})[p["name"]] = s
+            lat = s["lat_mean_us"] if MODES[mode]["tool"] == "h2load" else s["p99_us"]
+            rows.append([mode, p["name"], fmt(s["rps"], 1e-3, 2, "k"), fmt(s["cpu_us_per_req"]),
+                         fmt_ratio(s["cpu_us_per_req_vs_nginx"]), fmt_ratio(s["rps_vs_nginx"]),
+                         fmt(s["mib_per_s"], digits=0), fmt(lat, digits=0), str(s["errors"])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return out, "\n".join(lines)
 
 
 def median_range(values):
@@ -218,6 +314,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", action="append", required=True, help="name:port[:pid]")
+    ap.add_argument("--extra", action="append", default=[], help="mode:name:url:[pid] (modes: MODES)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--c1-duration", type=int, default=5)
@@ -231,6 +328,14 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
 
+    extra = {}
+    for spec in args.extra:
+        mode, name, rest = spec.split(":", 2)
+        url, pid = rest.rsplit(":", 1)
+        if mode not in MODES:
+            ap.error(f"--extra: unknown mode {mode} (one of {', '.join(MODES)})")
+        extra.setdefault(mode, []).append({"name": name, "url": url, "pid": int(pid) if pid else None})
+
     peers = []
     for spec in args.peer:
         parts = spec.split(":")
@@ -241,6 +346,10 @@ def main():
         for p in peers:
             print(f"warm-up {p['name']} ({args.warmup} s)", file=sys.stderr, flush=True)
             run_wrk(args, p["port"], args.conns, args.warmup)
+        for mode_name, mode_peers in extra.items():
+            for p in mode_peers:
+                print(f"warm-up {mode_name} {p['name']} ({args.warmup} s)", file=sys.stderr, flush=True)
+                measure(args, p, MODES[mode_name]["conns"], args.warmup, False, MODES[mode_name])
 
     records = []
     started = time.time()
@@ -254,15 +363,17 @@ def main():
                 rec = measure(args, p, conns, dur, one_core)
                 rec.update(round=rnd, kind=kind)
                 records.append(rec)
-                print(
-                    f"round {rnd + 1}/{args.rounds} {kind:3} {p['name']:10} "
-                    f"{rec['rps'] / 1e3:7.1f}k rps  p99 {rec['p99_us']:6d} µs"
-                    + (f"  {rec['cpu_us_per_req']:5.1f} µs CPU/req" if "cpu_us_per_req" in rec else "")
-                    + (f"  ERRORS {rec['errors']}" if rec["errors"] else ""),
-                    file=sys.stderr, flush=True,
-                )
+                report_line(rnd, args.rounds, kind, p, rec)
+        for mode_name, mode_peers in extra.items():
+            mode = MODES[mode_name]
+            for p in mode_peers[rnd % len(mode_peers):] + mode_peers[: rnd % len(mode_peers)]:
+                rec = measure(args, p, mode["conns"], args.duration, False, mode)
+                rec.update(round=rnd, kind=mode_name)
+                records.append(rec)
+                report_line(rnd, args.rounds, mode_name, p, rec)
 
     summary = summarise(records, peers, args.rounds)
+    extra_summary, extra_text = extra_table(records, extra, args.rounds) if extra else ({}, "")
     inline_gain = same_round_ratio(records, args.rounds, "switchyard", "switchyard_hyper_server")
     # The access log on (the default) against off, and the defaults of both.
     names = {p["name"] for p in peers}
@@ -279,7 +390,7 @@ def main():
         "access_log": logged,
         "settings": {k: getattr(args, k) for k in
                      ("rounds", "duration", "c1_duration", "warmup", "conns", "proxy_cpu", "load_cpu")},
-        "machine": machine(), "summary": summary, "records": records,
+        "machine": machine(), "summary": summary, "modes": extra_summary, "records": records,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -299,8 +410,14 @@ def main():
             r = logged[key]
             print(f"{key.replace('_', ' ')} ({a} ÷ {b}, same rounds): "
                   f"CPU µs/req {fmt_ratio(r['cpu_us_per_req'])}, rps {fmt_ratio(r['rps'])}")
+    if extra_text:
+        print(f"\nOther modes, pinned layout, {args.duration} s per peer per round "
+              f"(https_handshake: a TLS 1.3 handshake per request, so rps = handshakes/s; "
+              f"1mib: CPU µs/req = CPU µs per MiB):")
+        print(extra_text)
     print(f"\nJSON: {args.out}")
     bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]
+    bad += [f"{m}/{n}" for m, ps in extra_summary.items() for n, s in ps.items() if s["errors"]]
     if bad:
         print(f"FAILED requests for: {', '.join(bad)}", file=sys.stderr)
         sys.exit(2)

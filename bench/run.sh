@@ -49,19 +49,23 @@ trap 'exit 130' INT TERM
 bench_tmp
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 check_ports_free "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT" \
-  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" "$FLOOR_PORT" "$NGINX_LOG_PORT" "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT"
+  "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" "$FLOOR_PORT" "$NGINX_LOG_PORT" "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT" \
+  "$NGINX_TLS_PORT" "$SY_TLS_PORT" "$SY_TLS_ADMIN_PORT"
 
 log "starting peers (proxies on CPU $PROXY_CPU, backend + wrk on CPU $LOAD_CPU); logs in $BENCH_TMP"
 start_backend backend "$BACKEND_PORT"
 start_nginx
 start_nginx nginx_log "$NGINX_LOG_PORT" file
+make_cert "$BENCH_TMP"
+start_nginx nginx_tls "$NGINX_TLS_PORT" off "$BENCH_TMP/cert.pem" "$BENCH_TMP/key.pem"
 start_haproxy
 start_switchyard
 start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-inline-server
 # Switchyard's defaults: the access log on (to a file, as nginx's).
 start_switchyard switchyard_log "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT" --access-log "$BENCH_TMP/switchyard_log-access.log"
+start_switchyard switchyard_tls "$SY_TLS_PORT" "$SY_TLS_ADMIN_PORT" --tls-cert "$BENCH_TMP/cert.pem" --tls-key "$BENCH_TMP/key.pem"
 ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
-for port in "$SY_ADMIN_PORT" "$SY_BARE_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"; do
+for port in "$SY_ADMIN_PORT" "$SY_BARE_ADMIN_PORT" "$SY_LOG_ADMIN_PORT" "$SY_TLS_ADMIN_PORT"; do
   ADMIN_PORT=$port admin POST /admin/routes "$ROUTE" >/dev/null
 done
 FLOOR_PEER=()
@@ -72,6 +76,18 @@ fi
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$NGINX_LOG_PORT" "$HAPROXY_PORT" "$SY_PORT" "$SY_BARE_PORT" "$SY_LOG_PORT"; do
   wait_proxied "$port" /
 done
+for port in "$NGINX_TLS_PORT" "$SY_TLS_PORT"; do
+  wait_proxied "$port" / https
+done
+# The modes besides plain HTTP/1.1 keep-alive (measure.py's MODES).
+EXTRA=()
+for mode in https https_handshake h2; do
+  EXTRA+=(--extra "$mode:nginx_tls:https://127.0.0.1:$NGINX_TLS_PORT/:$PID_nginx_tls"
+          --extra "$mode:switchyard_tls:https://127.0.0.1:$SY_TLS_PORT/:$PID_switchyard_tls")
+done
+EXTRA+=(--extra "1mib:direct:http://127.0.0.1:$BACKEND_PORT/1mib:"
+        --extra "1mib:nginx:http://127.0.0.1:$NGINX_PORT/1mib:$PID_nginx"
+        --extra "1mib:switchyard:http://127.0.0.1:$SY_PORT/1mib:$PID_switchyard")
 
 mkdir -p "$BENCH_DIR/results"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -88,7 +104,7 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "haproxy:$HAPROXY_PORT:$PID_haproxy" \
   --peer "switchyard:$SY_PORT:$PID_switchyard" \
   --peer "switchyard_hyper_server:$SY_BARE_PORT:$PID_switchyard_bare" \
-  --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" \
+  --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" "${EXTRA[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
   --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"

@@ -443,7 +443,7 @@ fn text_line(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record) {
     out.extend_from_slice(b": request_id=");
     quoted(out, r.request_id.to_str().unwrap_or(""), Escape::Debug);
     out.extend_from_slice(b" client=");
-    let _ = write!(out, "{}", r.client);
+    ip(out, r.client);
     out.extend_from_slice(b" method=");
     out.extend_from_slice(r.method.as_str().as_bytes());
     for (key, value) in strings(r) {
@@ -470,7 +470,7 @@ fn json_line(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record) {
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"request_id\":");
     quoted(out, r.request_id.to_str().unwrap_or(""), Escape::Json);
     out.extend_from_slice(b",\"client\":\"");
-    let _ = write!(out, "{}", r.client);
+    ip(out, r.client);
     out.extend_from_slice(b"\",\"method\":");
     quoted(out, r.method.as_str(), Escape::Json);
     for (key, value) in strings(r) {
@@ -538,6 +538,24 @@ fn numbers(out: &mut Vec<u8>, r: &Record, before: &[u8], between: &[u8]) {
     out.extend_from_slice(if r.complete { b"true" } else { b"false" });
 }
 
+/// An address as `Display` writes it (IPv4 without the formatter).
+fn ip(out: &mut Vec<u8>, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(n.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
 /// `value` zero-padded to `width` digits.
 fn digits(out: &mut Vec<u8>, value: u64, width: u32) {
     let mut div = 10u64.pow(width - 1);
@@ -559,6 +577,15 @@ enum Escape {
 fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
     out.push(b'"');
     let bytes = value.as_bytes();
+    // Nearly always: nothing to escape.
+    if !bytes
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let special: &[u8] = match b {
@@ -731,6 +758,22 @@ mod tests {
         let mut out = Vec::new();
         quoted(&mut out, "a\u{1}\u{1b}\u{7f}", Escape::Debug);
         assert_eq!(out, format!("{:?}", "a\u{1}\u{1b}\u{7f}").as_bytes());
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "192.0.2.7",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let addr: IpAddr = text.parse().unwrap();
+            let mut out = Vec::new();
+            ip(&mut out, addr);
+            assert_eq!(out, addr.to_string().as_bytes());
+        }
     }
 
     #[test]

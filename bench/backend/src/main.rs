@@ -1,5 +1,6 @@
 //! A minimal, fast HTTP/1.1 backend for the proxy benchmark: every request
-//! gets `200 OK` with the same 100-byte body, on a keep-alive connection.
+//! gets `200 OK` with the same 100-byte body, on a keep-alive connection;
+//! `/1mib` gets a 1 MiB body instead (the large-response mode).
 //! One thread (current-thread runtime), so `taskset` pins it to one core.
 //!
 //! Usage: bench-backend [ADDR]   (default 127.0.0.1:19000)
@@ -15,6 +16,8 @@ use hyper_util::rt::TokioIo;
 
 /// 99 bytes of payload + newline = 100 bytes.
 static BODY: &[u8; 100] = b"switchyard-bench-backend-0123456789abcdefghijklmnopqrstuvwxyz-0123456789abcdefghijklmnopqrstuvwxyz!\n";
+/// The `/1mib` body: 1 MiB.
+const LARGE: usize = 1 << 20;
 
 fn main() {
     let addr = std::env::args()
@@ -24,6 +27,7 @@ fn main() {
         .enable_io()
         .build()
         .expect("runtime");
+    let large = Bytes::from(BODY.repeat(LARGE / BODY.len() + 1)).slice(..LARGE);
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -34,9 +38,15 @@ fn main() {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let large = large.clone();
             tokio::spawn(async move {
-                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BODY))))
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = if req.uri().path() == "/1mib" {
+                        large.clone()
+                    } else {
+                        Bytes::from_static(BODY)
+                    };
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
                 });
                 let _ = http1::Builder::new()
                     .keep_alive(true)
