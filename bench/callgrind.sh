@@ -6,7 +6,7 @@
 #   bench/callgrind.sh [--requests-seconds S] [--connections N] [--no-build] [--floor]
 #
 # Starts the bench backend and one Switchyard (`--workers 1
-# --no-access-log`, one route `/`) under `valgrind --tool=callgrind` with
+# --no-access-log` unless BENCH_GATEWAY_ARGS has `--access-log FILE`, one route `/`) under `valgrind --tool=callgrind` with
 # collection off; warms up with wrk, turns collection on for S seconds
 # (default 10) of `wrk -c N` (default 16), and prints instructions per
 # request, plus the top functions (self and inclusive) from
@@ -53,9 +53,12 @@ if ((FLOOR)); then
   SY_PORT=$FLOOR_PORT
   start_bg switchyard "$PROXY_CPU" "${VALGRIND[@]}" "$FLOOR_BIN" "127.0.0.1:$SY_PORT" "127.0.0.1:$BACKEND_PORT"
 else
+  # The access log off, unless BENCH_GATEWAY_ARGS sends it to a file.
+  QUIET=--no-access-log
+  [[ " ${BENCH_GATEWAY_ARGS:-} " == *" --access-log "* ]] && QUIET=
   start_bg switchyard "$PROXY_CPU" env SWITCHYARD_LOG=warn "${VALGRIND[@]}" \
     "$SWITCHYARD_BIN" --proxy-listen "127.0.0.1:$SY_PORT" --admin-listen "127.0.0.1:$SY_ADMIN_PORT" \
-    --database-url "sqlite://$BENCH_TMP/cg.db" --workers 1 --drain-seconds 1 --no-access-log \
+    --database-url "sqlite://$BENCH_TMP/cg.db" --workers 1 --drain-seconds 1 $QUIET \
     ${BENCH_GATEWAY_ARGS:-}
 fi
 for _ in $(seq 600); do
