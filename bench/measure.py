@@ -184,13 +184,7 @@ def extra_table(records, extra, rounds):
             rows.append([mode, p["name"], fmt(s["rps"], 1e-3, 2, "k"), fmt(s["cpu_us_per_req"]),
                          fmt_ratio(s["cpu_us_per_req_vs_nginx"]), fmt_ratio(s["rps_vs_nginx"]),
                          fmt(s["mib_per_s"], digits=0), fmt(lat, digits=0), str(s["errors"])])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, r in enumerate(rows):
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return out, "\n".join(lines)
+    return out, markdown(rows)
 
 
 def median_range(values):
@@ -278,6 +272,11 @@ def table(summary, peers):
             fmt_ratio(s["user_us_per_req_vs_nginx"]), fmt_ratio(s["sys_us_per_req_vs_nginx"]),
             lat, c1, fmt_ratio(s["c1_p99_us_vs_nginx"]), busy, str(s["errors"]),
         ])
+    return markdown(rows)
+
+
+def markdown(rows):
+    """rows (the first is the header) as a Markdown table, columns padded."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):

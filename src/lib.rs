@@ -5,7 +5,7 @@
 //! accept (the proxy takes traffic only once a snapshot is live); it
 //! returns a [`Gateway`] handle, and [`Gateway::shutdown`] stops accepting
 //! and drains. A failed start says why in one line ([`StartError`]) and
-//! leaves no database behind that it created. `main.rs` adds the CLI and
+//! leaves no database (nor access log file) behind that it created. `main.rs` adds the CLI and
 //! signals; the end-to-end tests call [`start`] directly with ephemeral
 //! ports.
 

@@ -4,7 +4,8 @@
 //! A request that is done hands its [`Record`] (the box it already had)
 //! to a bounded lock-free queue and goes on: it neither formats nor
 //! writes. One writer thread per gateway takes what has queued, formats
-//! each line by hand into one reused buffer, and writes the batch with one
+//! each line by hand into one reused buffer (integers through `itoa`, the
+//! crate made for allocation-free integer text), and writes the batch with one
 //! `write` call, then sleeps [`BATCH_EVERY`] while traffic flows (and
 //! parks when there is none: the first line after a pause wakes it). When
 //! the sink cannot keep up and the queue is full, a line is dropped and
@@ -446,19 +447,12 @@ fn text_line(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record) {
     ip(out, r.client);
     out.extend_from_slice(b" method=");
     out.extend_from_slice(r.method.as_str().as_bytes());
-    for (key, value) in strings(r) {
-        out.push(b' ');
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'=');
-        quoted(out, value, Escape::Debug);
-    }
+    let field = |out: &mut Vec<u8>, (key, value): (&str, &str)| {
+        string_field(out, b" ", key, b"=", value, Escape::Debug);
+    };
+    strings(r).into_iter().for_each(|f| field(out, f));
     numbers(out, r, b" ", b"=");
-    for (key, value) in optional(r) {
-        out.push(b' ');
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'=');
-        quoted(out, value, Escape::Debug);
-    }
+    optional(r).for_each(|f| field(out, f));
     out.push(b'\n');
 }
 
@@ -473,22 +467,30 @@ fn json_line(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record) {
     ip(out, r.client);
     out.extend_from_slice(b"\",\"method\":");
     quoted(out, r.method.as_str(), Escape::Json);
-    for (key, value) in strings(r) {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        quoted(out, value, Escape::Json);
-    }
+    let field = |out: &mut Vec<u8>, (key, value): (&str, &str)| {
+        string_field(out, b",\"", key, b"\":", value, Escape::Json);
+    };
+    strings(r).into_iter().for_each(|f| field(out, f));
     numbers(out, r, b",\"", b"\":");
-    for (key, value) in optional(r) {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        quoted(out, value, Escape::Json);
-    }
+    optional(r).for_each(|f| field(out, f));
     out.extend_from_slice(b"},\"target\":\"");
     out.extend_from_slice(TARGET.as_bytes());
     out.extend_from_slice(b"\"}\n");
+}
+
+/// `before key between "value"`.
+fn string_field(
+    out: &mut Vec<u8>,
+    before: &[u8],
+    key: &str,
+    between: &[u8],
+    value: &str,
+    escape: Escape,
+) {
+    out.extend_from_slice(before);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(between);
+    quoted(out, value, escape);
 }
 
 /// The string fields after the method, in the log's order.
