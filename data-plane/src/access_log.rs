@@ -1,9 +1,10 @@
 //! The access log: one line per proxied request, written off the request
 //! path.
 //!
-//! A request that is done hands its [`Record`] (the box it already had)
-//! to a bounded lock-free queue and goes on: it neither formats nor
-//! writes. One writer thread per gateway takes what has queued, formats
+//! A request takes a [`Record`] when it comes in ([`AccessLog::record`]:
+//! a spare one the writer handed back, so the request path neither
+//! allocates nor frees) and, when it is done, hands it to a bounded
+//! lock-free queue and goes on: it neither formats nor writes. One writer thread per gateway takes what has queued, formats
 //! each line by hand into one reused buffer (integers through `itoa`, the
 //! crate made for allocation-free integer text), and writes the batch with one
 //! `write` call, then sleeps [`BATCH_EVERY`] while traffic flows (and
@@ -41,6 +42,12 @@ use crossbeam_queue::ArrayQueue;
 pub const QUEUE_LINES: usize = 8192;
 /// How long the writer lets lines gather between batches under traffic.
 pub const BATCH_EVERY: Duration = Duration::from_millis(10);
+/// The writer lets other threads run after this many lines.
+const YIELD_EVERY: usize = 32;
+/// Records the writer keeps for reuse (more are freed).
+const SPARE_RECORDS: usize = 1024;
+/// A reused record's target keeps at most this much room.
+const SPARE_TARGET_BYTES: usize = 4096;
 /// A batch is written once its buffer holds this much.
 const FLUSH_BYTES: usize = 64 * 1024;
 /// At most one warning per this long about a sink that fails.
@@ -104,6 +111,14 @@ impl Target {
         }
     }
 
+    /// Now `host` and `path`, in the room it has.
+    fn set(&mut self, host: &str, path: &str) {
+        self.text.clear();
+        self.text.push_str(host);
+        self.text.push_str(path);
+        self.host_len = host.len();
+    }
+
     pub fn host(&self) -> &str {
         &self.text[..self.host_len]
     }
@@ -136,41 +151,46 @@ pub struct Record {
     pub error: Option<String>,
     /// The route's policy that denied the request.
     pub policy: Option<&'static str>,
-    /// Set by [`AccessLog::submit`]: how long the request took, and when
-    /// it ended (microseconds since the Unix epoch).
-    duration_ns: u64,
-    ended_unix_us: u64,
+    /// Set by [`AccessLog::submit`]: when the request ended, on the same
+    /// clock (the writer works out the wall time).
+    ended_ns: u64,
 }
 
 impl Record {
-    /// A record of a request that came in at `started_ns`; the rest is
-    /// filled in as it goes.
-    pub fn new(
-        request_id: http::HeaderValue,
-        client: IpAddr,
-        method: http::Method,
-        target: Target,
-        started_ns: u64,
-    ) -> Self {
+    /// An empty record, filled in as the request goes.
+    fn blank() -> Self {
         Record {
-            request_id,
-            client,
-            method,
-            target,
+            request_id: http::HeaderValue::from_static(""),
+            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            method: http::Method::GET,
+            target: Target::new("", ""),
             route: None,
             upstream: None,
             backend: None,
             status: 0,
             retries: 0,
-            started_ns,
+            started_ns: 0,
             bytes_in: 0,
             bytes_out: 0,
             complete: false,
             error: None,
             policy: None,
-            duration_ns: 0,
-            ended_unix_us: 0,
+            ended_ns: 0,
         }
+    }
+
+    /// Blank again, for reuse; the target keeps its room (up to
+    /// [`SPARE_TARGET_BYTES`]).
+    fn clear(&mut self) {
+        let mut target = std::mem::replace(&mut self.target, Target::new("", ""));
+        if target.text.capacity() > SPARE_TARGET_BYTES {
+            target.text = String::new();
+        }
+        target.set("", "");
+        *self = Record {
+            target,
+            ..Record::blank()
+        };
     }
 }
 
@@ -191,6 +211,8 @@ struct Handle {
 #[derive(Debug)]
 struct Shared {
     queue: ArrayQueue<Box<Record>>,
+    /// Written records, for [`AccessLog::record`] to hand out again.
+    spare: ArrayQueue<Box<Record>>,
     /// The writer is parked (or about to be) with nothing to do.
     sleeping: AtomicBool,
     stop: AtomicBool,
@@ -237,6 +259,7 @@ impl AccessLog {
     fn with_output(out: Out, format: Format, dropped: Arc<Dropped>, lines: usize) -> Self {
         let shared = Arc::new(Shared {
             queue: ArrayQueue::new(lines),
+            spare: ArrayQueue::new(SPARE_RECORDS),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
@@ -259,13 +282,23 @@ impl AccessLog {
         }
     }
 
+    /// A blank record for a request to `host` and `path` (a spare one
+    /// when the writer has one: no allocation).
+    pub fn record(&self, host: &str, path: &str) -> Box<Record> {
+        let mut record = self
+            .handle
+            .shared
+            .spare
+            .pop()
+            .unwrap_or_else(|| Box::new(Record::blank()));
+        record.target.set(host, path);
+        record
+    }
+
     /// Queue `record`'s line; never waits. Dropped (and counted) when the
     /// queue is full.
     pub fn submit(&self, mut record: Box<Record>) {
-        record.duration_ns = crate::clock::now_ns().saturating_sub(record.started_ns);
-        record.ended_unix_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        record.ended_ns = crate::clock::now_ns();
         let shared = &self.handle.shared;
         if shared.queue.push(record).is_err() {
             shared.dropped.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -348,6 +381,33 @@ impl Out {
     }
 }
 
+/// Wall time from [`crate::clock::now_ns`]'s monotonic readings, by one
+/// reading of both clocks per batch (so a request reads no wall clock).
+struct WallClock {
+    unix_us: u64,
+    mono_ns: u64,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        WallClock {
+            unix_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            mono_ns: crate::clock::now_ns(),
+        }
+    }
+
+    /// Microseconds since the Unix epoch at the monotonic reading `ns`.
+    fn at(&self, ns: u64) -> u64 {
+        if ns >= self.mono_ns {
+            self.unix_us + (ns - self.mono_ns) / 1000
+        } else {
+            self.unix_us.saturating_sub((self.mono_ns - ns) / 1000)
+        }
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
     out: Out,
@@ -378,10 +438,17 @@ impl Writer {
                 self.out.reopen();
             }
             let mut taken = 0;
-            while let Some(record) = shared.queue.pop() {
-                self.line(&record);
-                drop(record);
+            let wall = WallClock::now();
+            while let Some(mut record) = shared.queue.pop() {
+                self.line(&record, &wall);
+                record.clear();
+                let _ = shared.spare.push(record);
                 taken += 1;
+                if taken % YIELD_EVERY == 0 {
+                    // On a core shared with a worker, a request waits for
+                    // at most this many lines.
+                    thread::yield_now();
+                }
                 if self.buf.len() >= FLUSH_BYTES {
                     self.flush(shared);
                 }
@@ -424,132 +491,168 @@ impl Writer {
         self.lines = 0;
     }
 
-    fn line(&mut self, r: &Record) {
+    fn line(&mut self, r: &Record, wall: &WallClock) {
         self.lines += 1;
+        let wall_us = wall.at(r.ended_ns);
         match self.format {
-            Format::Text => text_line(&mut self.buf, &mut self.clock, r),
-            Format::Json => json_line(&mut self.buf, &mut self.clock, r),
+            Format::Text => line::<Text>(&mut self.buf, &mut self.clock, r, wall_us),
+            Format::Json => line::<Json>(&mut self.buf, &mut self.clock, r, wall_us),
         }
     }
 }
 
-const TARGET: &str = "switchyard::access";
+/// A line format: the text around each field. Constants, so that each
+/// append compiles to a few moves rather than a call to `memcpy`; one
+/// [`line`] writes both formats.
+trait Shape {
+    const ESCAPE: Escape;
+    const LABELS: Labels;
+}
+
+/// What comes before each field (and after the last).
+struct Labels {
+    start: &'static [u8],
+    request_id: &'static [u8],
+    client: &'static [u8],
+    method: &'static [u8],
+    host: &'static [u8],
+    path: &'static [u8],
+    route: &'static [u8],
+    upstream: &'static [u8],
+    backend: &'static [u8],
+    status: &'static [u8],
+    duration_ms: &'static [u8],
+    bytes_in: &'static [u8],
+    bytes_out: &'static [u8],
+    retries: &'static [u8],
+    complete: &'static [u8],
+    error: &'static [u8],
+    policy: &'static [u8],
+    end: &'static [u8],
+}
 
 /// `tracing`'s full text format: `<time>  INFO switchyard::access: k=v …`,
 /// strings quoted and escaped as `Debug` does, addresses and methods bare.
-fn text_line(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record) {
-    clock.write(out, r.ended_unix_us);
-    out.extend_from_slice(b"  INFO ");
-    out.extend_from_slice(TARGET.as_bytes());
-    out.extend_from_slice(b": request_id=");
-    quoted(out, r.request_id.to_str().unwrap_or(""), Escape::Debug);
-    out.extend_from_slice(b" client=");
-    ip(out, r.client);
-    out.extend_from_slice(b" method=");
-    out.extend_from_slice(r.method.as_str().as_bytes());
-    let field = |out: &mut Vec<u8>, (key, value): (&str, &str)| {
-        string_field(out, b" ", key, b"=", value, Escape::Debug);
+struct Text;
+
+impl Shape for Text {
+    const ESCAPE: Escape = Escape::Debug;
+    const LABELS: Labels = Labels {
+        start: b"",
+        request_id: b"  INFO switchyard::access: request_id=",
+        client: b" client=",
+        method: b" method=",
+        host: b" host=",
+        path: b" path=",
+        route: b" route=",
+        upstream: b" upstream=",
+        backend: b" backend=",
+        status: b" status=",
+        duration_ms: b" duration_ms=",
+        bytes_in: b" bytes_in=",
+        bytes_out: b" bytes_out=",
+        retries: b" retries=",
+        complete: b" complete=",
+        error: b" error=",
+        policy: b" policy=",
+        end: b"\n",
     };
-    strings(r).into_iter().for_each(|f| field(out, f));
-    numbers(out, r, b" ", b"=");
-    optional(r).for_each(|f| field(out, f));
-    out.push(b'\n');
 }
 
 /// `tracing`'s JSON format: `{"timestamp":…,"level":"INFO","fields":{…},
-/// "target":"switchyard::access"}`.
-fn json_line(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record) {
-    out.extend_from_slice(b"{\"timestamp\":\"");
-    clock.write(out, r.ended_unix_us);
-    out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"request_id\":");
-    quoted(out, r.request_id.to_str().unwrap_or(""), Escape::Json);
-    out.extend_from_slice(b",\"client\":\"");
+/// "target":"switchyard::access"}`. (A method is a token: nothing in it
+/// needs escaping.)
+struct Json;
+
+impl Shape for Json {
+    const ESCAPE: Escape = Escape::Json;
+    const LABELS: Labels = Labels {
+        start: b"{\"timestamp\":\"",
+        request_id: b"\",\"level\":\"INFO\",\"fields\":{\"request_id\":",
+        client: b",\"client\":\"",
+        method: b"\",\"method\":\"",
+        host: b"\",\"host\":",
+        path: b",\"path\":",
+        route: b",\"route\":",
+        upstream: b",\"upstream\":",
+        backend: b",\"backend\":",
+        status: b",\"status\":",
+        duration_ms: b",\"duration_ms\":",
+        bytes_in: b",\"bytes_in\":",
+        bytes_out: b",\"bytes_out\":",
+        retries: b",\"retries\":",
+        complete: b",\"complete\":",
+        error: b",\"error\":",
+        policy: b",\"policy\":",
+        end: b"},\"target\":\"switchyard::access\"}\n",
+    };
+}
+
+/// `r`'s line, ended at `wall_us` (microseconds since the Unix epoch).
+fn line<S: Shape>(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record, wall_us: u64) {
+    let quoted = |out: &mut Vec<u8>, label: &[u8], value: &str| {
+        out.extend_from_slice(label);
+        quoted(out, value, S::ESCAPE);
+    };
+    let number = |out: &mut Vec<u8>, label: &[u8], value: u64| {
+        out.extend_from_slice(label);
+        out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    };
+    out.extend_from_slice(S::LABELS.start);
+    clock.write(out, wall_us);
+    quoted(
+        out,
+        S::LABELS.request_id,
+        r.request_id.to_str().unwrap_or(""),
+    );
+    out.extend_from_slice(S::LABELS.client);
     ip(out, r.client);
-    out.extend_from_slice(b"\",\"method\":");
-    quoted(out, r.method.as_str(), Escape::Json);
-    let field = |out: &mut Vec<u8>, (key, value): (&str, &str)| {
-        string_field(out, b",\"", key, b"\":", value, Escape::Json);
-    };
-    strings(r).into_iter().for_each(|f| field(out, f));
-    numbers(out, r, b",\"", b"\":");
-    optional(r).for_each(|f| field(out, f));
-    out.extend_from_slice(b"},\"target\":\"");
-    out.extend_from_slice(TARGET.as_bytes());
-    out.extend_from_slice(b"\"}\n");
-}
-
-/// `before key between "value"`.
-fn string_field(
-    out: &mut Vec<u8>,
-    before: &[u8],
-    key: &str,
-    between: &[u8],
-    value: &str,
-    escape: Escape,
-) {
-    out.extend_from_slice(before);
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(between);
-    quoted(out, value, escape);
-}
-
-/// The string fields after the method, in the log's order.
-fn strings(r: &Record) -> [(&'static str, &str); 5] {
-    [
-        ("host", r.target.host()),
-        ("path", r.target.path()),
-        ("route", r.route.as_deref().unwrap_or("-")),
-        ("upstream", r.upstream.as_deref().unwrap_or("-")),
-        ("backend", r.backend.as_deref().unwrap_or("-")),
-    ]
-}
-
-/// The fields a line has only when they are set.
-fn optional(r: &Record) -> impl Iterator<Item = (&'static str, &str)> {
-    [("error", r.error.as_deref()), ("policy", r.policy)]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-}
-
-/// status, duration_ms, bytes_in, bytes_out, retries and complete, each
-/// `before key between value`.
-fn numbers(out: &mut Vec<u8>, r: &Record, before: &[u8], between: &[u8]) {
-    let mut n = itoa::Buffer::new();
-    let field = |out: &mut Vec<u8>, key: &str| {
-        out.extend_from_slice(before);
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(between);
-    };
-    field(out, "status");
-    out.extend_from_slice(n.format(r.status).as_bytes());
+    out.extend_from_slice(S::LABELS.method);
+    out.extend_from_slice(r.method.as_str().as_bytes());
+    quoted(out, S::LABELS.host, r.target.host());
+    quoted(out, S::LABELS.path, r.target.path());
+    quoted(out, S::LABELS.route, r.route.as_deref().unwrap_or("-"));
+    quoted(
+        out,
+        S::LABELS.upstream,
+        r.upstream.as_deref().unwrap_or("-"),
+    );
+    quoted(out, S::LABELS.backend, r.backend.as_deref().unwrap_or("-"));
+    number(out, S::LABELS.status, u64::from(r.status));
     // Milliseconds to the microsecond.
-    field(out, "duration_ms");
-    let us = r.duration_ns / 1000;
-    out.extend_from_slice(n.format(us / 1000).as_bytes());
+    let us = r.ended_ns.saturating_sub(r.started_ns) / 1000;
+    number(out, S::LABELS.duration_ms, us / 1000);
     out.push(b'.');
     digits(out, us % 1000, 3);
-    for (key, value) in [
-        ("bytes_in", r.bytes_in),
-        ("bytes_out", r.bytes_out),
-        ("retries", u64::from(r.retries)),
-    ] {
-        field(out, key);
-        out.extend_from_slice(n.format(value).as_bytes());
-    }
-    field(out, "complete");
+    number(out, S::LABELS.bytes_in, r.bytes_in);
+    number(out, S::LABELS.bytes_out, r.bytes_out);
+    number(out, S::LABELS.retries, u64::from(r.retries));
+    out.extend_from_slice(S::LABELS.complete);
     out.extend_from_slice(if r.complete { b"true" } else { b"false" });
+    if let Some(error) = &r.error {
+        quoted(out, S::LABELS.error, error);
+    }
+    if let Some(policy) = r.policy {
+        quoted(out, S::LABELS.policy, policy);
+    }
+    out.extend_from_slice(S::LABELS.end);
 }
 
 /// An address as `Display` writes it (IPv4 without the formatter).
 fn ip(out: &mut Vec<u8>, addr: IpAddr) {
     match addr {
         IpAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(n.format(octet).as_bytes());
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(_) => {
@@ -580,10 +683,7 @@ fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
     out.push(b'"');
     let bytes = value.as_bytes();
     // Nearly always: nothing to escape.
-    if !bytes
-        .iter()
-        .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
-    {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -624,6 +724,33 @@ fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
     }
     out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
+}
+
+/// Whether `bytes` has a quote, a backslash or a control character.
+/// Eight bytes at a time, as one integer (the last eight overlapping the
+/// ones before): a byte-at-a-time scan costs several times as much, and
+/// most strings here are a few words long.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Whether a byte of `x` is below `n` (`n` ≤ 0x80; exact).
+    fn below(x: u64, n: u8) -> bool {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0
+    }
+    fn special(x: u64) -> bool {
+        below(x, 0x20)
+            || below(x ^ (ONES * u64::from(b'"')), 1)
+            || below(x ^ (ONES * u64::from(b'\\')), 1)
+            || below(x ^ (ONES * 0x7f), 1)
+    }
+    let word = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if bytes.len() < 8 {
+        return bytes
+            .iter()
+            .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f);
+    }
+    let last = bytes.len() - 8;
+    (0..last).step_by(8).any(|at| special(word(at))) || special(word(last))
 }
 
 /// RFC 3339 UTC timestamps to the microsecond, the date and time of day
@@ -686,14 +813,15 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// 2026-12-05T23:49:45.000042Z
+    const WALL_US: u64 = 1_796_514_585_000_042;
+
     fn record(path: &str) -> Box<Record> {
-        let mut r = Box::new(Record::new(
-            http::HeaderValue::from_static("req-1"),
-            "192.0.2.7".parse().unwrap(),
-            http::Method::POST,
-            Target::new("api.example", path),
-            0,
-        ));
+        let mut r = Box::new(Record::blank());
+        r.request_id = http::HeaderValue::from_static("req-1");
+        r.client = "192.0.2.7".parse().unwrap();
+        r.method = http::Method::POST;
+        r.target.set("api.example", path);
         r.route = Some(Arc::from("r"));
         r.upstream = Some(Arc::from("u"));
         r.backend = Some(Arc::from("http://10.0.0.1:80"));
@@ -703,18 +831,18 @@ mod tests {
         r.bytes_out = 1234;
         r.complete = true;
         r.error = Some("connect to http://10.0.0.1:80: refused".into());
-        r.duration_ns = 1_234_567;
-        r.ended_unix_us = 1_796_514_585_000_042; // 2026-12-05T23:49:45.000042Z
+        r.ended_ns = 1_234_567;
         r
     }
 
     #[test]
     fn json_lines_are_tracing_events_with_every_field() {
         let mut out = Vec::new();
-        json_line(
+        line::<Json>(
             &mut out,
             &mut DateCache::default(),
             &record("/a\"b\\c\n\u{1}é"),
+            WALL_US,
         );
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
@@ -748,7 +876,7 @@ mod tests {
         r.policy = Some("rate_limit");
         r.route = None;
         let mut out = Vec::new();
-        text_line(&mut out, &mut DateCache::default(), &r);
+        line::<Text>(&mut out, &mut DateCache::default(), &r, WALL_US);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2026-12-05T23:49:45.000042Z  INFO switchyard::access: request_id=\"req-1\" \
@@ -776,6 +904,56 @@ mod tests {
             ip(&mut out, addr);
             assert_eq!(out, addr.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn the_escape_check_finds_every_special_byte_wherever_it_is() {
+        for len in 0..50 {
+            let plain = vec![b'a'; len];
+            assert!(!needs_escape(&plain), "{len} plain bytes");
+            for at in 0..len {
+                for special in [b'"', b'\\', 0, b'\n', 0x1f, 0x7f] {
+                    let mut bytes = plain.clone();
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{special:#x} at {at} of {len}");
+                }
+                // Neighbours of the special bytes, and high bytes.
+                for (i, near) in [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7e, 0x80, 0xff]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut bytes = plain.clone();
+                    bytes[at] = near;
+                    bytes[(at + i) % len] = 0xff - near;
+                    bytes[len - 1 - at] = near;
+                    let expected = bytes
+                        .iter()
+                        .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f);
+                    assert_eq!(needs_escape(&bytes), expected, "{bytes:x?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wall_time_is_worked_out_from_the_monotonic_reading() {
+        let wall = WallClock {
+            unix_us: WALL_US,
+            mono_ns: 5_000_000,
+        };
+        assert_eq!(wall.at(5_000_000), WALL_US);
+        assert_eq!(wall.at(7_500_999), WALL_US + 2_500);
+        assert_eq!(wall.at(1_000_000), WALL_US - 4_000);
+        let now = WallClock::now();
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let derived = now.at(crate::clock::now_ns());
+        assert!(
+            derived.abs_diff(system) < 1_000_000,
+            "{derived} vs {system}"
+        );
     }
 
     #[test]
@@ -862,6 +1040,66 @@ mod tests {
             .sum();
         assert_eq!(lines, 5, "the first line and the 4 queued ones");
         assert_eq!(dropped.write_failed.load(Ordering::Relaxed), 0);
+    }
+
+    /// Sends each batch it is given.
+    struct Batches(mpsc::Sender<Vec<u8>>);
+
+    impl Write for Batches {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.send(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_written_record_comes_back_blank_for_the_next_request() {
+        let (tx, written) = mpsc::channel();
+        let log = AccessLog::with_output(
+            Out::Test(Box::new(Batches(tx))),
+            Format::Text,
+            Arc::new(Dropped::default()),
+            4,
+        );
+        let first = record("/a-long-path-that-needs-room");
+        let address = std::ptr::from_ref::<Record>(&first) as usize;
+        log.submit(first);
+        let line = written.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(String::from_utf8(line).unwrap().contains("/a-long-path"));
+
+        let again = log.record("other.example", "/b");
+        assert_eq!(
+            std::ptr::from_ref::<Record>(&again) as usize,
+            address,
+            "reused"
+        );
+        assert_eq!(again.target.host(), "other.example");
+        assert_eq!(again.target.path(), "/b");
+        assert!(again.target.text.capacity() >= "api.example/a-long-path-that-needs-room".len());
+        let blank = Record::blank();
+        assert_eq!(
+            format!(
+                "{:?}",
+                Record {
+                    target: Target::new("other.example", "/b"),
+                    ..blank
+                }
+            ),
+            format!(
+                "{:?}",
+                Record {
+                    target: Target::new("other.example", "/b"),
+                    ..*again
+                }
+            )
+        );
+        // None spare: a new one.
+        let fresh = log.record("h", "/");
+        assert_ne!(std::ptr::from_ref::<Record>(&fresh) as usize, address);
+        log.close();
     }
 
     #[test]

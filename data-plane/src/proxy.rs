@@ -301,7 +301,7 @@ impl Proxy {
         path: &str,
         conn: &ConnInfo,
     ) -> Received {
-        let logged = self.access_log.is_some().then(|| {
+        let logged = self.access_log.as_ref().map(|log| {
             // The authority routing uses (see `prepare`): the target's, or
             // else `Host`.
             let host = match authority {
@@ -312,7 +312,7 @@ impl Proxy {
                     .and_then(headers::text),
                 None => None,
             };
-            access_log::Target::new(host.unwrap_or_default(), path)
+            log.record(host.unwrap_or_default(), path)
         });
         Received {
             started: crate::clock::now_ns(),
@@ -401,11 +401,12 @@ impl Proxy {
         if outcome.fault == Some(fault::Stage::Body) {
             body.fault_on_poll();
         }
-        if let (Some(target), Some(log)) = (logged, &self.access_log) {
+        if let (Some(mut record), Some(log)) = (logged, &self.access_log) {
             let upstream = route.and_then(|r| r.upstream).map(|u| snapshot.upstream(u));
-            let mut record = Box::new(access_log::Record::new(
-                request_id, client, method, target, started,
-            ));
+            record.request_id = request_id;
+            record.client = client;
+            record.method = method;
+            record.started_ns = started;
             record.route = route.map(|r| Arc::clone(&r.name));
             record.upstream = upstream.map(|u| Arc::clone(&u.name));
             record.backend = upstream
@@ -444,7 +445,7 @@ struct Received {
     request_id: HeaderValue,
     method: Method,
     /// For the access log (none when it is off).
-    logged: Option<access_log::Target>,
+    logged: Option<Box<access_log::Record>>,
     client: IpAddr,
 }
 
