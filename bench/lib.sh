@@ -33,6 +33,9 @@ SY_LOG_ADMIN_PORT=$((PORT_BASE + 11))
 NGINX_TLS_PORT=$((PORT_BASE + 12))
 SY_TLS_PORT=$((PORT_BASE + 13))
 SY_TLS_ADMIN_PORT=$((PORT_BASE + 14))
+# bench/scale.sh's gateway metrics listener (its proxy and admin ports are
+# Switchyard's).
+SY_METRICS_PORT=$((PORT_BASE + 15))
 # CPU layout (BENCH-NOTES.md): proxy alone on PROXY_CPU, wrk + backend on LOAD_CPU.
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}

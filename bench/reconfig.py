@@ -43,8 +43,8 @@ class Client:
         self.port = port
         self.conn = None
 
-    def request(self, method, path, body=None):
-        headers = {}
+    def request(self, method, path, body=None, headers=None):
+        headers = dict(headers or {})
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -125,11 +125,13 @@ def phase(admin, proxy, n, samples, backend_url):
     }
 
 
-def changes_under_load(args, admin, changes):
-    """`changes` config mutations while wrk drives the proxy at c64."""
+def changes_under_load(args, admin, changes, path="/under-load", host=None, upstream="be"):
+    """`changes` config mutations (to `upstream` and routes beside it)
+    while wrk drives the proxy at c64 (GET `path`, with `Host: host`)."""
+    header = ["-H", f"Host: {host}"] if host else []
     wrk = subprocess.Popen(
-        ["taskset", "-c", str(args.load_cpu), "wrk", "-t1", "-c64", "-d600s", "--latency",
-         "-s", args.lua, f"http://127.0.0.1:{args.proxy_port}/under-load"],
+        ["taskset", "-c", str(args.load_cpu), "wrk", "-t1", "-c64", "-d600s", "--latency", *header,
+         "-s", args.lua, f"http://127.0.0.1:{args.proxy_port}{path}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.0)
@@ -144,18 +146,18 @@ def changes_under_load(args, admin, changes):
             t0 = time.perf_counter()
             if step == 0:
                 st, body = admin.request("POST", "/admin/routes",
-                                         {"name": f"tmp{i}", "path": f"/tmp{i}", "upstream": "be"})
+                                         {"name": f"tmp{i}", "path": f"/tmp{i}", "upstream": upstream})
                 expect(st, body, (201,), "POST route")
             elif step == 1:
-                st, body = admin.request("POST", "/admin/upstreams/be/backends", {"url": second})
+                st, body = admin.request("POST", f"/admin/upstreams/{upstream}/backends", {"url": second})
                 expect(st, body, (200, 201), "POST backend")
                 backend_id = json.loads(body)["id"]
             elif step == 2:
-                st, body = admin.request("PATCH", f"/admin/upstreams/be/backends/{backend_id}",
+                st, body = admin.request("PATCH", f"/admin/upstreams/{upstream}/backends/{backend_id}",
                                          {"weight": 3})
                 expect(st, body, (200,), "PATCH backend weight")
             elif step == 3:
-                st, body = admin.request("DELETE", f"/admin/upstreams/be/backends/{backend_id}")
+                st, body = admin.request("DELETE", f"/admin/upstreams/{upstream}/backends/{backend_id}")
                 expect(st, body, (200, 204), "DELETE backend")
             else:
                 st, body = admin.request("DELETE", f"/admin/routes/tmp{i}")

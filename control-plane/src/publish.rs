@@ -443,7 +443,11 @@ impl Publisher {
                 traffic,
             })));
         };
-        let data = if scope.is_none() || revisions::needs_checkpoint(&mut tx, version).await? {
+        let live = self.plane.snapshot();
+        let resources = live.route_count() + live.upstream_count();
+        let data = if scope.is_none()
+            || revisions::needs_checkpoint(&mut tx, version, resources).await?
+        {
             let doc = match whole_after {
                 Some(doc) => doc,
                 None => store::export_in(&mut tx).await?,
@@ -827,13 +831,9 @@ mod tests {
         );
     }
 
-    /// What a revision stores (issue 20's bar: not the whole config when
-    /// one backend weight changes): at 10,000 routes, the checkpoint a
-    /// whole-config change writes, and the delta of one weight change.
-    #[tokio::test]
-    async fn a_weight_change_stores_one_upstream_not_the_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _, publisher) = started(&dir).await;
+    /// Import `n` routes over one upstream `shop` with backends 1 and 2;
+    /// the version it made.
+    async fn import_routes(publisher: &Publisher, n: usize) -> u64 {
         let mut rng = fastrand::Rng::with_seed(3);
         let mut shop = upstream("shop", &mut rng);
         shop.backends = vec![
@@ -846,7 +846,7 @@ mod tests {
                 weight: 1,
             },
         ];
-        let routes = (0..10_000)
+        let routes = (0..n)
             .map(|i| {
                 let mut r = route(&format!("r{i}"), &mut rng);
                 r.path = format!("/t{}/p{}", i / 10, i % 10);
@@ -865,7 +865,7 @@ mod tests {
             routes,
         };
         let meta = ChangeMeta::internal(revisions::Source::Import, "test");
-        let (whole, _) = publisher
+        let (version, _) = publisher
             .apply(
                 Change::ReplaceConfig {
                     config,
@@ -875,6 +875,57 @@ mod tests {
             )
             .await
             .unwrap();
+        version
+    }
+
+    /// A checkpoint every 64 revisions for a small config; for a large one
+    /// every eighth of its size in revisions, so that the deltas to replay
+    /// stay a fraction of one checkpoint.
+    #[tokio::test]
+    async fn checkpoints_follow_the_size_of_the_config() {
+        // 10 routes: at 64; 2,000 routes and their upstream: at 2,001 / 8.
+        for (routes, at) in [(10, 64), (2_000, 250)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _, publisher) = started(&dir).await;
+            let whole = import_routes(&publisher, routes).await;
+            let (size, _) = store.revision_data_bytes(whole).await.unwrap();
+            let meta = ChangeMeta::internal(revisions::Source::Api, "test");
+            let mut deltas = 0;
+            for k in 1..=at {
+                let change = Change::UpdateBackend {
+                    upstream: "shop".into(),
+                    id: 2,
+                    backend: NewBackend {
+                        url: "http://10.0.0.2:80".into(),
+                        weight: 2 + (k % 2) as u32,
+                    },
+                    expect: None,
+                };
+                let (version, _) = publisher.apply(change, &meta).await.unwrap();
+                assert_eq!(version, whole + k);
+                let (checkpoint, delta) = store.revision_data_bytes(version).await.unwrap();
+                assert_eq!(checkpoint > 0, k == at, "{routes} routes, revision {k}");
+                deltas += delta;
+            }
+            if at > revisions::CHECKPOINT_EVERY {
+                // Replaying them costs well under one checkpoint (each
+                // delta here is an upstream with two backends).
+                assert!(
+                    deltas < size / 2,
+                    "{routes} routes: {deltas} bytes of deltas, checkpoint {size}"
+                );
+            }
+        }
+    }
+
+    /// What a revision stores (issue 20's bar: not the whole config when
+    /// one backend weight changes): at 10,000 routes, the checkpoint a
+    /// whole-config change writes, and the delta of one weight change.
+    #[tokio::test]
+    async fn a_weight_change_stores_one_upstream_not_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, publisher) = started(&dir).await;
+        let whole = import_routes(&publisher, 10_000).await;
         let change = Change::UpdateBackend {
             upstream: "shop".into(),
             id: 2,
@@ -884,6 +935,7 @@ mod tests {
             },
             expect: None,
         };
+        let meta = ChangeMeta::internal(revisions::Source::Api, "test");
         let (one, _) = publisher.apply(change, &meta).await.unwrap();
         let (checkpoint, _) = store.revision_data_bytes(whole).await.unwrap();
         let (_, delta) = store.revision_data_bytes(one).await.unwrap();

@@ -340,6 +340,41 @@ async fn bad_input_is_refused_with_named_fields_and_writes_nothing() {
     assert_eq!(routes["items"].as_array().unwrap().len(), 1);
 }
 
+/// A whole config may be far larger than a single resource (100,000
+/// routes are about 11 MiB), up to 64 MiB.
+#[tokio::test]
+async fn a_whole_config_may_be_larger_than_one_resource_up_to_its_own_limit() {
+    let gw = TestGateway::start().await;
+    let before = version(&gw).await;
+    let routes = |n: usize, pad: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"name": format!("r{i}-{}", "x".repeat(pad)), "path": format!("/r{i}/{}", "p".repeat(pad)), "upstream": "u"}))
+            .collect()
+    };
+    let doc = |routes: Vec<Value>| json!({"upstreams": [{"name": "u", "backends": [{"url": "http://127.0.0.1:9"}]}], "routes": routes});
+    // Over a resource's limit, well within a config's.
+    let over_one_mib = doc(routes(8_000, 50));
+    assert!(over_one_mib.to_string().len() > 1024 * 1024 + 100_000);
+    let r = gw
+        .admin(Method::PUT, "/admin/config", Some(over_one_mib))
+        .await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(300)]);
+    let (_, listed) = gw.admin_json(Method::GET, "/admin/routes", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 8_000);
+    let after = version(&gw).await;
+    assert_ne!(after, before);
+
+    // Over 64 MiB: refused, nothing written.
+    let huge = doc(vec![
+        json!({"name": "x".repeat(64 * 1024 * 1024), "path": "/", "upstream": "u"}),
+    ]);
+    let r = gw.admin(Method::PUT, "/admin/config", Some(huge)).await;
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE, None).await;
+    assert_eq!(version(&gw).await, after, "nothing was written");
+}
+
 #[tokio::test]
 async fn stale_if_match_is_refused() {
     let gw = TestGateway::start().await;

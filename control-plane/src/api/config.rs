@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::changing::Changing;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, MAX_CONFIG_BYTES};
 use super::{AdminState, if_match, mutated, resource};
 use crate::model::{Config, ConfigSpec, DocumentError, FieldError};
 use crate::publish::PublishError;
@@ -46,7 +46,7 @@ pub async fn replace(
     State(s): State<AdminState>,
     headers: HeaderMap,
     c: Changing,
-    JsonBody(spec): JsonBody<ConfigSpec>,
+    JsonBody(spec): JsonBody<ConfigSpec, MAX_CONFIG_BYTES>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
     let config = spec.validate()?;

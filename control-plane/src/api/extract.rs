@@ -13,24 +13,30 @@ use crate::model::{JsonError, parse, read_json};
 
 /// Largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest whole config accepted (`PUT /admin/config`): 100,000 routes
+/// with their upstreams are about 11 MiB of JSON; this leaves room for
+/// several times that.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024 * 1024;
 
 /// A JSON body: `application/json` (or any `+json` type, such as
-/// `application/merge-patch+json`), at most [`MAX_BODY_BYTES`], read with
+/// `application/merge-patch+json`), at most `LIMIT` bytes, read with
 /// duplicate members refused ([`read_json`]) and parsed into `T` with every
 /// type error named by JSON pointer ([`parse`]).
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
+    for JsonBody<T, LIMIT>
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType("application/json"));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT)
             .await
-            .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
+            .map_err(|_| ApiError::TooLarge(LIMIT))?;
         let value = read_json(&bytes).map_err(|e| match e {
             JsonError::Syntax(reason) => ApiError::Malformed(reason),
             JsonError::DuplicateKey(member) => ApiError::DuplicateMember(member),

@@ -13,7 +13,8 @@
 //! (serde-rs/json#762), which [`read`] is: a visitor that builds the same
 //! `Value` serde_json would, checking each key against the object it is
 //! joining. It runs on serde_json's parser, so that parser's recursion
-//! limit (128 levels) and the admin API's 1 MiB body limit bound its work,
+//! limit (128 levels) and the admin API's body limits (1 MiB; 64 MiB for a
+//! whole config) bound its work,
 //! and the pointer of a member is built only when it is refused.
 
 use std::cell::RefCell;

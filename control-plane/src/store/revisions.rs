@@ -5,16 +5,17 @@
 //! A revision is its metadata (`revisions`: time, source, endpoint, client,
 //! comment, summary) and the means to rebuild the config at its version
 //! (`revision_data`): either the whole document (a *checkpoint*, written
-//! for whole-config changes, for the first revision of a database and
-//! every [`CHECKPOINT_EVERY`] revisions) or a *delta*: the new state of the
+//! for whole-config changes, for the first revision of a database, and
+//! every [`CHECKPOINT_EVERY`] revisions or every [`CHECKPOINT_SHARE`]th of
+//! the config's size in revisions, whichever is more) or a *delta*: the new state of the
 //! routes and upstreams the change touched, in the export format. A change
 //! of one backend's weight stores one upstream, whatever the size of the
 //! config. The config at version `v` is the newest checkpoint at or before
 //! `v` with the deltas after it applied in order.
 //!
 //! Pruning keeps the newest `retention` revisions; data rows go once no
-//! kept revision needs them (at most [`CHECKPOINT_EVERY`] - 1 deltas older
-//! than the oldest kept revision remain, invisible).
+//! kept revision needs them (the deltas between the oldest kept revision
+//! and the checkpoint before it remain, invisible).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,9 +27,15 @@ use sqlx::AnyConnection;
 use super::{StoreError, Touched};
 use crate::view::ConfigView;
 
-/// A checkpoint at least this often (in revisions): rebuilding a version
-/// applies at most this many deltas.
+/// A checkpoint at most this often (in revisions)...
 pub const CHECKPOINT_EVERY: u64 = 64;
+/// ...and, for a large config, only after 1/N of its routes and upstreams
+/// in revisions (a delta holds about one of them): rebuilding a version
+/// then reads about 1 + 1/N checkpoints' worth of JSON, while a large
+/// config is not written whole every 64 changes (at 100,000 routes a
+/// checkpoint is ~17 MB and costs the change that writes it about a
+/// second; a route change's delta is ~150 bytes).
+pub const CHECKPOINT_SHARE: u64 = 8;
 
 /// Default of `--revision-retention`.
 pub const DEFAULT_RETENTION: u64 = 1000;
@@ -300,9 +307,15 @@ impl TryFrom<RevisionRow> for RevisionView {
 
 const COLUMNS: &str = "version, at_unix_ms, source, endpoint, client, comment, summary";
 
-/// Whether the revision at `version` must be a checkpoint: the first of
-/// the database (or after a gap), or [`CHECKPOINT_EVERY`] since the last.
-pub async fn needs_checkpoint(conn: &mut AnyConnection, version: u64) -> Result<bool, StoreError> {
+/// Whether the revision at `version` of a config of `resources` routes
+/// and upstreams must be a checkpoint: the first of the database (or after
+/// a gap), or [`CHECKPOINT_EVERY`] revisions (at least `resources` /
+/// [`CHECKPOINT_SHARE`]) since the last.
+pub async fn needs_checkpoint(
+    conn: &mut AnyConnection,
+    version: u64,
+    resources: usize,
+) -> Result<bool, StoreError> {
     let last: Option<(i64,)> = sqlx::query_as(
         "SELECT version FROM revision_data WHERE checkpoint IS NOT NULL ORDER BY version DESC LIMIT 1",
     )
@@ -313,8 +326,9 @@ pub async fn needs_checkpoint(conn: &mut AnyConnection, version: u64) -> Result<
             .bind(version as i64 - 1)
             .fetch_optional(&mut *conn)
             .await?;
+    let every = CHECKPOINT_EVERY.max(resources as u64 / CHECKPOINT_SHARE);
     Ok(match (last, previous) {
-        (Some((c,)), Some(_)) => version - c as u64 >= CHECKPOINT_EVERY,
+        (Some((c,)), Some(_)) => version - c as u64 >= every,
         _ => true,
     })
 }
