@@ -9,6 +9,10 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 SWITCHYARD_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
 BACKEND_BIN=$TARGET_DIR/release/bench-backend
 FLOOR_BIN=$TARGET_DIR/release/bench-floor
+# oha (crates.io) drives the fixed-rate mode; installed under the target
+# directory by install_oha (BENCH_OHA: use this one instead).
+OHA_VERSION=1.16.0
+OHA_BIN=${BENCH_OHA:-$TARGET_DIR/bench-tools/bin/oha}
 PORT_BASE=${BENCH_PORT_BASE:-19080}
 BACKEND_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
@@ -87,6 +91,19 @@ as_root() {
 
 # Install nginx-light, haproxy, wrk (and curl, python3) from Debian when
 # missing, without letting the packages start their services.
+# install_oha: oha $OHA_VERSION into $TARGET_DIR/bench-tools, once (a few
+# minutes of compiling); an oha on PATH serves instead.
+install_oha() {
+  [[ -x $OHA_BIN ]] && return 0
+  if command -v oha >/dev/null; then
+    OHA_BIN=$(command -v oha)
+    return 0
+  fi
+  log "cargo install oha $OHA_VERSION (the fixed-rate mode; once, into $TARGET_DIR/bench-tools)"
+  cargo install oha --locked --quiet --version "$OHA_VERSION" --root "$TARGET_DIR/bench-tools"
+  [[ -x $OHA_BIN ]] || die "oha did not install to $OHA_BIN"
+}
+
 install_deps() {
   local missing=()
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)

@@ -108,6 +108,65 @@ def run_h2load(args, url, conns, streams, duration):
     }
 
 
+def run_oha(args, port, rate, conns, duration):
+    """oha at a fixed rate (`-q`, with latency correction: a late request's
+    wait counts): its latency percentiles in µs and its counts."""
+    cmd = ["taskset", "-c", str(args.load_cpu), args.oha, "-z", f"{duration}s", "-q", str(rate),
+           "-c", str(conns), "--latency-correction", "--no-tui", "--output-format", "json",
+           f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    j = json.loads(out)
+    pct = j["latencyPercentiles"]
+    codes = j.get("statusCodeDistribution", {})
+    ok = sum(n for code, n in codes.items() if code.startswith("2"))
+    errors = sum(n for code, n in codes.items() if not code.startswith("2"))
+    errors += sum(j.get("errorDistribution", {}).values())
+    return {"rate": rate, "requests": ok, "errors": errors,
+            "rps": j["summary"]["requestsPerSec"],
+            **{f"{k}_us": (pct.get(k) or 0) * 1e6 for k in ("p50", "p90", "p99", "p99.9")}}
+
+
+def fixed_rate_rounds(args, peers, rate):
+    """Each peer at `rate` requests/s, rounds rotated like the others; the
+    p99 each adds over the direct backend in the same round."""
+    records = []
+    for rnd in range(args.rounds):
+        for p in peers[rnd % len(peers):] + peers[: rnd % len(peers)]:
+            rec = run_oha(args, p["port"], rate, args.conns, args.duration)
+            rec.update(round=rnd, peer=p["name"])
+            records.append(rec)
+            print(f"round {rnd + 1}/{args.rounds} fixed {rate}/s   {p['name']:16} "
+                  f"p50 {rec['p50_us']:7.0f} µs  p99 {rec['p99_us']:7.0f} µs"
+                  + (f"  ERRORS {rec['errors']}" if rec["errors"] else ""), file=sys.stderr, flush=True)
+    idx = {(r["round"], r["peer"]): r for r in records}
+    out, rows = {}, [["peer", "p50 (µs)", "p99 (µs)", "p99.9 (µs)", "added p99 over direct (µs)",
+                      "added p99 ÷ nginx's", "errors"]]
+    added = {}
+    for p in peers:
+        mine = [r for r in records if r["peer"] == p["name"]]
+        adds = [idx[(i, p["name"])]["p99_us"] - idx[(i, "direct")]["p99_us"]
+                for i in range(args.rounds) if (i, "direct") in idx and (i, p["name"]) in idx]
+        added[p["name"]] = adds
+        out[p["name"]] = {
+            "p50_us": median_range([r["p50_us"] for r in mine]),
+            "p99_us": median_range([r["p99_us"] for r in mine]),
+            "p999_us": median_range([r["p99.9_us"] for r in mine]),
+            "added_p99_us": median_range(adds) if p["name"] != "direct" else None,
+            "errors": sum(r["errors"] for r in mine),
+        }
+    for p in peers:
+        s = out[p["name"]]
+        base = "nginx_log" if p["name"].endswith("_log") else "nginx"
+        ratios = [a / b for a, b in zip(added.get(p["name"], []), added.get(base, [])) if b > 0]
+        s["added_p99_vs_nginx"] = median_range(ratios) if p["name"] not in ("direct",) else None
+        rows.append([p["name"], fmt(s["p50_us"], digits=0), fmt(s["p99_us"], digits=0),
+                     fmt(s["p999_us"], digits=0),
+                     fmt(s["added_p99_us"], digits=0) if s["added_p99_us"] else "—",
+                     f"{fmt_ratio(s['added_p99_vs_nginx'])} (vs {base})" if s["added_p99_vs_nginx"] else "—",
+                     str(s["errors"])])
+    return {"rate": rate, "summary": out, "records": records}, markdown(rows)
+
+
 def measure(args, peer, conns, duration, one_core, mode=None):
     pid = peer.get("pid")
     if pid and one_core:
@@ -325,6 +384,9 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--git", default="")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--fixed-rate", default="",
+                    help="peers (names of --peer, 'direct' first) for the fixed-rate mode, comma-separated")
+    ap.add_argument("--oha", default="oha", help="the oha binary (fixed-rate mode)")
     args = ap.parse_args()
 
     extra = {}
@@ -372,6 +434,15 @@ def main():
                 report_line(rnd, args.rounds, mode_name, p, rec)
 
     summary = summarise(records, peers, args.rounds)
+    fixed, fixed_text = None, ""
+    if args.fixed_rate:
+        by_name = {p["name"]: p for p in peers}
+        fixed_peers = [by_name[n] for n in args.fixed_rate.split(",")]
+        # Half of nginx's saturated rate, measured above.
+        rate = max(100, int(summary["nginx"]["rps"]["median"] / 2))
+        print(f"fixed rate: {rate} requests/s (half of nginx's {summary['nginx']['rps']['median']:.0f})",
+              file=sys.stderr, flush=True)
+        fixed, fixed_text = fixed_rate_rounds(args, fixed_peers, rate)
     extra_summary, extra_text = extra_table(records, extra, args.rounds) if extra else ({}, "")
     inline_gain = same_round_ratio(records, args.rounds, "switchyard", "switchyard_hyper_server")
     # The access log on (the default) against off, and the defaults of both.
@@ -389,7 +460,8 @@ def main():
         "access_log": logged,
         "settings": {k: getattr(args, k) for k in
                      ("rounds", "duration", "c1_duration", "warmup", "conns", "proxy_cpu", "load_cpu")},
-        "machine": machine(), "summary": summary, "modes": extra_summary, "records": records,
+        "machine": machine(), "summary": summary, "modes": extra_summary, "fixed_rate": fixed,
+        "records": records,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -414,8 +486,15 @@ def main():
               f"(https_handshake: a TLS 1.3 handshake per request, so rps = handshakes/s; "
               f"1mib: CPU µs/req = CPU µs per MiB):")
         print(extra_text)
+    if fixed_text:
+        print(f"\nFixed rate (oha -q {fixed['rate']} -c {args.conns} --latency-correction, "
+              f"half of nginx's saturated rate; {args.duration} s per peer per round; added p99 = "
+              f"peer p99 − direct p99 in the same round):")
+        print(fixed_text)
     print(f"\nJSON: {args.out}")
     bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]
+    if fixed:
+        bad += [f"fixed/{n}" for n, s in fixed["summary"].items() if s["errors"]]
     bad += [f"{m}/{n}" for m, ps in extra_summary.items() for n, s in ps.items() if s["errors"]]
     if bad:
         print(f"FAILED requests for: {', '.join(bad)}", file=sys.stderr)

@@ -5,6 +5,9 @@
 #   bench/run.sh [--rounds N] [--duration S] [--c1-duration S] [--warmup S]
 #                [--smoke] [--no-reconfig] [--no-install] [--no-build] [--floor]
 # --floor also measures bench/floor, a featureless proxy on the same runtime.
+# The fixed-rate mode (oha -q at half nginx's saturated rate) installs oha
+# from crates.io once; --smoke and --no-install run it only if oha is
+# already there.
 # Env equivalents: BENCH_ROUNDS, BENCH_DURATION, BENCH_C1_DURATION,
 # BENCH_WARMUP, BENCH_PORT_BASE (default 19080), BENCH_PROXY_CPU (0),
 # BENCH_LOAD_CPU (1), CARGO_TARGET_DIR, BENCH_KEEP_TMP=1 (keep logs).
@@ -44,6 +47,13 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 ((INSTALL)) && install_deps
+FIXED_RATE=(--fixed-rate direct,nginx,nginx_log,switchyard,switchyard_log)
+if ((SMOKE || !INSTALL)) && [[ ! -x $OHA_BIN ]] && ! command -v oha >/dev/null; then
+  log "fixed-rate mode skipped: oha is not installed (bench/run.sh without --smoke or --no-install installs it)"
+  FIXED_RATE=()
+else
+  install_oha
+fi
 ((BUILD)) && build_all
 ((BUILD && FLOOR)) && build_floor
 bench_tmp
@@ -107,7 +117,7 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" "${EXTRA[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
-  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}"
+  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" --oha "$OHA_BIN"
 
 # Stop the peers before the reconfiguration run (it starts its own).
 stop_all

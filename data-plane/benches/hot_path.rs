@@ -4,6 +4,10 @@
 //!   find its route (hit) in a table of N routes; `route_miss/*` the same
 //!   for a path no route matches. The design target is that cost does not
 //!   grow with N (10k within 1.5x of 10).
+//! - `route_lookup_tenants/{10,100000}`: the same at a multi-tenant shape,
+//!   H hosts × 10 paths (1 host, and 10,000 hosts), a request for one host's
+//!   path in the middle of the table; the target is 100k within 1.5x of 10
+//!   (issue 23; `bench/scale.sh` measures the rest of that scale).
 //! - `balancer_pick/<strategy>/<backends>`: one `Balancer::pick` with its
 //!   plan made; `upstream_pick/<strategy>/<backends>`: one
 //!   `CompiledUpstream::pick`, which also finds the plan for the backends
@@ -100,6 +104,41 @@ fn route_lookup(c: &mut Criterion) {
         });
     }
     miss.finish();
+}
+
+/// `hosts` × 10 paths: route `h * 10 + p` is `/p<p>` on `t<h>.example`.
+fn tenant_table(hosts: usize) -> RouteTable {
+    let mut b = RouteTableBuilder::new();
+    for h in 0..hosts {
+        let host = vec![format!("t{h}.example")];
+        for p in 0..10 {
+            b.insert(h * 10 + p, &format!("/p{p}"), &host, &[])
+                .expect("no conflicts");
+        }
+    }
+    b.build()
+}
+
+fn route_lookup_tenants(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_lookup_tenants");
+    g.throughput(Throughput::Elements(1));
+    for hosts in [1usize, 10_000] {
+        let t = tenant_table(hosts);
+        let h = hosts / 2;
+        let host = format!("t{h}.example");
+        let req = "/p7/items/42";
+        let found = t
+            .find(Some(&host), &Method::GET, req)
+            .expect("the request has a route");
+        assert_eq!(found.route, h * 10 + 7);
+        g.bench_with_input(BenchmarkId::from_parameter(hosts * 10), &host, |b, host| {
+            b.iter(|| {
+                let p = path::normalize(black_box(req)).unwrap();
+                black_box(t.find(black_box(Some(host.as_str())), &Method::GET, &p))
+            })
+        });
+    }
+    g.finish();
 }
 
 /// A plain-vector view of an upstream's backends.
@@ -280,6 +319,7 @@ fn explain(c: &mut Criterion) {
 criterion_group!(
     benches,
     route_lookup,
+    route_lookup_tenants,
     balancer_pick,
     snapshot_build,
     explain
