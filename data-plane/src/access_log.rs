@@ -4,7 +4,8 @@
 //! A request takes a [`Record`] when it comes in ([`AccessLog::record`]:
 //! a spare one the writer handed back, so the request path neither
 //! allocates nor frees) and, when it is done, hands it to a bounded
-//! lock-free queue and goes on: it neither formats nor writes. One writer thread per gateway takes what has queued, formats
+//! lock-free queue and goes on: it neither formats nor writes. One writer
+//! thread per gateway takes what has queued, formats
 //! each line by hand into one reused buffer (integers through `itoa`, the
 //! crate made for allocation-free integer text), and writes the batch with one
 //! `write` call, then sleeps [`BATCH_EVERY`] while traffic flows (and

@@ -87,6 +87,55 @@ async fn tls_is_terminated_with_alpn_h2_and_http1() {
     }
 }
 
+/// The server picks the cipher suite: AES-128-GCM (SHA-256, hardware
+/// hashed) even for a client that lists AES-256-GCM (SHA-384) first, as
+/// OpenSSL's do; a client without AES-128 gets its next choice.
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_whatever_the_client_lists_first() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = certificate(dir.path());
+    let tls = data_plane::server::tls_config(&cert, &key).unwrap();
+    let gw = TestGateway::start_with(|s| s.server.tls = Some(tls)).await;
+    let addr = gw.gateway().proxy_addr;
+    for (offered, chosen) in [
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256],
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+            ],
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+    ] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.clone()).unwrap();
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: offered,
+            ..rustls::crypto::ring::default_provider()
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let suite = stream.get_ref().1.negotiated_cipher_suite().unwrap();
+        assert_eq!(suite.suite(), chosen);
+    }
+}
+
 #[tokio::test]
 async fn route_policies_hold_over_tls() {
     let dir = tempfile::tempdir().unwrap();
