@@ -105,7 +105,7 @@ OUT=$BENCH_DIR/results/$STAMP.json
 GIT=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 [[ -n ${BENCH_SWITCHYARD_BIN:-} ]] && GIT="prebuilt $BENCH_SWITCHYARD_BIN (tree $GIT)"
 SMOKE_ARG=()
-((SMOKE)) && SMOKE_ARG=(--smoke)
+((SMOKE)) && SMOKE_ARG=(--smoke --fixed-rounds 1 --fixed-duration 1)
 log "measuring: $ROUNDS round(s) of ${DURATION}s (c64) + ${C1_DURATION}s (c1), warm-up ${WARMUP}s"
 python3 "$BENCH_DIR/measure.py" \
   --peer "direct:$BACKEND_PORT" \
