@@ -341,7 +341,7 @@ async fn bad_input_is_refused_with_named_fields_and_writes_nothing() {
 }
 
 /// A whole config may be far larger than a single resource (100,000
-/// routes are about 11 MiB), up to 64 MiB.
+/// routes are about 17 MB), up to 64 MiB.
 #[tokio::test]
 async fn a_whole_config_may_be_larger_than_one_resource_up_to_its_own_limit() {
     let gw = TestGateway::start().await;

@@ -14,7 +14,7 @@ use crate::model::{JsonError, parse, read_json};
 /// Largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest whole config accepted (`PUT /admin/config`): 100,000 routes
-/// with their upstreams are about 11 MiB of JSON; this leaves room for
+/// with their upstreams are about 17 MB of JSON; this leaves room for
 /// several times that.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024 * 1024;
 
