@@ -28,7 +28,7 @@ use sqlx::AnyConnection;
 use tokio::sync::{Mutex, watch};
 
 use crate::metrics::Metrics;
-use crate::store::revisions::{self, ChangeMeta, Resources, RevisionData, Summary};
+use crate::store::revisions::{self, ChangeMeta, Checkpoint, Resources, RevisionData, Summary};
 use crate::store::{self, Applied, Change, Engine, Store, StoreError, Touched, postgres};
 use crate::view::ConfigView;
 
@@ -93,6 +93,8 @@ pub struct Publisher {
     /// The version of each snapshot put in force (the cache file's writer
     /// follows it).
     published: watch::Sender<u64>,
+    /// A due checkpoint is being written (see [`Publisher::checkpoint_later`]).
+    checkpointing: Arc<AtomicBool>,
 }
 
 /// The resource a change is about, to read it again after a no-op.
@@ -148,7 +150,28 @@ impl Publisher {
             retention: revisions::DEFAULT_RETENTION,
             store_up: AtomicBool::new(true),
             published: watch::Sender::new(0),
+            checkpointing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Add the whole config to the newest revision, in a task of its own
+    /// (one at a time): reading, serialising and storing a large config
+    /// takes long (about a second at 100,000 routes), and the change it
+    /// fell due on has been answered already. Until it is stored, each
+    /// change finds it still due and calls this again; a failure is logged
+    /// and the next change tries again.
+    fn checkpoint_later(&self) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.store.clone();
+        let busy = Arc::clone(&self.checkpointing);
+        tokio::spawn(async move {
+            if let Err(e) = write_checkpoint(&store).await {
+                tracing::warn!(error = %e, "revision checkpoint not written (the next change tries again)");
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     /// Whether the database answered the last time it was asked.
@@ -445,9 +468,11 @@ impl Publisher {
         };
         let live = self.plane.snapshot();
         let resources = live.route_count() + live.upstream_count();
-        let data = if scope.is_none()
-            || revisions::needs_checkpoint(&mut tx, version, resources).await?
-        {
+        let checkpoint = match scope {
+            None => Checkpoint::Required,
+            Some(_) => revisions::checkpoint(&mut tx, version, resources).await?,
+        };
+        let data = if checkpoint == Checkpoint::Required {
             let doc = match whole_after {
                 Some(doc) => doc,
                 None => store::export_in(&mut tx).await?,
@@ -461,6 +486,9 @@ impl Publisher {
             postgres::notify(&mut tx, version).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
+        if checkpoint == Checkpoint::Due {
+            self.checkpoint_later();
+        }
         match install {
             Install::Patched(snapshot, retired) => {
                 let _ = self.plane.install_patched(snapshot, &retired);
@@ -603,6 +631,28 @@ async fn state(
         None => Resources::of_export(export.as_ref().expect("exported without a scope")),
     };
     Ok((export, state))
+}
+
+/// The whole config as committed now, added to its revision as a
+/// checkpoint (serialised on a blocking thread: at 100,000 routes that is
+/// a few hundred milliseconds of CPU).
+async fn write_checkpoint(store: &Store) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let doc = store.export().await?;
+    let version = doc.version;
+    let doc = tokio::task::spawn_blocking(move || {
+        serde_json::to_value(doc).expect("a config view serialises")
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("serialising a checkpoint: {e}")))?;
+    let added = store.add_checkpoint(version, &doc).await?;
+    tracing::debug!(
+        version,
+        added,
+        ms = started.elapsed().as_millis() as u64,
+        "revision checkpoint"
+    );
+    Ok(())
 }
 
 /// An upstream's expected split (url, weight, share), from its config
@@ -880,7 +930,8 @@ mod tests {
 
     /// A checkpoint every 64 revisions for a small config; for a large one
     /// every eighth of its size in revisions, so that the deltas to replay
-    /// stay a fraction of one checkpoint.
+    /// stay a fraction of one checkpoint. The revision it falls due on
+    /// stores its delta, and gets the checkpoint after its change.
     #[tokio::test]
     async fn checkpoints_follow_the_size_of_the_config() {
         // 10 routes: at 64; 2,000 routes and their upstream: at 2,001 / 8.
@@ -903,10 +954,27 @@ mod tests {
                 };
                 let (version, _) = publisher.apply(change, &meta).await.unwrap();
                 assert_eq!(version, whole + k);
-                let (checkpoint, delta) = store.revision_data_bytes(version).await.unwrap();
+                let (mut checkpoint, delta) = store.revision_data_bytes(version).await.unwrap();
+                assert!(delta > 0, "every change stores its delta");
+                if k == at {
+                    // Added after the change, by a task of its own.
+                    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+                    while checkpoint == 0 && Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        checkpoint = store.revision_data_bytes(version).await.unwrap().0;
+                    }
+                }
                 assert_eq!(checkpoint > 0, k == at, "{routes} routes, revision {k}");
                 deltas += delta;
             }
+            // Versions on either side of it rebuild from it, or from the
+            // one before, alike.
+            let (_, state) = store.revision(whole + at).await.unwrap();
+            assert_eq!(state.routes.len(), routes);
+            assert_eq!(
+                state.upstreams["shop"].as_ref().unwrap()["backends"][1]["weight"],
+                2 + (at % 2)
+            );
             if at > revisions::CHECKPOINT_EVERY {
                 // Replaying them costs well under one checkpoint (each
                 // delta here is an upstream with two backends).

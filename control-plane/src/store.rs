@@ -452,6 +452,17 @@ impl Store {
         export(&mut tx).await
     }
 
+    /// Add `doc` as the checkpoint of revision `version` (see
+    /// [`revisions::add_checkpoint`]).
+    pub async fn add_checkpoint(
+        &self,
+        version: u64,
+        doc: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        revisions::add_checkpoint(&mut conn, version, doc).await
+    }
+
     /// Kept revisions, newest first (see [`revisions::list`]).
     pub async fn revisions(
         &self,

@@ -4,14 +4,17 @@
 //!
 //! A revision is its metadata (`revisions`: time, source, endpoint, client,
 //! comment, summary) and the means to rebuild the config at its version
-//! (`revision_data`): either the whole document (a *checkpoint*, written
-//! for whole-config changes, for the first revision of a database, and
-//! every [`CHECKPOINT_EVERY`] revisions or every [`CHECKPOINT_SHARE`]th of
-//! the config's size in revisions, whichever is more) or a *delta*: the new state of the
-//! routes and upstreams the change touched, in the export format. A change
+//! (`revision_data`): the whole document (a *checkpoint*, written for
+//! whole-config changes and for the first revision of a database), or a
+//! *delta*: the new state of the routes and upstreams the change touched,
+//! in the export format. A change
 //! of one backend's weight stores one upstream, whatever the size of the
 //! config. The config at version `v` is the newest checkpoint at or before
-//! `v` with the deltas after it applied in order.
+//! `v` with the deltas after it applied in order. So that there are never
+//! many deltas to apply, a revision also gets a checkpoint every
+//! [`CHECKPOINT_EVERY`] revisions, or every [`CHECKPOINT_SHARE`]th of the
+//! config's size in revisions if that is more ([`Checkpoint::Due`]); that
+//! one is added after its change, off the change's path.
 //!
 //! Pruning keeps the newest `retention` revisions; data rows go once no
 //! kept revision needs them (the deltas between the oldest kept revision
@@ -307,15 +310,28 @@ impl TryFrom<RevisionRow> for RevisionView {
 
 const COLUMNS: &str = "version, at_unix_ms, source, endpoint, client, comment, summary";
 
-/// Whether the revision at `version` of a config of `resources` routes
-/// and upstreams must be a checkpoint: the first of the database (or after
-/// a gap), or [`CHECKPOINT_EVERY`] revisions (at least `resources` /
-/// [`CHECKPOINT_SHARE`]) since the last.
-pub async fn needs_checkpoint(
+/// Whether the revision at a version carries the whole config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Its delta is enough.
+    No,
+    /// One is due ([`CHECKPOINT_EVERY`] revisions, at least `resources` /
+    /// [`CHECKPOINT_SHARE`], since the last): the delta is stored now and
+    /// the whole config added after the change ([`add_checkpoint`]), off
+    /// its path.
+    Due,
+    /// Nothing to rebuild it from otherwise: the first revision of the
+    /// database, or the first after a gap.
+    Required,
+}
+
+/// What the revision at `version` of a config of `resources` routes and
+/// upstreams must store (see [`Checkpoint`]).
+pub async fn checkpoint(
     conn: &mut AnyConnection,
     version: u64,
     resources: usize,
-) -> Result<bool, StoreError> {
+) -> Result<Checkpoint, StoreError> {
     let last: Option<(i64,)> = sqlx::query_as(
         "SELECT version FROM revision_data WHERE checkpoint IS NOT NULL ORDER BY version DESC LIMIT 1",
     )
@@ -328,9 +344,28 @@ pub async fn needs_checkpoint(
             .await?;
     let every = CHECKPOINT_EVERY.max(resources as u64 / CHECKPOINT_SHARE);
     Ok(match (last, previous) {
-        (Some((c,)), Some(_)) => version - c as u64 >= every,
-        _ => true,
+        (Some((c,)), Some(_)) if version - c as u64 >= every => Checkpoint::Due,
+        (Some(_), Some(_)) => Checkpoint::No,
+        _ => Checkpoint::Required,
     })
+}
+
+/// Add `doc`, the whole config at `version`, to that revision's data
+/// (which has its delta). Whether it was added: not when the revision's
+/// data is gone (pruned) or already has one.
+pub async fn add_checkpoint(
+    conn: &mut AnyConnection,
+    version: u64,
+    doc: &Value,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE revision_data SET checkpoint = $1 WHERE version = $2 AND checkpoint IS NULL",
+    )
+    .bind(doc.to_string())
+    .bind(version as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Record the revision at `version`, and prune to the newest `retention`.
