@@ -104,6 +104,18 @@ install_oha() {
   [[ -x $OHA_BIN ]] || die "oha did not install to $OHA_BIN"
 }
 
+# bench_start INSTALL BUILD: what a bench script does before it starts
+# peers: cleanup on exit, dependencies and the build (each unless 0), a
+# temp dir, the open-files limit raised.
+bench_start() {
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+  (($1)) && install_deps
+  (($2)) && build_all
+  bench_tmp
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+}
+
 install_deps() {
   local missing=()
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)

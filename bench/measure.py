@@ -165,7 +165,7 @@ def fixed_rate_rounds(args, peers, rate):
         s = out[p["name"]]
         base = "nginx_log" if p["name"].endswith("_log") else "nginx"
         ratios = [a / b for a, b in zip(added.get(p["name"], []), added.get(base, [])) if b > 0]
-        s["added_p99_vs_nginx"] = median_range(ratios) if p["name"] not in ("direct",) else None
+        s["added_p99_vs_nginx"] = median_range(ratios) if p["name"] != "direct" else None
         rows.append([p["name"], fmt(s["p50_us"], digits=0), fmt(s["p99_us"], digits=0),
                      fmt(s["p999_us"], digits=0),
                      fmt(s["added_p99_us"], digits=0) if s["added_p99_us"] else "—",

@@ -29,13 +29,7 @@ while (($#)); do
   shift
 done
 
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
-
-((INSTALL)) && install_deps
-((BUILD)) && build_all
-bench_tmp
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+bench_start "$INSTALL" "$BUILD"
 check_ports_free "$BACKEND_PORT" "$SY_PORT" "$SY_ADMIN_PORT" "$BACKEND2_PORT"
 mkdir -p "$BENCH_DIR/results"
 [[ -n $OUT ]] || OUT=$BENCH_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)-reconfig.json

@@ -466,11 +466,13 @@ impl Publisher {
                 traffic,
             })));
         };
-        let live = self.plane.snapshot();
-        let resources = live.route_count() + live.upstream_count();
         let checkpoint = match scope {
             None => Checkpoint::Required,
-            Some(_) => revisions::checkpoint(&mut tx, version, resources).await?,
+            Some(_) => {
+                let size = self.plane.snapshot();
+                let resources = size.route_count() + size.upstream_count();
+                revisions::checkpoint(&mut tx, version, resources).await?
+            }
         };
         let data = if checkpoint == Checkpoint::Required {
             let doc = match whole_after {

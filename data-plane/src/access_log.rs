@@ -989,7 +989,7 @@ mod tests {
     }
 
     /// A writer that says when a write begins, then waits for the test's
-    /// word.
+    /// word (none once `go`'s sender is dropped), and sends each batch on.
     struct Gate {
         entered: mpsc::Sender<()>,
         go: mpsc::Receiver<()>,
@@ -1043,24 +1043,18 @@ mod tests {
         assert_eq!(dropped.write_failed.load(Ordering::Relaxed), 0);
     }
 
-    /// Sends each batch it is given.
-    struct Batches(mpsc::Sender<Vec<u8>>);
-
-    impl Write for Batches {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let _ = self.0.send(buf.to_vec());
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_written_record_comes_back_blank_for_the_next_request() {
+        let (entered, _) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        drop(go); // the gate open for good
         let (tx, written) = mpsc::channel();
         let log = AccessLog::with_output(
-            Out::Test(Box::new(Batches(tx))),
+            Out::Test(Box::new(Gate {
+                entered,
+                go: go_rx,
+                written: tx,
+            })),
             Format::Text,
             Arc::new(Dropped::default()),
             4,

@@ -29,16 +29,22 @@ fn certificate(
     (cert_path, key_path, cert.cert.der().clone())
 }
 
-fn connector(root: rustls::pki_types::CertificateDer<'static>, alpn: &[u8]) -> TlsConnector {
+/// A client that trusts `root` and offers what `provider` has.
+fn client_config(
+    root: rustls::pki_types::CertificateDer<'static>,
+    provider: rustls::crypto::CryptoProvider,
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+fn connector(root: rustls::pki_types::CertificateDer<'static>, alpn: &[u8]) -> TlsConnector {
+    let mut config = client_config(root, rustls::crypto::ring::default_provider());
     config.alpn_protocols = vec![alpn.to_vec()];
     TlsConnector::from(Arc::new(config))
 }
@@ -115,17 +121,12 @@ async fn the_server_prefers_aes_128_gcm_whatever_the_client_lists_first() {
             rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
         ),
     ] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(der.clone()).unwrap();
+        // TLS 1.3 suites only: TLS 1.3.
         let provider = rustls::crypto::CryptoProvider {
             cipher_suites: offered,
             ..rustls::crypto::ring::default_provider()
         };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = client_config(der.clone(), provider);
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream = TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
