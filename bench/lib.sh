@@ -9,6 +9,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 SWITCHYARD_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
 BACKEND_BIN=$TARGET_DIR/release/bench-backend
 FLOOR_BIN=$TARGET_DIR/release/bench-floor
+TLS_LOAD_BIN=$TARGET_DIR/release/bench-tls-load
 # oha (crates.io) drives the fixed-rate mode; installed under the target
 # directory by install_oha (BENCH_OHA: use this one instead).
 OHA_VERSION=1.16.0
@@ -151,7 +152,10 @@ build_all() {
   log "cargo build --release (bench/backend)"
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --locked \
     --manifest-path "$BENCH_DIR/backend/Cargo.toml"
-  [[ -x $SWITCHYARD_BIN && -x $BACKEND_BIN ]] || die "build outputs missing"
+  log "cargo build --release (bench/tls-load)"
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --locked \
+    --manifest-path "$BENCH_DIR/tls-load/Cargo.toml"
+  [[ -x $SWITCHYARD_BIN && -x $BACKEND_BIN && -x $TLS_LOAD_BIN ]] || die "build outputs missing"
 }
 
 build_floor() {

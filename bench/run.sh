@@ -117,7 +117,7 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" "${EXTRA[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
-  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" --oha "$OHA_BIN"
+  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" --oha "$OHA_BIN" --tls-load "$TLS_LOAD_BIN"
 
 # Stop the peers before the reconfiguration run (it starts its own).
 stop_all
