@@ -34,7 +34,7 @@ use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 pub use file::{DatabaseFile, OpenError};
 pub use postgres::PostgresUrl;
 pub use read::export as export_in;
-use read::{all_routes, export, get_backend, get_route, get_upstream};
+use read::{all_routes, all_upstreams, export, get_backend, get_route, get_upstream};
 pub use read::{load_config, load_route, load_upstream, resources};
 pub use write::apply;
 
@@ -426,13 +426,7 @@ impl Store {
     pub async fn list_upstreams(&self) -> Result<(Vec<UpstreamView>, u64), StoreError> {
         let mut tx = self.begin_read().await?;
         let version = config_version(&mut tx).await?;
-        let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams ORDER BY name")
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut views = Vec::with_capacity(names.len());
-        for (name,) in names {
-            views.push(get_upstream(&mut tx, &name).await?);
-        }
+        let views = all_upstreams(&mut tx).await?;
         Ok((views, version))
     }
 
