@@ -3,14 +3,16 @@
 # measured in one run, pinned, rounds interleaved with the order rotated.
 # See BENCHMARKS.md. Usage:
 #   bench/run.sh [--rounds N] [--duration S] [--c1-duration S] [--warmup S]
-#                [--smoke] [--no-reconfig] [--no-install] [--no-build] [--floor]
+#                [--fixed-rounds N] [--fixed-duration S] [--smoke]
+#                [--no-reconfig] [--no-install] [--no-build] [--floor]
 # --floor also measures bench/floor, a featureless proxy on the same runtime.
 # The fixed-rate mode (oha -q at half nginx's saturated rate) installs oha
 # from crates.io once; --smoke and --no-install run it only if oha is
 # already there.
 # Env equivalents: BENCH_ROUNDS, BENCH_DURATION, BENCH_C1_DURATION,
-# BENCH_WARMUP, BENCH_PORT_BASE (default 19080), BENCH_PROXY_CPU (0),
-# BENCH_LOAD_CPU (1), CARGO_TARGET_DIR, BENCH_KEEP_TMP=1 (keep logs).
+# BENCH_WARMUP, BENCH_FIXED_ROUNDS (9), BENCH_FIXED_DURATION (5),
+# BENCH_PORT_BASE (default 19080), BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1),
+# CARGO_TARGET_DIR, BENCH_KEEP_TMP=1 (keep logs).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -18,6 +20,8 @@ ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-10}
 C1_DURATION=${BENCH_C1_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-3}
+FIXED_ROUNDS=${BENCH_FIXED_ROUNDS:-9}
+FIXED_DURATION=${BENCH_FIXED_DURATION:-5}
 SMOKE=0
 RECONFIG=1
 INSTALL=1
@@ -29,18 +33,20 @@ while (($#)); do
     --duration) DURATION=$2; shift ;;
     --c1-duration) C1_DURATION=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
+    --fixed-rounds) FIXED_ROUNDS=$2; shift ;;
+    --fixed-duration) FIXED_DURATION=$2; shift ;;
     --smoke) SMOKE=1 ;;
     --no-reconfig) RECONFIG=0 ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
     --floor) FLOOR=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
 if ((SMOKE)); then
-  ROUNDS=1 DURATION=1 C1_DURATION=1 WARMUP=0
+  ROUNDS=1 DURATION=1 C1_DURATION=1 WARMUP=0 FIXED_ROUNDS=1 FIXED_DURATION=1
 fi
 
 trap bench_cleanup EXIT
@@ -105,7 +111,7 @@ OUT=$BENCH_DIR/results/$STAMP.json
 GIT=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 [[ -n ${BENCH_SWITCHYARD_BIN:-} ]] && GIT="prebuilt $BENCH_SWITCHYARD_BIN (tree $GIT)"
 SMOKE_ARG=()
-((SMOKE)) && SMOKE_ARG=(--smoke --fixed-rounds 1 --fixed-duration 1)
+((SMOKE)) && SMOKE_ARG=(--smoke)
 log "measuring: $ROUNDS round(s) of ${DURATION}s (c64) + ${C1_DURATION}s (c1), warm-up ${WARMUP}s"
 python3 "$BENCH_DIR/measure.py" \
   --peer "direct:$BACKEND_PORT" \
@@ -117,7 +123,8 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" "${EXTRA[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
-  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" --oha "$OHA_BIN" --tls-load "$TLS_LOAD_BIN"
+  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" \
+  --fixed-rounds "$FIXED_ROUNDS" --fixed-duration "$FIXED_DURATION" --oha "$OHA_BIN" --tls-load "$TLS_LOAD_BIN"
 
 # Stop the peers before the reconfiguration run (it starts its own).
 stop_all
