@@ -191,7 +191,7 @@ impl CompiledPolicies {
                     policies::template(&r.location).expect("checked"),
                 )
             }),
-            cors: p.cors.as_ref().map(CorsPolicy::compile),
+            cors: p.cors.as_deref().map(CorsPolicy::compile),
             auth,
             rate,
             request: (request != RequestEdits::default()).then(|| Arc::new(request)),

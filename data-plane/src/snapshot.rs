@@ -419,7 +419,7 @@ impl Snapshot {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let key = RouteKey::of(r);
-        let limiter = registry.rate_limiter(&key, r.policies.rate_limit.as_ref());
+        let limiter = registry.rate_limiter(&key, r.policies.rate_limit.as_deref());
         let policies = CompiledPolicies::compile(&r.policies, limiter)
             .map_err(|p| BuildError::BadPolicy {
                 route: r.name.clone(),
@@ -796,10 +796,10 @@ mod tests {
             Snapshot::build(&c, &Registry::new()).err(),
             Some(BuildError::NoUpstream("api".into()))
         );
-        c.routes[0].policies.redirect = Some(crate::config::policies::Redirect {
+        c.routes[0].policies.redirect = Some(Box::new(crate::config::policies::Redirect {
             status: 308,
             location: "https://example.com{path}".into(),
-        });
+        }));
         let s = Snapshot::build(&c, &Registry::new()).unwrap();
         assert!(s.route(0).upstream.is_none());
     }

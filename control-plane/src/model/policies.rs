@@ -284,14 +284,14 @@ impl PoliciesSpec {
             location: r.required("/redirect/location", d.location),
         });
         let policies = RoutePolicies {
-            auth,
+            auth: auth.map(Box::new),
             ip_allow: self.ip_allow.unwrap_or_default(),
             ip_deny: self.ip_deny.unwrap_or_default(),
-            rate_limit,
-            cors,
-            request_headers: self.request_headers.map(edits),
-            response_headers: self.response_headers.map(edits),
-            redirect,
+            rate_limit: rate_limit.map(Box::new),
+            cors: cors.map(Box::new),
+            request_headers: self.request_headers.map(|e| Box::new(edits(e))),
+            response_headers: self.response_headers.map(|e| Box::new(edits(e))),
+            redirect: redirect.map(Box::new),
         };
         for problem in policies.problems() {
             if !r.covers(&problem.pointer) {

@@ -34,7 +34,7 @@ pub const MAX_VALUE_LEN: usize = 2048;
 #[serde(deny_unknown_fields)]
 pub struct RoutePolicies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<Auth>,
+    pub auth: Option<Box<Auth>>,
     /// CIDRs a client address must be in (none: any address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_allow: Vec<String>,
@@ -42,15 +42,15 @@ pub struct RoutePolicies {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_deny: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<Box<RateLimit>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_headers: Option<HeaderEdits>,
+    pub request_headers: Option<Box<HeaderEdits>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_headers: Option<HeaderEdits>,
+    pub response_headers: Option<Box<HeaderEdits>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<Redirect>,
+    pub redirect: Option<Box<Redirect>>,
 }
 
 /// A token gate: one of `tokens` in the field `header`.
@@ -533,6 +533,18 @@ fn escape(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every compiled route keeps its config, `RoutePolicies` and all
+    /// (most of them empty). With each policy inline it was ~420 bytes,
+    /// 40 MB at 100,000 routes; boxed, an empty one is a few words.
+    #[test]
+    fn an_empty_set_of_policies_is_small() {
+        assert!(
+            std::mem::size_of::<RoutePolicies>() <= 112,
+            "RoutePolicies is {} bytes",
+            std::mem::size_of::<RoutePolicies>()
+        );
+    }
 
     #[test]
     fn templates() {
