@@ -10,10 +10,7 @@ SWITCHYARD_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
 BACKEND_BIN=$TARGET_DIR/release/bench-backend
 FLOOR_BIN=$TARGET_DIR/release/bench-floor
 TLS_LOAD_BIN=$TARGET_DIR/release/bench-tls-load
-# oha (crates.io) drives the fixed-rate mode; installed under the target
-# directory by install_oha (BENCH_OHA: use this one instead).
-OHA_VERSION=1.16.0
-OHA_BIN=${BENCH_OHA:-$TARGET_DIR/bench-tools/bin/oha}
+RATE_LOAD_BIN=$TARGET_DIR/release/bench-rate-load
 PORT_BASE=${BENCH_PORT_BASE:-19080}
 BACKEND_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
@@ -92,19 +89,6 @@ as_root() {
 
 # Install nginx-light, haproxy, wrk (and curl, python3) from Debian when
 # missing, without letting the packages start their services.
-# install_oha: oha $OHA_VERSION into $TARGET_DIR/bench-tools, once (a few
-# minutes of compiling); an oha on PATH serves instead.
-install_oha() {
-  [[ -x $OHA_BIN ]] && return 0
-  if command -v oha >/dev/null; then
-    OHA_BIN=$(command -v oha)
-    return 0
-  fi
-  log "cargo install oha $OHA_VERSION (the fixed-rate mode; once, into $TARGET_DIR/bench-tools)"
-  cargo install oha --locked --quiet --version "$OHA_VERSION" --root "$TARGET_DIR/bench-tools"
-  [[ -x $OHA_BIN ]] || die "oha did not install to $OHA_BIN"
-}
-
 # bench_start INSTALL BUILD: what a bench script does before it starts
 # peers: cleanup on exit, dependencies and the build (each unless 0), a
 # temp dir, the open-files limit raised.
@@ -155,7 +139,11 @@ build_all() {
   log "cargo build --release (bench/tls-load)"
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --locked \
     --manifest-path "$BENCH_DIR/tls-load/Cargo.toml"
-  [[ -x $SWITCHYARD_BIN && -x $BACKEND_BIN && -x $TLS_LOAD_BIN ]] || die "build outputs missing"
+  log "cargo build --release (bench/rate-load)"
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --locked \
+    --manifest-path "$BENCH_DIR/rate-load/Cargo.toml"
+  [[ -x $SWITCHYARD_BIN && -x $BACKEND_BIN && -x $TLS_LOAD_BIN && -x $RATE_LOAD_BIN ]] ||
+    die "build outputs missing"
 }
 
 build_floor() {

@@ -121,71 +121,87 @@ def run_h2load(args, url, conns, streams, duration):
     }
 
 
-def run_oha(args, port, rate, conns, duration):
-    """oha at a fixed rate (`-q`, with latency correction: a late request's
-    wait counts): its latency percentiles in µs and its counts."""
-    cmd = ["taskset", "-c", str(args.load_cpu), args.oha, "-z", f"{duration}s", "-q", str(rate),
-           "-c", str(conns), "--latency-correction", "--no-tui", "--output-format", "json",
-           f"http://127.0.0.1:{port}/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    j = json.loads(out)
-    pct = j["latencyPercentiles"]
-    codes = j.get("statusCodeDistribution", {})
-    ok = sum(n for code, n in codes.items() if code.startswith("2"))
-    errors = sum(n for code, n in codes.items() if not code.startswith("2"))
-    # Requests still in flight when -z ends are cut off ("aborted due to
-    # deadline"): the run's end, not a failure.
-    errors += sum(n for e, n in j.get("errorDistribution", {}).items() if "deadline" not in e)
-    return {"rate": rate, "requests": ok, "errors": errors,
-            "rps": j["summary"]["requestsPerSec"],
-            **{f"{k}_us": (pct.get(k) or 0) * 1e6 for k in ("p50", "p90", "p99", "p99.9")}}
+def run_rate_load(args, port, rate, conns, duration):
+    """bench/rate-load at a fixed rate (requests released every
+    --fixed-tick-us, each request's latency counted from its due time):
+    its latency percentiles in µs and its counts."""
+    cmd = ["taskset", "-c", str(args.load_cpu), args.rate_load, "-q", str(rate), "-c", str(conns),
+           "-d", str(duration), "-t", str(args.fixed_tick_us), f"http://127.0.0.1:{port}/"]
+    j = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    # Requests still queued when the run's grace ends did not fail; the
+    # client kept its schedule only if none are left.
+    return {"rate": rate, "requests": j["requests"],
+            "errors": j["errors"] + j["non2xx"] + j["unsent"], "rps": j["rps"],
+            "p50_us": j["p50_us"], "p90_us": j["p90_us"], "p99_us": j["p99_us"],
+            "p99.9_us": j["p999_us"], "lag_p99_us": j["lag_p99_us"]}
+
+
+def span(v):
+    """A median with its min–max, in whole units."""
+    return f"{v['median']:.0f} ({v['min']:.0f} to {v['max']:.0f})"
 
 
 def fixed_rate_rounds(args, peers, rate):
     """Each peer at `rate` requests/s, rounds rotated like the others; the
-    p99 each adds over the direct backend in the same round. Many short
-    rounds: at this rate the load core (oha and the backend) now and then
-    stalls for tens of milliseconds, whichever peer is measured (nginx
-    alone: p99 4–167 ms over eight 10 s runs), and one stall is a whole
-    run's p99; the median over rounds keeps the runs without one."""
+    p99 each adds over the direct backend in the same round, and each
+    proxy's CPU per request at that rate. Many short rounds: at this rate
+    the proxy's core sleeps between requests and now and then wakes late
+    (milliseconds: the vCPU's halt and wake-up, whichever peer is
+    measured), and a few late wakes are a whole run's p99; the median over
+    rounds keeps the runs without one."""
     records = []
     rounds, duration = args.fixed_rounds, args.fixed_duration
     for rnd in range(rounds):
         for p in peers[rnd % len(peers):] + peers[: rnd % len(peers)]:
-            rec = run_oha(args, p["port"], rate, args.conns, duration)
+            pid = p.get("pid")
+            t0 = proc_cpu_ticks(pid) if pid else None
+            rec = run_rate_load(args, p["port"], rate, args.conns, duration)
+            if pid:
+                t1 = proc_cpu_ticks(pid)
+                rec["cpu_us_per_req"] = sum(b - a for a, b in zip(t0, t1)) / CLK_TCK * 1e6 / max(
+                    rec["requests"], 1)
             rec.update(round=rnd, peer=p["name"])
             records.append(rec)
             print(f"round {rnd + 1}/{rounds} fixed {rate}/s   {p['name']:16} "
                   f"p50 {rec['p50_us']:7.0f} µs  p99 {rec['p99_us']:7.0f} µs"
+                  + (f"  {rec['cpu_us_per_req']:5.1f} µs CPU/req" if "cpu_us_per_req" in rec else "")
                   + (f"  ERRORS {rec['errors']}" if rec["errors"] else ""), file=sys.stderr, flush=True)
     idx = {(r["round"], r["peer"]): r for r in records}
-    out, rows = {}, [["peer", "p50 (µs)", "p99 (µs)", "p99.9 (µs)", "added p99 over direct (µs)",
-                      "added p99 ÷ nginx's", "errors"]]
+    out, rows = {}, [["peer", "p50 (µs)", "p99 (µs)", "p99.9 (µs)", "CPU µs/req",
+                      "added p99 over direct (µs)", "added p99 − nginx's (µs)", "errors"]]
     added = {}
     for p in peers:
         mine = [r for r in records if r["peer"] == p["name"]]
-        adds = [idx[(i, p["name"])]["p99_us"] - idx[(i, "direct")]["p99_us"]
-                for i in range(rounds) if (i, "direct") in idx and (i, p["name"]) in idx]
-        added[p["name"]] = adds
+        added[p["name"]] = {i: idx[(i, p["name"])]["p99_us"] - idx[(i, "direct")]["p99_us"]
+                            for i in range(rounds) if (i, "direct") in idx and (i, p["name"]) in idx}
         out[p["name"]] = {
             "p50_us": median_range([r["p50_us"] for r in mine]),
             "p99_us": median_range([r["p99_us"] for r in mine]),
             "p999_us": median_range([r["p99.9_us"] for r in mine]),
-            "added_p99_us": median_range(adds) if p["name"] != "direct" else None,
+            "cpu_us_per_req": median_range([r["cpu_us_per_req"] for r in mine if "cpu_us_per_req" in r]),
+            "client_lag_p99_us": median_range([r["lag_p99_us"] for r in mine]),
+            "added_p99_us": median_range(list(added[p["name"]].values())) if p["name"] != "direct" else None,
             "errors": sum(r["errors"] for r in mine),
         }
     for p in peers:
         s = out[p["name"]]
         base = "nginx_log" if p["name"].endswith("_log") else "nginx"
-        ratios = [a / b for a, b in zip(added.get(p["name"], []), added.get(base, [])) if b > 0]
-        s["added_p99_vs_nginx"] = median_range(ratios) if p["name"] != "direct" else None
+        # The target's comparison, round by round: > 0 means this peer
+        # added more than nginx did in that round.
+        mine, theirs = added.get(p["name"], {}), added.get(base, {})
+        diffs = [mine[i] - theirs[i] for i in mine if i in theirs]
+        s["added_p99_minus_nginx_us"] = (median_range(diffs) | {"rounds_above": sum(d > 0 for d in diffs)}
+                                         if p["name"] not in ("direct", base) and diffs else None)
+        d = s["added_p99_minus_nginx_us"]
         rows.append([p["name"], fmt(s["p50_us"], digits=0), fmt(s["p99_us"], digits=0),
                      fmt(s["p999_us"], digits=0),
-                     fmt(s["added_p99_us"], digits=0) if s["added_p99_us"] else "—",
-                     f"{fmt_ratio(s['added_p99_vs_nginx'])} (vs {base})" if s["added_p99_vs_nginx"] else "—",
+                     fmt(s["cpu_us_per_req"]) if s["cpu_us_per_req"] else "—",
+                     span(s["added_p99_us"]) if s["added_p99_us"] else "—",
+                     f"{span(d)}, vs {base}; above it in {d['rounds_above']} of {len(diffs)} rounds"
+                     if d else "—",
                      str(s["errors"])])
-    return {"rate": rate, "rounds": rounds, "duration_s": duration, "summary": out,
-            "records": records}, markdown(rows)
+    return {"rate": rate, "rounds": rounds, "duration_s": duration, "tick_us": args.fixed_tick_us,
+            "summary": out, "records": records}, markdown(rows)
 
 
 def measure(args, peer, conns, duration, one_core, mode=None):
@@ -409,7 +425,9 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--fixed-rate", default="",
                     help="peers (names of --peer, 'direct' first) for the fixed-rate mode, comma-separated")
-    ap.add_argument("--oha", default="oha", help="the oha binary (fixed-rate mode)")
+    ap.add_argument("--rate-load", default="bench-rate-load", help="the bench/rate-load binary (fixed-rate mode)")
+    ap.add_argument("--fixed-tick-us", type=int, default=100,
+                    help="the fixed-rate client releases the requests due every this many µs")
     ap.add_argument("--tls-load", default="bench-tls-load", help="the bench/tls-load binary (https_handshake)")
     ap.add_argument("--fixed-rounds", type=int, default=9)
     ap.add_argument("--fixed-duration", type=int, default=5)
@@ -513,10 +531,10 @@ def main():
               f"1mib: CPU µs/req = CPU µs per MiB):")
         print(extra_text)
     if fixed_text:
-        print(f"\nFixed rate (oha -q {fixed['rate']} -c {args.conns} --latency-correction, "
-              f"half of nginx's saturated rate; {fixed['rounds']} rounds of {fixed['duration_s']} s "
-              f"per peer; added p99 = "
-              f"peer p99 − direct p99 in the same round):")
+        print(f"\nFixed rate (bench/rate-load -q {fixed['rate']} -c {args.conns} -t {fixed['tick_us']}: "
+              f"half of nginx's saturated rate, released every {fixed['tick_us']} µs; "
+              f"{fixed['rounds']} rounds of {fixed['duration_s']} s per peer; added p99 = "
+              f"peer p99 − direct p99 in the same round; medians over rounds (min–max)):")
         print(fixed_text)
     print(f"\nJSON: {args.out}")
     bad = [p["name"] for p in peers if summary[p["name"]]["errors"]]

@@ -6,9 +6,8 @@
 #                [--fixed-rounds N] [--fixed-duration S] [--smoke]
 #                [--no-reconfig] [--no-install] [--no-build] [--floor]
 # --floor also measures bench/floor, a featureless proxy on the same runtime.
-# The fixed-rate mode (oha -q at half nginx's saturated rate) installs oha
-# from crates.io once; --smoke and --no-install run it only if oha is
-# already there.
+# The fixed-rate mode runs bench/rate-load at half nginx's saturated rate
+# (requests released every 100 µs; BENCH_FIXED_TICK_US).
 # Env equivalents: BENCH_ROUNDS, BENCH_DURATION, BENCH_C1_DURATION,
 # BENCH_WARMUP, BENCH_FIXED_ROUNDS (9), BENCH_FIXED_DURATION (5),
 # BENCH_PORT_BASE (default 19080), BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1),
@@ -22,6 +21,7 @@ C1_DURATION=${BENCH_C1_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-3}
 FIXED_ROUNDS=${BENCH_FIXED_ROUNDS:-9}
 FIXED_DURATION=${BENCH_FIXED_DURATION:-5}
+FIXED_TICK_US=${BENCH_FIXED_TICK_US:-100}
 SMOKE=0
 RECONFIG=1
 INSTALL=1
@@ -40,7 +40,7 @@ while (($#)); do
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
     --floor) FLOOR=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -54,12 +54,6 @@ trap 'exit 130' INT TERM
 
 ((INSTALL)) && install_deps
 FIXED_RATE=(--fixed-rate direct,nginx,nginx_log,switchyard,switchyard_log)
-if ((SMOKE || !INSTALL)) && [[ ! -x $OHA_BIN ]] && ! command -v oha >/dev/null; then
-  log "fixed-rate mode skipped: oha is not installed (bench/run.sh without --smoke or --no-install installs it)"
-  FIXED_RATE=()
-else
-  install_oha
-fi
 ((BUILD)) && build_all
 ((BUILD && FLOOR)) && build_floor
 bench_tmp
@@ -124,7 +118,8 @@ python3 "$BENCH_DIR/measure.py" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
   --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" \
-  --fixed-rounds "$FIXED_ROUNDS" --fixed-duration "$FIXED_DURATION" --oha "$OHA_BIN" --tls-load "$TLS_LOAD_BIN"
+  --fixed-rounds "$FIXED_ROUNDS" --fixed-duration "$FIXED_DURATION" --fixed-tick-us "$FIXED_TICK_US" \
+  --rate-load "$RATE_LOAD_BIN" --tls-load "$TLS_LOAD_BIN"
 
 # Stop the peers before the reconfiguration run (it starts its own).
 stop_all
