@@ -144,11 +144,11 @@ def span(v):
 def fixed_rate_rounds(args, peers, rate):
     """Each peer at `rate` requests/s, rounds rotated like the others; the
     p99 each adds over the direct backend in the same round, and each
-    proxy's CPU per request at that rate. Many short rounds: at this rate
-    the proxy's core sleeps between requests and now and then wakes late
-    (milliseconds: the vCPU's halt and wake-up, whichever peer is
-    measured), and a few late wakes are a whole run's p99; the median over
-    rounds keeps the runs without one."""
+    proxy's CPU per request at that rate. Many short rounds: a few times
+    in a run a woken thread waits milliseconds to run (kernel threads
+    with it: the vCPU is not running), whichever peer is measured, and a
+    few such stalls are a whole run's p99; the median over rounds keeps
+    the runs with fewer."""
     records = []
     rounds, duration = args.fixed_rounds, args.fixed_duration
     for rnd in range(rounds):
