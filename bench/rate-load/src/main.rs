@@ -30,10 +30,10 @@
 //! finish.
 //!
 //! Prints one JSON object: requests (2xx), errors, non2xx, unsent (still
-//! queued at the end), rps, latency percentiles in µs (`p50_us` ...), and
-//! `lag_p99_us`, how late the dispatcher itself woke for a tick at the
-//! 99th percentile (per request), which says whether the client kept its
-//! schedule.
+//! queued at the end), unfinished (sent, unanswered at the end), rps,
+//! latency percentiles in µs (`p50_us` ...), and `lag_p99_us`, how late
+//! the dispatcher itself woke for a tick at the 99th percentile (per
+//! request), which says whether the client kept its schedule.
 //!
 //! Usage: bench-rate-load -q RATE -c CONNS -d SECONDS [-t TICK_US] http://HOST:PORT/PATH
 
@@ -93,12 +93,13 @@ fn main() {
     let lat = sorted(totals.latencies_us);
     let lag = sorted(totals.lags_us);
     println!(
-        "{{\"requests\":{},\"errors\":{},\"non2xx\":{},\"unsent\":{},\"rps\":{:.1},\
+        "{{\"requests\":{},\"errors\":{},\"non2xx\":{},\"unsent\":{},\"unfinished\":{},\"rps\":{:.1},\
          \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{}}}",
         totals.ok,
         totals.errors,
         totals.non2xx,
         totals.unsent,
+        totals.unfinished,
         totals.ok as f64 / totals.elapsed.as_secs_f64(),
         pct(&lat, 0.5),
         pct(&lat, 0.9),
@@ -177,6 +178,7 @@ struct Shared {
     due: RefCell<VecDeque<Instant>>,
     ready: Notify,
     done: Cell<bool>,
+    in_flight: Cell<u64>,
     ok: Cell<u64>,
     errors: Cell<u64>,
     non2xx: Cell<u64>,
@@ -190,6 +192,7 @@ struct Totals {
     latencies_us: Vec<u64>,
     lags_us: Vec<u64>,
     unsent: usize,
+    unfinished: u64,
     elapsed: Duration,
 }
 
@@ -259,6 +262,7 @@ async fn run(args: Args) -> io::Result<Totals> {
         latencies_us: shared.latencies_us.take(),
         lags_us,
         unsent,
+        unfinished: shared.in_flight.get(),
         elapsed: end - start,
     })
 }
@@ -282,7 +286,10 @@ async fn connection(
             shared.ready.notified().await;
         };
         let Some(due) = due else { return };
-        match exchange(&mut stream, &request, &mut buf).await {
+        shared.in_flight.set(shared.in_flight.get() + 1);
+        let outcome = exchange(&mut stream, &request, &mut buf).await;
+        shared.in_flight.set(shared.in_flight.get() - 1);
+        match outcome {
             Ok(true) => {
                 shared.ok.set(shared.ok.get() + 1);
                 let us = Instant::now().duration_since(due).as_micros() as u64;
