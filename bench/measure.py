@@ -24,6 +24,11 @@ def proc_cpu_ticks(pid):
     return int(rest[11]), int(rest[12])  # fields 14 and 15
 
 
+def cpu_seconds(t0, t1):
+    """(user, system) seconds between two proc_cpu_ticks readings."""
+    return tuple((b - a) / CLK_TCK for a, b in zip(t0, t1))
+
+
 def cpu_busy(cpus):
     """(busy, total) jiffies per CPU index from /proc/stat."""
     out = {}
@@ -157,8 +162,7 @@ def fixed_rate_rounds(args, peers, rate):
             t0 = proc_cpu_ticks(pid) if pid else None
             rec = run_rate_load(args, p["port"], rate, args.conns, duration)
             if pid:
-                t1 = proc_cpu_ticks(pid)
-                rec["cpu_us_per_req"] = sum(b - a for a, b in zip(t0, t1)) / CLK_TCK * 1e6 / max(
+                rec["cpu_us_per_req"] = sum(cpu_seconds(t0, proc_cpu_ticks(pid))) * 1e6 / max(
                     rec["requests"], 1)
             rec.update(round=rnd, peer=p["name"])
             records.append(rec)
@@ -236,7 +240,7 @@ def measure(args, peer, conns, duration, one_core, mode=None):
         t = c1[cpu][1] - c0[cpu][1]
         rec[key] = b / t if t else None
     if pid:
-        user, system = ((b - a) / CLK_TCK for a, b in zip(t0, t1))
+        user, system = cpu_seconds(t0, t1)
         per_req = 1e6 / max(w["requests"], 1)
         rec["proxy_cpu_s"] = user + system
         rec["cpu_us_per_req"] = (user + system) * per_req

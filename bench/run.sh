@@ -53,7 +53,6 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 ((INSTALL)) && install_deps
-FIXED_RATE=(--fixed-rate direct,nginx,nginx_log,switchyard,switchyard_log)
 ((BUILD)) && build_all
 ((BUILD && FLOOR)) && build_floor
 bench_tmp
@@ -117,7 +116,8 @@ python3 "$BENCH_DIR/measure.py" \
   --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" "${FLOOR_PEER[@]}" "${EXTRA[@]}" \
   --rounds "$ROUNDS" --duration "$DURATION" --c1-duration "$C1_DURATION" --warmup "$WARMUP" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
-  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" "${FIXED_RATE[@]}" \
+  --out "$OUT" --git "$GIT" "${SMOKE_ARG[@]}" \
+  --fixed-rate direct,nginx,nginx_log,switchyard,switchyard_log \
   --fixed-rounds "$FIXED_ROUNDS" --fixed-duration "$FIXED_DURATION" --fixed-tick-us "$FIXED_TICK_US" \
   --rate-load "$RATE_LOAD_BIN" --tls-load "$TLS_LOAD_BIN"
 
