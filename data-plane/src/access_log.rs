@@ -43,12 +43,11 @@ use crossbeam_queue::ArrayQueue;
 pub const QUEUE_LINES: usize = 8192;
 /// How long the writer lets lines gather between batches under traffic.
 pub const BATCH_EVERY: Duration = Duration::from_millis(10);
-/// The writer lets other threads run after this many lines.
-const YIELD_EVERY: usize = 32;
-/// Records the writer keeps for reuse (more are freed).
-const SPARE_RECORDS: usize = 1024;
-/// A reused record's target keeps at most this much room.
-const SPARE_TARGET_BYTES: usize = 4096;
+/// Room a new record's texts start with: a request ID, a host, a path
+/// and three names fit (more grows the buffer, and a spare one keeps it).
+const TEXT_ROOM: usize = 256;
+/// A reused record's texts keep at most this much room.
+const SPARE_TEXT_BYTES: usize = 4096;
 /// A batch is written once its buffer holds this much.
 const FLUSH_BYTES: usize = 64 * 1024;
 /// At most one warning per this long about a sink that fails.
@@ -94,52 +93,64 @@ pub struct OpenError {
     pub source: io::Error,
 }
 
-/// The host and path a request was for, in one allocation.
-#[derive(Debug)]
-pub struct Target {
-    text: String,
-    host_len: usize,
+/// A text a line quotes, kept in a [`Record`]'s one buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    RequestId,
+    Host,
+    Path,
+    Route,
+    Upstream,
+    Backend,
 }
 
-impl Target {
-    pub fn new(host: &str, path: &str) -> Self {
-        let mut text = String::with_capacity(host.len() + path.len());
-        text.push_str(host);
-        text.push_str(path);
-        Target {
-            text,
-            host_len: host.len(),
+const FIELDS: usize = 6;
+
+/// The texts of a line, copied one after another into one buffer the
+/// record keeps: the request path neither allocates for them nor hands
+/// the writer thread anything it must free or count down (a request ID's
+/// or a route name's last reference dropped on the writer's thread would
+/// send its memory back to the worker's allocator the slow way).
+#[derive(Debug, Default)]
+pub struct Texts {
+    buf: Vec<u8>,
+    /// Where each field is in `buf`; `None`: not set (written `-`).
+    spans: [Option<(u32, u32)>; FIELDS],
+}
+
+impl Texts {
+    /// Set `field` to `value` (a field set twice keeps the last value).
+    /// Bytes as they came: the writer escapes them, and writes what is not
+    /// UTF-8 as `String::from_utf8_lossy` does.
+    pub fn set(&mut self, field: Field, value: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(value);
+        // Lines are limited far below 4 GiB (a head is at most 64 KiB).
+        let span = (start as u32, self.buf.len() as u32);
+        self.spans[field as usize] = Some(span);
+    }
+
+    pub fn get(&self, field: Field) -> Option<&[u8]> {
+        let (start, end) = self.spans[field as usize]?;
+        self.buf.get(start as usize..end as usize)
+    }
+
+    fn clear(&mut self) {
+        if self.buf.capacity() > SPARE_TEXT_BYTES {
+            self.buf = Vec::new();
         }
-    }
-
-    /// Now `host` and `path`, in the room it has.
-    fn set(&mut self, host: &str, path: &str) {
-        self.text.clear();
-        self.text.push_str(host);
-        self.text.push_str(path);
-        self.host_len = host.len();
-    }
-
-    pub fn host(&self) -> &str {
-        &self.text[..self.host_len]
-    }
-
-    pub fn path(&self) -> &str {
-        &self.text[self.host_len..]
+        self.buf.clear();
+        self.spans = [None; FIELDS];
     }
 }
 
-/// One request's line, filled in as the request goes and finished by
-/// [`AccessLog::submit`].
+/// One request's line, filled in as the request goes and sent to the
+/// writer by [`Record::submit`].
 #[derive(Debug)]
 pub struct Record {
-    pub request_id: http::HeaderValue,
+    pub texts: Texts,
     pub client: IpAddr,
     pub method: http::Method,
-    pub target: Target,
-    pub route: Option<Arc<str>>,
-    pub upstream: Option<Arc<str>>,
-    pub backend: Option<Arc<str>>,
     pub status: u16,
     pub retries: u32,
     /// When the request came in, on [`crate::clock::now_ns`]'s clock.
@@ -152,7 +163,12 @@ pub struct Record {
     pub error: Option<String>,
     /// The route's policy that denied the request.
     pub policy: Option<&'static str>,
-    /// Set by [`AccessLog::submit`]: when the request ended, on the same
+    /// Where `bytes_in` is counted (taken before the record is queued).
+    pub request_body: Option<Arc<crate::transport::request_body::BodySlot>>,
+    /// The log the record goes to (taken when it is queued: the writer
+    /// holds no handle on its own log).
+    log: Option<AccessLog>,
+    /// Set by [`Record::submit`]: when the request ended, on the same
     /// clock (the writer works out the wall time).
     ended_ns: u64,
 }
@@ -161,13 +177,9 @@ impl Record {
     /// An empty record, filled in as the request goes.
     fn blank() -> Self {
         Record {
-            request_id: http::HeaderValue::from_static(""),
+            texts: Texts::default(),
             client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             method: http::Method::GET,
-            target: Target::new("", ""),
-            route: None,
-            upstream: None,
-            backend: None,
             status: 0,
             retries: 0,
             started_ns: 0,
@@ -176,22 +188,31 @@ impl Record {
             complete: false,
             error: None,
             policy: None,
+            request_body: None,
+            log: None,
             ended_ns: 0,
         }
     }
 
-    /// Blank again, for reuse; the target keeps its room (up to
-    /// [`SPARE_TARGET_BYTES`]).
+    /// Blank again, for reuse; the texts keep their room (up to
+    /// [`SPARE_TEXT_BYTES`]).
     fn clear(&mut self) {
-        let mut target = std::mem::replace(&mut self.target, Target::new("", ""));
-        if target.text.capacity() > SPARE_TARGET_BYTES {
-            target.text = String::new();
-        }
-        target.set("", "");
+        let mut texts = std::mem::take(&mut self.texts);
+        texts.clear();
         *self = Record {
-            target,
+            texts,
             ..Record::blank()
         };
+    }
+
+    /// Queue the line (the request ended now); never waits. Dropped (and
+    /// counted) when the queue is full.
+    pub fn submit(mut self: Box<Self>) {
+        self.ended_ns = crate::clock::now_ns();
+        self.request_body = None;
+        if let Some(log) = self.log.take() {
+            log.queue(self);
+        }
     }
 }
 
@@ -260,7 +281,11 @@ impl AccessLog {
     fn with_output(out: Out, format: Format, dropped: Arc<Dropped>, lines: usize) -> Self {
         let shared = Arc::new(Shared {
             queue: ArrayQueue::new(lines),
-            spare: ArrayQueue::new(SPARE_RECORDS),
+            // As many as can be queued: every record comes back, so that
+            // under steady traffic the request path never allocates one
+            // (nor the writer frees one the worker's allocator must take
+            // back).
+            spare: ArrayQueue::new(lines),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
@@ -284,22 +309,21 @@ impl AccessLog {
     }
 
     /// A blank record for a request to `host` and `path` (a spare one
-    /// when the writer has one: no allocation).
-    pub fn record(&self, host: &str, path: &str) -> Box<Record> {
-        let mut record = self
-            .handle
-            .shared
-            .spare
-            .pop()
-            .unwrap_or_else(|| Box::new(Record::blank()));
-        record.target.set(host, path);
+    /// when the writer has one: no allocation), sent here by
+    /// [`Record::submit`].
+    pub fn record(&self, host: &[u8], path: &str) -> Box<Record> {
+        let mut record = self.handle.shared.spare.pop().unwrap_or_else(|| {
+            let mut new = Box::new(Record::blank());
+            new.texts.buf.reserve(TEXT_ROOM);
+            new
+        });
+        record.texts.set(Field::Host, host);
+        record.texts.set(Field::Path, path.as_bytes());
+        record.log = Some(self.clone());
         record
     }
 
-    /// Queue `record`'s line; never waits. Dropped (and counted) when the
-    /// queue is full.
-    pub fn submit(&self, mut record: Box<Record>) {
-        record.ended_ns = crate::clock::now_ns();
+    fn queue(&self, record: Box<Record>) {
         let shared = &self.handle.shared;
         if shared.queue.push(record).is_err() {
             shared.dropped.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -413,7 +437,10 @@ impl WallClock {
 struct Writer {
     out: Out,
     format: Format,
+    /// Lines are written at its start; [`Writer::flush`] writes them out.
     buf: Vec<u8>,
+    /// How much of `buf` holds lines.
+    len: usize,
     /// Lines in `buf`.
     lines: u64,
     clock: DateCache,
@@ -425,7 +452,8 @@ impl Writer {
         Writer {
             out,
             format,
-            buf: Vec::with_capacity(FLUSH_BYTES + 4096),
+            buf: vec![0; FLUSH_BYTES + FIXED_ROOM + 4096],
+            len: 0,
             lines: 0,
             clock: DateCache::default(),
             warned: None,
@@ -440,24 +468,28 @@ impl Writer {
             }
             let mut taken = 0;
             let wall = WallClock::now();
-            while let Some(mut record) = shared.queue.pop() {
-                self.line(&record, &wall);
+            // What has queued so far, not what comes in meanwhile: under
+            // traffic the writer would otherwise never run out of lines,
+            // and take the core from the worker over and over rather than
+            // once per batch.
+            let batch = shared.queue.len();
+            while taken < batch
+                && let Some(mut record) = shared.queue.pop()
+            {
+                self.line(&record, &wall, shared);
                 record.clear();
                 let _ = shared.spare.push(record);
                 taken += 1;
-                if taken % YIELD_EVERY == 0 {
-                    // On a core shared with a worker, a request waits for
-                    // at most this many lines.
-                    thread::yield_now();
-                }
-                if self.buf.len() >= FLUSH_BYTES {
+                if self.len >= FLUSH_BYTES {
                     self.flush(shared);
                 }
             }
             self.flush(shared);
             if taken > 0 {
-                // Traffic: let the next batch gather.
-                thread::sleep(BATCH_EVERY);
+                if !stopping {
+                    // Traffic: let the next batch gather.
+                    thread::sleep(BATCH_EVERY);
+                }
                 continue;
             }
             if stopping {
@@ -475,10 +507,10 @@ impl Writer {
     }
 
     fn flush(&mut self, shared: &Shared) {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return;
         }
-        if let Err(e) = self.out.write(&self.buf) {
+        if let Err(e) = self.out.write(&self.buf[..self.len]) {
             shared
                 .dropped
                 .write_failed
@@ -488,17 +520,26 @@ impl Writer {
                 tracing::warn!(error = %e, lines = self.lines, "access log write failed: lines dropped");
             }
         }
-        self.buf.clear();
+        self.len = 0;
         self.lines = 0;
     }
 
-    fn line(&mut self, r: &Record, wall: &WallClock) {
-        self.lines += 1;
-        let wall_us = wall.at(r.ended_ns);
-        match self.format {
-            Format::Text => line::<Text>(&mut self.buf, &mut self.clock, r, wall_us),
-            Format::Json => line::<Json>(&mut self.buf, &mut self.clock, r, wall_us),
+    fn line(&mut self, r: &Record, wall: &WallClock, shared: &Shared) {
+        let room = room(r);
+        if self.len + room > self.buf.len() {
+            self.flush(shared);
+            if room > self.buf.len() {
+                // A line longer than a batch (an error text of tens of KiB).
+                self.buf.resize(room, 0);
+            }
         }
+        let wall_us = wall.at(r.ended_ns);
+        let buf = &mut self.buf[self.len..];
+        self.len += match self.format {
+            Format::Text => line::<Text>(buf, &mut self.clock, r, wall_us),
+            Format::Json => line::<Json>(buf, &mut self.clock, r, wall_us),
+        };
+        self.lines += 1;
     }
 }
 
@@ -589,85 +630,150 @@ impl Shape for Json {
     };
 }
 
-/// `r`'s line, ended at `wall_us` (microseconds since the Unix epoch).
-fn line<S: Shape>(out: &mut Vec<u8>, clock: &mut DateCache, r: &Record, wall_us: u64) {
-    let quoted = |out: &mut Vec<u8>, label: &[u8], value: &str| {
-        out.extend_from_slice(label);
-        quoted(out, value, S::ESCAPE);
+/// Room for everything of a line but its texts: the labels (under 300
+/// bytes in either shape), the time (27), the address (at most 45), five
+/// numbers (at most 20 digits each) and the duration's point.
+const FIXED_ROOM: usize = 512;
+/// The most one byte of a text becomes: `\u{7f}` (Debug) or `\u007f`
+/// (JSON); a byte of broken UTF-8 becomes U+FFFD (3 bytes).
+const ESCAPED_ROOM: usize = 6;
+
+/// At most how long `r`'s line is.
+fn room(r: &Record) -> usize {
+    let quoted = FIELDS + 2;
+    let texts =
+        r.texts.buf.len() + r.error.as_ref().map_or(0, String::len) + r.policy.map_or(0, str::len);
+    FIXED_ROOM + r.method.as_str().len() + 2 * quoted + ESCAPED_ROOM * texts
+}
+
+/// Writes into a slice with room for what it is given ([`room`]): each
+/// append is a copy and a bounds check, not a call to grow a vector.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at + bytes.len();
+        self.buf[self.at..end].copy_from_slice(bytes);
+        self.at = end;
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+
+    /// `value`'s last `WIDTH` digits, zero-padded (constant divisions: a
+    /// division by a variable power of ten costs several times as much).
+    #[inline]
+    fn digits<const WIDTH: usize>(&mut self, mut value: u64) {
+        let mut text = [b'0'; WIDTH];
+        for digit in text.iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.put(&text);
+    }
+
+    #[inline]
+    fn number(&mut self, value: u64) {
+        self.put(itoa::Buffer::new().format(value).as_bytes());
+    }
+}
+
+/// `r`'s line, ended at `wall_us` (microseconds since the Unix epoch),
+/// written at the start of `buf` (which has [`room`] for it); how long it
+/// is.
+fn line<S: Shape>(buf: &mut [u8], clock: &mut DateCache, r: &Record, wall_us: u64) -> usize {
+    let out = &mut Cursor { buf, at: 0 };
+    // Nearly always every text is printable ASCII with nothing to escape:
+    // one look at all of them, rather than one per text.
+    let plain = is_plain(&r.texts.buf);
+    let text = |out: &mut Cursor<'_>, label: &[u8], value: Option<&[u8]>, none: &[u8]| {
+        out.put(label);
+        let value = value.unwrap_or(none);
+        if plain {
+            out.byte(b'"');
+            out.put(value);
+            out.byte(b'"');
+        } else {
+            quoted(out, &String::from_utf8_lossy(value), S::ESCAPE);
+        }
     };
-    let number = |out: &mut Vec<u8>, label: &[u8], value: u64| {
-        out.extend_from_slice(label);
-        out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    let number = |out: &mut Cursor<'_>, label: &[u8], value: u64| {
+        out.put(label);
+        out.number(value);
     };
-    out.extend_from_slice(S::LABELS.start);
+    out.put(S::LABELS.start);
     clock.write(out, wall_us);
-    quoted(
-        out,
-        S::LABELS.request_id,
-        r.request_id.to_str().unwrap_or(""),
-    );
-    out.extend_from_slice(S::LABELS.client);
+    let t = &r.texts;
+    text(out, S::LABELS.request_id, t.get(Field::RequestId), b"");
+    out.put(S::LABELS.client);
     ip(out, r.client);
-    out.extend_from_slice(S::LABELS.method);
-    out.extend_from_slice(r.method.as_str().as_bytes());
-    quoted(out, S::LABELS.host, r.target.host());
-    quoted(out, S::LABELS.path, r.target.path());
-    quoted(out, S::LABELS.route, r.route.as_deref().unwrap_or("-"));
-    quoted(
-        out,
-        S::LABELS.upstream,
-        r.upstream.as_deref().unwrap_or("-"),
-    );
-    quoted(out, S::LABELS.backend, r.backend.as_deref().unwrap_or("-"));
+    out.put(S::LABELS.method);
+    out.put(r.method.as_str().as_bytes());
+    text(out, S::LABELS.host, t.get(Field::Host), b"");
+    text(out, S::LABELS.path, t.get(Field::Path), b"");
+    text(out, S::LABELS.route, t.get(Field::Route), b"-");
+    text(out, S::LABELS.upstream, t.get(Field::Upstream), b"-");
+    text(out, S::LABELS.backend, t.get(Field::Backend), b"-");
     number(out, S::LABELS.status, u64::from(r.status));
     // Milliseconds to the microsecond.
     let us = r.ended_ns.saturating_sub(r.started_ns) / 1000;
     number(out, S::LABELS.duration_ms, us / 1000);
-    out.push(b'.');
-    digits(out, us % 1000, 3);
+    out.byte(b'.');
+    out.digits::<3>(us % 1000);
     number(out, S::LABELS.bytes_in, r.bytes_in);
     number(out, S::LABELS.bytes_out, r.bytes_out);
     number(out, S::LABELS.retries, u64::from(r.retries));
-    out.extend_from_slice(S::LABELS.complete);
-    out.extend_from_slice(if r.complete { b"true" } else { b"false" });
+    out.put(S::LABELS.complete);
+    out.put(if r.complete { b"true" } else { b"false" });
     if let Some(error) = &r.error {
-        quoted(out, S::LABELS.error, error);
+        out.put(S::LABELS.error);
+        quoted(out, error, S::ESCAPE);
     }
     if let Some(policy) = r.policy {
-        quoted(out, S::LABELS.policy, policy);
+        out.put(S::LABELS.policy);
+        quoted(out, policy, S::ESCAPE);
     }
-    out.extend_from_slice(S::LABELS.end);
+    out.put(S::LABELS.end);
+    out.at
 }
 
 /// An address as `Display` writes it (IPv4 without the formatter).
-fn ip(out: &mut Vec<u8>, addr: IpAddr) {
+fn ip(out: &mut Cursor<'_>, addr: IpAddr) {
     match addr {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
+            let [a, b, c, d] = v4.octets();
+            let mut text = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
                 if octet >= 100 {
-                    out.push(b'0' + octet / 100);
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
                 }
                 if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
                 }
-                out.push(b'0' + octet % 10);
+                text[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.put(&text[..n]);
         }
         IpAddr::V6(_) => {
-            let _ = write!(out, "{addr}");
+            let mut text = Vec::with_capacity(45);
+            let _ = write!(text, "{addr}");
+            out.put(&text);
         }
-    }
-}
-
-/// `value` zero-padded to `width` digits.
-fn digits(out: &mut Vec<u8>, value: u64, width: u32) {
-    let mut div = 10u64.pow(width - 1);
-    while div > 0 {
-        out.push(b'0' + ((value / div) % 10) as u8);
-        div /= 10;
     }
 }
 
@@ -680,13 +786,12 @@ enum Escape {
 
 /// `value` in double quotes, escaped: no line a request makes can break
 /// the log's lines or its JSON.
-fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
-    out.push(b'"');
+fn quoted(out: &mut Cursor<'_>, value: &str, escape: Escape) {
+    out.byte(b'"');
     let bytes = value.as_bytes();
-    // Nearly always: nothing to escape.
-    if !needs_escape(bytes) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
+    if is_plain(bytes) {
+        out.put(bytes);
+        out.byte(b'"');
         return;
     }
     let mut plain = 0;
@@ -700,58 +805,58 @@ fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
             0..=0x1f | 0x7f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[plain..i]);
+        out.put(&bytes[plain..i]);
         plain = i + 1;
         if special.is_empty() {
             let hex = |d: u8| b"0123456789abcdef"[usize::from(d)];
             match escape {
                 Escape::Json => {
-                    out.extend_from_slice(b"\\u00");
-                    out.push(hex(b >> 4));
-                    out.push(hex(b & 0xf));
+                    out.put(b"\\u00");
+                    out.byte(hex(b >> 4));
+                    out.byte(hex(b & 0xf));
                 }
                 Escape::Debug => {
-                    out.extend_from_slice(b"\\u{");
+                    out.put(b"\\u{");
                     if b >= 0x10 {
-                        out.push(hex(b >> 4));
+                        out.byte(hex(b >> 4));
                     }
-                    out.push(hex(b & 0xf));
-                    out.push(b'}');
+                    out.byte(hex(b & 0xf));
+                    out.byte(b'}');
                 }
             }
         } else {
-            out.extend_from_slice(special);
+            out.put(special);
         }
     }
-    out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
+    out.put(&bytes[plain..]);
+    out.byte(b'"');
 }
 
-/// Whether `bytes` has a quote, a backslash or a control character.
-/// Eight bytes at a time, as one integer (the last eight overlapping the
-/// ones before): a byte-at-a-time scan costs several times as much, and
-/// most strings here are a few words long.
-fn needs_escape(bytes: &[u8]) -> bool {
+/// Whether every byte is printable ASCII other than a quote or a
+/// backslash: written as it is. Eight bytes at a time, as one integer
+/// (the last eight overlapping the ones before): a byte-at-a-time scan
+/// costs several times as much.
+fn is_plain(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    /// Whether a byte of `x` is below `n` (`n` ≤ 0x80; exact).
-    fn below(x: u64, n: u8) -> bool {
-        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0
-    }
+    /// The tests at once: each byte's high bit says whether it is below
+    /// 0x20, one of the three, or 0x80 and above (one branch per word).
     fn special(x: u64) -> bool {
-        below(x, 0x20)
-            || below(x ^ (ONES * u64::from(b'"')), 1)
-            || below(x ^ (ONES * u64::from(b'\\')), 1)
-            || below(x ^ (ONES * 0x7f), 1)
+        let low = x.wrapping_sub(ONES * 0x20) & !x;
+        let eq = |c: u8| {
+            let y = x ^ (ONES * u64::from(c));
+            y.wrapping_sub(ONES) & !y
+        };
+        (low | eq(b'"') | eq(b'\\') | eq(0x7f) | x) & HIGHS != 0
     }
     let word = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     if bytes.len() < 8 {
-        return bytes
+        return !bytes
             .iter()
-            .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f);
+            .any(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b));
     }
     let last = bytes.len() - 8;
-    (0..last).step_by(8).any(|at| special(word(at))) || special(word(last))
+    !((0..last).step_by(8).any(|at| special(word(at))) || special(word(last)))
 }
 
 /// RFC 3339 UTC timestamps to the microsecond, the date and time of day
@@ -763,16 +868,16 @@ struct DateCache {
 }
 
 impl DateCache {
-    fn write(&mut self, out: &mut Vec<u8>, unix_us: u64) {
+    fn write(&mut self, out: &mut Cursor<'_>, unix_us: u64) {
         let second = unix_us / 1_000_000;
         if self.second != Some(second) {
             self.second = Some(second);
             self.text = date_time(second);
         }
-        out.extend_from_slice(&self.text);
-        out.push(b'.');
-        digits(out, unix_us % 1_000_000, 6);
-        out.push(b'Z');
+        out.put(&self.text);
+        out.byte(b'.');
+        out.digits::<6>(unix_us % 1_000_000);
+        out.byte(b'Z');
     }
 }
 
@@ -780,19 +885,23 @@ impl DateCache {
 fn date_time(unix: u64) -> [u8; 19] {
     let (y, m, d) = civil_from_days((unix / 86_400) as i64);
     let s = unix % 86_400;
-    let mut v = Vec::with_capacity(19);
-    digits(&mut v, y.clamp(0, 9999) as u64, 4);
-    v.push(b'-');
-    digits(&mut v, m, 2);
-    v.push(b'-');
-    digits(&mut v, d, 2);
-    v.push(b'T');
-    digits(&mut v, s / 3600, 2);
-    v.push(b':');
-    digits(&mut v, s / 60 % 60, 2);
-    v.push(b':');
-    digits(&mut v, s % 60, 2);
-    v.try_into().expect("19 bytes")
+    let mut text = [0u8; 19];
+    let out = &mut Cursor {
+        buf: &mut text,
+        at: 0,
+    };
+    out.digits::<4>(y.clamp(0, 9999) as u64);
+    out.byte(b'-');
+    out.digits::<2>(m);
+    out.byte(b'-');
+    out.digits::<2>(d);
+    out.byte(b'T');
+    out.digits::<2>(s / 3600);
+    out.byte(b':');
+    out.digits::<2>(s / 60 % 60);
+    out.byte(b':');
+    out.digits::<2>(s % 60);
+    text
 }
 
 /// Year, month and day of the `days`th day after 1970-01-01 (Howard
@@ -818,14 +927,19 @@ mod tests {
     const WALL_US: u64 = 1_796_514_585_000_042;
 
     fn record(path: &str) -> Box<Record> {
-        let mut r = Box::new(Record::blank());
-        r.request_id = http::HeaderValue::from_static("req-1");
+        fill(Box::new(Record::blank()), path)
+    }
+
+    /// `r` filled in as a request would.
+    fn fill(mut r: Box<Record>, path: &str) -> Box<Record> {
+        r.texts.set(Field::Host, b"api.example");
+        r.texts.set(Field::Path, path.as_bytes());
+        r.texts.set(Field::RequestId, b"req-1");
         r.client = "192.0.2.7".parse().unwrap();
         r.method = http::Method::POST;
-        r.target.set("api.example", path);
-        r.route = Some(Arc::from("r"));
-        r.upstream = Some(Arc::from("u"));
-        r.backend = Some(Arc::from("http://10.0.0.1:80"));
+        r.texts.set(Field::Route, b"r");
+        r.texts.set(Field::Upstream, b"u");
+        r.texts.set(Field::Backend, b"http://10.0.0.1:80");
         r.status = 502;
         r.retries = 1;
         r.bytes_in = 5;
@@ -836,15 +950,30 @@ mod tests {
         r
     }
 
+    /// `r`'s line as the writer writes it.
+    fn render<S: Shape>(r: &Record) -> Vec<u8> {
+        let mut buf = vec![0; room(r)];
+        let len = line::<S>(&mut buf, &mut DateCache::default(), r, WALL_US);
+        buf.truncate(len);
+        buf
+    }
+
+    /// What `write` puts through a cursor (up to 1 KiB).
+    fn written(write: impl FnOnce(&mut Cursor<'_>)) -> Vec<u8> {
+        let mut buf = vec![0; 1024];
+        let mut out = Cursor {
+            buf: &mut buf,
+            at: 0,
+        };
+        write(&mut out);
+        let len = out.at;
+        buf.truncate(len);
+        buf
+    }
+
     #[test]
     fn json_lines_are_tracing_events_with_every_field() {
-        let mut out = Vec::new();
-        line::<Json>(
-            &mut out,
-            &mut DateCache::default(),
-            &record("/a\"b\\c\n\u{1}é"),
-            WALL_US,
-        );
+        let out = render::<Json>(&record("/a\"b\\c\n\u{1}é"));
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -875,19 +1004,16 @@ mod tests {
         let mut r = record("/x y\"\n");
         r.error = None;
         r.policy = Some("rate_limit");
-        r.route = None;
-        let mut out = Vec::new();
-        line::<Text>(&mut out, &mut DateCache::default(), &r, WALL_US);
+        r.texts.spans[Field::Route as usize] = None;
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(render::<Text>(&r)).unwrap(),
             "2026-12-05T23:49:45.000042Z  INFO switchyard::access: request_id=\"req-1\" \
              client=192.0.2.7 method=POST host=\"api.example\" path=\"/x y\\\"\\n\" route=\"-\" \
              upstream=\"u\" backend=\"http://10.0.0.1:80\" status=502 duration_ms=1.234 \
              bytes_in=5 bytes_out=1234 retries=1 complete=true policy=\"rate_limit\"\n"
         );
         // Control characters as Debug writes them.
-        let mut out = Vec::new();
-        quoted(&mut out, "a\u{1}\u{1b}\u{7f}", Escape::Debug);
+        let out = written(|out| quoted(out, "a\u{1}\u{1b}\u{7f}", Escape::Debug));
         assert_eq!(out, format!("{:?}", "a\u{1}\u{1b}\u{7f}").as_bytes());
     }
 
@@ -901,9 +1027,57 @@ mod tests {
             "2001:db8::7",
         ] {
             let addr: IpAddr = text.parse().unwrap();
-            let mut out = Vec::new();
-            ip(&mut out, addr);
-            assert_eq!(out, addr.to_string().as_bytes());
+            assert_eq!(written(|out| ip(out, addr)), addr.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn texts_that_are_not_utf8_are_written_as_lossy_text() {
+        let mut r = record("/p\u{e9}");
+        r.texts.set(Field::Host, b"h\xffst\x01");
+        let v: serde_json::Value = serde_json::from_slice(&render::<Json>(&r)).unwrap();
+        assert_eq!(v["fields"]["host"], "h\u{fffd}st\u{1}");
+        assert_eq!(v["fields"]["path"], "/p\u{e9}");
+        let text = String::from_utf8(render::<Text>(&r)).unwrap();
+        // As `Debug` writes them: U+FFFD is printable, U+0001 is not.
+        let expected = "host=\"h\u{fffd}st\\u{1}\" path=\"/p\u{e9}\"";
+        assert!(text.contains(expected), "{text}");
+    }
+
+    #[test]
+    fn the_longest_lines_fit_the_room_worked_out_for_them() {
+        // Every text at its most escaped, every number at its longest.
+        for worst in [&b"\x01"[..], b"\x7f", b"\xff", b"\""] {
+            let long = worst.repeat(300);
+            let mut r = Box::new(Record::blank());
+            for field in [
+                Field::RequestId,
+                Field::Host,
+                Field::Path,
+                Field::Route,
+                Field::Upstream,
+                Field::Backend,
+            ] {
+                r.texts.set(field, &long);
+            }
+            r.client = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                .parse()
+                .unwrap();
+            r.method = http::Method::from_bytes(&[b'M'; 100]).unwrap();
+            r.status = u16::MAX;
+            r.retries = u32::MAX;
+            r.bytes_in = u64::MAX;
+            r.bytes_out = u64::MAX;
+            r.started_ns = 0;
+            r.ended_ns = u64::MAX;
+            r.error = Some(String::from_utf8_lossy(&long).into_owned());
+            r.policy = Some("rate_limit");
+            let json = render::<Json>(&r);
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            let lossy = String::from_utf8_lossy(&long);
+            assert_eq!(v["fields"]["backend"], *lossy);
+            assert_eq!(v["fields"]["error"], *lossy);
+            assert!(render::<Text>(&r).len() <= room(&r));
         }
     }
 
@@ -911,12 +1085,12 @@ mod tests {
     fn the_escape_check_finds_every_special_byte_wherever_it_is() {
         for len in 0..50 {
             let plain = vec![b'a'; len];
-            assert!(!needs_escape(&plain), "{len} plain bytes");
+            assert!(is_plain(&plain), "{len} plain bytes");
             for at in 0..len {
-                for special in [b'"', b'\\', 0, b'\n', 0x1f, 0x7f] {
+                for special in [b'"', b'\\', 0, b'\n', 0x1f, 0x7f, 0x80, 0xc3, 0xff] {
                     let mut bytes = plain.clone();
                     bytes[at] = special;
-                    assert!(needs_escape(&bytes), "{special:#x} at {at} of {len}");
+                    assert!(!is_plain(&bytes), "{special:#x} at {at} of {len}");
                 }
                 // Neighbours of the special bytes, and high bytes.
                 for (i, near) in [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7e, 0x80, 0xff]
@@ -929,8 +1103,8 @@ mod tests {
                     bytes[len - 1 - at] = near;
                     let expected = bytes
                         .iter()
-                        .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f);
-                    assert_eq!(needs_escape(&bytes), expected, "{bytes:x?}");
+                        .all(|&b| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b));
+                    assert_eq!(is_plain(&bytes), expected, "{bytes:x?}");
                 }
             }
         }
@@ -1025,12 +1199,12 @@ mod tests {
             4,
         );
         // The writer takes the first line and waits at the gate with it.
-        log.submit(record("/first"));
+        fill(log.record(b"", ""), "/first").submit();
         entered
             .recv_timeout(Duration::from_secs(5))
             .expect("the writer writes the first line");
         for _ in 0..100 {
-            log.submit(record("/more")); // returns at once, the sink stuck
+            fill(log.record(b"", ""), "/more").submit(); // returns at once, the sink stuck
         }
         assert_eq!(dropped.queue_full.load(Ordering::Relaxed), 96);
         drop(go); // open the gate for good
@@ -1059,40 +1233,34 @@ mod tests {
             Arc::new(Dropped::default()),
             4,
         );
-        let first = record("/a-long-path-that-needs-room");
+        let first = fill(log.record(b"", ""), "/a-long-path-that-needs-room");
         let address = std::ptr::from_ref::<Record>(&first) as usize;
-        log.submit(first);
+        first.submit();
         let line = written.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(String::from_utf8(line).unwrap().contains("/a-long-path"));
 
-        let again = log.record("other.example", "/b");
+        let mut again = log.record(b"other.example", "/b");
         assert_eq!(
             std::ptr::from_ref::<Record>(&again) as usize,
             address,
             "reused"
         );
-        assert_eq!(again.target.host(), "other.example");
-        assert_eq!(again.target.path(), "/b");
-        assert!(again.target.text.capacity() >= "api.example/a-long-path-that-needs-room".len());
-        let blank = Record::blank();
-        assert_eq!(
-            format!(
-                "{:?}",
-                Record {
-                    target: Target::new("other.example", "/b"),
-                    ..blank
-                }
-            ),
-            format!(
-                "{:?}",
-                Record {
-                    target: Target::new("other.example", "/b"),
-                    ..*again
-                }
-            )
-        );
+        let texts = std::mem::take(&mut again.texts);
+        assert_eq!(texts.get(Field::Host), Some(&b"other.example"[..]));
+        assert_eq!(texts.get(Field::Path), Some(&b"/b"[..]));
+        for field in [
+            Field::RequestId,
+            Field::Route,
+            Field::Upstream,
+            Field::Backend,
+        ] {
+            assert_eq!(texts.get(field), None, "{field:?}");
+        }
+        assert!(texts.buf.capacity() >= "api.example/a-long-path-that-needs-roomreq-1".len());
+        assert!(again.log.take().is_some(), "knows its log");
+        assert_eq!(format!("{:?}", Record::blank()), format!("{again:?}"));
         // None spare: a new one.
-        let fresh = log.record("h", "/");
+        let fresh = log.record(b"h", "/");
         assert_ne!(std::ptr::from_ref::<Record>(&fresh) as usize, address);
         log.close();
     }
@@ -1122,7 +1290,7 @@ mod tests {
                 thread::sleep(Duration::from_millis(5));
             }
         };
-        log.submit(record("/one"));
+        fill(log.record(b"", ""), "/one").submit();
         wait_for(&path, 1);
         let rotated = dir.join("access.log.1");
         std::fs::rename(&path, &rotated).unwrap();
@@ -1132,7 +1300,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "not reopened");
             thread::sleep(Duration::from_millis(5));
         }
-        log.submit(record("/two"));
+        fill(log.record(b"", ""), "/two").submit();
         log.close();
         assert_eq!(wait_for(&rotated, 1), 1);
         let now = std::fs::read_to_string(&path).unwrap();

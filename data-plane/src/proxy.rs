@@ -54,7 +54,7 @@ pub use error::ProxyError;
 pub use tunnel::Tunnels;
 pub use upstream::MAX_ATTEMPTS;
 
-use crate::access_log::{self, AccessLog};
+use crate::access_log::{self, AccessLog, Field};
 use crate::counters::Denied;
 use crate::http1::{fields, forward, headers};
 use crate::plane::DataPlane;
@@ -305,11 +305,8 @@ impl Proxy {
             // The authority routing uses (see `prepare`): the target's, or
             // else `Host`.
             let host = match authority {
-                Some(a) => Some(a),
-                None if seen.host => fields
-                    .all(&http::header::HOST)
-                    .next()
-                    .and_then(headers::text),
+                Some(a) => Some(a.as_bytes()),
+                None if seen.host => fields.all(&http::header::HOST).next(),
                 None => None,
             };
             log.record(host.unwrap_or_default(), path)
@@ -401,26 +398,28 @@ impl Proxy {
         if outcome.fault == Some(fault::Stage::Body) {
             body.fault_on_poll();
         }
-        if let (Some(mut record), Some(log)) = (logged, &self.access_log) {
+        if let Some(mut record) = logged {
             let upstream = route.and_then(|r| r.upstream).map(|u| snapshot.upstream(u));
-            record.request_id = request_id;
+            let texts = &mut record.texts;
+            texts.set(Field::RequestId, request_id.as_bytes());
+            if let Some(r) = route {
+                texts.set(Field::Route, r.name.as_bytes());
+            }
+            if let Some(u) = upstream {
+                texts.set(Field::Upstream, u.name.as_bytes());
+                if let Some(b) = outcome.backend {
+                    texts.set(Field::Backend, u.backends[b].url.as_bytes());
+                }
+            }
             record.client = client;
             record.method = method;
             record.started_ns = started;
-            record.route = route.map(|r| Arc::clone(&r.name));
-            record.upstream = upstream.map(|u| Arc::clone(&u.name));
-            record.backend = upstream
-                .zip(outcome.backend)
-                .map(|(u, b)| Arc::clone(&u.backends[b].url));
             record.status = status.as_u16();
             record.retries = outcome.retries;
             record.error = outcome.error;
             record.policy = outcome.denied.map(Denied::as_str);
-            body.log_when_done(body::AccessEntry {
-                record,
-                request_body: outcome.body,
-                log: log.clone(),
-            });
+            record.request_body = outcome.body;
+            body.log_when_done(record);
         }
     }
 }

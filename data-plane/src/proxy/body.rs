@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
-use crate::access_log::{self, AccessLog};
+use crate::access_log;
 use crate::recover;
 use crate::registry::InFlight;
 use crate::transport::h1;
@@ -29,22 +29,12 @@ pub struct BodyIdle(pub Duration);
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
-    /// Written when the body is done (only when access logging is on).
-    access: Option<AccessEntry>,
+    /// Written when the body is done (only when access logging is on), so
+    /// it carries the real byte counts and duration.
+    access: Option<Box<access_log::Record>>,
     /// Panic when polled (test builds, see [`super::fault`]).
     #[cfg(feature = "fault-injection")]
     fault: bool,
-}
-
-/// A request's access-log line, handed to the log when the response body
-/// is finished or abandoned, so it carries the real byte counts and
-/// duration.
-#[derive(Debug)]
-pub struct AccessEntry {
-    pub record: Box<access_log::Record>,
-    /// Where `bytes_in` is counted.
-    pub request_body: Option<std::sync::Arc<crate::transport::request_body::BodySlot>>,
-    pub log: AccessLog,
 }
 
 impl Drop for ProxyBody {
@@ -72,21 +62,16 @@ impl Drop for ProxyBody {
                 }
             }
         }
-        let Some(AccessEntry {
-            mut record,
-            request_body,
-            log,
-        }) = self.access.take()
-        else {
+        let Some(mut record) = self.access.take() else {
             return;
         };
-        record.bytes_in = request_body.as_ref().map_or(0, |b| b.sent());
+        record.bytes_in = record.request_body.as_ref().map_or(0, |b| b.sent());
         record.complete = match self.kind {
             Kind::Failed(_) => false,
             Kind::Full(None) => true,
             _ => self.is_end_stream(),
         };
-        log.submit(record);
+        record.submit();
     }
 }
 
@@ -184,9 +169,9 @@ impl ProxyBody {
         self.fault = true;
     }
 
-    /// Write `entry` to the access log when this body is done.
-    pub fn log_when_done(&mut self, entry: AccessEntry) {
-        self.access = Some(entry);
+    /// Write `record` to the access log when this body is done.
+    pub fn log_when_done(&mut self, record: Box<access_log::Record>) {
+        self.access = Some(record);
     }
 }
 
@@ -219,8 +204,8 @@ impl Body for ProxyBody {
                 Poll::Pending
             }
         };
-        if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
-            entry.record.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
+            record.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
         polled
     }
