@@ -2,31 +2,44 @@
 //! path.
 //!
 //! A request takes a [`Record`] when it comes in ([`AccessLog::record`]:
-//! a spare one the writer handed back, so the request path neither
-//! allocates nor frees) and, when it is done, hands it to a bounded
-//! lock-free queue and goes on: it neither formats nor writes. One writer
-//! thread per gateway takes what has queued, formats
-//! each line by hand into one reused buffer (integers through `itoa`, the
-//! crate made for allocation-free integer text), and writes the batch with one
-//! `write` call, then sleeps [`BATCH_EVERY`] while traffic flows (and
-//! parks when there is none: the first line after a pause wakes it). When
-//! the sink cannot keep up and the queue is full, a line is dropped and
-//! counted (`switchyard_access_log_dropped_total{reason="queue_full"}`)
-//! rather than traffic waiting for the disk; a batch the sink refuses is
-//! counted as `write_failed`.
+//! the one its thread wrote last, so the request path neither allocates
+//! nor frees, and the record is still in the cache) and fills it in as it
+//! goes. When the response is done ([`Record::submit`]) the thread formats
+//! the line by hand into its own batch (integers through `itoa`, the crate
+//! made for allocation-free integer text): no lock, no system call, no
+//! hand-off per line. One writer thread per gateway takes every thread's
+//! batch each [`BATCH_EVERY`] while traffic flows (and parks when there is
+//! none: the first line after a pause wakes it) and writes each with one
+//! `write` call. A thread's batch waits in a lock-free slot between lines,
+//! where the writer can take it whether or not the thread ever writes
+//! again; no runtime hook is needed.
+//!
+//! Why the worker formats: handing the writer a record per line cost more
+//! than the formatting it moved away (each record, written 10 ms before,
+//! came back cold from memory to both threads, and the writer took the
+//! core once per batch to read them); a line formatted where its fields
+//! are still in the cache costs the request a few hundred nanoseconds and
+//! the writer only its `write`.
+//!
+//! When the sink cannot keep up and a thread's batch reaches
+//! [`THREAD_LIMIT_BYTES`], a line is dropped and counted
+//! (`switchyard_access_log_dropped_total{reason="queue_full"}`) rather than
+//! traffic waiting for the disk; a batch the sink refuses is counted as
+//! `write_failed`.
 //!
 //! The lines are those `tracing`'s formatter wrote before (same fields, the
 //! same text and JSON shapes, target `switchyard::access`), so readers of
 //! the log see no change. Why not `tracing` (with tracing-appender's
 //! non-blocking writer): its per-event field visitor, formatter and
 //! per-line allocation cost about a third of a proxied request here; this
-//! formatting is a few appends to a buffer, done on another thread.
+//! formatting is a few copies into a buffer.
 //!
 //! The sink is stderr (shared with the rest of the log, each batch written
 //! under stderr's lock so that lines never interleave) or a file opened
 //! for appending, which [`AccessLog::reopen`] opens again by name (SIGHUP,
 //! for logrotate).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -38,9 +51,10 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-/// Lines that may wait for the writer: at 50k requests/s, over 150 ms of
-/// traffic while the sink is slow.
-pub const QUEUE_LINES: usize = 8192;
+/// The most lines one thread may gather while the writer is busy: at
+/// 50k requests/s of 300-byte lines, over 250 ms of traffic while the sink
+/// is slow.
+pub const THREAD_LIMIT_BYTES: usize = 4 << 20;
 /// How long the writer lets lines gather between batches under traffic.
 pub const BATCH_EVERY: Duration = Duration::from_millis(10);
 /// Room a new record's texts start with: a request ID, a host, a path
@@ -48,8 +62,14 @@ pub const BATCH_EVERY: Duration = Duration::from_millis(10);
 const TEXT_ROOM: usize = 256;
 /// A reused record's texts keep at most this much room.
 const SPARE_TEXT_BYTES: usize = 4096;
-/// A batch is written once its buffer holds this much.
-const FLUSH_BYTES: usize = 64 * 1024;
+/// Records a thread keeps for reuse (more are freed).
+const LOCAL_RECORDS: usize = 256;
+/// A thread's first batch: 10 ms of 6,000 requests/s (it doubles as
+/// needed, up to the limit).
+const FIRST_BATCH_BYTES: usize = 16 * 1024;
+/// Written batches kept for reuse, and the most room each keeps.
+const SPARE_BATCHES: usize = 64;
+const SPARE_BATCH_BYTES: usize = 1 << 20;
 /// At most one warning per this long about a sink that fails.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -78,7 +98,7 @@ pub struct Settings {
 /// Lines that were not written, by reason (exported by the exporter).
 #[derive(Debug, Default)]
 pub struct Dropped {
-    /// The queue was full: the sink did not keep up.
+    /// A thread's batch was at its limit: the sink did not keep up.
     pub queue_full: AtomicU64,
     /// The sink refused the write (disk full, closed pipe).
     pub write_failed: AtomicU64,
@@ -163,13 +183,11 @@ pub struct Record {
     pub error: Option<String>,
     /// The route's policy that denied the request.
     pub policy: Option<&'static str>,
-    /// Where `bytes_in` is counted (taken before the record is queued).
-    pub request_body: Option<Arc<crate::transport::request_body::BodySlot>>,
-    /// The log the record goes to (taken when it is queued: the writer
-    /// holds no handle on its own log).
+    /// The log the record goes to (taken when it is written: a spare
+    /// record holds no handle on its log).
     log: Option<AccessLog>,
     /// Set by [`Record::submit`]: when the request ended, on the same
-    /// clock (the writer works out the wall time).
+    /// clock.
     ended_ns: u64,
 }
 
@@ -188,7 +206,6 @@ impl Record {
             complete: false,
             error: None,
             policy: None,
-            request_body: None,
             log: None,
             ended_ns: 0,
         }
@@ -205,20 +222,19 @@ impl Record {
         };
     }
 
-    /// Queue the line (the request ended now); never waits. Dropped (and
-    /// counted) when the queue is full.
+    /// Write the line (the request ended now); never waits. Dropped (and
+    /// counted) when the writer has not kept up.
     pub fn submit(mut self: Box<Self>) {
         self.ended_ns = crate::clock::now_ns();
-        self.request_body = None;
         if let Some(log) = self.log.take() {
-            log.queue(self);
+            log.write(self);
         }
     }
 }
 
-/// A handle on a gateway's access log (cheap to clone: each pending line
+/// A handle on a gateway's access log (cheap to clone: each pending record
 /// holds one). The writer thread stops once every handle is gone, or at
-/// [`AccessLog::close`], after writing what was queued.
+/// [`AccessLog::close`], after writing what the threads have gathered.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     handle: Arc<Handle>,
@@ -230,11 +246,37 @@ struct Handle {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The lines one thread has written and the writer has not yet taken.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Zeroed once; `used` bytes of it hold lines (lines are written over
+    /// what is there, so a reused batch is not zeroed again).
+    bytes: Vec<u8>,
+    used: usize,
+    lines: u64,
+}
+
+/// Where a thread leaves its batch between lines: it takes the batch out
+/// to write a line and puts it back; the writer takes it out to write it
+/// (and the thread then starts a fresh one). Lock-free: a queue of one.
+type Slot = ArrayQueue<Batch>;
+
 #[derive(Debug)]
 struct Shared {
-    queue: ArrayQueue<Box<Record>>,
-    /// Written records, for [`AccessLog::record`] to hand out again.
-    spare: ArrayQueue<Box<Record>>,
+    /// Tells this log's part of a thread's state from another log's.
+    id: u64,
+    format: Format,
+    /// Every thread's slot, registered the first time it writes a line
+    /// (the lock is taken then and by the writer, never per line).
+    slots: Mutex<Vec<Arc<Slot>>>,
+    /// Written batches, their room kept, for threads to start again with.
+    spare: ArrayQueue<Batch>,
+    /// The most a thread's batch may hold while the writer is busy.
+    limit: usize,
+    /// Microseconds since the Unix epoch at [`crate::clock::now_ns`]'s
+    /// zero, as the writer last read the two clocks (a request reads no
+    /// wall clock).
+    wall_at_zero_us: AtomicU64,
     /// The writer is parked (or about to be) with nothing to do.
     sleeping: AtomicBool,
     stop: AtomicBool,
@@ -249,6 +291,21 @@ impl Shared {
             t.unpark();
         }
     }
+
+    /// Read the wall clock and the monotonic one together again.
+    fn set_wall(&self) {
+        let unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mono_us = crate::clock::now_ns() / 1000;
+        self.wall_at_zero_us
+            .store(unix_us.saturating_sub(mono_us), Ordering::Relaxed);
+    }
+
+    /// Microseconds since the Unix epoch at the monotonic reading `ns`.
+    fn wall_us(&self, ns: u64) -> u64 {
+        self.wall_at_zero_us.load(Ordering::Relaxed) + ns / 1000
+    }
 }
 
 impl Drop for Handle {
@@ -256,6 +313,46 @@ impl Drop for Handle {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake();
     }
+}
+
+thread_local! {
+    /// This thread's part of each access log it has written to.
+    static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A thread's part of one log: where its lines gather, its spare records
+/// (the last one written is the next one handed out, still in the cache)
+/// and its date.
+struct Local {
+    id: u64,
+    slot: Arc<Slot>,
+    /// Boxed: records are handed out boxed, and a spare keeps its box so
+    /// that handing it out again allocates nothing.
+    #[allow(clippy::vec_box)]
+    records: Vec<Box<Record>>,
+    clock: DateCache,
+}
+
+/// This thread's part of `shared`, registered on first use.
+fn local<'a>(locals: &'a mut Vec<Local>, shared: &Shared) -> &'a mut Local {
+    if let Some(i) = locals.iter().position(|l| l.id == shared.id) {
+        return &mut locals[i];
+    }
+    // The parts of logs that are gone (only this thread holds the slot).
+    locals.retain(|l| Arc::strong_count(&l.slot) > 1);
+    let slot = Arc::new(ArrayQueue::new(1));
+    lock(&shared.slots).push(Arc::clone(&slot));
+    locals.push(Local {
+        id: shared.id,
+        slot,
+        records: Vec::new(),
+        clock: DateCache::default(),
+    });
+    locals.last_mut().expect("just pushed")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl AccessLog {
@@ -274,29 +371,31 @@ impl AccessLog {
             out,
             settings.format,
             dropped,
-            QUEUE_LINES,
+            THREAD_LIMIT_BYTES,
         ))
     }
 
-    fn with_output(out: Out, format: Format, dropped: Arc<Dropped>, lines: usize) -> Self {
+    fn with_output(out: Out, format: Format, dropped: Arc<Dropped>, limit: usize) -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         let shared = Arc::new(Shared {
-            queue: ArrayQueue::new(lines),
-            // As many as can be queued: every record comes back, so that
-            // under steady traffic the request path never allocates one
-            // (nor the writer frees one the worker's allocator must take
-            // back).
-            spare: ArrayQueue::new(lines),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            format,
+            slots: Mutex::new(Vec::new()),
+            spare: ArrayQueue::new(SPARE_BATCHES),
+            limit,
+            wall_at_zero_us: AtomicU64::new(0),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
             thread: OnceLock::new(),
             dropped,
         });
+        shared.set_wall();
         let writer = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name("access-log".into())
-                .spawn(move || Writer::new(out, format).run(&shared))
+                .spawn(move || Writer { out, warned: None }.run(&shared))
                 .expect("the access log's writer thread starts")
         };
         let _ = shared.thread.set(writer.thread().clone());
@@ -308,11 +407,16 @@ impl AccessLog {
         }
     }
 
-    /// A blank record for a request to `host` and `path` (a spare one
-    /// when the writer has one: no allocation), sent here by
+    /// A blank record for a request to `host` and `path` (the one this
+    /// thread wrote last when it has one: no allocation), written by
     /// [`Record::submit`].
     pub fn record(&self, host: &[u8], path: &str) -> Box<Record> {
-        let mut record = self.handle.shared.spare.pop().unwrap_or_else(|| {
+        let shared = &*self.handle.shared;
+        let spare = LOCAL
+            .try_with(|l| local(&mut l.borrow_mut(), shared).records.pop())
+            .ok()
+            .flatten();
+        let mut record = spare.unwrap_or_else(|| {
             let mut new = Box::new(Record::blank());
             new.texts.buf.reserve(TEXT_ROOM);
             new
@@ -323,11 +427,48 @@ impl AccessLog {
         record
     }
 
-    fn queue(&self, record: Box<Record>) {
-        let shared = &self.handle.shared;
-        if shared.queue.push(record).is_err() {
+    /// Write `record`'s line into this thread's batch; never waits. Dropped
+    /// (and counted) when the batch is at its limit (the writer has not
+    /// kept up).
+    fn write(&self, mut record: Box<Record>) {
+        let shared = &*self.handle.shared;
+        let written = LOCAL.try_with(|l| {
+            let mut locals = l.borrow_mut();
+            let local = local(&mut locals, shared);
+            let mut batch = local
+                .slot
+                .pop()
+                .or_else(|| shared.spare.pop())
+                .unwrap_or_default();
+            let room = room(&record);
+            let end = batch.used + room;
+            if end > batch.bytes.len() && end <= shared.limit.max(room) {
+                let grown = (batch.bytes.len() * 2)
+                    .max(FIRST_BATCH_BYTES)
+                    .min(shared.limit);
+                batch.bytes.resize(grown.max(end), 0);
+            }
+            let written = end <= batch.bytes.len();
+            if written {
+                let wall_us = shared.wall_us(record.ended_ns);
+                let buf = &mut batch.bytes[batch.used..];
+                batch.used += match shared.format {
+                    Format::Text => line::<Text>(buf, &mut local.clock, &record, wall_us),
+                    Format::Json => line::<Json>(buf, &mut local.clock, &record, wall_us),
+                };
+                batch.lines += 1;
+            }
+            // Only this thread puts a batch in its slot: it is empty.
+            let _ = local.slot.push(batch);
+            record.clear();
+            if local.records.len() < LOCAL_RECORDS {
+                local.records.push(record);
+            }
+            written
+        });
+        if written != Ok(true) {
+            // At its limit, or the thread is exiting.
             shared.dropped.queue_full.fetch_add(1, Ordering::Relaxed);
-            return;
         }
         if shared.sleeping.load(Ordering::SeqCst) && shared.sleeping.swap(false, Ordering::SeqCst) {
             shared.wake();
@@ -341,18 +482,13 @@ impl AccessLog {
         self.handle.shared.wake();
     }
 
-    /// Write what is queued and stop the writer thread (blocks until it
-    /// has: call from a blocking context). Lines submitted afterwards are
-    /// not written.
+    /// Write what the threads have gathered and stop the writer thread
+    /// (blocks until it has: call from a blocking context). Lines
+    /// submitted afterwards are not written.
     pub fn close(&self) {
         self.handle.shared.stop.store(true, Ordering::SeqCst);
         self.handle.shared.wake();
-        let writer = self
-            .handle
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let writer = lock(&self.handle.writer).take();
         if let Some(writer) = writer {
             let _ = writer.join();
         }
@@ -406,88 +542,23 @@ impl Out {
     }
 }
 
-/// Wall time from [`crate::clock::now_ns`]'s monotonic readings, by one
-/// reading of both clocks per batch (so a request reads no wall clock).
-struct WallClock {
-    unix_us: u64,
-    mono_ns: u64,
-}
-
-impl WallClock {
-    fn now() -> Self {
-        WallClock {
-            unix_us: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64),
-            mono_ns: crate::clock::now_ns(),
-        }
-    }
-
-    /// Microseconds since the Unix epoch at the monotonic reading `ns`.
-    fn at(&self, ns: u64) -> u64 {
-        if ns >= self.mono_ns {
-            self.unix_us + (ns - self.mono_ns) / 1000
-        } else {
-            self.unix_us.saturating_sub((self.mono_ns - ns) / 1000)
-        }
-    }
-}
-
 /// The writer thread's state.
 struct Writer {
     out: Out,
-    format: Format,
-    /// Lines are written at its start; [`Writer::flush`] writes them out.
-    buf: Vec<u8>,
-    /// How much of `buf` holds lines.
-    len: usize,
-    /// Lines in `buf`.
-    lines: u64,
-    clock: DateCache,
     warned: Option<std::time::Instant>,
 }
 
 impl Writer {
-    fn new(out: Out, format: Format) -> Self {
-        Writer {
-            out,
-            format,
-            buf: vec![0; FLUSH_BYTES + FIXED_ROOM + 4096],
-            len: 0,
-            lines: 0,
-            clock: DateCache::default(),
-            warned: None,
-        }
-    }
-
     fn run(mut self, shared: &Shared) {
         loop {
             let stopping = shared.stop.load(Ordering::SeqCst);
             if shared.reopen.swap(false, Ordering::SeqCst) {
                 self.out.reopen();
             }
-            let mut taken = 0;
-            let wall = WallClock::now();
-            // What has queued so far, not what comes in meanwhile: under
-            // traffic the writer would otherwise never run out of lines,
-            // and take the core from the worker over and over rather than
-            // once per batch.
-            let batch = shared.queue.len();
-            while taken < batch
-                && let Some(mut record) = shared.queue.pop()
-            {
-                self.line(&record, &wall, shared);
-                record.clear();
-                let _ = shared.spare.push(record);
-                taken += 1;
-                if self.len >= FLUSH_BYTES {
-                    self.flush(shared);
-                }
-            }
-            self.flush(shared);
-            if taken > 0 {
+            shared.set_wall();
+            if self.round(shared) {
                 if !stopping {
-                    // Traffic: let the next batch gather.
+                    // Traffic: let the next batches gather.
                     thread::sleep(BATCH_EVERY);
                 }
                 continue;
@@ -496,7 +567,9 @@ impl Writer {
                 return;
             }
             shared.sleeping.store(true, Ordering::SeqCst);
-            if shared.queue.is_empty()
+            // A line written before `sleeping` was seen is taken now; one
+            // written after wakes the writer.
+            if !self.round(shared)
                 && !shared.stop.load(Ordering::SeqCst)
                 && !shared.reopen.load(Ordering::SeqCst)
             {
@@ -506,40 +579,42 @@ impl Writer {
         }
     }
 
-    fn flush(&mut self, shared: &Shared) {
-        if self.len == 0 {
-            return;
+    /// Take every thread's batch and write the ones with lines; whether
+    /// there were any.
+    fn round(&mut self, shared: &Shared) -> bool {
+        let mut taken = Vec::new();
+        lock(&shared.slots).retain(|slot| {
+            taken.extend(slot.pop());
+            // A slot only the log holds is an exited thread's: once empty,
+            // it is done with.
+            Arc::strong_count(slot) > 1 || !slot.is_empty()
+        });
+        let mut wrote = false;
+        for mut batch in taken {
+            if batch.used > 0 {
+                self.write(&batch, shared);
+                wrote = true;
+            }
+            batch.used = 0;
+            batch.lines = 0;
+            if batch.bytes.len() <= SPARE_BATCH_BYTES {
+                let _ = shared.spare.push(batch);
+            }
         }
-        if let Err(e) = self.out.write(&self.buf[..self.len]) {
+        wrote
+    }
+
+    fn write(&mut self, batch: &Batch, shared: &Shared) {
+        if let Err(e) = self.out.write(&batch.bytes[..batch.used]) {
             shared
                 .dropped
                 .write_failed
-                .fetch_add(self.lines, Ordering::Relaxed);
+                .fetch_add(batch.lines, Ordering::Relaxed);
             if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
                 self.warned = Some(std::time::Instant::now());
-                tracing::warn!(error = %e, lines = self.lines, "access log write failed: lines dropped");
+                tracing::warn!(error = %e, lines = batch.lines, "access log write failed: lines dropped");
             }
         }
-        self.len = 0;
-        self.lines = 0;
-    }
-
-    fn line(&mut self, r: &Record, wall: &WallClock, shared: &Shared) {
-        let room = room(r);
-        if self.len + room > self.buf.len() {
-            self.flush(shared);
-            if room > self.buf.len() {
-                // A line longer than a batch (an error text of tens of KiB).
-                self.buf.resize(room, 0);
-            }
-        }
-        let wall_us = wall.at(r.ended_ns);
-        let buf = &mut self.buf[self.len..];
-        self.len += match self.format {
-            Format::Text => line::<Text>(buf, &mut self.clock, r, wall_us),
-            Format::Json => line::<Json>(buf, &mut self.clock, r, wall_us),
-        };
-        self.lines += 1;
     }
 }
 
@@ -1112,23 +1187,30 @@ mod tests {
 
     #[test]
     fn wall_time_is_worked_out_from_the_monotonic_reading() {
-        let wall = WallClock {
-            unix_us: WALL_US,
-            mono_ns: 5_000_000,
-        };
-        assert_eq!(wall.at(5_000_000), WALL_US);
-        assert_eq!(wall.at(7_500_999), WALL_US + 2_500);
-        assert_eq!(wall.at(1_000_000), WALL_US - 4_000);
-        let now = WallClock::now();
+        let log = AccessLog::with_output(
+            Out::Test(Box::new(io::sink())),
+            Format::Text,
+            Arc::default(),
+            THREAD_LIMIT_BYTES,
+        );
+        let shared = &log.handle.shared;
+        shared
+            .wall_at_zero_us
+            .store(WALL_US - 5_000, Ordering::Relaxed);
+        assert_eq!(shared.wall_us(5_000_000), WALL_US);
+        assert_eq!(shared.wall_us(7_500_999), WALL_US + 2_500);
+        assert_eq!(shared.wall_us(1_000_000), WALL_US - 4_000);
+        shared.set_wall();
         let system = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_micros() as u64;
-        let derived = now.at(crate::clock::now_ns());
+        let derived = shared.wall_us(crate::clock::now_ns());
         assert!(
             derived.abs_diff(system) < 1_000_000,
             "{derived} vs {system}"
         );
+        log.close();
     }
 
     #[test]
@@ -1188,6 +1270,16 @@ mod tests {
         let (entered_tx, entered) = mpsc::channel();
         let (written_tx, written) = mpsc::channel();
         let dropped = Arc::new(Dropped::default());
+        // A line as long as those written below, and the room one needs:
+        // the thread's batch may hold four of them.
+        let more = |log: &AccessLog| {
+            let mut r = fill(log.record(b"", ""), "/more");
+            r.started_ns = crate::clock::now_ns();
+            r
+        };
+        let sample = fill(Box::new(Record::blank()), "/more");
+        let len = render::<Json>(&sample).len();
+        let limit = 3 * len + room(&sample);
         let log = AccessLog::with_output(
             Out::Test(Box::new(Gate {
                 entered: entered_tx,
@@ -1196,7 +1288,7 @@ mod tests {
             })),
             Format::Json,
             Arc::clone(&dropped),
-            4,
+            limit,
         );
         // The writer takes the first line and waits at the gate with it.
         fill(log.record(b"", ""), "/first").submit();
@@ -1204,7 +1296,7 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .expect("the writer writes the first line");
         for _ in 0..100 {
-            fill(log.record(b"", ""), "/more").submit(); // returns at once, the sink stuck
+            more(&log).submit(); // returns at once, the sink stuck
         }
         assert_eq!(dropped.queue_full.load(Ordering::Relaxed), 96);
         drop(go); // open the gate for good
@@ -1213,8 +1305,65 @@ mod tests {
             .try_iter()
             .map(|b| b.iter().filter(|c| **c == b'\n').count())
             .sum();
-        assert_eq!(lines, 5, "the first line and the 4 queued ones");
+        assert_eq!(lines, 5, "the first line and the 4 the batch held");
         assert_eq!(dropped.write_failed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn lines_from_many_threads_are_all_written_even_after_the_threads_end() {
+        let (written_tx, written) = mpsc::channel();
+        let (entered, _) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        drop(go);
+        let log = AccessLog::with_output(
+            Out::Test(Box::new(Gate {
+                entered,
+                go: go_rx,
+                written: written_tx,
+            })),
+            Format::Text,
+            Arc::new(Dropped::default()),
+            THREAD_LIMIT_BYTES,
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                thread::spawn(move || {
+                    for i in 0..500 {
+                        fill(log.record(b"", ""), &format!("/{t}/{i}")).submit();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // The threads are gone; their last lines are still taken.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut text = String::new();
+        while text.lines().count() < 2000 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let batch = written.recv_timeout(left).expect("all 2000 lines");
+            text.push_str(std::str::from_utf8(&batch).unwrap());
+        }
+        for t in 0..4 {
+            let paths: Vec<_> = text
+                .lines()
+                .filter_map(|l| l.split(" path=\"").nth(1))
+                .filter_map(|p| p.strip_prefix(&format!("/{t}/")))
+                .map(|p| p.split('"').next().unwrap().parse::<usize>().unwrap())
+                .collect();
+            assert_eq!(
+                paths,
+                (0..500).collect::<Vec<_>>(),
+                "thread {t}'s lines in order"
+            );
+        }
+        log.close();
+        assert_eq!(
+            log.handle.shared.dropped.queue_full.load(Ordering::Relaxed),
+            0
+        );
     }
 
     #[test]
@@ -1231,7 +1380,7 @@ mod tests {
             })),
             Format::Text,
             Arc::new(Dropped::default()),
-            4,
+            THREAD_LIMIT_BYTES,
         );
         let first = fill(log.record(b"", ""), "/a-long-path-that-needs-room");
         let address = std::ptr::from_ref::<Record>(&first) as usize;

@@ -418,8 +418,10 @@ impl Proxy {
             record.retries = outcome.retries;
             record.error = outcome.error;
             record.policy = outcome.denied.map(Denied::as_str);
-            record.request_body = outcome.body;
-            body.log_when_done(record);
+            body.log_when_done(body::AccessEntry {
+                record,
+                request_body: outcome.body,
+            });
         }
     }
 }

@@ -31,10 +31,18 @@ pub struct ProxyBody {
     kind: Kind,
     /// Written when the body is done (only when access logging is on), so
     /// it carries the real byte counts and duration.
-    access: Option<Box<access_log::Record>>,
+    access: Option<AccessEntry>,
     /// Panic when polled (test builds, see [`super::fault`]).
     #[cfg(feature = "fault-injection")]
     fault: bool,
+}
+
+/// A request's access-log record, and where its request body's bytes are
+/// counted.
+#[derive(Debug)]
+pub struct AccessEntry {
+    pub record: Box<access_log::Record>,
+    pub request_body: Option<std::sync::Arc<crate::transport::request_body::BodySlot>>,
 }
 
 impl Drop for ProxyBody {
@@ -62,10 +70,14 @@ impl Drop for ProxyBody {
                 }
             }
         }
-        let Some(mut record) = self.access.take() else {
+        let Some(AccessEntry {
+            mut record,
+            request_body,
+        }) = self.access.take()
+        else {
             return;
         };
-        record.bytes_in = record.request_body.as_ref().map_or(0, |b| b.sent());
+        record.bytes_in = request_body.as_ref().map_or(0, |b| b.sent());
         record.complete = match self.kind {
             Kind::Failed(_) => false,
             Kind::Full(None) => true,
@@ -169,9 +181,9 @@ impl ProxyBody {
         self.fault = true;
     }
 
-    /// Write `record` to the access log when this body is done.
-    pub fn log_when_done(&mut self, record: Box<access_log::Record>) {
-        self.access = Some(record);
+    /// Write `entry`'s record to the access log when this body is done.
+    pub fn log_when_done(&mut self, entry: AccessEntry) {
+        self.access = Some(entry);
     }
 }
 
@@ -204,8 +216,8 @@ impl Body for ProxyBody {
                 Poll::Pending
             }
         };
-        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
-            record.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled) {
+            entry.record.bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
         polled
     }
