@@ -247,13 +247,23 @@ struct Handle {
 }
 
 /// The lines one thread has written and the writer has not yet taken.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Batch {
     /// Zeroed once; `used` bytes of it hold lines (lines are written over
     /// what is there, so a reused batch is not zeroed again).
     bytes: Vec<u8>,
     used: usize,
     lines: u64,
+}
+
+impl std::fmt::Debug for Batch {
+    /// Not the bytes (up to megabytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("used", &self.used)
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a thread leaves its batch between lines: it takes the batch out
