@@ -47,64 +47,6 @@ for admin_port in "$SY_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"; do
 done
 for port in "$SY_PORT" "$SY_LOG_PORT"; do wait_proxied "$port" /; done
 
-# cpu_ticks PID: user + system clock ticks of every thread of PID.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# load PORT SECONDS OUT: wrk -c32 on the load CPU, its report in OUT.
-load() {
-  taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${2}s" -s "$BENCH_DIR/wrk-report.lua" \
-    "http://127.0.0.1:$1/" >"$3"
-}
-
-log "warm-up (3 s, both at once)"
-load "$SY_PORT" 3 /dev/null & warm=$!
-load "$SY_LOG_PORT" 3 /dev/null
-wait "$warm"
-
-ROWS=$BENCH_TMP/rows
-: >"$ROWS"
-for round in $(seq "$ROUNDS"); do
-  off0=$(cpu_ticks "$PID_switchyard")
-  on0=$(cpu_ticks "$PID_switchyard_log")
-  load "$SY_PORT" "$DURATION" "$BENCH_TMP/off.out" & off_load=$!
-  load "$SY_LOG_PORT" "$DURATION" "$BENCH_TMP/on.out"
-  wait "$off_load"
-  off1=$(cpu_ticks "$PID_switchyard")
-  on1=$(cpu_ticks "$PID_switchyard_log")
-  python3 - "$round" "$off0" "$off1" "$on0" "$on1" "$(getconf CLK_TCK)" \
-    "$BENCH_TMP/off.out" "$BENCH_TMP/on.out" >>"$ROWS" <<'PY'
-import json, re, sys
-round_, off0, off1, on0, on1, hz = (float(v) for v in sys.argv[1:7])
-def report(path):
-    text = open(path).read()
-    m = re.search(r"^WRKJSON (.*)$", text, re.M)
-    if not m:
-        sys.exit(f"no wrk report in {path}: {text[-300:]}")
-    return json.loads(m.group(1))
-off, on = report(sys.argv[7]), report(sys.argv[8])
-row = {"round": int(round_)}
-for name, r, cpu in (("off", off, off1 - off0), ("on", on, on1 - on0)):
-    failed = sum(r[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx"))
-    row[name] = {"requests": r["requests"], "failed": failed,
-                 "cpu_us_per_request": round(cpu / hz * 1e6 / max(r["requests"], 1), 3)}
-row["ratio"] = round(row["on"]["cpu_us_per_request"] / row["off"]["cpu_us_per_request"], 4)
-print(json.dumps(row))
-print(f"round {row['round']}: log on {row['on']['cpu_us_per_request']} µs/req, "
-      f"off {row['off']['cpu_us_per_request']} µs/req, on ÷ off {row['ratio']}", file=sys.stderr)
-PY
-done
-
-python3 - "$ROWS" "$OUT" "$ROUNDS" "$DURATION" "$SWITCHYARD_BIN ($("$SWITCHYARD_BIN" --version))" <<'PY'
-import json, statistics, subprocess, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-ratios = [r["ratio"] for r in rows]
-failed = sum(r[k]["failed"] for r in rows for k in ("on", "off"))
-git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
-result = {"git": git, "gateway": sys.argv[5], "rounds": int(sys.argv[3]), "duration_s": int(sys.argv[4]),
-          "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-          "ratio_max": max(ratios), "failed": failed, "rows": rows}
-json.dump(result, open(sys.argv[2], "w"), indent=1)
-print(f"access log on ÷ off, CPU per request, {len(rows)} paired rounds: "
-      f"{result['ratio_median']:.3f} ({min(ratios):.3f}–{max(ratios):.3f}); failed requests {failed}")
-print(f"written {sys.argv[2]}")
-sys.exit(1 if failed else 0)
-PY
+python3 "$BENCH_DIR/log_cost.py" --off "$SY_PORT:$PID_switchyard" --on "$SY_LOG_PORT:$PID_switchyard_log" \
+  --rounds "$ROUNDS" --duration "$DURATION" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
+  --gateway "$SWITCHYARD_BIN ($("$SWITCHYARD_BIN" --version))" --out "$OUT"

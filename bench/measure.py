@@ -86,6 +86,11 @@ def run_wrk(args, port, conns, duration, url=None, headers=()):
     raise RuntimeError(f"no WRKJSON line in wrk output:\n{out}")
 
 
+def wrk_errors(w):
+    """Failed requests in a WRKJSON report: socket errors and non-2xx/3xx."""
+    return w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"] + w["non2xx"]
+
+
 def run_tls_load(args, url, conns, duration):
     """bench/tls-load: a full TLS 1.3 handshake and one request per
     connection; it prints wrk-report.lua's WRKJSON line."""
@@ -232,8 +237,7 @@ def measure(args, peer, conns, duration, one_core, mode=None):
         "peer": peer["name"], "conns": conns, "duration_s": duration, "one_core": one_core,
         **w,
         "rps": w["requests"] / (w["duration_us"] / 1e6),
-        "errors": w["connect_errors"] + w["read_errors"] + w["write_errors"]
-        + w["timeouts"] + w["non2xx"],
+        "errors": wrk_errors(w),
     }
     for cpu, key in ((args.proxy_cpu, "proxy_core_busy"), (args.load_cpu, "load_core_busy")):
         b = c1[cpu][0] - c0[cpu][0]
