@@ -196,7 +196,7 @@ enum LogFormat {
 enum Command {
     /// Run a small JSON echo server (with /healthz) for demos and tests.
     DemoBackend {
-        /// Port to listen on.
+        /// Port to listen on (0: one the system chooses, logged at start).
         #[arg(long)]
         port: u16,
         /// Name reported in every response.
@@ -322,6 +322,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
+                // The bound address: with `--port 0` it names the port chosen.
+                let addr = listener.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, %name, "demo backend listening");
                 switchyard::demo::serve(listener, name, termination()).await;
                 Ok(())

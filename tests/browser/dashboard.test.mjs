@@ -11,7 +11,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -23,15 +22,11 @@ const HEALTH_INTERVAL_MS = 1000;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-browser-'));
 const children = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
+/** A child that has exited stops `until` at once, with the end of its log. */
+class Exited extends Error {}
+
+function exited(child) {
+  return child.exitCode !== null || child.signalCode !== null;
 }
 
 /** Poll `check` until it returns a truthy value or `ms` pass. */
@@ -42,40 +37,68 @@ async function until(what, ms, check) {
     try {
       const v = await check();
       if (v) return v;
-    } catch (e) { last = e; }
+    } catch (e) {
+      if (e instanceof Exited) throw new Error(`${what}: ${e.message}`);
+      last = e;
+    }
     if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${last.message})` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
 function run(args, name) {
-  const log = fs.openSync(path.join(work, name + '.log'), 'a');
-  const child = spawn(BIN, args, { stdio: ['ignore', log, log], env: { ...process.env, SWITCHYARD_LOG: 'warn' } });
+  const file = path.join(work, name + '.log');
+  const log = fs.openSync(file, 'a');
+  // Info: the "listening" line names the ports the system chose.
+  const child = spawn(BIN, args, { stdio: ['ignore', log, log], env: { ...process.env, SWITCHYARD_LOG: 'info' } });
+  fs.closeSync(log);
+  child.logFile = file;
   children.push(child);
   return child;
 }
 
 function stop(child) {
-  if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGTERM');
+  if (!exited(child)) process.kill(child.pid, 'SIGTERM');
+}
+
+/**
+ * The addresses `child` logged as `key=addr` on its line containing
+ * `message`, once it has. Every listener binds 127.0.0.1:0, so no port
+ * picked in advance can be taken by another socket in between.
+ */
+function listening(child, message, keys) {
+  const text = fs.readFileSync(child.logFile, 'utf8');
+  if (exited(child)) {
+    const lines = text.trimEnd().split('\n').slice(-10).join('\n');
+    throw new Exited(`exited (${child.exitCode ?? child.signalCode}); the end of its log:\n${lines}`);
+  }
+  const line = text.split('\n').find((l) => l.includes(message));
+  if (!line) return null;
+  return keys.map((key) => {
+    const m = line.match(new RegExp(`${key}=(\\S+)`));
+    assert.ok(m, `${key} in ${line}`);
+    return m[1];
+  });
 }
 
 async function backend(name) {
-  const port = await freePort();
-  const child = run(['demo-backend', '--port', String(port), '--name', name], name);
-  await until(`backend ${name} up`, 10_000, async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok);
-  return { child, url: `http://127.0.0.1:${port}` };
+  const child = run(['demo-backend', '--port', '0', '--name', name], name);
+  const [addr] = await until(`backend ${name} listening`, 10_000, () => listening(child, 'demo backend listening', ['addr']));
+  const url = `http://${addr}`;
+  await until(`backend ${name} up`, 10_000, async () => (await fetch(`${url}/healthz`)).ok);
+  return { child, url };
 }
 
 async function gateway(name, config, extra = []) {
-  const admin = await freePort();
-  const proxy = await freePort();
   const file = path.join(work, name + '.json');
   fs.writeFileSync(file, JSON.stringify(config));
-  const child = run(['--proxy-listen', `127.0.0.1:${proxy}`, '--admin-listen', `127.0.0.1:${admin}`,
+  const child = run(['--proxy-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0',
     '--database-url', `sqlite://${path.join(work, name + '.db')}`, '--bootstrap', file, '--drain-seconds', '1', ...extra], name);
-  const base = `http://127.0.0.1:${admin}`;
+  const [proxy, admin] = await until(`gateway ${name} listening`, 30_000,
+    () => listening(child, 'switchyard listening', ['proxy_addr', 'admin_addr']));
+  const base = `http://${admin}`;
   await until(`gateway ${name} ready`, 30_000, async () => (await fetch(base + '/ui/')).ok);
-  return { child, admin: base, proxy: `http://127.0.0.1:${proxy}` };
+  return { child, admin: base, proxy: `http://${proxy}` };
 }
 
 /** Steady traffic through the proxy until stopped: `concurrency` loops. */
@@ -218,7 +241,13 @@ test('an edit made against a stale view gets a 412 and says so', async () => {
   // This page does not hear of changes (its event stream is cut), so it
   // keeps showing backend b as it was when it loaded...
   await page.route('**/admin/events', (route) => route.abort());
+  // A new document, so its stream is the one cut: going to the URL the
+  // page shows already would only be a same-document (fragment)
+  // navigation, and the stream opened before would go on.
+  await page.goto('about:blank');
+  const cut = page.waitForEvent('requestfailed', (r) => r.url().endsWith('/admin/events'));
   await page.goto(gw.admin + '/ui/#/upstreams/demo');
+  await cut;
   await row(b.url).waitFor();
   // ... while someone else changes it.
   const patch = (id, weight) => admin(`/admin/upstreams/demo/backends/${id}`, {

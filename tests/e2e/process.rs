@@ -92,3 +92,45 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let status = gw.wait(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn demo_backend_on_port_zero_logs_the_port_it_took() {
+    use std::io::{BufRead, Read, Write};
+
+    let mut child = switchyard()
+        .args(["demo-backend", "--port", "0", "--name", "zero"])
+        .env("SWITCHYARD_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Stopped by its PID however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Stop(child);
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("demo backend listening"))
+        .expect("the listening line");
+    let addr: std::net::SocketAddr = line[line.find("addr=").expect("addr= in the line") + 5..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 0, "{line}");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
