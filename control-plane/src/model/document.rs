@@ -2,7 +2,7 @@
 //! `--bootstrap`: every upstream and route in one body, validated as a
 //! whole (all or nothing).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -109,11 +109,16 @@ impl ConfigSpec {
             None => None,
             Some(RouteTarget::Inline { .. }) => unreachable!("refused above"),
         };
+        // By name, not by scanning: a document may have 100,000 routes.
+        let upstream_names: HashSet<&str> =
+            upstreams.iter().map(|u| u.upstream.name.as_str()).collect();
+        let route_by_name: HashMap<&str, &Route> =
+            routes.iter().map(|r| (r.name.as_str(), r)).collect();
         for (i, r) in routes.iter().enumerate() {
             let Some(target) = upstream_of(r) else {
                 continue; // a route that only redirects
             };
-            if !upstreams.iter().any(|u| u.upstream.name == target) {
+            if !upstream_names.contains(target.as_str()) {
                 errors.push(FieldError::new(
                     format!("/routes/{i}/upstream"),
                     format!("upstream {target:?} is not defined in this document"),
@@ -125,9 +130,9 @@ impl ConfigSpec {
                 continue;
             };
             let owned_right = owner == &u.upstream.name
-                && routes
-                    .iter()
-                    .any(|r| &r.name == owner && upstream_of(r).as_ref() == Some(owner));
+                && route_by_name
+                    .get(owner.as_str())
+                    .is_some_and(|r| upstream_of(r).as_ref() == Some(owner));
             if !owned_right {
                 errors.push(FieldError::new(
                     format!("/upstreams/{i}/owner_route"),

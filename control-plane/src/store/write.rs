@@ -1,7 +1,12 @@
 //! Applying [`Change`]s inside a write transaction.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
 use data_plane::config::UpstreamPolicy;
-use sqlx::AnyConnection;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
 
 use super::read::{export, get_backend, get_route, get_upstream, json_list};
 use super::{Applied, Change, StoreError};
@@ -166,6 +171,11 @@ pub async fn apply(
 
 /// Make the stored config exactly `config`. Upstreams that stay keep their
 /// backends' ids (matched by URL); everything written gets `version`.
+///
+/// What is stored is read once and compared in memory, and what is new is
+/// inserted in batches ([`insert_rows`]): each statement is a round trip
+/// (to SQLite's worker thread, or to PostgreSQL), and one per row made a
+/// document of 100,000 routes take seconds.
 async fn replace_config(
     conn: &mut AnyConnection,
     config: Config,
@@ -174,42 +184,228 @@ async fn replace_config(
     sqlx::query("DELETE FROM routes")
         .execute(&mut *conn)
         .await?;
-    let existing: Vec<(String,)> = sqlx::query_as("SELECT name FROM upstreams")
-        .fetch_all(&mut *conn)
-        .await?;
-    for (name,) in existing {
-        if !config.upstreams.iter().any(|u| u.upstream.name == name) {
+    let wanted: HashSet<&str> = config
+        .upstreams
+        .iter()
+        .map(|u| u.upstream.name.as_str())
+        .collect();
+    let stored: Vec<(String, UpstreamColumns)> = sqlx::query_as(
+        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms,
+         body_idle_timeout_ms, policy, owner_route FROM upstreams",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(name, strategy, connect, header, idle, policy, owner)| {
+        (name, (strategy, connect, header, idle, policy, owner))
+    })
+    .collect();
+    for (name, _) in &stored {
+        if !wanted.contains(name.as_str()) {
+            // Its backends go with it (ON DELETE CASCADE).
             sqlx::query("DELETE FROM upstreams WHERE name = $1")
-                .bind(&name)
+                .bind(name)
                 .execute(&mut *conn)
                 .await?;
         }
     }
+    let stored: HashMap<String, UpstreamColumns> = stored.into_iter().collect();
+    let mut stored_backends: HashMap<String, Vec<StoredBackend>> = HashMap::new();
+    let rows: Vec<(i64, String, String, i64)> =
+        sqlx::query_as("SELECT id, upstream, url, weight FROM backends ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (id, upstream, url, weight) in rows {
+        stored_backends
+            .entry(upstream)
+            .or_default()
+            .push((id, url, weight));
+    }
+    let mut new_upstreams = Vec::new();
+    let mut new_backends = Vec::new();
     for u in &config.upstreams {
         let up = &u.upstream;
-        if upstream_exists(conn, &up.name).await? {
+        let owner = u.owner_route.as_deref();
+        let Some(columns) = stored.get(&up.name) else {
+            new_upstreams.push((up, owner));
+            new_backends.extend(up.backends.iter().map(|b| (up.name.as_str(), b)));
+            continue;
+        };
+        if *columns != upstream_columns(up, owner) {
             update_upstream(conn, up, version).await?;
             sqlx::query("UPDATE upstreams SET owner_route = $1 WHERE name = $2")
-                .bind(u.owner_route.as_deref())
+                .bind(owner)
                 .bind(&up.name)
                 .execute(&mut *conn)
                 .await?;
-            sync_backends(conn, &up.name, &up.backends, version).await?;
-        } else {
-            insert_upstream(conn, up, u.owner_route.as_deref(), version).await?;
         }
+        let held = stored_backends.remove(&up.name).unwrap_or_default();
+        let added = reconcile_backends(conn, &held, &up.backends, version).await?;
+        new_backends.extend(added.into_iter().map(|b| (up.name.as_str(), b)));
     }
-    for route in &config.routes {
-        let upstream = match &route.target {
-            Some(RouteTarget::Upstream(name)) => Some(name.as_str()),
-            None => None,
+    // Every upstream left is one of the document's: all are written.
+    sqlx::query("UPDATE upstreams SET version = $1")
+        .bind(version as i64)
+        .execute(&mut *conn)
+        .await?;
+    insert_upstreams(conn, &new_upstreams, version).await?;
+    insert_backends(conn, &new_backends, version).await?;
+    let routes: Vec<(&Route, Option<&str>)> = config
+        .routes
+        .iter()
+        .map(|route| match &route.target {
+            Some(RouteTarget::Upstream(name)) => (route, Some(name.as_str())),
+            None => (route, None),
             Some(RouteTarget::Inline { .. }) => {
                 unreachable!("a validated config document has no inline backends")
             }
-        };
-        insert_route(conn, route, upstream, version).await?;
+        })
+        .collect();
+    insert_routes(conn, &routes, version).await
+}
+
+/// An upstream's columns as [`insert_upstreams`] writes them, but its name
+/// and version: strategy, the three timeouts, policy, owner route.
+type UpstreamColumns = (String, i64, i64, i64, String, Option<String>);
+
+fn upstream_columns(u: &Upstream, owner: Option<&str>) -> UpstreamColumns {
+    (
+        u.strategy.as_str().to_string(),
+        u.policy.timeouts.connect_ms as i64,
+        u.policy.timeouts.response_header_ms as i64,
+        u.policy.timeouts.body_idle_ms as i64,
+        policy_json(&u.policy),
+        owner.map(str::to_string),
+    )
+}
+
+/// A stored backend: id, URL, weight.
+type StoredBackend = (i64, String, i64);
+
+/// The most bind parameters one statement of [`insert_rows`] carries:
+/// under SQLite's limit (32,766) and PostgreSQL's (65,535).
+const MAX_PARAMS: usize = 30_000;
+
+/// Insert `rows` into `table` with as few statements as [`MAX_PARAMS`]
+/// allows, in the order given (so ids are given in that order). `bind`
+/// binds one row's values in the order of `columns`.
+async fn insert_rows<T>(
+    conn: &mut AnyConnection,
+    table: &str,
+    columns: &[&str],
+    rows: &[T],
+    bind: impl for<'q> Fn(Query<'q, Any, AnyArguments<'q>>, &'q T) -> Query<'q, Any, AnyArguments<'q>>,
+) -> Result<(), StoreError> {
+    // PostgreSQL's parameters are numbered (`$1`). SQLite takes those too,
+    // but sqlx then looks each one up by name, which walks the statement's
+    // list of names: quadratic in its parameters (minutes at 100,000
+    // routes). Its anonymous `?` are bound in order.
+    let anonymous = conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
+    for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        let mut n = 0;
+        for row in 0..chunk.len() {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns.len() {
+                n += 1;
+                sql.push_str(if column == 0 { "" } else { ", " });
+                if anonymous {
+                    sql.push('?');
+                } else {
+                    write!(sql, "${n}").expect("writing to a String");
+                }
+            }
+            sql.push(')');
+        }
+        // Each chunk's text is used once: not kept among the prepared
+        // statements.
+        let mut query = sqlx::query(&sql).persistent(false);
+        for row in chunk {
+            query = bind(query, row);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Insert routes, each with the upstream it uses (`None`: it redirects).
+async fn insert_routes(
+    conn: &mut AnyConnection,
+    routes: &[(&Route, Option<&str>)],
+    version: u64,
+) -> Result<(), StoreError> {
+    const COLUMNS: &[&str] = &[
+        "name",
+        "path",
+        "methods",
+        "hosts",
+        "strip_prefix",
+        "preserve_host",
+        "max_body_bytes",
+        "timeout_ms",
+        "upstream",
+        "policies",
+        "version",
+    ];
+    insert_rows(conn, "routes", COLUMNS, routes, |q, (route, upstream)| {
+        q.bind(&route.name)
+            .bind(&route.path)
+            .bind(json_list(&route.methods))
+            .bind(json_list(&route.hosts))
+            .bind(route.strip_prefix as i64)
+            .bind(route.preserve_host as i64)
+            .bind(route.max_body_bytes.map(|n| n as i64))
+            .bind(route.timeout_ms.map(|n| n as i64))
+            .bind(*upstream)
+            .bind(policies_json(route))
+            .bind(version as i64)
+    })
+    .await
+}
+
+/// Insert upstreams (not their backends), each with its owner route.
+async fn insert_upstreams(
+    conn: &mut AnyConnection,
+    upstreams: &[(&Upstream, Option<&str>)],
+    version: u64,
+) -> Result<(), StoreError> {
+    const COLUMNS: &[&str] = &[
+        "name",
+        "strategy",
+        "connect_timeout_ms",
+        "response_header_timeout_ms",
+        "body_idle_timeout_ms",
+        "policy",
+        "owner_route",
+        "version",
+    ];
+    insert_rows(conn, "upstreams", COLUMNS, upstreams, |q, (u, owner)| {
+        q.bind(&u.name)
+            .bind(u.strategy.as_str())
+            .bind(u.policy.timeouts.connect_ms as i64)
+            .bind(u.policy.timeouts.response_header_ms as i64)
+            .bind(u.policy.timeouts.body_idle_ms as i64)
+            .bind(policy_json(&u.policy))
+            .bind(*owner)
+            .bind(version as i64)
+    })
+    .await
+}
+
+/// Insert backends, each with the upstream it belongs to.
+async fn insert_backends(
+    conn: &mut AnyConnection,
+    backends: &[(&str, &NewBackend)],
+    version: u64,
+) -> Result<(), StoreError> {
+    const COLUMNS: &[&str] = &["upstream", "url", "weight", "version"];
+    insert_rows(conn, "backends", COLUMNS, backends, |q, (upstream, b)| {
+        q.bind(*upstream)
+            .bind(&b.url)
+            .bind(b.weight as i64)
+            .bind(version as i64)
+    })
+    .await
 }
 
 async fn insert_route(
@@ -218,24 +414,7 @@ async fn insert_route(
     upstream: Option<&str>,
     version: u64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO routes (name, path, methods, hosts, strip_prefix, preserve_host, max_body_bytes,
-         timeout_ms, upstream, policies, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&route.name)
-    .bind(&route.path)
-    .bind(json_list(&route.methods))
-    .bind(json_list(&route.hosts))
-    .bind(route.strip_prefix as i64)
-    .bind(route.preserve_host as i64)
-    .bind(route.max_body_bytes.map(|n| n as i64))
-    .bind(route.timeout_ms.map(|n| n as i64))
-    .bind(upstream)
-    .bind(policies_json(route))
-    .bind(version as i64)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    insert_routes(conn, &[(route, upstream)], version).await
 }
 
 /// The `policies` column: the JSON of the route's policies as the API
@@ -353,20 +532,7 @@ async fn insert_upstream(
             detail: format!("upstream {:?} already exists", u.name),
         });
     }
-    sqlx::query(
-        "INSERT INTO upstreams (name, strategy, connect_timeout_ms, response_header_timeout_ms,
-         body_idle_timeout_ms, policy, owner_route, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&u.name)
-    .bind(u.strategy.as_str())
-    .bind(u.policy.timeouts.connect_ms as i64)
-    .bind(u.policy.timeouts.response_header_ms as i64)
-    .bind(u.policy.timeouts.body_idle_ms as i64)
-    .bind(policy_json(&u.policy))
-    .bind(owner)
-    .bind(version as i64)
-    .execute(&mut *conn)
-    .await?;
+    insert_upstreams(conn, &[(u, owner)], version).await?;
     sync_backends(conn, &u.name, &u.backends, version).await
 }
 
@@ -423,22 +589,43 @@ async fn sync_backends(
     wanted: &[NewBackend],
     version: u64,
 ) -> Result<(), StoreError> {
-    let existing: Vec<(i64, String, i64)> =
-        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = $1")
+    let held: Vec<StoredBackend> =
+        sqlx::query_as("SELECT id, url, weight FROM backends WHERE upstream = $1 ORDER BY id")
             .bind(upstream)
             .fetch_all(&mut *conn)
             .await?;
-    for (id, url, _) in &existing {
-        if !wanted.iter().any(|w| &w.url == url) {
+    let added = reconcile_backends(conn, &held, wanted, version).await?;
+    let rows: Vec<(&str, &NewBackend)> = added.into_iter().map(|b| (upstream, b)).collect();
+    insert_backends(conn, &rows, version).await
+}
+
+/// Bring an upstream's backends from `held` (as stored) to `wanted`,
+/// matched by URL: delete the ones no longer wanted, change weights.
+/// Returns the wanted backends not stored yet, in their order, for the
+/// caller to insert.
+async fn reconcile_backends<'w>(
+    conn: &mut AnyConnection,
+    held: &[StoredBackend],
+    wanted: &'w [NewBackend],
+    version: u64,
+) -> Result<Vec<&'w NewBackend>, StoreError> {
+    let wanted_urls: HashSet<&str> = wanted.iter().map(|w| w.url.as_str()).collect();
+    for (id, url, _) in held {
+        if !wanted_urls.contains(url.as_str()) {
             sqlx::query("DELETE FROM backends WHERE id = $1")
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
         }
     }
+    let held: HashMap<&str, (i64, i64)> = held
+        .iter()
+        .map(|(id, url, weight)| (url.as_str(), (*id, *weight)))
+        .collect();
+    let mut added = Vec::new();
     for w in wanted {
-        match existing.iter().find(|(_, url, _)| url == &w.url) {
-            Some((id, _, weight)) if *weight != w.weight as i64 => {
+        match held.get(w.url.as_str()) {
+            Some((id, weight)) if *weight != w.weight as i64 => {
                 sqlx::query("UPDATE backends SET weight = $1, version = $2 WHERE id = $3")
                     .bind(w.weight as i64)
                     .bind(version as i64)
@@ -447,20 +634,10 @@ async fn sync_backends(
                     .await?;
             }
             Some(_) => {}
-            None => {
-                sqlx::query(
-                    "INSERT INTO backends (upstream, url, weight, version) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(upstream)
-                .bind(&w.url)
-                .bind(w.weight as i64)
-                .bind(version as i64)
-                .execute(&mut *conn)
-                .await?;
-            }
+            None => added.push(w),
         }
     }
-    Ok(())
+    Ok(added)
 }
 
 async fn ensure_url_free(
