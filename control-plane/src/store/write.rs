@@ -41,24 +41,18 @@ pub async fn apply(
             let old = get_route(conn, &route.name).await?;
             check_expect(expect, old.version)?;
             let upstream = resolve_target(conn, &route, version).await?;
-            sqlx::query(
+            let update = sqlx::query(
                 "UPDATE routes SET path = $1, methods = $2, hosts = $3, strip_prefix = $4, preserve_host = $5,
                  max_body_bytes = $6, timeout_ms = $7, upstream = $8, policies = $9, version = $10
                  WHERE name = $11",
-            )
-            .bind(&route.path)
-            .bind(json_list(&route.methods))
-            .bind(json_list(&route.hosts))
-            .bind(route.strip_prefix as i64)
-            .bind(route.preserve_host as i64)
-            .bind(route.max_body_bytes.map(|n| n as i64))
-            .bind(route.timeout_ms.map(|n| n as i64))
-            .bind(&upstream)
-            .bind(policies_json(&route))
-            .bind(version as i64)
-            .bind(&route.name)
-            .execute(&mut *conn)
-            .await?;
+            );
+            bind_route_settings(update, &route)
+                .bind(&upstream)
+                .bind(policies_json(&route))
+                .bind(version as i64)
+                .bind(&route.name)
+                .execute(&mut *conn)
+                .await?;
             if let Some(before) = &old.route.upstream
                 && upstream.as_ref() != Some(before)
             {
@@ -288,11 +282,11 @@ const MAX_PARAMS: usize = 30_000;
 
 /// Insert `rows` into `table` with as few statements as [`MAX_PARAMS`]
 /// allows, in the order given (so ids are given in that order). `bind`
-/// binds one row's values in the order of `columns`.
+/// binds one row's values in the order of `columns` (comma-separated).
 async fn insert_rows<T>(
     conn: &mut AnyConnection,
     table: &str,
-    columns: &[&str],
+    columns: &str,
     rows: &[T],
     bind: impl for<'q> Fn(Query<'q, Any, AnyArguments<'q>>, &'q T) -> Query<'q, Any, AnyArguments<'q>>,
 ) -> Result<(), StoreError> {
@@ -301,12 +295,13 @@ async fn insert_rows<T>(
     // list of names: quadratic in its parameters (minutes at 100,000
     // routes). Its anonymous `?` are bound in order.
     let anonymous = conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
-    for chunk in rows.chunks(MAX_PARAMS / columns.len()) {
-        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    let width = columns.split(',').count();
+    for chunk in rows.chunks(MAX_PARAMS / width) {
+        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
         let mut n = 0;
         for row in 0..chunk.len() {
             sql.push_str(if row == 0 { "(" } else { ", (" });
-            for column in 0..columns.len() {
+            for column in 0..width {
                 n += 1;
                 sql.push_str(if column == 0 { "" } else { ", " });
                 if anonymous {
@@ -334,33 +329,30 @@ async fn insert_routes(
     routes: &[(&Route, Option<&str>)],
     version: u64,
 ) -> Result<(), StoreError> {
-    const COLUMNS: &[&str] = &[
-        "name",
-        "path",
-        "methods",
-        "hosts",
-        "strip_prefix",
-        "preserve_host",
-        "max_body_bytes",
-        "timeout_ms",
-        "upstream",
-        "policies",
-        "version",
-    ];
+    const COLUMNS: &str = "name, path, methods, hosts, strip_prefix, preserve_host, \
+        max_body_bytes, timeout_ms, upstream, policies, version";
     insert_rows(conn, "routes", COLUMNS, routes, |q, (route, upstream)| {
-        q.bind(&route.name)
-            .bind(&route.path)
-            .bind(json_list(&route.methods))
-            .bind(json_list(&route.hosts))
-            .bind(route.strip_prefix as i64)
-            .bind(route.preserve_host as i64)
-            .bind(route.max_body_bytes.map(|n| n as i64))
-            .bind(route.timeout_ms.map(|n| n as i64))
+        bind_route_settings(q.bind(&route.name), route)
             .bind(*upstream)
             .bind(policies_json(route))
             .bind(version as i64)
     })
     .await
+}
+
+/// Bind a route's columns from `path` to `timeout_ms`, in the order of
+/// the table (`INSERT`) and of `UPDATE` in [`apply`].
+fn bind_route_settings<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    route: &'q Route,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    q.bind(&route.path)
+        .bind(json_list(&route.methods))
+        .bind(json_list(&route.hosts))
+        .bind(route.strip_prefix as i64)
+        .bind(route.preserve_host as i64)
+        .bind(route.max_body_bytes.map(|n| n as i64))
+        .bind(route.timeout_ms.map(|n| n as i64))
 }
 
 /// Insert upstreams (not their backends), each with its owner route.
@@ -369,16 +361,8 @@ async fn insert_upstreams(
     upstreams: &[(&Upstream, Option<&str>)],
     version: u64,
 ) -> Result<(), StoreError> {
-    const COLUMNS: &[&str] = &[
-        "name",
-        "strategy",
-        "connect_timeout_ms",
-        "response_header_timeout_ms",
-        "body_idle_timeout_ms",
-        "policy",
-        "owner_route",
-        "version",
-    ];
+    const COLUMNS: &str = "name, strategy, connect_timeout_ms, response_header_timeout_ms, \
+        body_idle_timeout_ms, policy, owner_route, version";
     insert_rows(conn, "upstreams", COLUMNS, upstreams, |q, (u, owner)| {
         q.bind(&u.name)
             .bind(u.strategy.as_str())
@@ -398,7 +382,7 @@ async fn insert_backends(
     backends: &[(&str, &NewBackend)],
     version: u64,
 ) -> Result<(), StoreError> {
-    const COLUMNS: &[&str] = &["upstream", "url", "weight", "version"];
+    const COLUMNS: &str = "upstream, url, weight, version";
     insert_rows(conn, "backends", COLUMNS, backends, |q, (upstream, b)| {
         q.bind(*upstream)
             .bind(&b.url)
