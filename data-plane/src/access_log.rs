@@ -1319,12 +1319,13 @@ mod tests {
         assert_eq!(dropped.write_failed.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn lines_from_many_threads_are_all_written_even_after_the_threads_end() {
-        let (written_tx, written) = mpsc::channel();
+    /// A text log through a [`Gate`] open for good: each batch it writes
+    /// comes out of the receiver.
+    fn open_log() -> (AccessLog, mpsc::Receiver<Vec<u8>>) {
         let (entered, _) = mpsc::channel();
         let (go, go_rx) = mpsc::channel::<()>();
         drop(go);
+        let (written_tx, written) = mpsc::channel();
         let log = AccessLog::with_output(
             Out::Test(Box::new(Gate {
                 entered,
@@ -1335,6 +1336,12 @@ mod tests {
             Arc::new(Dropped::default()),
             THREAD_LIMIT_BYTES,
         );
+        (log, written)
+    }
+
+    #[test]
+    fn lines_from_many_threads_are_all_written_even_after_the_threads_end() {
+        let (log, written) = open_log();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let log = log.clone();
@@ -1378,20 +1385,7 @@ mod tests {
 
     #[test]
     fn a_written_record_comes_back_blank_for_the_next_request() {
-        let (entered, _) = mpsc::channel();
-        let (go, go_rx) = mpsc::channel::<()>();
-        drop(go); // the gate open for good
-        let (tx, written) = mpsc::channel();
-        let log = AccessLog::with_output(
-            Out::Test(Box::new(Gate {
-                entered,
-                go: go_rx,
-                written: tx,
-            })),
-            Format::Text,
-            Arc::new(Dropped::default()),
-            THREAD_LIMIT_BYTES,
-        );
+        let (log, written) = open_log();
         let first = fill(log.record(b"", ""), "/a-long-path-that-needs-room");
         let address = std::ptr::from_ref::<Record>(&first) as usize;
         first.submit();
