@@ -93,9 +93,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
-#[test]
-fn demo_backend_on_port_zero_logs_the_port_it_took() {
-    use std::io::{BufRead, Read, Write};
+#[tokio::test]
+async fn demo_backend_on_port_zero_logs_the_port_it_took() {
+    use crate::common::{KillOnDrop, logged_addr, raw_request};
+    use std::io::BufRead;
 
     let mut child = switchyard()
         .args(["demo-backend", "--port", "0", "--name", "zero"])
@@ -105,32 +106,18 @@ fn demo_backend_on_port_zero_logs_the_port_it_took() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    // Stopped by its PID however the test ends.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Stop(child);
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let line = lines
-        .by_ref()
+    let _child = KillOnDrop(Some(child));
+    let line = std::io::BufReader::new(stderr)
+        .lines()
         .map_while(Result::ok)
         .find(|l| l.contains("demo backend listening"))
         .expect("the listening line");
-    let addr: std::net::SocketAddr = line[line.find("addr=").expect("addr= in the line") + 5..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = logged_addr(&line, "addr");
     assert_ne!(addr.port(), 0, "{line}");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, _) = raw_request(
+        addr,
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
 }

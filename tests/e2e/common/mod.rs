@@ -344,6 +344,33 @@ pub struct Process {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// Kills and reaps the child it holds when dropped (by its PID), however
+/// the test ends.
+pub struct KillOnDrop(pub Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The address a log line gives as field `key`: text (`key=…`) or JSON
+/// (`"key":"…"` among its fields).
+pub fn logged_addr(line: &str, key: &str) -> SocketAddr {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return v["fields"][key].as_str().unwrap().parse().unwrap();
+    }
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+        .parse()
+        .unwrap()
+}
+
 impl Process {
     /// Start the binary with `args` (listeners on 127.0.0.1:0 unless `args`
     /// name them) and wait for its "listening" log line to learn the ports.
@@ -372,15 +399,6 @@ impl Process {
         let stderr = child.stderr.take().unwrap();
         // Until the Process exists, this guard owns the child: a start that
         // fails below must not leave the gateway running.
-        struct KillOnDrop(Option<std::process::Child>);
-        impl Drop for KillOnDrop {
-            fn drop(&mut self) {
-                if let Some(c) = self.0.as_mut() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-            }
-        }
         let mut guard = KillOnDrop(Some(child));
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -400,17 +418,10 @@ impl Process {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the gateway did not log its listeners within 30 s (did it exit?)");
-        // The line is text (`proxy_addr=…`) or JSON (`"proxy_addr":"…"`).
-        let addr = |key: &str| -> SocketAddr {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let field = key.trim_end_matches('=');
-                return v["fields"][field].as_str().unwrap().parse().unwrap();
-            }
-            let rest =
-                &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
-            rest.split_whitespace().next().unwrap().parse().unwrap()
-        };
-        let (proxy_addr, admin_addr) = (addr("proxy_addr="), addr("admin_addr="));
+        let (proxy_addr, admin_addr) = (
+            logged_addr(&line, "proxy_addr"),
+            logged_addr(&line, "admin_addr"),
+        );
         Process {
             proxy_addr,
             admin_addr,
