@@ -5,7 +5,8 @@
 # on a free loopback port; the command; then the cluster is stopped
 # (pg_ctl, by its PID file) and its directory removed.
 #
-#   bash .ci/postgres.sh               # the shared-store e2e tests
+#   bash .ci/postgres.sh               # the shared-store e2e tests and the
+#                                      # store's own PostgreSQL tests
 #   bash .ci/postgres.sh -- CMD ARGS   # CMD with the database's URL in
 #                                      # $SWITCHYARD_TEST_POSTGRES
 #
@@ -82,4 +83,6 @@ if [ "${1:-}" = "--" ]; then
     "$@"
 else
     timeout 900 cargo test --test e2e shared_store -- --ignored --test-threads=1
+    # The store's own PostgreSQL tests (its SQL where the two databases differ).
+    timeout 300 cargo test -p control-plane --lib postgres_ -- --ignored
 fi

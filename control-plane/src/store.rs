@@ -525,6 +525,12 @@ pub async fn bump_version(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     Ok(v as u64)
 }
 
+/// Whether `conn` is SQLite's (the two databases' SQL differs in a few
+/// places: parameters, JSON functions).
+fn is_sqlite(conn: &AnyConnection) -> bool {
+    conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME
+}
+
 pub async fn config_version(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     let (v,): (i64,) = sqlx::query_as("SELECT config_version FROM meta WHERE id = 1")
         .fetch_one(&mut *conn)

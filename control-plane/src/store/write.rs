@@ -8,8 +8,8 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
-use super::read::{export, get_backend, get_route, get_upstream, json_list};
-use super::{Applied, Change, StoreError};
+use super::read::{all_rows, export, get_backend, get_route, get_upstream, json_list};
+use super::{Applied, Change, StoreError, is_sqlite};
 use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
 
 fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
@@ -183,17 +183,17 @@ async fn replace_config(
         .iter()
         .map(|u| u.upstream.name.as_str())
         .collect();
-    let stored: Vec<(String, UpstreamColumns)> = sqlx::query_as(
-        "SELECT name, strategy, connect_timeout_ms, response_header_timeout_ms,
-         body_idle_timeout_ms, policy, owner_route FROM upstreams",
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(name, strategy, connect, header, idle, policy, owner)| {
-        (name, (strategy, connect, header, idle, policy, owner))
-    })
-    .collect();
+    let columns = "name, strategy, connect_timeout_ms, response_header_timeout_ms, \
+        body_idle_timeout_ms, policy, owner_route";
+    let stored: Vec<(String, UpstreamColumns)> = all_rows(conn, "upstreams", columns, "name")
+        .await?
+        .into_iter()
+        .map(
+            |(name, strategy, connect, header, idle, policy, owner): StoredUpstream| {
+                (name, (strategy, connect, header, idle, policy, owner))
+            },
+        )
+        .collect();
     for (name, _) in &stored {
         if !wanted.contains(name.as_str()) {
             // Its backends go with it (ON DELETE CASCADE).
@@ -206,9 +206,7 @@ async fn replace_config(
     let stored: HashMap<String, UpstreamColumns> = stored.into_iter().collect();
     let mut stored_backends: HashMap<String, Vec<StoredBackend>> = HashMap::new();
     let rows: Vec<(i64, String, String, i64)> =
-        sqlx::query_as("SELECT id, upstream, url, weight FROM backends ORDER BY id")
-            .fetch_all(&mut *conn)
-            .await?;
+        all_rows(conn, "backends", "id, upstream, url, weight", "id").await?;
     for (id, upstream, url, weight) in rows {
         stored_backends
             .entry(upstream)
@@ -261,6 +259,8 @@ async fn replace_config(
 /// An upstream's columns as [`insert_upstreams`] writes them, but its name
 /// and version: strategy, the three timeouts, policy, owner route.
 type UpstreamColumns = (String, i64, i64, i64, String, Option<String>);
+/// An upstream's name and [`UpstreamColumns`], as one row.
+type StoredUpstream = (String, String, i64, i64, i64, String, Option<String>);
 
 fn upstream_columns(u: &Upstream, owner: Option<&str>) -> UpstreamColumns {
     (
@@ -294,7 +294,7 @@ async fn insert_rows<T>(
     // but sqlx then looks each one up by name, which walks the statement's
     // list of names: quadratic in its parameters (minutes at 100,000
     // routes). Its anonymous `?` are bound in order.
-    let anonymous = conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
+    let anonymous = is_sqlite(conn);
     let width = columns.split(',').count();
     for chunk in rows.chunks(MAX_PARAMS / width) {
         let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
