@@ -130,7 +130,9 @@ impl Target {
 #[allow(clippy::large_enum_variant)]
 enum Ran {
     Applied(u64, Applied),
-    NoOp,
+    /// Nothing changed; with the whole config as it is (and its version)
+    /// when the change read it anyway.
+    NoOp(Option<(u64, ConfigView)>),
     Dry(Box<DryRun>),
 }
 
@@ -345,8 +347,11 @@ impl Publisher {
                 );
                 Ok((version, applied, true))
             }
-            Ok(Ran::NoOp) => {
-                let (version, applied) = self.current(target).await?;
+            Ok(Ran::NoOp(now)) => {
+                let (version, applied) = match (now, target) {
+                    (Some((version, view)), Target::Config) => (version, Applied::Config(view)),
+                    (_, target) => self.current(target).await?,
+                };
                 Ok((version, applied, false))
             }
             Ok(Ran::Dry(_)) => unreachable!("not a dry run"),
@@ -418,11 +423,26 @@ impl Publisher {
         };
         let (whole_before, before) = state(&mut tx, scope.as_ref(), dry).await?;
         let applied = store::apply(&mut tx, change, version).await?;
-        // On error `tx` is dropped and rolls back: nothing is written.
-        let (whole_after, after) = state(&mut tx, scope.as_ref(), dry).await?;
+        // On error `tx` is dropped and rolls back: nothing is written. A
+        // whole config written comes back as its export, read in this
+        // transaction: the state after, not read again.
+        let (whole_after, after) = match &applied {
+            Applied::Config(view) if scope.is_none() => (None, Resources::of_export(view)),
+            _ => state(&mut tx, scope.as_ref(), dry).await?,
+        };
+        let whole_after = whole_after.as_ref().or(match &applied {
+            Applied::Config(view) => Some(view),
+            _ => None,
+        });
         let summary = revisions::summary(&before, &after);
         if summary.is_empty() && !dry {
-            return Ok(Ran::NoOp);
+            // As it is: as this transaction read it before the change.
+            // (Its export read the version this transaction bumped.)
+            let now = whole_before.map(|view| ConfigView {
+                version: version - 1,
+                ..view
+            });
+            return Ok(Ran::NoOp(now.map(|view| (version - 1, view))));
         }
         let touched = match (touched, behind) {
             (touched, None) => touched,
@@ -460,8 +480,7 @@ impl Publisher {
                 dry_run: true,
                 config_version: version - 1,
                 no_op: summary.is_empty(),
-                patch: Resources::of_export(&before_doc)
-                    .patch_to(&Resources::of_export(&after_doc)),
+                patch: Resources::of_export(&before_doc).patch_to(&Resources::of_export(after_doc)),
                 summary,
                 traffic,
             })));
@@ -476,10 +495,10 @@ impl Publisher {
         };
         let data = if checkpoint == Checkpoint::Required {
             let doc = match whole_after {
-                Some(doc) => doc,
-                None => store::export_in(&mut tx).await?,
+                Some(doc) => serde_json::to_value(doc),
+                None => serde_json::to_value(store::export_in(&mut tx).await?),
             };
-            RevisionData::Checkpoint(serde_json::to_value(doc).expect("a config view serialises"))
+            RevisionData::Checkpoint(doc.expect("a config view serialises"))
         } else {
             RevisionData::Delta(revisions::delta(&after, &summary))
         };
@@ -866,7 +885,7 @@ mod tests {
                 let version = export["version"].as_u64().unwrap();
                 let (_, state) = store.revision(version).await.unwrap();
                 assert_eq!(
-                    revisions::Resources::of_document(&export),
+                    revisions::Resources::of_document(export),
                     state,
                     "at {version}"
                 );

@@ -154,19 +154,22 @@ impl Resources {
     /// Every route and upstream of an export.
     pub fn of_export(view: &ConfigView) -> Resources {
         let value = serde_json::to_value(view).expect("a config view serialises");
-        Resources::of_document(&value)
+        Resources::of_document(value)
     }
 
-    /// Every route and upstream of a document in the `/admin/config` format.
-    pub fn of_document(doc: &Value) -> Resources {
-        let named = |list: &str| -> BTreeMap<String, Option<Value>> {
-            doc[list]
-                .as_array()
+    /// Every route and upstream of a document in the `/admin/config` format
+    /// (its items moved, not copied: at 100,000 routes a copy was a tenth
+    /// of a second, twice in each `PUT /admin/config`).
+    pub fn of_document(mut doc: Value) -> Resources {
+        let mut named = |list: &str| -> BTreeMap<String, Option<Value>> {
+            let Some(Value::Array(items)) = doc.get_mut(list).map(Value::take) else {
+                return BTreeMap::new();
+            };
+            items
                 .into_iter()
-                .flatten()
                 .filter_map(|item| {
                     let name = item["name"].as_str()?.to_string();
-                    Some((name, Some(item.clone())))
+                    Some((name, Some(item)))
                 })
                 .collect()
         };
@@ -520,7 +523,7 @@ pub async fn state_at(
     };
     let doc: Value = serde_json::from_str(&doc)
         .map_err(|e| StoreError::Corrupt(format!("bad revision checkpoint {from}: {e}")))?;
-    let mut state = Resources::of_document(&doc);
+    let mut state = Resources::of_document(doc);
     let deltas: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT version, delta FROM revision_data WHERE version > $1 AND version <= $2 ORDER BY version",
     )
@@ -588,6 +591,6 @@ mod tests {
         let s = state(&[("r", 1)], &[("u", 2)]);
         let doc = s.document(7);
         assert_eq!(doc["version"], 7);
-        assert_eq!(Resources::of_document(&doc), s);
+        assert_eq!(Resources::of_document(doc), s);
     }
 }
