@@ -448,11 +448,7 @@ impl Store {
 
     /// Add `doc` as the checkpoint of revision `version` (see
     /// [`revisions::add_checkpoint`]).
-    pub async fn add_checkpoint(
-        &self,
-        version: u64,
-        doc: &serde_json::Value,
-    ) -> Result<bool, StoreError> {
+    pub async fn add_checkpoint(&self, version: u64, doc: String) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await?;
         revisions::add_checkpoint(&mut conn, version, doc).await
     }

@@ -267,7 +267,8 @@ pub fn delta(after: &Resources, summary: &Summary) -> Resources {
 /// How a revision's config is kept.
 #[derive(Debug)]
 pub enum RevisionData {
-    Checkpoint(Value),
+    /// The whole config document, as JSON text.
+    Checkpoint(String),
     Delta(Resources),
 }
 
@@ -359,12 +360,12 @@ pub async fn checkpoint(
 pub async fn add_checkpoint(
     conn: &mut AnyConnection,
     version: u64,
-    doc: &Value,
+    doc: String,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE revision_data SET checkpoint = $1 WHERE version = $2 AND checkpoint IS NULL",
     )
-    .bind(doc.to_string())
+    .bind(doc)
     .bind(version as i64)
     .execute(&mut *conn)
     .await?;
@@ -397,7 +398,7 @@ pub async fn record(
     .execute(&mut *conn)
     .await?;
     let (checkpoint, delta) = match data {
-        RevisionData::Checkpoint(doc) => (Some(doc.to_string()), None),
+        RevisionData::Checkpoint(doc) => (Some(doc), None),
         RevisionData::Delta(d) => (
             None,
             Some(serde_json::to_string(&d).expect("a delta serialises")),
