@@ -420,48 +420,42 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-    /// Each whole-table read of [`all_rows`] as the database's own rows
-    /// would give it: `Debug` of the decoded rows, for the three tables.
-    async fn both_ways(conn: &mut AnyConnection) -> Vec<(String, String)> {
-        let routes: Vec<RouteRow> = all_rows(conn, "routes", ROUTE_COLUMNS, "name")
-            .await
-            .unwrap();
-        let routes_by_row: Vec<RouteRow> =
-            sqlx::query_as(&format!("SELECT {ROUTE_COLUMNS} FROM routes ORDER BY name"))
+    /// One whole-table read both ways, [`all_rows`] and sqlx's rows: the
+    /// `Debug` of each.
+    async fn read_both_ways<T>(
+        conn: &mut AnyConnection,
+        table: &str,
+        columns: &str,
+        order: &str,
+    ) -> (String, String)
+    where
+        T: DeserializeOwned + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+        T: std::fmt::Debug + Send + Unpin,
+    {
+        let json: Vec<T> = all_rows(conn, table, columns, order).await.unwrap();
+        let rows: Vec<T> =
+            sqlx::query_as(&format!("SELECT {columns} FROM {table} ORDER BY {order}"))
                 .fetch_all(&mut *conn)
                 .await
                 .unwrap();
-        let upstreams: Vec<UpstreamRow> = all_rows(conn, "upstreams", UPSTREAM_COLUMNS, "name")
-            .await
-            .unwrap();
-        let upstreams_by_row: Vec<UpstreamRow> = sqlx::query_as(&format!(
-            "SELECT {UPSTREAM_COLUMNS} FROM upstreams ORDER BY name"
-        ))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+        (format!("{json:?}"), format!("{rows:?}"))
+    }
+
+    /// Each whole-table read the store makes, both ways.
+    async fn both_ways(conn: &mut AnyConnection) -> Vec<(String, String)> {
         type Backend = (String, i64, String, i64, i64);
-        let columns = "upstream, id, url, weight, version";
-        let backends: Vec<Backend> = all_rows(conn, "backends", columns, "upstream, id")
-            .await
-            .unwrap();
-        let backends_by_row: Vec<Backend> = sqlx::query_as(&format!(
-            "SELECT {columns} FROM backends ORDER BY upstream, id"
-        ))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+        let backend_columns = "upstream, id, url, weight, version";
         vec![
-            (format!("{routes:?}"), format!("{routes_by_row:?}")),
-            (format!("{upstreams:?}"), format!("{upstreams_by_row:?}")),
-            (format!("{backends:?}"), format!("{backends_by_row:?}")),
+            read_both_ways::<RouteRow>(conn, "routes", ROUTE_COLUMNS, "name").await,
+            read_both_ways::<UpstreamRow>(conn, "upstreams", UPSTREAM_COLUMNS, "name").await,
+            read_both_ways::<Backend>(conn, "backends", backend_columns, "upstream, id").await,
         ]
     }
 
     /// Empty tables, then rows with what a JSON text could get wrong:
     /// quotes, backslashes, control and non-ASCII characters, JSON (with
-    /// escapes) inside a text column, NULLs, the largest integers, names whose order
-    /// depends on the collation. Rows are written by SQL, as the store
+    /// escapes) inside a text column, NULLs, the largest integers, names
+    /// whose order depends on the collation. Rows are written by SQL, as the store
     /// holds them, not through the model's checks.
     async fn whole_table_reads_match_row_reads(url: &str) {
         let store = Store::open(url).await.unwrap();
