@@ -58,6 +58,11 @@ fn parse_list(raw: &str) -> Result<Vec<String>, StoreError> {
 /// context switch each). At 100,000 routes that hand-off was most of a
 /// full read (about 0.5 s of `GET /admin/config`, three times in a
 /// `PUT`, once at start-up).
+///
+/// One text holds a whole table, so a table is limited to what one text
+/// value may be (about 1 GB in either database): no more than the
+/// checkpoint of a revision, which already holds the whole config in one
+/// text.
 pub(super) async fn all_rows<T: DeserializeOwned>(
     conn: &mut AnyConnection,
     table: &str,
@@ -441,14 +446,21 @@ mod tests {
         (format!("{json:?}"), format!("{rows:?}"))
     }
 
-    /// Each whole-table read the store makes, both ways.
+    /// Each whole-table read the store makes (here and in
+    /// `write::replace_config`), both ways.
     async fn both_ways(conn: &mut AnyConnection) -> Vec<(String, String)> {
         type Backend = (String, i64, String, i64, i64);
+        type Config = (i64, String, String, i64);
+        type Stored = (String, String, i64, i64, i64, String, Option<String>);
         let backend_columns = "upstream, id, url, weight, version";
+        let stored_columns = "name, strategy, connect_timeout_ms, response_header_timeout_ms, \
+            body_idle_timeout_ms, policy, owner_route";
         vec![
             read_both_ways::<RouteRow>(conn, "routes", ROUTE_COLUMNS, "name").await,
             read_both_ways::<UpstreamRow>(conn, "upstreams", UPSTREAM_COLUMNS, "name").await,
             read_both_ways::<Backend>(conn, "backends", backend_columns, "upstream, id").await,
+            read_both_ways::<Config>(conn, "backends", "id, upstream, url, weight", "id").await,
+            read_both_ways::<Stored>(conn, "upstreams", stored_columns, "name").await,
         ]
     }
 
