@@ -444,6 +444,10 @@ impl Publisher {
             });
             return Ok(Ran::NoOp(now.map(|view| (version - 1, view))));
         }
+        // A whole config written (a `PUT`, a rollback) may change a few
+        // things only: then those are patched in like any change's, and the
+        // rest of the live snapshot stays as it was compiled.
+        let touched = touched.or_else(|| summary.touched());
         let touched = match (touched, behind) {
             (touched, None) => touched,
             (Some(touched), Some(Some(lag))) => Some(touched.merged(lag)),
@@ -848,7 +852,7 @@ mod tests {
         for _ in 0..200 {
             let r = format!("r{}", rng.usize(..8));
             let u = ["u0", "u1", "tmp"][rng.usize(..3)].to_string();
-            let change = match rng.usize(..9) {
+            let change = match rng.usize(..11) {
                 0 | 1 => Change::CreateRoute(route(&r, &mut rng)),
                 2 | 3 => Change::ReplaceRoute {
                     route: route(&r, &mut rng),
@@ -867,12 +871,19 @@ mod tests {
                     name: u,
                     expect: None,
                 },
-                _ => Change::AddBackend {
+                8 => Change::AddBackend {
                     upstream: u,
                     backend: NewBackend {
                         url: format!("http://10.9.0.{}:80", rng.u8(1..200)),
                         weight: 1,
                     },
+                    expect: None,
+                },
+                // The whole config as stored, written back with a few
+                // things changed (patched in) or with every filler route
+                // moved (more than a patch takes: compiled whole).
+                few => Change::ReplaceConfig {
+                    config: stored_with_changes(&store, few == 9, &mut rng).await,
                     expect: None,
                 },
             };
@@ -902,6 +913,36 @@ mod tests {
             accepted > 60 && refused > 10,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    /// The stored config as a document to write back: with a route removed
+    /// and a backend reweighed (`few`), or every filler route (`f{i}`)
+    /// moved between `/f{i}` and `/g{i}`.
+    async fn stored_with_changes(
+        store: &Store,
+        few: bool,
+        rng: &mut fastrand::Rng,
+    ) -> crate::model::Config {
+        let mut doc = serde_json::to_value(store.export().await.unwrap()).unwrap();
+        let routes = doc["routes"].as_array_mut().unwrap();
+        if few {
+            routes.remove(rng.usize(..routes.len()));
+            let upstreams = doc["upstreams"].as_array_mut().unwrap();
+            let u = rng.usize(..upstreams.len());
+            if let Some(b) = upstreams[u]["backends"].get_mut(0) {
+                b["weight"] = rng.u32(1..5).into();
+            }
+        } else {
+            for r in routes.iter_mut() {
+                let name = r["name"].as_str().unwrap().to_string();
+                if let Some(i) = name.strip_prefix('f') {
+                    let moved = r["path"] == format!("/f{i}");
+                    r["path"] = format!("/{}{i}", if moved { 'g' } else { 'f' }).into();
+                }
+            }
+        }
+        let spec: crate::model::ConfigSpec = crate::model::parse(doc).unwrap();
+        spec.validate().unwrap()
     }
 
     /// Import `n` routes over one upstream `shop` with backends 1 and 2;

@@ -140,6 +140,15 @@ impl Summary {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.upstreams.is_empty()
     }
+
+    /// The routes and upstreams it names, to patch the live snapshot
+    /// with; `None` beyond [`MAX_PATCHED_NAMES`] (compile the whole config).
+    pub fn touched(&self) -> Option<Touched> {
+        let routes: Vec<String> = self.routes.names().cloned().collect();
+        let upstreams: Vec<String> = self.upstreams.names().cloned().collect();
+        (routes.len() + upstreams.len() <= MAX_PATCHED_NAMES)
+            .then_some(Touched { routes, upstreams })
+    }
 }
 
 /// The state of some routes and upstreams in the export format (`null`:
@@ -427,8 +436,8 @@ pub async fn record(
     Ok(())
 }
 
-/// Beyond this many names, catching up compiles the whole config rather
-/// than patching each.
+/// Beyond this many names, catching up or writing a whole config compiles
+/// the whole config rather than patching each.
 const MAX_PATCHED_NAMES: usize = 256;
 
 /// The routes and upstreams the revisions after `from` up to `to` changed
