@@ -141,6 +141,7 @@ def summary(res, args):
         ("routes", f"{routes:,} ({args.hosts:,} hosts × {args.paths} paths, {args.hosts:,} upstreams)", ""),
         ("PUT /admin/config (empty database)", f"{res['put_config_ms'] / 1e3:.2f} s", ""),
         ("the same document again", f"{res['put_again_ms'] / 1e3:.2f} s", ""),
+        ("the document with one route and one weight changed", f"{res['put_two_changes_ms'] / 1e3:.2f} s", ""),
         ("GET /admin/config", f"{res['get_config_ms'] / 1e3:.2f} s", ""),
         ("start-up to ready (/readyz 200)", f"median {pct(ready, 50):.2f} s (min–max {min(ready):.2f}–{max(ready):.2f}) over {len(ready)} starts", "≤ 2 s"),
         ("start-up to first proxied 200", f"median {pct(first, 50):.2f} s ({min(first):.2f}–{max(first):.2f})", ""),
@@ -194,6 +195,14 @@ def main():
         st, body = admin.request("PUT", "/admin/config", doc)
         res["put_again_ms"] = (time.perf_counter() - t0) * 1e3
         expect(st, body, (200,), "PUT /admin/config (again)")
+        # A sync that changes one route and one backend's weight (tenant 1;
+        # the runs below use the last and the middle tenants).
+        doc["routes"][args.paths]["path"] = "/p0-moved"
+        doc["upstreams"][1]["backends"][0]["weight"] = 2
+        t0 = time.perf_counter()
+        st, body = admin.request("PUT", "/admin/config", doc)
+        res["put_two_changes_ms"] = (time.perf_counter() - t0) * 1e3
+        expect(st, body, (200,), "PUT /admin/config (two changes)")
         t0 = time.perf_counter()
         st, body = admin.request("GET", "/admin/config")
         res["get_config_ms"] = (time.perf_counter() - t0) * 1e3

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Switchyard at config scale (see BENCHMARKS.md): 100,000 routes, 10,000
 # hosts (each its own upstream) × 10 paths. PUT /admin/config (into an
-# empty database, then the same document again), GET /admin/config,
+# empty database, the same document again, then with two changes),
+# GET /admin/config,
 # start-up to ready, change live p99, failed requests across 1,000 changes
 # under wrk load, resident memory.
 # The route lookup at this shape is criterion's `route_lookup_tenants`
@@ -29,7 +30,7 @@ while (($#)); do
     --out) OUT=$2; shift ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
