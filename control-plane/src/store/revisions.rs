@@ -595,6 +595,33 @@ mod tests {
         assert!(summary(&after, &after).is_empty());
     }
 
+    /// A summary is patched in up to `MAX_PATCHED_NAMES` names, routes
+    /// and upstreams together, every kind of change counted.
+    #[test]
+    fn a_summary_is_patched_up_to_its_limit() {
+        let names = |prefix: &str, n: usize| -> Vec<String> {
+            (0..n).map(|i| format!("{prefix}{i}")).collect()
+        };
+        let summary = |routes: usize, upstreams: usize| Summary {
+            routes: Changes {
+                added: names("a", routes / 2),
+                changed: vec![],
+                removed: names("r", routes - routes / 2),
+            },
+            upstreams: Changes {
+                added: vec![],
+                changed: names("u", upstreams),
+                removed: vec![],
+            },
+        };
+        let touched = summary(200, MAX_PATCHED_NAMES - 200).touched().unwrap();
+        assert_eq!(touched.routes.len(), 200);
+        assert!(touched.routes.contains(&"r0".to_string()));
+        assert_eq!(touched.upstreams, names("u", MAX_PATCHED_NAMES - 200));
+        assert!(summary(200, MAX_PATCHED_NAMES - 199).touched().is_none());
+        assert!(summary(MAX_PATCHED_NAMES + 1, 0).touched().is_none());
+    }
+
     /// A document and its state go both ways.
     #[test]
     fn documents_and_states_round_trip() {
