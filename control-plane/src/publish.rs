@@ -289,8 +289,10 @@ impl Publisher {
             PatchOutcome::Patched(snapshot, retired) => {
                 let _ = self.plane.install_patched(snapshot, &retired);
             }
-            PatchOutcome::Refused(e) => return Err(PublishError::Rejected(e)),
-            PatchOutcome::Rebuild => {
+            // What other gateways committed, patched in an order that may
+            // meet itself (two routes trading paths): the whole config
+            // decides.
+            PatchOutcome::Refused(_) | PatchOutcome::Rebuild => {
                 let config = store::load_config(&mut tx).await?;
                 let snapshot = self
                     .plane
@@ -447,6 +449,11 @@ impl Publisher {
         // A whole config written (a `PUT`, a rollback) may change a few
         // things only: then those are patched in like any change's, and the
         // rest of the live snapshot stays as it was compiled.
+        // A patch that is more than this change's own (a summary's, or
+        // merged with other gateways' revisions) may be refused for the
+        // order it applies things in (two routes trading paths): then the
+        // whole config is compiled, and that decides.
+        let own = touched.is_some() && behind.is_none();
         let touched = touched.or_else(|| summary.touched());
         let touched = match (touched, behind) {
             (touched, None) => touched,
@@ -458,8 +465,8 @@ impl Publisher {
                 PatchOutcome::Patched(snapshot, retired) => {
                     Some(Install::Patched(snapshot, retired))
                 }
-                PatchOutcome::Refused(e) => return Err(PublishError::Rejected(e)),
-                PatchOutcome::Rebuild => None,
+                PatchOutcome::Refused(e) if own => return Err(PublishError::Rejected(e)),
+                PatchOutcome::Refused(_) | PatchOutcome::Rebuild => None,
             },
             None => None,
         };
@@ -915,9 +922,9 @@ mod tests {
         );
     }
 
-    /// The stored config as a document to write back: with a route removed
-    /// and a backend reweighed (`few`), or every filler route (`f{i}`)
-    /// moved between `/f{i}` and `/g{i}`.
+    /// The stored config as a document to write back: with a route removed,
+    /// one renamed, two trading paths and a backend reweighed (`few`), or
+    /// every filler route (`f{i}`) moved between `/f{i}` and `/g{i}`.
     async fn stored_with_changes(
         store: &Store,
         few: bool,
@@ -927,6 +934,13 @@ mod tests {
         let routes = doc["routes"].as_array_mut().unwrap();
         if few {
             routes.remove(rng.usize(..routes.len()));
+            let renamed = rng.usize(..routes.len());
+            let name = format!("{}n", routes[renamed]["name"].as_str().unwrap());
+            routes[renamed]["name"] = name.into();
+            let (a, b) = (rng.usize(..routes.len()), rng.usize(..routes.len()));
+            let path = routes[a]["path"].take();
+            routes[a]["path"] = routes[b]["path"].take();
+            routes[b]["path"] = path;
             let upstreams = doc["upstreams"].as_array_mut().unwrap();
             let u = rng.usize(..upstreams.len());
             if let Some(b) = upstreams[u]["backends"].get_mut(0) {
@@ -990,6 +1004,35 @@ mod tests {
             .await
             .unwrap();
         version
+    }
+
+    /// A whole config in which two routes trade paths and one is renamed
+    /// is accepted, as a whole compile accepts it, although patching it in
+    /// meets itself (the first route put finds the second on its path).
+    #[tokio::test]
+    async fn a_whole_config_with_routes_trading_paths_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, plane, publisher) = started(&dir).await;
+        let meta = ChangeMeta::internal(revisions::Source::Import, "test");
+        let replace = |config| Change::ReplaceConfig {
+            config,
+            expect: None,
+        };
+        publisher
+            .apply(replace(numbered_config(1, 3)), &meta)
+            .await
+            .unwrap();
+        let mut config = numbered_config(1, 3);
+        config.routes[0].path = "/p1".into();
+        config.routes[1].path = "/p0".into();
+        config.routes[2].name = "r2n".into();
+        let (version, _) = publisher.apply(replace(config), &meta).await.unwrap();
+        let live = plane.snapshot();
+        assert_eq!(live.version(), version);
+        assert_eq!(live.config(), store.load().await.unwrap());
+        assert_eq!(live.route_named("r0").unwrap().config().path, "/p1");
+        assert!(live.route_named("r2").is_none());
+        assert!(live.route_named("r2n").is_some());
     }
 
     /// A config of `upstreams` upstreams (`u{i}`, two backends each) and

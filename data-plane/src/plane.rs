@@ -187,6 +187,7 @@ pub enum PatchOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RouteConfig;
 
     fn config(version: u64) -> GatewayConfig {
         GatewayConfig {
@@ -210,6 +211,46 @@ mod tests {
         assert_eq!(plane.snapshot().version(), 5);
         publish(6).unwrap();
         assert_eq!(plane.snapshot().version(), 6);
+    }
+
+    /// A patch removes routes before it puts any, whatever its order: a
+    /// route renamed (or moved onto a removed one's path) is accepted. Two
+    /// routes trading paths meet each other and are refused (the control
+    /// plane then compiles the whole config).
+    #[test]
+    fn a_patch_removes_routes_before_it_puts_them() {
+        let plane = DataPlane::new();
+        let route = |name: &str, path: &str| -> RouteConfig {
+            serde_json::from_value(serde_json::json!({"name": name, "path": path, "upstream": "u"}))
+                .unwrap()
+        };
+        let base: GatewayConfig = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "routes": [{"name": "a", "path": "/a", "upstream": "u"},
+                       {"name": "b", "path": "/b", "upstream": "u"}],
+            "upstreams": [{"name": "u", "backends": [
+                {"id": 1, "url": "http://127.0.0.1:9001", "weight": 1}]}],
+        }))
+        .unwrap();
+        plane.install(plane.compile(&base).unwrap()).unwrap();
+        let renamed = [
+            Patch::Route(route("a2", "/a")),
+            Patch::RemoveRoute("a".into()),
+        ];
+        let PatchOutcome::Patched(snapshot, _) = plane.compile_patch(2, &renamed) else {
+            panic!("a rename is refused");
+        };
+        let config = snapshot.config();
+        let names: Vec<&str> = config.routes.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["a2", "b"]);
+        let traded = [
+            Patch::Route(route("a", "/b")),
+            Patch::Route(route("b", "/a")),
+        ];
+        assert!(matches!(
+            plane.compile_patch(2, &traded),
+            PatchOutcome::Refused(BuildError::Conflict(..))
+        ));
     }
 
     #[test]

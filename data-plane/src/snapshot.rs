@@ -299,11 +299,18 @@ impl Snapshot {
                 snap.put_upstream(u, registry, &mut retired)?;
             }
         }
+        // Routes removed before routes put, whatever the order given: a
+        // route renamed, or moved onto the path of one removed, must not
+        // meet the one it replaces. (Two routes trading places still meet:
+        // the caller compiles the whole config then.)
         for p in patches {
-            match p {
-                Patch::RemoveRoute(name) => snap.remove_route(name, &mut retired),
-                Patch::Route(r) => snap.put_route(r, registry, &mut retired)?,
-                _ => {}
+            if let Patch::RemoveRoute(name) = p {
+                snap.remove_route(name, &mut retired);
+            }
+        }
+        for p in patches {
+            if let Patch::Route(r) = p {
+                snap.put_route(r, registry, &mut retired)?;
             }
         }
         for p in patches {

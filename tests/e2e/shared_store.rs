@@ -548,6 +548,48 @@ async fn a_missed_notification_is_caught_up_by_the_periodic_check() {
     }
 }
 
+/// Two routes trading paths in one whole config reach the other node. Its
+/// catch-up patch meets itself (the first route put finds the other on
+/// its path), so it compiles the whole config instead; before, it refused
+/// the patch and stayed behind.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/postgres.sh runs these"]
+async fn routes_trading_paths_reach_the_other_node() {
+    let url = fresh_database("trade").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = tokio::join!(
+        node(&url, "a", dir.path(), NO_CHECK),
+        node(&url, "b", dir.path(), NO_CHECK)
+    );
+    let (one, two) = (
+        Backend::named("one").start().await,
+        Backend::named("two").start().await,
+    );
+    a.create_upstream(json!({"name": "one", "backends": [{"url": one.url}]}))
+        .await;
+    a.create_upstream(json!({"name": "two", "backends": [{"url": two.url}]}))
+        .await;
+    a.create_route(json!({"name": "x", "path": "/x", "upstream": "one"}))
+        .await;
+    a.create_route(json!({"name": "y", "path": "/y", "upstream": "two"}))
+        .await;
+    let mut doc = converged(&[&a, &b]).await;
+    let routes = doc["routes"].as_array_mut().unwrap();
+    routes[0]["path"] = json!("/y");
+    routes[1]["path"] = json!("/x");
+    let (status, body) = a.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let now = converged(&[&a, &b]).await;
+    assert_eq!(now["routes"][0]["path"], "/y");
+    for node in [&a, &b] {
+        assert_eq!(node.backend_of("/y").await, "one");
+        assert_eq!(node.backend_of("/x").await, "two");
+    }
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}
+
 /// TLS settings in the URL reach the driver: `sslmode=verify-full` with
 /// the server's CA connects over TLS (PostgreSQL says so for the
 /// gateway's sessions); without that CA the start is refused, naming the
