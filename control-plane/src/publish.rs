@@ -889,10 +889,7 @@ mod tests {
                 // The whole config as stored, written back with a few
                 // things changed (patched in) or with every filler route
                 // moved (more than a patch takes: compiled whole).
-                few => Change::ReplaceConfig {
-                    config: stored_with_changes(&store, few == 9, &mut rng).await,
-                    expect: None,
-                },
+                few => replace(stored_with_changes(&store, few == 9, &mut rng).await),
             };
             match publisher.apply(change, &meta).await {
                 Ok(_) => accepted += 1,
@@ -920,6 +917,14 @@ mod tests {
             accepted > 60 && refused > 10,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    /// Make the whole config `config`, whatever the version.
+    fn replace(config: crate::model::Config) -> Change {
+        Change::ReplaceConfig {
+            config,
+            expect: None,
+        }
     }
 
     /// The stored config as a document to write back: with a route removed,
@@ -993,16 +998,7 @@ mod tests {
             routes,
         };
         let meta = ChangeMeta::internal(revisions::Source::Import, "test");
-        let (version, _) = publisher
-            .apply(
-                Change::ReplaceConfig {
-                    config,
-                    expect: None,
-                },
-                &meta,
-            )
-            .await
-            .unwrap();
+        let (version, _) = publisher.apply(replace(config), &meta).await.unwrap();
         version
     }
 
@@ -1014,10 +1010,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, plane, publisher) = started(&dir).await;
         let meta = ChangeMeta::internal(revisions::Source::Import, "test");
-        let replace = |config| Change::ReplaceConfig {
-            config,
-            expect: None,
-        };
         publisher
             .apply(replace(numbered_config(1, 3)), &meta)
             .await
@@ -1080,10 +1072,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, plane, publisher) = started(&dir).await;
         let meta = ChangeMeta::internal(revisions::Source::Import, "test");
-        let replace = |config| Change::ReplaceConfig {
-            config,
-            expect: None,
-        };
         let (n_up, n_routes) = (3_800, 2_800);
         let (v1, _) = publisher
             .apply(replace(numbered_config(n_up, n_routes)), &meta)

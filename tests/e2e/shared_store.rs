@@ -62,6 +62,11 @@ async fn node(url: &str, name: &str, dir: &Path, check_ms: u64) -> TestGateway {
     node_with(url, name, dir, check_ms, None).await
 }
 
+/// Two gateways, `a` and `b`, started together (see [`node`]).
+async fn pair(url: &str, dir: &Path, check_ms: u64) -> (TestGateway, TestGateway) {
+    tokio::join!(node(url, "a", dir, check_ms), node(url, "b", dir, check_ms))
+}
+
 /// [`node`] with a `--bootstrap` file.
 async fn node_with(
     url: &str,
@@ -211,10 +216,7 @@ async fn three_gateways_on_one_database_converge() {
 async fn conflicting_writes_on_two_nodes_have_one_winner() {
     let url = fresh_database("conflict").await;
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = tokio::join!(
-        node(&url, "a", dir.path(), NO_CHECK),
-        node(&url, "b", dir.path(), NO_CHECK)
-    );
+    let (a, b) = pair(&url, dir.path(), NO_CHECK).await;
     let backend = Backend::named("one").start().await;
     let created = a
         .create_route(json!({"name": "r", "path": "/r0", "backends": [{"url": backend.url}]}))
@@ -277,10 +279,7 @@ fn numbered(upstreams: usize, routes: usize) -> Value {
 async fn a_large_config_written_again_keeps_backend_ids() {
     let url = fresh_database("large").await;
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = tokio::join!(
-        node(&url, "a", dir.path(), NO_CHECK),
-        node(&url, "b", dir.path(), NO_CHECK)
-    );
+    let (a, b) = pair(&url, dir.path(), NO_CHECK).await;
     let (n_up, n_routes) = (3_800, 2_800);
     let mut doc = numbered(n_up, n_routes);
     let (status, v) = a
@@ -408,10 +407,7 @@ async fn a_node_starts_from_its_cache_while_the_database_is_down() {
 async fn a_database_restart_loses_no_acknowledged_write() {
     let url = fresh_database("restart").await;
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = tokio::join!(
-        node(&url, "a", dir.path(), 500),
-        node(&url, "b", dir.path(), 500)
-    );
+    let (a, b) = pair(&url, dir.path(), 500).await;
     let backend = Backend::named("one").start().await;
     a.create_upstream(json!({"name": "pool", "backends": [{"url": backend.url}]}))
         .await;
@@ -503,10 +499,7 @@ async fn a_database_restart_loses_no_acknowledged_write() {
 async fn a_missed_notification_is_caught_up_by_the_periodic_check() {
     let url = fresh_database("check").await;
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = tokio::join!(
-        node(&url, "a", dir.path(), 300),
-        node(&url, "b", dir.path(), 300)
-    );
+    let (a, b) = pair(&url, dir.path(), 300).await;
     let backend = Backend::named("one").start().await;
     a.create_upstream(json!({"name": "pool", "backends": [{"url": backend.url}]}))
         .await;
@@ -557,10 +550,7 @@ async fn a_missed_notification_is_caught_up_by_the_periodic_check() {
 async fn routes_trading_paths_reach_the_other_node() {
     let url = fresh_database("trade").await;
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = tokio::join!(
-        node(&url, "a", dir.path(), NO_CHECK),
-        node(&url, "b", dir.path(), NO_CHECK)
-    );
+    let (a, b) = pair(&url, dir.path(), NO_CHECK).await;
     let (one, two) = (
         Backend::named("one").start().await,
         Backend::named("two").start().await,
