@@ -130,9 +130,9 @@ impl Target {
 #[allow(clippy::large_enum_variant)]
 enum Ran {
     Applied(u64, Applied),
-    /// Nothing changed; with the whole config as it is (and its version)
-    /// when the change read it anyway.
-    NoOp(Option<(u64, ConfigView)>),
+    /// Nothing changed; with the whole config as it is when the change
+    /// read it anyway.
+    NoOp(Option<ConfigView>),
     Dry(Box<DryRun>),
 }
 
@@ -351,7 +351,7 @@ impl Publisher {
             }
             Ok(Ran::NoOp(now)) => {
                 let (version, applied) = match (now, target) {
-                    (Some((version, view)), Target::Config) => (version, Applied::Config(view)),
+                    (Some(view), Target::Config) => (view.version, Applied::Config(view)),
                     (_, target) => self.current(target).await?,
                 };
                 Ok((version, applied, false))
@@ -428,31 +428,31 @@ impl Publisher {
         // On error `tx` is dropped and rolls back: nothing is written. A
         // whole config written comes back as its export, read in this
         // transaction: the state after, not read again.
+        let read_after;
         let (whole_after, after) = match &applied {
-            Applied::Config(view) if scope.is_none() => (None, Resources::of_export(view)),
-            _ => state(&mut tx, scope.as_ref(), dry).await?,
+            Applied::Config(view) => (Some(view), Resources::of_export(view)),
+            _ => {
+                let (whole, after) = state(&mut tx, scope.as_ref(), dry).await?;
+                read_after = whole;
+                (read_after.as_ref(), after)
+            }
         };
-        let whole_after = whole_after.as_ref().or(match &applied {
-            Applied::Config(view) => Some(view),
-            _ => None,
-        });
         let summary = revisions::summary(&before, &after);
         if summary.is_empty() && !dry {
-            // As it is: as this transaction read it before the change.
-            // (Its export read the version this transaction bumped.)
-            let now = whole_before.map(|view| ConfigView {
+            // As it is: as this transaction read it before the change
+            // (whose export read the version this transaction bumped).
+            return Ok(Ran::NoOp(whole_before.map(|view| ConfigView {
                 version: version - 1,
                 ..view
-            });
-            return Ok(Ran::NoOp(now.map(|view| (version - 1, view))));
+            })));
         }
         // A whole config written (a `PUT`, a rollback) may change a few
         // things only: then those are patched in like any change's, and the
-        // rest of the live snapshot stays as it was compiled.
-        // A patch that is more than this change's own (a summary's, or
-        // merged with other gateways' revisions) may be refused for the
-        // order it applies things in (two routes trading paths): then the
-        // whole config is compiled, and that decides.
+        // rest of the live snapshot stays as it was compiled. A patch that
+        // is more than this change's own (a summary's, or merged with other
+        // gateways' revisions) may be refused for the order it applies
+        // things in (two routes trading paths): then the whole config is
+        // compiled, and that decides.
         let own = touched.is_some() && behind.is_none();
         let touched = touched.or_else(|| summary.touched());
         let touched = match (touched, behind) {
