@@ -35,7 +35,20 @@
 //! the dispatcher itself woke for a tick at the 99th percentile (per
 //! request), which says whether the client kept its schedule.
 //!
-//! Usage: bench-rate-load -q RATE -c CONNS -d SECONDS [-t TICK_US] http://HOST:PORT/PATH
+//! Several URLs, interleaved (`bench/tail.sh`): with more than one URL the
+//! same schedule is cut into slices of `-s` ms (100 by default), and each
+//! slice's requests go to one URL. Each cycle of slices gives every URL
+//! one slice, in an order shuffled anew each cycle (a fixed order would
+//! always put the same peer after the same other one, on caches that other
+//! one just used). Each URL has its own `-c` connections, opened before the
+//! start. So the peers are measured in the same seconds at the same rate:
+//! a stall of the host's CPUs, which on a shared machine sets a run's p99,
+//! falls on whichever peer's slice it meets, and over hundreds of slices on
+//! each alike. Prints one JSON object with `targets`, one object as above
+//! per URL (its `rps` counted over its own slices), and `lag_p99_us`.
+//!
+//! Usage: bench-rate-load -q RATE -c CONNS -d SECONDS [-t TICK_US] [-s SLICE_MS] URL...
+//!        (URL: http://HOST:PORT/PATH)
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -59,18 +72,24 @@ struct Args {
     conns: usize,
     duration: Duration,
     tick: Duration,
+    slice: Duration,
+    targets: Vec<Target>,
+}
+
+struct Target {
+    url: String,
     host: String,
     port: u16,
     path: String,
 }
 
+const USAGE: &str = "usage: bench-rate-load -q RATE -c CONNS -d SECONDS [-t TICK_US] [-s SLICE_MS] http://HOST:PORT/PATH...";
+
 fn main() {
     let args = match parse(std::env::args().skip(1).collect()) {
         Ok(args) => args,
         Err(e) => {
-            eprintln!(
-                "bench-rate-load: {e}\nusage: bench-rate-load -q RATE -c CONNS -d SECONDS [-t TICK_US] http://HOST:PORT/PATH"
-            );
+            eprintln!("bench-rate-load: {e}\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -83,31 +102,56 @@ fn main() {
         .build()
         .expect("runtime");
     let local = tokio::task::LocalSet::new();
-    let totals = match local.block_on(&rt, run(args)) {
-        Ok(t) => t,
+    let urls: Vec<String> = args.targets.iter().map(|t| t.url.clone()).collect();
+    let slice_ms = args.slice.as_millis();
+    let run = match local.block_on(&rt, run(args)) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("bench-rate-load: {e}");
             std::process::exit(1);
         }
     };
-    let lat = sorted(totals.latencies_us);
-    let lag = sorted(totals.lags_us);
-    println!(
-        "{{\"requests\":{},\"errors\":{},\"non2xx\":{},\"unsent\":{},\"unfinished\":{},\"rps\":{:.1},\
-         \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{}}}",
-        totals.ok,
-        totals.errors,
-        totals.non2xx,
-        totals.unsent,
-        totals.unfinished,
-        totals.ok as f64 / totals.elapsed.as_secs_f64(),
+    let lag_p99 = pct(&sorted(run.lags_us), 0.99);
+    if let [one] = &run.targets[..] {
+        println!("{{{},\"lag_p99_us\":{lag_p99}}}", fields(one));
+    } else {
+        let targets: Vec<String> = run
+            .targets
+            .iter()
+            .zip(&urls)
+            .map(|(t, url)| {
+                format!(
+                    "{{\"url\":\"{url}\",\"slices\":{},{}}}",
+                    t.slices,
+                    fields(t)
+                )
+            })
+            .collect();
+        println!(
+            "{{\"slice_ms\":{slice_ms},\"lag_p99_us\":{lag_p99},\"targets\":[{}]}}",
+            targets.join(",")
+        );
+    }
+}
+
+/// One target's counts and latency percentiles, as JSON fields.
+fn fields(t: &Totals) -> String {
+    let lat = sorted(t.latencies_us.clone());
+    format!(
+        "\"requests\":{},\"errors\":{},\"non2xx\":{},\"unsent\":{},\"unfinished\":{},\"rps\":{:.1},\
+         \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}",
+        t.ok,
+        t.errors,
+        t.non2xx,
+        t.unsent,
+        t.unfinished,
+        t.ok as f64 / t.served.as_secs_f64().max(1e-9),
         pct(&lat, 0.5),
         pct(&lat, 0.9),
         pct(&lat, 0.99),
         pct(&lat, 0.999),
         lat.last().copied().unwrap_or(0),
-        pct(&lag, 0.99),
-    );
+    )
 }
 
 fn sorted(mut v: Vec<u64>) -> Vec<u64> {
@@ -123,8 +167,9 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn parse(args: Vec<String>) -> Result<Args, String> {
-    let (mut rate, mut conns, mut secs, mut tick_us, mut url) =
-        (None, 64usize, 10u64, 100u64, None);
+    let (mut rate, mut conns, mut secs, mut tick_us, mut slice_ms) =
+        (None, 64usize, 10u64, 100u64, 100u64);
+    let mut targets = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| it.next().ok_or(format!("{a} needs {what}"));
@@ -147,32 +192,56 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "-t needs microseconds")?
             }
-            _ if a.starts_with("http://") => url = Some(a),
+            "-s" => {
+                slice_ms = value("milliseconds")?
+                    .parse()
+                    .map_err(|_| "-s needs milliseconds")?
+            }
+            _ if a.starts_with("http://") => targets.push(target(a)?),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
     let rate = rate.ok_or("-q RATE is required")?;
-    if !(rate.is_finite() && rate > 0.0) || conns == 0 || secs == 0 || tick_us == 0 {
-        return Err("-q, -c, -d and -t must be positive".into());
+    if !(rate.is_finite() && rate > 0.0) || conns == 0 || secs == 0 || tick_us == 0 || slice_ms == 0
+    {
+        return Err("-q, -c, -d, -t and -s must be positive".into());
     }
-    let url = url.ok_or("no http:// URL")?;
-    let rest = &url["http://".len()..];
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (host, port) = authority.rsplit_once(':').ok_or("the URL needs a port")?;
-    let port = port.parse().map_err(|_| "the URL's port is not a number")?;
-    let path = if path.is_empty() { "/" } else { path };
+    if targets.is_empty() {
+        return Err("no http:// URL".into());
+    }
+    if slice_ms * 1000 < tick_us {
+        return Err("-s (ms) must be at least one tick (-t, µs)".into());
+    }
     Ok(Args {
         rate,
         conns,
         duration: Duration::from_secs(secs),
         tick: Duration::from_micros(tick_us),
-        host: host.to_string(),
-        port,
-        path: path.to_string(),
+        slice: Duration::from_millis(slice_ms),
+        targets,
     })
 }
 
-/// What the connections share: the due times not yet taken, and the counts.
+fn target(url: String) -> Result<Target, String> {
+    let rest = &url["http://".len()..];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or(format!("{url}: the URL needs a port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{url}: the URL's port is not a number"))?;
+    let path = if path.is_empty() { "/" } else { path };
+    Ok(Target {
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+        url,
+    })
+}
+
+/// What one target's connections share: the due times not yet taken, and
+/// the counts.
 #[derive(Default)]
 struct Shared {
     due: RefCell<VecDeque<Instant>>,
@@ -190,42 +259,71 @@ struct Totals {
     errors: u64,
     non2xx: u64,
     latencies_us: Vec<u64>,
-    lags_us: Vec<u64>,
     unsent: usize,
     unfinished: u64,
-    elapsed: Duration,
+    /// How many slices were this target's, and their time.
+    slices: u64,
+    served: Duration,
 }
 
-async fn run(args: Args) -> io::Result<Totals> {
-    let addr = (args.host.clone(), args.port);
-    let request: Rc<[u8]> = format!(
-        "GET {} HTTP/1.1\r\nHost: {}:{}\r\n\r\n",
-        args.path, args.host, args.port
-    )
-    .into_bytes()
-    .into();
-    let total = (args.rate * args.duration.as_secs_f64()) as u64;
-    let shared = Rc::new(Shared {
-        latencies_us: RefCell::new(Vec::with_capacity(total as usize)),
-        ..Shared::default()
-    });
-    let mut streams = Vec::with_capacity(args.conns);
-    for _ in 0..args.conns {
-        let stream = TcpStream::connect(&addr).await?;
-        stream.set_nodelay(true)?;
-        streams.push(stream);
+struct Run {
+    targets: Vec<Totals>,
+    lags_us: Vec<u64>,
+}
+
+/// Which target slice `k` belongs to: cycle `k / n` gives each of the `n`
+/// targets one slice, in an order shuffled by the cycle's number.
+fn slice_target(k: u64, n: usize) -> usize {
+    if n == 1 {
+        return 0;
     }
-    let workers: Vec<_> = streams
-        .into_iter()
-        .map(|s| {
-            let (shared, request, addr) = (Rc::clone(&shared), Rc::clone(&request), addr.clone());
-            tokio::task::spawn_local(connection(s, addr, request, shared))
-        })
-        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = k / n as u64;
+    for i in (1..n).rev() {
+        // splitmix64: each cycle's number gives its own shuffle.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        order.swap(i, (z % (i as u64 + 1)) as usize);
+    }
+    order[(k % n as u64) as usize]
+}
+
+async fn run(args: Args) -> io::Result<Run> {
+    let total = (args.rate * args.duration.as_secs_f64()) as u64;
+    let n = args.targets.len();
+    let mut shared = Vec::with_capacity(n);
+    let mut workers = Vec::new();
+    for t in &args.targets {
+        let addr = (t.host.clone(), t.port);
+        let request: Rc<[u8]> = format!(
+            "GET {} HTTP/1.1\r\nHost: {}:{}\r\n\r\n",
+            t.path, t.host, t.port
+        )
+        .into_bytes()
+        .into();
+        let s = Rc::new(Shared {
+            latencies_us: RefCell::new(Vec::with_capacity(total as usize / n + 1)),
+            ..Shared::default()
+        });
+        for _ in 0..args.conns {
+            let stream = TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            let (s, request, addr) = (Rc::clone(&s), Rc::clone(&request), addr.clone());
+            workers.push(tokio::task::spawn_local(connection(
+                stream, addr, request, s,
+            )));
+        }
+        shared.push(s);
+    }
 
     // Tick j is due at `start + j * tick` and sends the requests due by
-    // then: request i belongs to tick ceil(i / per_tick).
+    // then: request i belongs to tick ceil(i / per_tick), and to the target
+    // of the slice its due time falls in.
     let per_tick = args.rate * args.tick.as_secs_f64();
+    let slice_ns = args.slice.as_nanos() as u64;
     let start = Instant::now() + FIRST;
     let timer = Timer::periodic(FIRST, args.tick)?;
     let mut lags_us = Vec::with_capacity(total as usize);
@@ -236,35 +334,55 @@ async fn run(args: Args) -> io::Result<Totals> {
         let due = start + args.tick * last as u32;
         let lag = Instant::now().saturating_duration_since(due).as_micros() as u64;
         let upto = ((last as f64 * per_tick) as u64 + 1).min(total);
-        let mut queue = shared.due.borrow_mut();
         for i in sent..upto {
-            let tick = (i as f64 / per_tick).ceil() as u32;
-            queue.push_back(start + args.tick * tick);
+            let offset = args.tick * (i as f64 / per_tick).ceil() as u32;
+            let to = &shared[slice_target(offset.as_nanos() as u64 / slice_ns, n)];
+            to.due.borrow_mut().push_back(start + offset);
             lags_us.push(lag);
-            shared.ready.notify_one();
+            to.ready.notify_one();
         }
         sent = upto;
     }
     let end = Instant::now();
-    shared.done.set(true);
-    shared.ready.notify_waiters();
+    for s in &shared {
+        s.done.set(true);
+        s.ready.notify_waiters();
+    }
     let _ = tokio::time::timeout(GRACE, async {
         for w in workers {
             let _ = w.await;
         }
     })
     .await;
-    let unsent = shared.due.borrow().len();
-    Ok(Totals {
-        ok: shared.ok.get(),
-        errors: shared.errors.get(),
-        non2xx: shared.non2xx.get(),
-        latencies_us: shared.latencies_us.take(),
-        lags_us,
-        unsent,
-        unfinished: shared.in_flight.get(),
-        elapsed: end - start,
-    })
+    // The run's slices: the last may be cut short, which counts it whole.
+    let elapsed = end - start;
+    let slices = (elapsed.as_nanos() as u64).div_ceil(slice_ns).max(1);
+    let targets = shared
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mine = if n == 1 {
+                slices
+            } else {
+                (0..slices).filter(|&k| slice_target(k, n) == i).count() as u64
+            };
+            Totals {
+                ok: s.ok.get(),
+                errors: s.errors.get(),
+                non2xx: s.non2xx.get(),
+                latencies_us: s.latencies_us.take(),
+                unsent: s.due.borrow().len(),
+                unfinished: s.in_flight.get(),
+                slices: mine,
+                served: if n == 1 {
+                    elapsed
+                } else {
+                    args.slice * mine as u32
+                },
+            }
+        })
+        .collect();
+    Ok(Run { targets, lags_us })
 }
 
 /// One keep-alive connection: takes due times until the run is over.
