@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 
-from measure import (cpu_seconds, markdown, median_range, proc_cpu_ticks, run_wrk, span,
+from measure import (cpu_busy, cpu_seconds, markdown, median_range, proc_cpu_ticks, run_wrk, span,
                      wrk_errors)
 
 QUANTILES = ("p50_us", "p90_us", "p99_us", "p999_us")
@@ -43,11 +43,17 @@ def interleaved(args, peers, rate):
     """One run: every peer in its slices; per peer its counts, percentiles
     and CPU per request (its /proc ticks over the run ÷ its requests)."""
     t0 = {p["name"]: proc_cpu_ticks(p["pid"]) for p in peers if p["pid"]}
+    c0 = cpu_busy({args.proxy_cpu, args.load_cpu})
     cmd = ["taskset", "-c", str(args.load_cpu), args.rate_load, "-q", str(rate), "-c", str(args.conns),
            "-d", str(args.duration), "-t", str(args.tick_us), "-s", str(args.slice_ms)]
     cmd += [f"http://127.0.0.1:{p['port']}/" for p in peers]
     j = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    c1 = cpu_busy({args.proxy_cpu, args.load_cpu})
     cpu = {p["name"]: sum(cpu_seconds(t0[p["name"]], proc_cpu_ticks(p["pid"]))) for p in peers if p["pid"]}
+    # How busy each core was over the run (the direct backend's slices
+    # included): the load core runs the client and the backend.
+    busy = {role: round(100 * (c1[c][0] - c0[c][0]) / max(c1[c][1] - c0[c][1], 1), 1)
+            for role, c in (("proxy_cpu_busy_pct", args.proxy_cpu), ("load_cpu_busy_pct", args.load_cpu))}
     # Requests per server: a peer without a PID (nginx_again) is served by
     # the peer on its port that has one.
     served = {}
@@ -61,7 +67,7 @@ def interleaved(args, peers, rate):
         if p["pid"]:
             rec["cpu_us_per_req"] = round(cpu[p["name"]] * 1e6 / max(served[p["port"]], 1), 2)
         out[p["name"]] = rec
-    return out, j["lag_p99_us"]
+    return out, j["lag_p99_us"], busy
 
 
 def nginx_peer(name):
@@ -116,6 +122,7 @@ def main():
     ap.add_argument("--tick-us", type=int, default=100)
     ap.add_argument("--conns", type=int, default=64, help="connections per peer")
     ap.add_argument("--rate", type=int, default=0, help="requests/s; 0: half of nginx's saturated rate")
+    ap.add_argument("--proxy-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
     ap.add_argument("--rate-load", required=True)
     ap.add_argument("--lua", required=True)
@@ -135,10 +142,11 @@ def main():
         print(f"nginx saturated: {saturated:.0f}/s; the steady rate: {rate}/s", file=sys.stderr, flush=True)
     runs = []
     for rnd in range(1, args.rounds + 1):
-        recs, lag = interleaved(args, peers, rate)
-        runs.append({"run": rnd, "client_lag_p99_us": lag, "peers": recs})
+        recs, lag, busy = interleaved(args, peers, rate)
+        runs.append({"run": rnd, "client_lag_p99_us": lag, "peers": recs} | busy)
         direct = recs["direct"]
-        print(f"run {rnd}/{args.rounds} at {rate}/s (client lag p99 {lag} µs): " + "; ".join(
+        print(f"run {rnd}/{args.rounds} at {rate}/s (client lag p99 {lag} µs; cores busy: proxy "
+              f"{busy['proxy_cpu_busy_pct']}%, load {busy['load_cpu_busy_pct']}%): " + "; ".join(
             f"{n} p50 {r['p50_us']} p99 {r['p99_us']}"
             + (f" (+{r['p99_us'] - direct['p99_us']})" if n != "direct" else "")
             + (f" {r['cpu_us_per_req']} µs CPU/req" if "cpu_us_per_req" in r else "")
@@ -157,6 +165,9 @@ def main():
           "added = a peer's percentile minus the direct backend's in the same run; medians (min to max) "
           "over runs\n")
     print(table(peers, s))
+    print("cores busy over a run, median (min to max): proxy " + span(
+        median_range([r["proxy_cpu_busy_pct"] for r in runs])) + " %, load " + span(
+        median_range([r["load_cpu_busy_pct"] for r in runs])) + " %")
     print(f"written {args.out}")
     failed = sum(x["errors"] for x in s.values())
     sys.exit(1 if failed else 0)

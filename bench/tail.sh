@@ -69,5 +69,5 @@ python3 "$BENCH_DIR/tail.py" \
   --peer "switchyard:$SY_PORT:$PID_switchyard" \
   --peer "switchyard_log:$SY_LOG_PORT:$PID_switchyard_log" \
   --rounds "$ROUNDS" --duration "$DURATION" --slice-ms "$SLICE_MS" --rate "$RATE" \
-  --load-cpu "$LOAD_CPU" --rate-load "$RATE_LOAD_BIN" --lua "$BENCH_DIR/wrk-report.lua" \
+  --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --rate-load "$RATE_LOAD_BIN" --lua "$BENCH_DIR/wrk-report.lua" \
   --gateway "$SWITCHYARD_BIN ($("$SWITCHYARD_BIN" --version))" --out "$OUT"
