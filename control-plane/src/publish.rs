@@ -460,6 +460,12 @@ impl Publisher {
             (Some(touched), Some(Some(lag))) => Some(touched.merged(lag)),
             (_, Some(None)) | (None, _) => None,
         };
+        // From here a compile may register live state for what it builds:
+        // forgotten again unless its snapshot is put in force.
+        let mut compiled = Compiled {
+            plane: &self.plane,
+            installed: false,
+        };
         let install = match touched {
             Some(touched) => match self.patch(&mut tx, version, touched).await? {
                 PatchOutcome::Patched(snapshot, retired) => {
@@ -523,6 +529,7 @@ impl Publisher {
         if checkpoint == Checkpoint::Due {
             self.checkpoint_later();
         }
+        compiled.installed = true;
         match install {
             Install::Patched(snapshot, retired) => {
                 let _ = self.plane.install_patched(snapshot, &retired);
@@ -650,6 +657,27 @@ impl Publisher {
 /// The state of what a change may alter (`scope`: routes and upstreams by
 /// name; `None`: everything), and the whole export when it is read anyway
 /// or wanted (`whole`: a dry run's patch).
+/// A change's compile under way in [`Publisher::run_locked`]. Dropped
+/// before its snapshot is installed (a dry run, a refused config, a change
+/// that failed to commit), it forgets the live state the compile
+/// registered (counters, health, rate-limit buckets) for routes, upstreams
+/// and backends that never went live. Otherwise that state stayed in the
+/// registry until the next whole install: unbounded with dry runs of new
+/// names, and handed to a later change that adds the same name. Runs under
+/// the gate, where no other compile is under way.
+struct Compiled<'a> {
+    plane: &'a DataPlane,
+    installed: bool,
+}
+
+impl Drop for Compiled<'_> {
+    fn drop(&mut self) {
+        if !self.installed {
+            self.plane.forget_unused();
+        }
+    }
+}
+
 async fn state(
     conn: &mut AnyConnection,
     scope: Option<&(BTreeSet<String>, BTreeSet<String>)>,
@@ -1029,6 +1057,76 @@ mod tests {
 
     /// A config of `upstreams` upstreams (`u{i}`, two backends each) and
     /// `routes` routes (`r{j}` on `/p{j}`, over `u{j % upstreams}`).
+    /// A compile whose snapshot never goes live leaves no live state in the
+    /// registry: a dry run patched in, a dry run of a whole config
+    /// (compiled whole), a refused change. The same route applied for real
+    /// does register its state, so the checks can fail.
+    #[tokio::test]
+    async fn compiles_never_installed_leave_nothing_in_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, plane, publisher) = started(&dir).await;
+        let meta = ChangeMeta::internal(revisions::Source::Import, "test");
+        publisher
+            .apply(replace(numbered_config(2, 4)), &meta)
+            .await
+            .unwrap();
+        let held = plane.registry().held();
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut new = route("dry", &mut rng);
+        new.path = "/dry".into();
+        new.target = Some(RouteTarget::Inline {
+            strategy: Strategy::RoundRobin,
+            backends: vec![NewBackend {
+                url: "http://10.9.9.9:80".into(),
+                weight: 1,
+            }],
+        });
+        new.policies = serde_json::from_value(serde_json::json!(
+            {"rate_limit": {"key": "client_ip", "requests_per_second": 5, "burst": 3}}
+        ))
+        .unwrap();
+        let dry = publisher
+            .dry_run(Change::CreateRoute(new.clone()))
+            .await
+            .unwrap();
+        assert!(!dry.no_op);
+        assert_eq!(plane.registry().held(), held, "a dry run patched in");
+
+        // 600 names: more than a summary patches in, so compiled whole.
+        publisher
+            .dry_run(replace(numbered_config(300, 300)))
+            .await
+            .unwrap();
+        assert_eq!(plane.registry().held(), held, "a whole config's dry run");
+
+        // On the path, hosts and methods of r0: refused.
+        let mut clash = new.clone();
+        clash.name = "clash".into();
+        clash.path = "/p0".into();
+        clash.hosts = vec![];
+        clash.methods = vec![];
+        assert!(
+            publisher
+                .apply(Change::CreateRoute(clash), &meta)
+                .await
+                .is_err()
+        );
+        assert_eq!(plane.registry().held(), held, "a refused change");
+
+        publisher
+            .apply(Change::CreateRoute(new), &meta)
+            .await
+            .unwrap();
+        let live = plane.registry().held();
+        assert!(
+            live.routes > held.routes
+                && live.upstreams > held.upstreams
+                && live.backends > held.backends
+                && live.rate_limits > held.rate_limits,
+            "{live:?} after the route went live, {held:?} before"
+        );
+    }
+
     fn numbered_config(upstreams: usize, routes: usize) -> crate::model::Config {
         let mut rng = fastrand::Rng::with_seed(5);
         crate::model::Config {

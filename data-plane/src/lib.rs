@@ -68,5 +68,5 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use config::GatewayConfig;
 pub use plane::{DataPlane, PatchOutcome, Stale};
-pub use registry::Registry;
+pub use registry::{Held, Registry};
 pub use snapshot::{BuildError, Patch, Retired, Snapshot};

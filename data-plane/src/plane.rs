@@ -80,7 +80,7 @@ impl DataPlane {
         let live = self.snapshot();
         let names: Vec<&str> = live.upstreams().map(|u| &*u.name).collect();
         note_admin_changes(&previous, &live, &names);
-        self.registry.retain(&live.live_keys());
+        self.forget_unused();
         self.health.reconcile(&live);
         Ok(())
     }
@@ -100,10 +100,36 @@ impl DataPlane {
             Ok((snapshot, retired)) => PatchOutcome::Patched(snapshot, retired),
             Err(e) => {
                 // The attempt may have registered state for what it compiled.
-                self.registry.retain(&base.live_keys());
+                self.forget_unused();
                 PatchOutcome::Refused(e)
             }
         }
+    }
+
+    /// Forget the live state of every backend, route and upstream the
+    /// snapshot in force does not use: after a whole install, and after
+    /// compiles whose snapshot was never put in force (a dry run's, a
+    /// refused one's, or one whose change failed before its install).
+    /// Requests still running against a dropped one keep its state alive
+    /// until they finish. Call it where no other compile is under way (the
+    /// publisher's gate).
+    ///
+    /// Each key is looked up in the snapshot in force rather than in a set
+    /// of all its keys: at 100,000 routes, building that set took ~0.2 s.
+    pub fn forget_unused(&self) {
+        let live = self.snapshot();
+        self.registry.retain(
+            |k| {
+                live.route_named(&k.route).is_some_and(|r| {
+                    r.config().upstream.as_deref().unwrap_or_default() == k.upstream
+                })
+            },
+            |name| live.upstream_named(name).is_some(),
+            |k| {
+                live.upstream_named(&k.upstream)
+                    .is_some_and(|u| u.backends.iter().any(|b| *b.url == *k.url))
+            },
+        );
     }
 
     /// Put a snapshot made by [`DataPlane::compile_patch`] in force, and

@@ -4,7 +4,7 @@
 //! asks the registry for the state of each backend, so a backend that
 //! survives a config change (a weight PATCH, another route added) keeps its
 //! counters; only backends that left the config are dropped
-//! ([`Registry::retain`]). The registry's lock is taken only while a
+//! ([`Registry::retain`], `DataPlane::forget_unused`). The registry's lock is taken only while a
 //! snapshot is compiled or installed, never on the request path: requests
 //! reach the state through the `Arc` the snapshot holds. The passive side
 //! of a backend's state (failure streaks, ejection, `failing`) is in
@@ -12,7 +12,7 @@
 
 use crate::config::policies::RateLimit;
 use crate::policy::rate::RateLimiter;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,15 +26,6 @@ mod passive;
 use history::History;
 pub use history::{HISTORY_LEN, Transition};
 pub use passive::{Condition, FAILING_LOG_EVERY, Failing};
-
-/// The keys of everything a snapshot holds live state for (see
-/// [`Registry::retain`]).
-#[derive(Debug, Default)]
-pub struct LiveKeys {
-    pub backends: HashSet<BackendKey>,
-    pub routes: HashSet<RouteKey>,
-    pub upstreams: HashSet<String>,
-}
 
 /// Stable identity of a backend across snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -486,6 +477,15 @@ impl RouteKey {
     }
 }
 
+/// What a [`Registry`] holds live state for ([`Registry::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub backends: usize,
+    pub routes: usize,
+    pub upstreams: usize,
+    pub rate_limits: usize,
+}
+
 /// Owner of all live state that must outlive a snapshot.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -593,14 +593,31 @@ impl Registry {
         Ok(c)
     }
 
-    /// Forget every backend, route and upstream not in `live` (the keys
-    /// of the snapshot in force). Requests still running against a
-    /// dropped one keep its state alive until they finish.
-    pub fn retain(&self, live: &LiveKeys) {
-        lock(&self.backends).retain(|k, _| live.backends.contains(k));
-        lock(&self.routes).retain(|k, _| live.routes.contains(k));
-        lock(&self.rate_limits).retain(|_, e| live.routes.contains(&e.key));
-        lock(&self.upstreams).retain(|k, _| live.upstreams.contains(k));
+    /// Keep only the backends, routes (and their rate-limit buckets) and
+    /// upstreams the predicates call live (the snapshot in force uses
+    /// them; see `DataPlane::forget_unused`). Requests still running
+    /// against a dropped one keep its state alive until they finish.
+    pub fn retain(
+        &self,
+        route: impl Fn(&RouteKey) -> bool,
+        upstream: impl Fn(&str) -> bool,
+        backend: impl Fn(&BackendKey) -> bool,
+    ) {
+        lock(&self.backends).retain(|k, _| backend(k));
+        lock(&self.routes).retain(|k, _| route(k));
+        lock(&self.rate_limits).retain(|_, e| route(&e.key));
+        lock(&self.upstreams).retain(|k, _| upstream(k));
+    }
+
+    /// How many backends, routes, upstreams and rate-limited routes hold
+    /// live state here (tests: what a compile left behind).
+    pub fn held(&self) -> Held {
+        Held {
+            backends: lock(&self.backends).len(),
+            routes: lock(&self.routes).len(),
+            upstreams: lock(&self.upstreams).len(),
+            rate_limits: lock(&self.rate_limits).len(),
+        }
     }
 
     /// Forget what a snapshot patch retired: the incremental

@@ -6,7 +6,6 @@
 //! the [`Registry`]. A request loads one snapshot and uses it until it is
 //! done, so it sees the old config or the new one, never a mix.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use crate::config::{
 use crate::counters::RequestStats;
 use crate::persist::{ChunkedVec, ShardedMap};
 use crate::policy::CompiledPolicies;
-use crate::registry::{BackendKey, BackendState, LiveKeys, Registry, RouteKey, UpstreamStats};
+use crate::registry::{BackendKey, BackendState, Registry, RouteKey, UpstreamStats};
 use crate::routing::{RouteMatch, RouteTable, path};
 use crate::transport::client::{ClientKey, UpstreamClient};
 
@@ -576,27 +575,6 @@ impl Snapshot {
             routes,
             upstreams,
         }
-    }
-
-    /// Registry keys of everything this snapshot holds live state for.
-    pub fn live_keys(&self) -> LiveKeys {
-        LiveKeys {
-            backends: self.backend_keys(),
-            routes: self.routes().map(|r| RouteKey::of(&r.config)).collect(),
-            upstreams: self.upstreams().map(|u| u.name.to_string()).collect(),
-        }
-    }
-
-    /// Registry keys of every backend in this snapshot.
-    pub fn backend_keys(&self) -> HashSet<BackendKey> {
-        self.upstreams()
-            .flat_map(|u| {
-                u.backends.iter().map(|b| BackendKey {
-                    upstream: u.name.to_string(),
-                    url: b.url.to_string(),
-                })
-            })
-            .collect()
     }
 }
 
