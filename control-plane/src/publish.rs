@@ -247,9 +247,14 @@ impl Publisher {
     }
 
     fn install_whole(&self, config: &GatewayConfig) -> Result<u64, PublishError> {
+        let mut compiled = Compiled {
+            plane: &self.plane,
+            installed: false,
+        };
         let snapshot = self.plane.compile(config).map_err(PublishError::Rejected)?;
         let version = snapshot.version();
         // Under the gate nothing newer can be live: install cannot be stale.
+        compiled.installed = true;
         let _ = self.plane.install(snapshot);
         self.published.send_replace(version);
         Ok(version)
@@ -281,12 +286,17 @@ impl Publisher {
             return Ok(live);
         }
         let started = Instant::now();
+        let mut compiled = Compiled {
+            plane: &self.plane,
+            installed: false,
+        };
         let outcome = match revisions::touched_between(&mut tx, live, version).await? {
             Some(touched) => self.patch(&mut tx, version, touched).await?,
             None => PatchOutcome::Rebuild,
         };
         match outcome {
             PatchOutcome::Patched(snapshot, retired) => {
+                compiled.installed = true;
                 let _ = self.plane.install_patched(snapshot, &retired);
             }
             // What other gateways committed, patched in an order that may
@@ -298,6 +308,7 @@ impl Publisher {
                     .plane
                     .compile(&config)
                     .map_err(PublishError::Rejected)?;
+                compiled.installed = true;
                 let _ = self.plane.install(snapshot);
             }
         }
@@ -654,17 +665,16 @@ impl Publisher {
     }
 }
 
-/// The state of what a change may alter (`scope`: routes and upstreams by
-/// name; `None`: everything), and the whole export when it is read anyway
-/// or wanted (`whole`: a dry run's patch).
-/// A change's compile under way in [`Publisher::run_locked`]. Dropped
-/// before its snapshot is installed (a dry run, a refused config, a change
-/// that failed to commit), it forgets the live state the compile
-/// registered (counters, health, rate-limit buckets) for routes, upstreams
-/// and backends that never went live. Otherwise that state stayed in the
-/// registry until the next whole install: unbounded with dry runs of new
-/// names, and handed to a later change that adds the same name. Runs under
-/// the gate, where no other compile is under way.
+/// A compile under way in the publisher. Dropped before its snapshot is
+/// installed (a dry run, a refused config, a change that failed to load
+/// or to commit), it forgets the live state the compile registered
+/// (counters, health) for routes, upstreams and backends that never went
+/// live, and puts the live routes' own rate-limit buckets back. Before,
+/// that state stayed in the registry until the next whole install:
+/// unbounded with dry runs of new names, and handed to a later change
+/// adding the same name; and a dry run that removed or changed a live
+/// route's limit dropped its buckets for good. Runs under the gate, where
+/// no other compile is under way.
 struct Compiled<'a> {
     plane: &'a DataPlane,
     installed: bool,
@@ -678,6 +688,9 @@ impl Drop for Compiled<'_> {
     }
 }
 
+/// The state of what a change may alter (`scope`: routes and upstreams by
+/// name; `None`: everything), and the whole export when it is read anyway
+/// or wanted (`whole`: a dry run's patch).
 async fn state(
     conn: &mut AnyConnection,
     scope: Option<&(BTreeSet<String>, BTreeSet<String>)>,
@@ -1055,8 +1068,6 @@ mod tests {
         assert!(live.route_named("r2n").is_some());
     }
 
-    /// A config of `upstreams` upstreams (`u{i}`, two backends each) and
-    /// `routes` routes (`r{j}` on `/p{j}`, over `u{j % upstreams}`).
     /// A compile whose snapshot never goes live leaves no live state in the
     /// registry: a dry run patched in, a dry run of a whole config
     /// (compiled whole), a refused change. The same route applied for real
@@ -1114,7 +1125,7 @@ mod tests {
         assert_eq!(plane.registry().held(), held, "a refused change");
 
         publisher
-            .apply(Change::CreateRoute(new), &meta)
+            .apply(Change::CreateRoute(new.clone()), &meta)
             .await
             .unwrap();
         let live = plane.registry().held();
@@ -1125,8 +1136,55 @@ mod tests {
                 && live.rate_limits > held.rate_limits,
             "{live:?} after the route went live, {held:?} before"
         );
+
+        // Dry runs that move the live limited route to another upstream,
+        // change its limit, or remove it: its buckets stay its own, and a
+        // real change that keeps its limit keeps them.
+        let buckets = |plane: &DataPlane| {
+            let snap = plane.snapshot();
+            let route = snap.route_named("dry").expect("live");
+            Arc::clone(route.policies.as_ref().unwrap().rate_limiter().unwrap())
+        };
+        let before = buckets(&plane);
+        let mut moved = new.clone();
+        moved.target = Some(RouteTarget::Upstream("u0".into()));
+        let mut other_limit = new.clone();
+        other_limit.policies = serde_json::from_value(serde_json::json!(
+            {"rate_limit": {"key": "client_ip", "requests_per_second": 7, "burst": 3}}
+        ))
+        .unwrap();
+        let mut unlimited = new.clone();
+        unlimited.policies = Default::default();
+        for dry in [moved, other_limit, unlimited] {
+            publisher
+                .dry_run(Change::ReplaceRoute {
+                    route: dry,
+                    expect: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(plane.registry().held(), live, "a dry run of the live route");
+        }
+        let mut slower = new;
+        slower.timeout_ms = Some(4321);
+        publisher
+            .apply(
+                Change::ReplaceRoute {
+                    route: slower,
+                    expect: None,
+                },
+                &meta,
+            )
+            .await
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &buckets(&plane)),
+            "the route's rate-limit buckets were replaced"
+        );
     }
 
+    /// A config of `upstreams` upstreams (`u{i}`, two backends each) and
+    /// `routes` routes (`r{j}` on `/p{j}`, over `u{j % upstreams}`).
     fn numbered_config(upstreams: usize, routes: usize) -> crate::model::Config {
         let mut rng = fastrand::Rng::with_seed(5);
         crate::model::Config {

@@ -4,7 +4,7 @@
 //! asks the registry for the state of each backend, so a backend that
 //! survives a config change (a weight PATCH, another route added) keeps its
 //! counters; only backends that left the config are dropped
-//! ([`Registry::retain`], `DataPlane::forget_unused`). The registry's lock is taken only while a
+//! ([`Registry::retain`]). The registry's lock is taken only while a
 //! snapshot is compiled or installed, never on the request path: requests
 //! reach the state through the `Arc` the snapshot holds. The passive side
 //! of a backend's state (failure streaks, ejection, `failing`) is in
@@ -593,20 +593,31 @@ impl Registry {
         Ok(c)
     }
 
-    /// Keep only the backends, routes (and their rate-limit buckets) and
-    /// upstreams the predicates call live (the snapshot in force uses
-    /// them; see `DataPlane::forget_unused`). Requests still running
-    /// against a dropped one keep its state alive until they finish.
+    /// Keep only the backends, routes and upstreams the predicates call
+    /// live, and exactly the rate-limit buckets given (`route`, its limit,
+    /// its buckets): what the snapshot in force uses (see
+    /// `DataPlane::forget_unused`). Requests still running against a
+    /// dropped one keep its state alive until they finish.
     pub fn retain(
         &self,
         route: impl Fn(&RouteKey) -> bool,
         upstream: impl Fn(&str) -> bool,
         backend: impl Fn(&BackendKey) -> bool,
+        rate_limits: impl Iterator<Item = (RouteKey, RateLimit, Arc<RateLimiter>)>,
     ) {
         lock(&self.backends).retain(|k, _| backend(k));
         lock(&self.routes).retain(|k, _| route(k));
-        lock(&self.rate_limits).retain(|_, e| route(&e.key));
         lock(&self.upstreams).retain(|k, _| upstream(k));
+        *lock(&self.rate_limits) = rate_limits
+            .map(|(key, limit, limiter)| {
+                let entry = RateEntry {
+                    key,
+                    limit,
+                    limiter,
+                };
+                (entry.key.route.clone(), entry)
+            })
+            .collect();
     }
 
     /// How many backends, routes, upstreams and rate-limited routes hold
