@@ -277,6 +277,16 @@ admin() {
   curl "${args[@]}"
 }
 
+# bench_route ADMIN_PORT...: each gateway's route `bench` on `/` to the
+# backend on BACKEND_PORT.
+bench_route() {
+  local route="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
+  local port
+  for port in "$@"; do
+    ADMIN_PORT=$port admin POST /admin/routes "$route" >/dev/null
+  done
+}
+
 # wait_proxied PORT PATH [SCHEME]: until a GET answers 200 (max 5 s).
 wait_proxied() {
   for _ in $(seq 100); do

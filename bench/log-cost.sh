@@ -41,10 +41,7 @@ OUT=$BENCH_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)-log-cost.json
 start_backend backend "$BACKEND_PORT"
 start_switchyard switchyard "$SY_PORT" "$SY_ADMIN_PORT"
 start_switchyard switchyard_log "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT" --access-log "$BENCH_TMP/access.log"
-ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
-for admin_port in "$SY_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"; do
-  ADMIN_PORT=$admin_port admin POST /admin/routes "$ROUTE" >/dev/null
-done
+bench_route "$SY_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"
 for port in "$SY_PORT" "$SY_LOG_PORT"; do wait_proxied "$port" /; done
 
 python3 "$BENCH_DIR/log_cost.py" --off "$SY_PORT:$PID_switchyard" --on "$SY_LOG_PORT:$PID_switchyard_log" \

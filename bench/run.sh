@@ -73,10 +73,7 @@ start_switchyard switchyard_bare "$SY_BARE_PORT" "$SY_BARE_ADMIN_PORT" --no-inli
 # Switchyard's defaults: the access log on (to a file, as nginx's).
 start_switchyard switchyard_log "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT" --access-log "$BENCH_TMP/switchyard_log-access.log"
 start_switchyard switchyard_tls "$SY_TLS_PORT" "$SY_TLS_ADMIN_PORT" --tls-cert "$BENCH_TMP/cert.pem" --tls-key "$BENCH_TMP/key.pem"
-ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
-for port in "$SY_ADMIN_PORT" "$SY_BARE_ADMIN_PORT" "$SY_LOG_ADMIN_PORT" "$SY_TLS_ADMIN_PORT"; do
-  ADMIN_PORT=$port admin POST /admin/routes "$ROUTE" >/dev/null
-done
+bench_route "$SY_ADMIN_PORT" "$SY_BARE_ADMIN_PORT" "$SY_LOG_ADMIN_PORT" "$SY_TLS_ADMIN_PORT"
 FLOOR_PEER=()
 if ((FLOOR)); then
   start_floor

@@ -53,10 +53,7 @@ start_nginx
 start_nginx nginx_log "$NGINX_LOG_PORT" file
 start_switchyard switchyard "$SY_PORT" "$SY_ADMIN_PORT"
 start_switchyard switchyard_log "$SY_LOG_PORT" "$SY_LOG_ADMIN_PORT" --access-log "$BENCH_TMP/access.log"
-ROUTE="{\"name\":\"bench\",\"path\":\"/\",\"backends\":[{\"url\":\"http://127.0.0.1:$BACKEND_PORT\"}]}"
-for admin_port in "$SY_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"; do
-  ADMIN_PORT=$admin_port admin POST /admin/routes "$ROUTE" >/dev/null
-done
+bench_route "$SY_ADMIN_PORT" "$SY_LOG_ADMIN_PORT"
 for port in "$BACKEND_PORT" "$NGINX_PORT" "$NGINX_LOG_PORT" "$SY_PORT" "$SY_LOG_PORT"; do
   wait_proxied "$port" /
 done
