@@ -1071,7 +1071,8 @@ mod tests {
     /// A compile whose snapshot never goes live leaves no live state in the
     /// registry: a dry run patched in, a dry run of a whole config
     /// (compiled whole), a refused change. The same route applied for real
-    /// does register its state, so the checks can fail.
+    /// does register its state, so the checks can fail. Dry runs of that
+    /// live rate-limited route leave its buckets as they are.
     #[tokio::test]
     async fn compiles_never_installed_leave_nothing_in_the_registry() {
         let dir = tempfile::tempdir().unwrap();
