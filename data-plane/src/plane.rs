@@ -4,6 +4,8 @@
 //! plane's whole interface to a running data plane: compile, patch,
 //! install.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -30,6 +32,10 @@ pub struct Stale {
     pub offered: u64,
     pub live: u64,
 }
+
+/// Up to this many backends, an upstream's are scanned for a URL
+/// ([`DataPlane::forget_unused`]); past it they are put in a set.
+const SCAN_BACKENDS: usize = 16;
 
 impl Default for DataPlane {
     fn default() -> Self {
@@ -122,6 +128,7 @@ impl DataPlane {
     /// limit), and the next compile would then start it with full buckets.
     pub fn forget_unused(&self) {
         let live = self.snapshot();
+        let large: RefCell<HashMap<&str, HashSet<&str>>> = RefCell::default();
         self.registry.retain(
             |k| {
                 live.route_named(&k.route).is_some_and(|r| {
@@ -130,8 +137,18 @@ impl DataPlane {
             },
             |name| live.upstream_named(name).is_some(),
             |k| {
-                live.upstream_named(&k.upstream)
-                    .is_some_and(|u| u.backends.iter().any(|b| *b.url == *k.url))
+                live.upstream_named(&k.upstream).is_some_and(|u| {
+                    if u.backends.len() <= SCAN_BACKENDS {
+                        return u.backends.iter().any(|b| *b.url == *k.url);
+                    }
+                    // A large upstream's URLs as a set, made once: a scan
+                    // for each of its backends would be quadratic.
+                    large
+                        .borrow_mut()
+                        .entry(&*u.name)
+                        .or_insert_with(|| u.backends.iter().map(|b| &*b.url).collect())
+                        .contains(k.url.as_str())
+                })
             },
             live.routes().filter_map(|r| {
                 let limiter = r.policies.as_ref()?.rate_limiter()?;
@@ -246,6 +263,41 @@ mod tests {
         assert_eq!(plane.snapshot().version(), 5);
         publish(6).unwrap();
         assert_eq!(plane.snapshot().version(), 6);
+    }
+
+    /// The registry keeps the live state of exactly the backends the
+    /// snapshot in force uses, in small upstreams (scanned) and large ones
+    /// (a set), after a whole install and after a compile not installed.
+    #[test]
+    fn the_registry_keeps_exactly_the_live_backends() {
+        let plane = DataPlane::new();
+        let with = |small: usize, large: usize| -> GatewayConfig {
+            let backends = |n: usize, port: usize| -> Vec<serde_json::Value> {
+                (0..n)
+                    .map(|i| serde_json::json!({"id": i + 1, "url": format!("http://127.0.0.{}:{port}", i + 1), "weight": 1}))
+                    .collect()
+            };
+            serde_json::from_value(serde_json::json!({
+                "version": 1,
+                "routes": [{"name": "s", "path": "/s", "upstream": "small"},
+                           {"name": "l", "path": "/l", "upstream": "large"}],
+                "upstreams": [{"name": "small", "backends": backends(small, 80)},
+                              {"name": "large", "backends": backends(large, 81)}],
+            }))
+            .unwrap()
+        };
+        plane.install(plane.compile(&with(3, 40)).unwrap()).unwrap();
+        assert_eq!(plane.registry().held().backends, 43);
+        let mut fewer = with(2, 39);
+        fewer.version = 2;
+        plane.install(plane.compile(&fewer).unwrap()).unwrap();
+        assert_eq!(plane.registry().held().backends, 41);
+        let mut more = with(3, 41);
+        more.version = 3;
+        drop(plane.compile(&more).unwrap());
+        assert_eq!(plane.registry().held().backends, 44);
+        plane.forget_unused();
+        assert_eq!(plane.registry().held().backends, 41);
     }
 
     /// A patch removes routes before it puts any, whatever its order: a
