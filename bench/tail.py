@@ -148,7 +148,7 @@ def main():
         print(f"run {rnd}/{args.rounds} at {rate}/s (client lag p99 {lag} µs; cores busy: proxy "
               f"{busy['proxy_cpu_busy_pct']}%, load {busy['load_cpu_busy_pct']}%): " + "; ".join(
             f"{n} p50 {r['p50_us']} p99 {r['p99_us']}"
-            + (f" (+{r['p99_us'] - direct['p99_us']})" if n != "direct" else "")
+            + (f" ({r['p99_us'] - direct['p99_us']:+d})" if n != "direct" else "")
             + (f" {r['cpu_us_per_req']} µs CPU/req" if "cpu_us_per_req" in r else "")
             + (f" ERRORS {r['errors']}" if r["errors"] else "")
             for n, r in recs.items()), file=sys.stderr, flush=True)
