@@ -247,10 +247,7 @@ impl Publisher {
     }
 
     fn install_whole(&self, config: &GatewayConfig) -> Result<u64, PublishError> {
-        let mut compiled = Compiled {
-            plane: &self.plane,
-            installed: false,
-        };
+        let mut compiled = Compiled::new(&self.plane);
         let snapshot = self.plane.compile(config).map_err(PublishError::Rejected)?;
         let version = snapshot.version();
         // Under the gate nothing newer can be live: install cannot be stale.
@@ -286,10 +283,7 @@ impl Publisher {
             return Ok(live);
         }
         let started = Instant::now();
-        let mut compiled = Compiled {
-            plane: &self.plane,
-            installed: false,
-        };
+        let mut compiled = Compiled::new(&self.plane);
         let outcome = match revisions::touched_between(&mut tx, live, version).await? {
             Some(touched) => self.patch(&mut tx, version, touched).await?,
             None => PatchOutcome::Rebuild,
@@ -473,10 +467,7 @@ impl Publisher {
         };
         // From here a compile may register live state for what it builds:
         // forgotten again unless its snapshot is put in force.
-        let mut compiled = Compiled {
-            plane: &self.plane,
-            installed: false,
-        };
+        let mut compiled = Compiled::new(&self.plane);
         let install = match touched {
             Some(touched) => match self.patch(&mut tx, version, touched).await? {
                 PatchOutcome::Patched(snapshot, retired) => {
@@ -678,6 +669,15 @@ impl Publisher {
 struct Compiled<'a> {
     plane: &'a DataPlane,
     installed: bool,
+}
+
+impl<'a> Compiled<'a> {
+    fn new(plane: &'a DataPlane) -> Self {
+        Compiled {
+            plane,
+            installed: false,
+        }
+    }
 }
 
 impl Drop for Compiled<'_> {

@@ -131,9 +131,8 @@ impl DataPlane {
         let large: RefCell<HashMap<&str, HashSet<&str>>> = RefCell::default();
         self.registry.retain(
             |k| {
-                live.route_named(&k.route).is_some_and(|r| {
-                    r.config().upstream.as_deref().unwrap_or_default() == k.upstream
-                })
+                live.route_named(&k.route)
+                    .is_some_and(|r| k.is_of(r.config()))
             },
             |name| live.upstream_named(name).is_some(),
             |k| {

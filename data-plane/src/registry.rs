@@ -475,6 +475,12 @@ impl RouteKey {
             upstream: route.upstream.clone().unwrap_or_default(),
         }
     }
+
+    /// Whether this is `route`'s key (as [`RouteKey::of`] would make it,
+    /// without allocating one).
+    pub fn is_of(&self, route: &crate::config::RouteConfig) -> bool {
+        self.route == route.name && self.upstream == route.upstream.as_deref().unwrap_or_default()
+    }
 }
 
 /// What a [`Registry`] holds live state for ([`Registry::held`]).
