@@ -151,6 +151,12 @@ def span(v):
     return f"{v['median']:.0f} ({v['min']:.0f} to {v['max']:.0f})"
 
 
+def nginx_peer(name):
+    """The nginx a peer is compared with: nginx with its access log for a
+    peer whose log is on (named `*_log`), else plain nginx."""
+    return "nginx_log" if name.endswith("_log") else "nginx"
+
+
 def fixed_rate_rounds(args, peers, rate):
     """Each peer at `rate` requests/s, rounds rotated like the others; the
     p99 each adds over the direct backend in the same round, and each
@@ -194,7 +200,7 @@ def fixed_rate_rounds(args, peers, rate):
         }
     for p in peers:
         s = out[p["name"]]
-        base = "nginx_log" if p["name"].endswith("_log") else "nginx"
+        base = nginx_peer(p["name"])
         # The target's comparison, round by round: > 0 means this peer
         # added more than nginx did in that round.
         mine, theirs = added.get(p["name"], {}), added.get(base, {})

@@ -16,8 +16,8 @@ import json
 import subprocess
 import sys
 
-from measure import (cpu_busy, cpu_seconds, markdown, median_range, proc_cpu_ticks, run_wrk, span,
-                     wrk_errors)
+from measure import (cpu_busy, cpu_seconds, markdown, median_range, nginx_peer, proc_cpu_ticks, run_wrk,
+                     span, wrk_errors)
 
 QUANTILES = ("p50_us", "p90_us", "p99_us", "p999_us")
 
@@ -68,10 +68,6 @@ def interleaved(args, peers, rate):
             rec["cpu_us_per_req"] = round(cpu[p["name"]] * 1e6 / max(served[p["port"]], 1), 2)
         out[p["name"]] = rec
     return out, j["lag_p99_us"], busy
-
-
-def nginx_peer(name):
-    return "nginx_log" if name.endswith("_log") else "nginx"
 
 
 def summary(peers, runs):
