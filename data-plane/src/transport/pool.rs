@@ -218,8 +218,12 @@ impl<T> Default for IdleQueue<T> {
 }
 
 impl<T> IdleQueue<T> {
-    /// The newest hot connection, else the oldest queued one.
+    /// The newest hot connection, else the oldest queued one. (An empty
+    /// store is not searched: a saturated proxy often finds it so.)
     fn pop(&self) -> Option<Box<Idle<T>>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let popped = self
             .hot
             .iter()
