@@ -1104,6 +1104,21 @@ mod tests {
         assert!(!dry.no_op);
         assert_eq!(plane.registry().held(), held, "a dry run patched in");
 
+        // New connection settings make a new client (pool, TLS roots):
+        // dropped with the dry run's snapshot.
+        let mut slow_connect = upstream("u1", &mut rng);
+        slow_connect.policy.timeouts.connect_ms = 1234;
+        let slow_connect = Change::ReplaceUpstream {
+            upstream: slow_connect,
+            expect: None,
+        };
+        publisher.dry_run(slow_connect.clone()).await.unwrap();
+        assert_eq!(
+            plane.registry().held(),
+            held,
+            "new connection settings' dry run"
+        );
+
         // 600 names: more than a summary patches in, so compiled whole.
         publisher
             .dry_run(replace(numbered_config(300, 300)))
@@ -1129,13 +1144,15 @@ mod tests {
             .apply(Change::CreateRoute(new.clone()), &meta)
             .await
             .unwrap();
+        publisher.apply(slow_connect, &meta).await.unwrap();
         let live = plane.registry().held();
         assert!(
             live.routes > held.routes
                 && live.upstreams > held.upstreams
                 && live.backends > held.backends
-                && live.rate_limits > held.rate_limits,
-            "{live:?} after the route went live, {held:?} before"
+                && live.rate_limits > held.rate_limits
+                && live.clients > held.clients,
+            "{live:?} after the route and the settings went live, {held:?} before"
         );
 
         // Dry runs that move the live limited route to another upstream,
@@ -1182,6 +1199,17 @@ mod tests {
             Arc::ptr_eq(&before, &buckets(&plane)),
             "the route's rate-limit buckets were replaced"
         );
+
+        // The settings changed back: once the snapshots using the other
+        // client are gone, a later change prunes it.
+        for _ in 0..2 {
+            let change = Change::ReplaceUpstream {
+                upstream: upstream("u1", &mut rng),
+                expect: None,
+            };
+            publisher.apply(change, &meta).await.unwrap();
+        }
+        assert_eq!(plane.registry().held().clients, held.clients);
     }
 
     /// A config of `upstreams` upstreams (`u{i}`, two backends each) and

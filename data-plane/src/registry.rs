@@ -14,7 +14,7 @@ use crate::config::policies::RateLimit;
 use crate::policy::rate::RateLimiter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::clock::{now_ns, unix_ms};
@@ -490,6 +490,8 @@ pub struct Held {
     pub routes: usize,
     pub upstreams: usize,
     pub rate_limits: usize,
+    /// Upstream clients, one per set of connection settings in use.
+    pub clients: usize,
 }
 
 /// Owner of all live state that must outlive a snapshot.
@@ -499,8 +501,11 @@ pub struct Registry {
     routes: Mutex<HashMap<RouteKey, Arc<RequestStats>>>,
     upstreams: Mutex<HashMap<String, Arc<UpstreamStats>>>,
     /// Upstream HTTP clients (connection pools) by their settings, so pools
-    /// survive snapshot swaps.
-    clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    /// survive snapshot swaps. Held weakly: the snapshots (and health
+    /// probes) using a client keep it; one no snapshot uses any more (its
+    /// settings changed or were only in a dry run) is dropped with its
+    /// pool and its TLS roots, and its entry goes at the next prune.
+    clients: Mutex<HashMap<ClientKey, Weak<UpstreamClient>>>,
     /// Routes' rate-limit buckets, by route name: kept while the route
     /// keeps the same limit, whatever else changes (its other policies, its
     /// upstream, other routes).
@@ -581,9 +586,9 @@ impl Registry {
     /// snapshot is compiled). A kept client's CA file must still be there:
     /// a config naming a file that is gone is refused now as it would be
     /// at the next start.
-    pub fn client(&self, key: &ClientKey) -> Result<UpstreamClient, ClientError> {
+    pub fn client(&self, key: &ClientKey) -> Result<Arc<UpstreamClient>, ClientError> {
         let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(key) {
+        if let Some(c) = clients.get(key).and_then(Weak::upgrade) {
             if let Some(path) = &key.tls.ca_file
                 && let Err(e) = std::fs::metadata(path)
             {
@@ -592,10 +597,11 @@ impl Registry {
                     reason: e.to_string(),
                 });
             }
-            return Ok(c.clone());
+            return Ok(c);
         }
-        let c = client::new(key)?;
-        clients.insert(key.clone(), c.clone());
+        let c = Arc::new(client::new(key)?);
+        prune_clients(&mut clients);
+        clients.insert(key.clone(), Arc::downgrade(&c));
         Ok(c)
     }
 
@@ -614,6 +620,7 @@ impl Registry {
         lock(&self.backends).retain(|k, _| backend(k));
         lock(&self.routes).retain(|k, _| route(k));
         lock(&self.upstreams).retain(|k, _| upstream(k));
+        prune_clients(&mut lock(&self.clients));
         *lock(&self.rate_limits) = rate_limits
             .map(|(key, limit, limiter)| {
                 let entry = RateEntry {
@@ -634,6 +641,7 @@ impl Registry {
             routes: lock(&self.routes).len(),
             upstreams: lock(&self.upstreams).len(),
             rate_limits: lock(&self.rate_limits).len(),
+            clients: lock(&self.clients).len(),
         }
     }
 
@@ -662,5 +670,11 @@ impl Registry {
                 live.remove(name);
             }
         }
+        prune_clients(&mut lock(&self.clients));
     }
+}
+
+/// Drop the entries of clients no snapshot or probe holds any more.
+fn prune_clients(clients: &mut HashMap<ClientKey, Weak<UpstreamClient>>) {
+    clients.retain(|_, c| c.strong_count() > 0);
 }

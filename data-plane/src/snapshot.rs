@@ -134,7 +134,7 @@ pub struct CompiledUpstream {
     availability: Availability,
     pub response_header_timeout: Duration,
     pub body_idle_timeout: Duration,
-    pub client: UpstreamClient,
+    pub client: Arc<UpstreamClient>,
     pub connect_timeout: Duration,
     pub strategy: crate::config::Strategy,
     pub hash_on: Option<HashOn>,

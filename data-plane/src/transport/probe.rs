@@ -11,6 +11,7 @@
 //! tests that the backend accepts connections and answers, not the state
 //! of the pool. What a probe's result means is `crate::health`'s to say.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Uri, header};
@@ -36,7 +37,7 @@ pub enum Probed {
 /// Probes one backend at `uri` through `client`.
 #[derive(Debug, Clone)]
 pub struct Prober {
-    pub client: UpstreamClient,
+    pub client: Arc<UpstreamClient>,
     pub uri: Uri,
 }
 
