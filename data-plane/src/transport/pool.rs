@@ -2,10 +2,11 @@
 //!
 //! The hot path's alternative to hyper-util's pooled client for the common
 //! case (no TLS, no HTTP/2 upstream): each backend's live state holds
-//! lock-free stores of idle connections, reused newest first, so a
-//! request takes one from its backend directly — no pool key to hash, no
-//! shared pool map under a lock, no checkout/connect race — and the
-//! response body hands it back when it ends. hyper-util's pool machinery was ~14% of the proxy's
+//! lock-free stores of idle connections (the most recently returned
+//! reused first, see `IdleQueue`), so a request takes one from its
+//! backend directly — no pool key to hash, no shared pool map under a
+//! lock, no checkout/connect race — and the response body hands it back
+//! when it ends. hyper-util's pool machinery was ~14% of the proxy's
 //! user-space instructions per request when the hot path used it
 //! (`bench/callgrind.sh`, whose output lists the top functions).
 //!
@@ -169,8 +170,8 @@ struct Idle<T> {
 }
 
 /// The idle connections of one kind, at most [`MAX_IDLE`]: the newest in
-/// [`HOT`] slots, taken last in, first out, the older in a queue, oldest
-/// first.
+/// [`HOT`] slots, taken last in, first out; the older in a queue, taken
+/// oldest first when the slots are empty (a burst).
 ///
 /// Last in, first out because a request then gets the connection used
 /// most recently, whose socket buffers, kernel state and backend worker
@@ -181,10 +182,19 @@ struct Idle<T> {
 /// hands out the connection idle longest, the likeliest to be closed by
 /// the backend's own idle timeout. Measured in the interleaved
 /// steady-rate bench (BENCHMARKS.md, "Idle upstream connections reused
-/// last in, first out"). Each slot is an `AtomicCell` of one
-/// pointer, which crossbeam swaps with one atomic instruction (no lock;
-/// asserted at compile time above); a lock-free stack of owned values
-/// would need `unsafe`, which this crate forbids.
+/// last in, first out").
+///
+/// Each slot is an `AtomicCell` of one pointer, which crossbeam swaps
+/// atomically (lock-free: its fallback lock is never used for a
+/// pointer-sized value, asserted at compile time above); a lock-free stack
+/// of owned values would need `unsafe`, which this crate forbids. An
+/// `AtomicCell` of a non-`Copy` value cannot be read without taking it,
+/// so looking at an empty slot costs a swap: a take passes the empty
+/// slots before the first full one, and a return moves the slots' contents
+/// down to the first empty one. At a steady rate the first slots are the
+/// full ones; a burst past [`HOT`] connections pays up to [`HOT`] swaps
+/// a request (saturated, paired against the queue alone: no difference
+/// measured, BENCHMARKS.md).
 struct IdleQueue<T> {
     hot: [AtomicCell<Option<Box<Idle<T>>>>; HOT],
     queue: SegQueue<Box<Idle<T>>>,
@@ -233,8 +243,8 @@ impl<T> IdleQueue<T> {
         Some(popped)
     }
 
-    /// Put `idle` in the first hot slot; what each slot held moves to the
-    /// next, and what the last held to the queue.
+    /// Put `idle` in the first hot slot; what the slots held moves one slot
+    /// down, up to the first empty one, and the last slot's to the queue.
     fn put(&self, idle: Box<Idle<T>>) {
         let mut moving = Some(idle);
         for slot in &self.hot {
@@ -248,23 +258,33 @@ impl<T> IdleQueue<T> {
         }
     }
 
-    /// Keep `conn`, idle since `since`, unless [`MAX_IDLE`] are held; wake
-    /// a request waiting for one. (Without a fence between the two, a
-    /// waiter may miss the wake-up: it then takes the next connection
-    /// attempt's leave instead, as attempts are under way while it waits.)
+    /// Keep `conn`, idle since `since`; with [`MAX_IDLE`] held, the one
+    /// idle longest (the queue's first) is closed to make room, or, with
+    /// none queued, `conn` is. Wake a request waiting for one. (Without a
+    /// fence between the two, a waiter may miss the wake-up: it then takes
+    /// the next connection attempt's leave instead, as attempts are under
+    /// way while it waits.)
     fn push(&self, conn: T, since: Instant) {
         if self.count.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            return;
+            if self.queue.pop().is_none() {
+                return;
+            }
         }
         self.put(Box::new(Idle { conn, since }));
+        self.wake();
+    }
+
+    /// Wake a request waiting for a connection, if any.
+    fn wake(&self) {
         if self.waiting.load(Ordering::Relaxed) > 0 {
             self.returned.notify_one();
         }
     }
 
-    /// The newest connection idle for less than [`IDLE_TIMEOUT`] at `now`
-    /// that `usable` accepts; those looked at before it are closed.
+    /// The newest hot connection (else the oldest queued) idle for less
+    /// than [`IDLE_TIMEOUT`] at `now` that `usable` accepts; those looked
+    /// at before it are closed.
     fn take(&self, now: Instant, usable: impl Fn(&T) -> bool) -> Option<T> {
         while let Some(idle) = self.pop() {
             if now.saturating_duration_since(idle.since) < IDLE_TIMEOUT && usable(&idle.conn) {
@@ -274,10 +294,14 @@ impl<T> IdleQueue<T> {
         None
     }
 
-    /// Look at each held connection once: close the ones too long idle or
-    /// not `usable`, keep the rest in their order.
-    fn sweep(&self, usable: impl Fn(&T) -> bool) {
-        let now = Instant::now();
+    /// Close the held connections too long idle at `now` or not `usable`.
+    /// Each slot is looked at in place (out of service only while it is
+    /// looked at), then each connection queued when the sweep began; the
+    /// rest keep their places, but for connections returned meanwhile.
+    fn sweep(&self, now: Instant, usable: impl Fn(&T) -> bool) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let keep = |idle: &Idle<T>| {
             let kept =
                 now.saturating_duration_since(idle.since) < IDLE_TIMEOUT && usable(&idle.conn);
@@ -286,20 +310,30 @@ impl<T> IdleQueue<T> {
             }
             kept
         };
-        let hot: Vec<_> = self.hot.iter().filter_map(AtomicCell::take).collect();
+        let mut kept = false;
+        for slot in &self.hot {
+            let Some(idle) = slot.take() else {
+                continue;
+            };
+            if keep(&idle) {
+                kept = true;
+                // Returned to this slot meanwhile: that one goes in front.
+                if let Some(returned) = slot.swap(Some(idle)) {
+                    self.put(returned);
+                }
+            }
+        }
         for _ in 0..self.queue.len().min(MAX_IDLE) {
             let Some(idle) = self.queue.pop() else {
                 break;
             };
             if keep(&idle) {
+                kept = true;
                 self.queue.push(idle);
             }
         }
-        // Newest last, so that it ends in the first slot.
-        for idle in hot.into_iter().rev() {
-            if keep(&idle) {
-                self.put(idle);
-            }
+        if kept {
+            self.wake();
         }
     }
 
@@ -471,11 +505,12 @@ impl ConnPool {
 
     /// Close the idle connections that can no longer be used: closed by the
     /// backend (a bare socket would otherwise sit in CLOSE_WAIT until a
-    /// request found it) or idle for [`IDLE_TIMEOUT`]. Each idle
-    /// connection is looked at once; the rest keep their order.
+    /// request found it) or idle for [`IDLE_TIMEOUT`]. The rest keep their
+    /// places (see [`IdleQueue::sweep`]).
     pub fn sweep(&self) {
-        self.bare.sweep(Conn::is_usable);
-        self.senders.sweep(sender_open);
+        let now = Instant::now();
+        self.bare.sweep(now, Conn::is_usable);
+        self.senders.sweep(now, sender_open);
     }
 
     /// Idle connections held now (bare, hyper).
@@ -789,12 +824,14 @@ mod tests {
         backend.abort();
     }
 
-    fn taken_all(queue: &IdleQueue<u32>) -> Vec<u32> {
-        std::iter::from_fn(|| queue.take(Instant::now(), |_| true)).collect()
+    /// Take connections from `queue` at `at` until none is left.
+    fn taken_all(queue: &IdleQueue<u32>, at: Instant) -> Vec<u32> {
+        std::iter::from_fn(|| queue.take(at, |_| true)).collect()
     }
 
     /// The newest connections are taken first (the hot slots), then the
-    /// older ones oldest first; a sweep keeps that order.
+    /// older ones oldest first; a sweep keeps that order; the one idle
+    /// longest makes room when the store is full.
     #[test]
     fn idle_connections_are_taken_newest_first() {
         let queue = IdleQueue::default();
@@ -809,49 +846,79 @@ mod tests {
             queue.push(n, now);
         }
         assert_eq!(queue.len(), last as usize);
-        assert_eq!(taken_all(&queue), newest_first(|_| true));
+        assert_eq!(taken_all(&queue, now), newest_first(|_| true));
         assert_eq!(queue.len(), 0);
 
         for n in 1..=last {
             queue.push(n, now);
         }
         let odd = |n: &u32| n % 2 == 1;
-        queue.sweep(odd);
+        queue.sweep(now, odd);
         assert_eq!(queue.len(), newest_first(odd).len());
-        assert_eq!(taken_all(&queue), newest_first(odd));
+        assert_eq!(taken_all(&queue, now), newest_first(odd));
 
-        // Too long idle: closed, not handed out.
-        queue.push(1, now - IDLE_TIMEOUT);
-        queue.push(2, now);
-        queue.push(3, now - IDLE_TIMEOUT);
-        assert_eq!(taken_all(&queue), [2]);
+        // Too long idle: closed, not handed out, by a take or a sweep.
+        let later = now + IDLE_TIMEOUT;
+        for (n, since) in [(1, now), (2, later), (3, now)] {
+            queue.push(n, since);
+        }
+        assert_eq!(taken_all(&queue, later), [2]);
         assert_eq!(queue.len(), 0);
+        for (n, since) in [(1, now), (2, later), (3, now)] {
+            queue.push(n, since);
+        }
+        queue.sweep(later, |_| true);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(taken_all(&queue, later), [2]);
 
-        for n in 0..MAX_IDLE as u32 + 5 {
+        let full = MAX_IDLE as u32;
+        for n in 0..full + 5 {
             queue.push(n, now);
         }
         assert_eq!(queue.len(), MAX_IDLE, "at most MAX_IDLE held");
-        assert_eq!(taken_all(&queue).len(), MAX_IDLE);
+        let taken = taken_all(&queue, now);
+        assert_eq!(taken.len(), MAX_IDLE);
+        assert_eq!(taken[0], full + 4, "the newest kept");
+        assert_eq!(taken.iter().min(), Some(&5), "the oldest closed");
     }
 
-    /// Threads returning and taking at once neither lose a connection nor
-    /// hand one out twice: each one returned is taken once, or is still
-    /// held at the end.
+    /// Threads returning and taking at once, past the hot slots into the
+    /// queue, with a sweep running all along, neither lose a connection
+    /// nor hand one out twice: each one returned is taken once, or is
+    /// still held at the end.
     #[test]
     fn idle_connections_survive_concurrent_use() {
         const THREADS: u32 = 4;
-        const ROUNDS: u32 = 20_000;
+        const BATCHES: u32 = 1_000;
+        const BATCH: u32 = 20;
+        const FIRST: u32 = 40;
         let queue = IdleQueue::default();
+        for n in 0..FIRST {
+            queue.push(n, Instant::now());
+        }
+        let working = std::sync::atomic::AtomicUsize::new(THREADS as usize);
         let mut seen: Vec<u32> = std::thread::scope(|scope| {
+            let (queue, working) = (&queue, &working);
+            scope.spawn(move || {
+                while working.load(Ordering::Relaxed) > 0 {
+                    queue.sweep(Instant::now(), |_| true);
+                }
+            });
             let threads: Vec<_> = (0..THREADS)
                 .map(|t| {
-                    let queue = &queue;
                     scope.spawn(move || {
                         let mut taken = Vec::new();
-                        for i in 0..ROUNDS {
-                            queue.push(t * ROUNDS + i, Instant::now());
-                            taken.extend(queue.take(Instant::now(), |_| true));
+                        let mut next = FIRST + t * BATCHES * BATCH;
+                        for _ in 0..BATCHES {
+                            for _ in 0..BATCH {
+                                queue.push(next, Instant::now());
+                                next += 1;
+                            }
+                            for _ in 0..BATCH {
+                                taken.extend(queue.take(Instant::now(), |_| true));
+                            }
                         }
+                        working.fetch_sub(1, Ordering::Relaxed);
                         taken
                     })
                 })
@@ -861,9 +928,11 @@ mod tests {
                 .flat_map(|t| t.join().unwrap())
                 .collect()
         });
-        seen.extend(taken_all(&queue));
+        seen.extend(taken_all(&queue, Instant::now()));
         seen.sort_unstable();
-        assert!(seen.iter().copied().eq(0..THREADS * ROUNDS));
+        let returned = FIRST + THREADS * BATCHES * BATCH;
+        assert_eq!(seen.len(), returned as usize, "lost or handed out twice");
+        assert!(seen.iter().copied().eq(0..returned));
         assert_eq!(queue.len(), 0);
     }
 }
