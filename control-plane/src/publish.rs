@@ -1200,16 +1200,20 @@ mod tests {
             "the route's rate-limit buckets were replaced"
         );
 
-        // The settings changed back: once the snapshots using the other
-        // client are gone, a later change prunes it.
-        for _ in 0..2 {
-            let change = Change::ReplaceUpstream {
-                upstream: upstream("u1", &mut rng),
-                expect: None,
-            };
-            publisher.apply(change, &meta).await.unwrap();
-        }
-        assert_eq!(plane.registry().held().clients, held.clients);
+        // The settings changed back: the other client, used by nothing
+        // else, is pruned by that change.
+        let mut default_connect = upstream("u1", &mut rng);
+        default_connect.policy = Default::default();
+        let change = Change::ReplaceUpstream {
+            upstream: default_connect,
+            expect: None,
+        };
+        publisher.apply(change, &meta).await.unwrap();
+        assert_eq!(
+            plane.registry().held().clients,
+            held.clients,
+            "the replaced client was kept"
+        );
     }
 
     /// A config of `upstreams` upstreams (`u{i}`, two backends each) and

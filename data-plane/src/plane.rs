@@ -86,6 +86,10 @@ impl DataPlane {
         let live = self.snapshot();
         let names: Vec<&str> = live.upstreams().map(|u| &*u.name).collect();
         note_admin_changes(&previous, &live, &names);
+        // Released first, so that what only it used (an upstream client
+        // whose settings changed) is pruned now, unless a request or a
+        // health probe still holds it.
+        drop(previous);
         self.forget_unused();
         self.health.reconcile(&live);
         Ok(())
@@ -164,6 +168,7 @@ impl DataPlane {
         let previous = self.swap(snapshot)?;
         let names: Vec<&str> = retired.changed_upstreams.iter().map(|n| &**n).collect();
         note_admin_changes(&previous, &self.snapshot(), &names);
+        drop(previous);
         self.registry
             .forget(&retired.routes, &retired.upstreams, &retired.backends);
         self.health.reconcile_retired(&self.snapshot(), retired);

@@ -490,11 +490,13 @@ pub struct Held {
     pub routes: usize,
     pub upstreams: usize,
     pub rate_limits: usize,
-    /// Upstream clients, one per set of connection settings in use.
+    /// Upstream clients by their settings: those in use, and those no
+    /// longer used that the next compile or patch prunes.
     pub clients: usize,
 }
 
-/// Owner of all live state that must outlive a snapshot.
+/// Owner of all live state that must outlive a snapshot, and finder of
+/// the upstream clients in use.
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
@@ -583,9 +585,11 @@ impl Registry {
     }
 
     /// The pooled client for these connection settings (called when a
-    /// snapshot is compiled). A kept client's CA file must still be there:
-    /// a config naming a file that is gone is refused now as it would be
-    /// at the next start.
+    /// snapshot is compiled): the one in use (by a snapshot, a health probe
+    /// or a request), else a new one. A client in use keeps the CA file it
+    /// read, but the file must still be there: a config naming a file that
+    /// is gone is refused now as it would be at the next start. A new
+    /// client reads the file again.
     pub fn client(&self, key: &ClientKey) -> Result<Arc<UpstreamClient>, ClientError> {
         let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(key).and_then(Weak::upgrade) {
@@ -609,7 +613,8 @@ impl Registry {
     /// live, and exactly the rate-limit buckets given (`route`, its limit,
     /// its buckets): what the snapshot in force uses (see
     /// `DataPlane::forget_unused`). Requests still running against a
-    /// dropped one keep its state alive until they finish.
+    /// dropped one keep its state alive until they finish. Clients no
+    /// longer used are pruned.
     pub fn retain(
         &self,
         route: impl Fn(&RouteKey) -> bool,
@@ -634,7 +639,8 @@ impl Registry {
     }
 
     /// How many backends, routes, upstreams and rate-limited routes hold
-    /// live state here (tests: what a compile left behind).
+    /// live state here, and how many upstream clients are known (tests:
+    /// what a compile left behind).
     pub fn held(&self) -> Held {
         Held {
             backends: lock(&self.backends).len(),
@@ -646,7 +652,7 @@ impl Registry {
     }
 
     /// Forget what a snapshot patch retired: the incremental
-    /// [`Registry::retain`].
+    /// [`Registry::retain`] (clients no longer used are pruned too).
     pub fn forget(&self, routes: &[RouteKey], upstreams: &[String], backends: &[BackendKey]) {
         if !backends.is_empty() {
             let mut live = lock(&self.backends);

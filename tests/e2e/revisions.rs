@@ -400,3 +400,27 @@ async fn old_revisions_are_pruned_and_a_config_that_no_longer_holds_is_refused()
     assert!(p.to_string().contains("ca_file"), "{p}");
     assert_eq!(version(&gw2).await, before, "nothing changed");
 }
+
+/// A CA file removed while an upstream uses it: another upstream with the
+/// same TLS settings finds the client in use, and is refused because the
+/// file is gone, as it would be at the next start; nothing changes.
+#[tokio::test]
+async fn a_ca_file_gone_while_in_use_is_refused_to_another_upstream() {
+    let gw = TestGateway::start().await;
+    let ca = gw.dir.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let upstream = |name: &str| {
+        json!({"name": name, "backends": [{"url": "https://127.0.0.1:9443"}],
+        "tls": {"ca_file": ca.to_str().unwrap()}})
+    };
+    gw.create_upstream(upstream("u")).await;
+    std::fs::remove_file(&ca).unwrap();
+    let before = version(&gw).await;
+    let r = gw
+        .admin(Method::POST, "/admin/upstreams", Some(upstream("v")))
+        .await;
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, None).await;
+    assert!(p.to_string().contains("ca_file"), "{p}");
+    assert_eq!(version(&gw).await, before, "nothing changed");
+}

@@ -1,7 +1,9 @@
 //! Pooled upstream HTTP clients (hyper-util legacy client over a rustls
 //! connector): keep-alive connections to backends, reused across requests
 //! and snapshots. One client exists per distinct set of connection
-//! settings (connect timeout, TLS settings, HTTP/2), kept by the registry.
+//! settings (connect timeout, TLS settings, HTTP/2) in use: the snapshots
+//! and health probes using it hold it, and the registry finds it by its
+//! settings for the next compile.
 
 use std::sync::Arc;
 use std::time::Duration;
