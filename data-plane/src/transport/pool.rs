@@ -169,6 +169,14 @@ struct Idle<T> {
     since: Instant,
 }
 
+impl<T> Idle<T> {
+    /// Whether it may still be used at `now`: idle for less than
+    /// [`IDLE_TIMEOUT`], and `usable`.
+    fn usable_at(&self, now: Instant, usable: impl Fn(&T) -> bool) -> bool {
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && usable(&self.conn)
+    }
+}
+
 /// The idle connections of one kind, at most [`MAX_IDLE`]: the newest in
 /// [`HOT`] slots, taken last in, first out; the older in a queue, taken
 /// oldest first when the slots are empty (a burst).
@@ -287,7 +295,7 @@ impl<T> IdleQueue<T> {
     /// at before it are closed.
     fn take(&self, now: Instant, usable: impl Fn(&T) -> bool) -> Option<T> {
         while let Some(idle) = self.pop() {
-            if now.saturating_duration_since(idle.since) < IDLE_TIMEOUT && usable(&idle.conn) {
+            if idle.usable_at(now, &usable) {
                 return Some(idle.conn);
             }
         }
@@ -303,8 +311,7 @@ impl<T> IdleQueue<T> {
             return;
         }
         let keep = |idle: &Idle<T>| {
-            let kept =
-                now.saturating_duration_since(idle.since) < IDLE_TIMEOUT && usable(&idle.conn);
+            let kept = idle.usable_at(now, &usable);
             if !kept {
                 self.count.fetch_sub(1, Ordering::Relaxed);
             }
