@@ -428,28 +428,41 @@ impl Publisher {
             Some(t) => Some(self.scope(&mut tx, t).await?),
             None => None,
         };
-        let (whole_before, before) = state(&mut tx, scope.as_ref(), dry).await?;
+        let (whole_before, scoped_before) = state(&mut tx, scope.as_ref(), dry).await?;
         let applied = store::apply(&mut tx, change, version).await?;
-        // On error `tx` is dropped and rolls back: nothing is written. A
-        // whole config written comes back as its export, read in this
+        // On error `tx` is dropped and rolls back: nothing is written.
+        // As it is: as this transaction read it before the change (whose
+        // export read the version this transaction bumped).
+        let no_op = |whole_before: Option<ConfigView>| {
+            Ran::NoOp(whole_before.map(|view| ConfigView {
+                version: version - 1,
+                ..view
+            }))
+        };
+        if matches!(applied, Applied::Unchanged) && !dry {
+            // The stored config written again: the store found every row
+            // the same, so nothing else needs comparing.
+            return Ok(no_op(whole_before));
+        }
+        let before = match scoped_before {
+            Some(before) => before,
+            None => Resources::of_export(whole_before.as_ref().expect("exported without a scope")),
+        };
+        // A whole config written comes back as its export, read in this
         // transaction: the state after, not read again.
         let read_after;
         let (whole_after, after) = match &applied {
             Applied::Config(view) => (Some(view), Resources::of_export(view)),
+            Applied::Unchanged => (whole_before.as_ref(), before.clone()),
             _ => {
                 let (whole, after) = state(&mut tx, scope.as_ref(), dry).await?;
                 read_after = whole;
-                (read_after.as_ref(), after)
+                (read_after.as_ref(), after.expect("a change's own scope"))
             }
         };
         let summary = revisions::summary(&before, &after);
         if summary.is_empty() && !dry {
-            // As it is: as this transaction read it before the change
-            // (whose export read the version this transaction bumped).
-            return Ok(Ran::NoOp(whole_before.map(|view| ConfigView {
-                version: version - 1,
-                ..view
-            })));
+            return Ok(no_op(whole_before));
         }
         // A whole config written (a `PUT`, a rollback) may change a few
         // things only: then those are patched in like any change's, and the
@@ -491,7 +504,7 @@ impl Publisher {
         };
         let Some(meta) = meta else {
             let (before_doc, after_doc) = (
-                whole_before.expect("exported for a dry run"),
+                whole_before.as_ref().expect("exported for a dry run"),
                 whole_after.expect("exported for a dry run"),
             );
             let traffic = self.traffic(&before, &after, &summary);
@@ -499,7 +512,7 @@ impl Publisher {
                 dry_run: true,
                 config_version: version - 1,
                 no_op: summary.is_empty(),
-                patch: Resources::of_export(&before_doc).patch_to(&Resources::of_export(after_doc)),
+                patch: Resources::of_export(before_doc).patch_to(&Resources::of_export(after_doc)),
                 summary,
                 traffic,
             })));
@@ -688,22 +701,24 @@ impl Drop for Compiled<'_> {
     }
 }
 
-/// The state of what a change may alter (`scope`: routes and upstreams by
-/// name; `None`: everything), and the whole export when it is read anyway
-/// or wanted (`whole`: a dry run's patch).
+/// The state of what a change may alter: with a `scope` (routes and
+/// upstreams by name), those as [`Resources`], and the whole export too
+/// when `whole` (a dry run's patch); without one (everything), the whole
+/// export only (its [`Resources`] are made from it when needed: not for
+/// the stored config written again).
 async fn state(
     conn: &mut AnyConnection,
     scope: Option<&(BTreeSet<String>, BTreeSet<String>)>,
     whole: bool,
-) -> Result<(Option<ConfigView>, Resources), StoreError> {
+) -> Result<(Option<ConfigView>, Option<Resources>), StoreError> {
     let export = if scope.is_none() || whole {
         Some(store::export_in(conn).await?)
     } else {
         None
     };
     let state = match scope {
-        Some((routes, upstreams)) => store::resources(conn, routes, upstreams).await?,
-        None => Resources::of_export(export.as_ref().expect("exported without a scope")),
+        Some((routes, upstreams)) => Some(store::resources(conn, routes, upstreams).await?),
+        None => None,
     };
     Ok((export, state))
 }
@@ -1255,7 +1270,9 @@ mod tests {
     /// backends' ids and versions, what changed is written, every upstream
     /// and route gets the new version. With more rows of each table than
     /// one of its batched inserts takes (30,000 parameters: 2,727 routes,
-    /// 3,750 upstreams, 7,500 backends).
+    /// 3,750 upstreams, 7,500 backends). The same document again (in
+    /// another order) writes nothing; one weight changed is written; every
+    /// route changed (past `ROUTE_EDITS`) is written in batches.
     #[tokio::test]
     async fn a_config_replaced_keeps_what_stays() {
         let dir = tempfile::tempdir().unwrap();
@@ -1290,23 +1307,28 @@ mod tests {
         assert_eq!(before["u7"].upstream.backends[1].id, 16);
 
         // u0 goes (its routes move to u1), u1 reweighs a backend, u2
-        // swaps one, u3 changes strategy; a route goes, one comes.
-        let mut config = numbered_config(n_up, n_routes);
-        config.upstreams.remove(0);
-        config.upstreams[0].upstream.backends[0].weight = 5;
-        config.upstreams[1].upstream.backends[1].url = "http://10.9.0.2:80".into();
-        config.upstreams[2].upstream.strategy = Strategy::LeastConnections;
-        for r in &mut config.routes {
-            if r.target == Some(RouteTarget::Upstream("u0".into())) {
-                r.target = Some(RouteTarget::Upstream("u1".into()));
+        // swaps one, u3 changes strategy; a route goes, one comes, one
+        // changes its path (each route written on its own: a few).
+        let second = || {
+            let mut config = numbered_config(n_up, n_routes);
+            config.upstreams.remove(0);
+            config.upstreams[0].upstream.backends[0].weight = 5;
+            config.upstreams[1].upstream.backends[1].url = "http://10.9.0.2:80".into();
+            config.upstreams[2].upstream.strategy = Strategy::LeastConnections;
+            for r in &mut config.routes {
+                if r.target == Some(RouteTarget::Upstream("u0".into())) {
+                    r.target = Some(RouteTarget::Upstream("u1".into()));
+                }
             }
-        }
-        config.routes.pop();
-        let mut extra = config.routes[5].clone();
-        extra.name = "new".into();
-        extra.path = "/new".into();
-        config.routes.push(extra);
-        let (v2, _) = publisher.apply(replace(config), &meta).await.unwrap();
+            config.routes.pop();
+            let mut extra = config.routes[5].clone();
+            extra.name = "new".into();
+            extra.path = "/new".into();
+            config.routes.push(extra);
+            config.routes[9].path = "/moved".into();
+            config
+        };
+        let (v2, _) = publisher.apply(replace(second()), &meta).await.unwrap();
         assert_eq!(v2, v1 + 1);
 
         let after = by_name(store.list_upstreams().await.unwrap().0);
@@ -1352,7 +1374,59 @@ mod tests {
                 .iter()
                 .any(|r| r.route.name == format!("r{}", n_routes - 1))
         );
+        let r9 = routes.iter().find(|r| r.route.name == "r9").unwrap();
+        assert_eq!(r9.route.path, "/moved");
         // And it is what runs.
+        assert_eq!(plane.snapshot().config(), store.load().await.unwrap());
+
+        // The same document again, in another order (routes and backends
+        // reversed): nothing is written, every version stays.
+        let exported = store.export().await.unwrap();
+        let mut again = second();
+        again.routes.reverse();
+        for u in &mut again.upstreams {
+            u.upstream.backends.reverse();
+        }
+        let (v, applied, revised) = publisher
+            .apply_revised(replace(again), &meta)
+            .await
+            .unwrap();
+        assert_eq!((v, revised), (v2, false));
+        assert!(matches!(applied, Applied::Config(view) if view == exported));
+        assert_eq!(store.config_version().await.unwrap(), v2);
+        assert_eq!(store.export().await.unwrap(), exported);
+        let (routes, _) = store.list_routes().await.unwrap();
+        assert!(routes.iter().all(|r| r.version == v2));
+
+        // Only a weight changed, the routes as stored: written.
+        let mut reweighed = second();
+        reweighed.upstreams[5].upstream.backends[0].weight = 7;
+        let (v3, _) = publisher.apply(replace(reweighed), &meta).await.unwrap();
+        assert_eq!(v3, v2 + 1);
+        let u6 = store.upstream("u6").await.unwrap();
+        assert_eq!(
+            (
+                u6.upstream.backends[0].weight,
+                u6.upstream.backends[0].version
+            ),
+            (7, v3)
+        );
+
+        // Every route moved (more than are written one by one): all
+        // deleted and inserted again, each with its new path.
+        let mut moved = second();
+        for r in &mut moved.routes {
+            r.path = format!("{}/v2", r.path);
+        }
+        assert!(moved.routes.len() > store::ROUTE_EDITS);
+        let (v4, _) = publisher.apply(replace(moved), &meta).await.unwrap();
+        let (routes, _) = store.list_routes().await.unwrap();
+        assert_eq!(routes.len(), n_routes);
+        assert!(
+            routes
+                .iter()
+                .all(|r| r.version == v4 && r.route.path.ends_with("/v2"))
+        );
         assert_eq!(plane.snapshot().config(), store.load().await.unwrap());
     }
 

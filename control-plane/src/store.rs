@@ -36,7 +36,7 @@ pub use postgres::PostgresUrl;
 pub use read::export as export_in;
 use read::{all_routes, all_upstreams, export, get_backend, get_route, get_upstream};
 pub use read::{load_config, load_route, load_upstream, resources};
-pub use write::apply;
+pub use write::{ROUTE_EDITS, apply};
 
 /// Where the config lives: a `--database-url` read and checked.
 #[derive(Debug, Clone)]
@@ -246,6 +246,9 @@ pub enum Applied {
     Backend(BackendView),
     Config(ConfigView),
     Deleted,
+    /// A whole config written that is the stored one already, row for row:
+    /// nothing was written (the transaction holds its version bump only).
+    Unchanged,
 }
 
 /// Handle to the config database.

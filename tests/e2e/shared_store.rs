@@ -273,7 +273,8 @@ fn numbered(upstreams: usize, routes: usize) -> Value {
 /// A whole config with more rows of each table than one of its batched
 /// inserts takes, written and then written again with changes on
 /// PostgreSQL (numbered parameters): the backends that stay keep their
-/// ids, and the other node follows.
+/// ids, the same document again writes nothing, a few routes changed are
+/// written, and the other node follows.
 #[tokio::test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh runs these"]
 async fn a_large_config_written_again_keeps_backend_ids() {
@@ -298,8 +299,11 @@ async fn a_large_config_written_again_keeps_backend_ids() {
     assert_eq!(u7["backends"][1]["id"], 16, "ids in the document's order");
     doc["upstreams"][7]["backends"][1]["weight"] = json!(4);
     doc["upstreams"][8]["backends"][1]["url"] = json!("http://10.9.0.8:8080");
-    let (status, v) = a.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
+    let (status, v) = a
+        .admin_json(Method::PUT, "/admin/config", Some(doc.clone()))
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    let version = v["version"].as_u64().unwrap();
     let again = upstream("u7").await;
     assert_eq!(again["backends"][0], u7["backends"][0]);
     assert_eq!(again["backends"][1]["id"], u7["backends"][1]["id"]);
@@ -307,9 +311,32 @@ async fn a_large_config_written_again_keeps_backend_ids() {
     let u8 = upstream("u8").await;
     assert_eq!(u8["backends"][1]["url"], "http://10.9.0.8:8080");
     assert_eq!(u8["backends"][1]["id"], 2 * n_up + 1);
+    // The same document again: nothing is written.
+    let (status, same) = a
+        .admin_json(Method::PUT, "/admin/config", Some(doc.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same["version"], version);
+    // Two routes changed (a path; an upstream): written one by one.
+    doc["routes"][9]["path"] = json!("/moved");
+    doc["routes"][10]["upstream"] = json!("u11");
+    let (status, v) = a.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["version"], version + 1);
     let seen = converged(&[&a, &b]).await;
     assert_eq!(seen["upstreams"].as_array().unwrap().len(), n_up);
     assert_eq!(seen["routes"].as_array().unwrap().len(), n_routes);
+    let route = |name: &str| {
+        seen["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(route("r9")["path"], "/moved");
+    assert_eq!(route("r10")["upstream"], "u11");
     for node in [a, b] {
         node.shutdown().await;
     }

@@ -15,26 +15,28 @@ use crate::model::{ConfigUpstream, NewBackend};
 use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 
 /// A route's columns, in the order of [`ROUTE_COLUMNS`] (a whole-table
-/// read decodes them from a JSON array in that order: [`all_rows`]).
-#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
-struct RouteRow {
-    name: String,
-    path: String,
-    methods: String,
-    hosts: String,
+/// read decodes them from a JSON array in that order: [`all_rows`]). The
+/// write side builds the same row for what it inserts, so a whole config
+/// written can be compared with what is stored column for column.
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
+pub(super) struct RouteRow {
+    pub name: String,
+    pub path: String,
+    pub methods: String,
+    pub hosts: String,
     /// Booleans are integers (0 or 1) in both databases, so one query
     /// reads them from either.
-    strip_prefix: i64,
-    preserve_host: i64,
-    max_body_bytes: Option<i64>,
-    timeout_ms: Option<i64>,
+    pub strip_prefix: i64,
+    pub preserve_host: i64,
+    pub max_body_bytes: Option<i64>,
+    pub timeout_ms: Option<i64>,
     /// `None` for a route that only redirects.
-    upstream: Option<String>,
+    pub upstream: Option<String>,
     /// The JSON of the route's [`RoutePolicies`] (`{}`: none).
-    policies: String,
-    version: i64,
+    pub policies: String,
+    pub version: i64,
 }
-const ROUTE_COLUMNS: &str = "name, path, methods, hosts, strip_prefix, preserve_host, \
+pub(super) const ROUTE_COLUMNS: &str = "name, path, methods, hosts, strip_prefix, preserve_host, \
      max_body_bytes, timeout_ms, upstream, policies, version";
 
 pub(super) fn json_list(items: &[String]) -> String {

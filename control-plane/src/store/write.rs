@@ -8,7 +8,9 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
-use super::read::{all_rows, export, get_backend, get_route, get_upstream, json_list};
+use super::read::{
+    ROUTE_COLUMNS, RouteRow, all_rows, export, get_backend, get_route, get_upstream, json_list,
+};
 use super::{Applied, Change, StoreError, is_sqlite};
 use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
 
@@ -41,18 +43,7 @@ pub async fn apply(
             let old = get_route(conn, &route.name).await?;
             check_expect(expect, old.version)?;
             let upstream = resolve_target(conn, &route, version).await?;
-            let update = sqlx::query(
-                "UPDATE routes SET path = $1, methods = $2, hosts = $3, strip_prefix = $4, preserve_host = $5,
-                 max_body_bytes = $6, timeout_ms = $7, upstream = $8, policies = $9, version = $10
-                 WHERE name = $11",
-            );
-            bind_route_settings(update, &route)
-                .bind(&upstream)
-                .bind(policies_json(&route))
-                .bind(version as i64)
-                .bind(&route.name)
-                .execute(&mut *conn)
-                .await?;
+            update_route_row(conn, &route_row(&route, upstream.as_deref(), version)).await?;
             if let Some(before) = &old.route.upstream
                 && upstream.as_ref() != Some(before)
             {
@@ -157,35 +148,45 @@ pub async fn apply(
         Change::ReplaceConfig { config, expect } => {
             // `version` was bumped in this transaction: the client saw the one before.
             check_expect(expect, version - 1)?;
-            replace_config(conn, config, version).await?;
-            Ok(Applied::Config(export(conn).await?))
+            if replace_config(conn, config, version).await? {
+                Ok(Applied::Config(export(conn).await?))
+            } else {
+                Ok(Applied::Unchanged)
+            }
         }
     }
 }
 
-/// Make the stored config exactly `config`. Upstreams that stay keep their
-/// backends' ids (matched by URL); everything written gets `version`.
+/// How many stored routes a whole config written may remove or change for
+/// them to be written one statement each; past it, every route is deleted
+/// and inserted again in batches ([`insert_rows`]), which is fewer round
+/// trips.
+pub const ROUTE_EDITS: usize = 1024;
+
+/// Make the stored config exactly `config`: routes, upstreams and
+/// backends as stored are read once, compared in memory with what the
+/// document's would be as rows, and only what differs is written (a
+/// statement per row is a round trip, to SQLite's worker thread or to
+/// PostgreSQL; one per row made a document of 100,000 routes take
+/// seconds, and inserting them all again half a second). Upstreams that
+/// stay keep their backends' ids (matched by URL); every route and
+/// upstream gets `version`, changed or not (the version of a resource is
+/// that of the last change written over it).
 ///
-/// What is stored is read once and compared in memory, and what is new is
-/// inserted in batches ([`insert_rows`]): each statement is a round trip
-/// (to SQLite's worker thread, or to PostgreSQL), and one per row made a
-/// document of 100,000 routes take seconds.
+/// Returns `false`, having written nothing, when every row is as stored
+/// already (versions aside): the same document synced again. That is
+/// decided in the store's own terms, the columns as written, so no second
+/// rule of what "the same" means can drift from the writes; a difference
+/// of form only (a column written by an older release) reads as a change,
+/// and the caller then finds that the export did not change.
 async fn replace_config(
     conn: &mut AnyConnection,
     config: Config,
     version: u64,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM routes")
-        .execute(&mut *conn)
-        .await?;
-    let wanted: HashSet<&str> = config
-        .upstreams
-        .iter()
-        .map(|u| u.upstream.name.as_str())
-        .collect();
+) -> Result<bool, StoreError> {
     let columns = "name, strategy, connect_timeout_ms, response_header_timeout_ms, \
         body_idle_timeout_ms, policy, owner_route";
-    let stored: Vec<(String, UpstreamColumns)> = all_rows(conn, "upstreams", columns, "name")
+    let stored: HashMap<String, UpstreamColumns> = all_rows(conn, "upstreams", columns, "name")
         .await?
         .into_iter()
         .map(
@@ -194,16 +195,6 @@ async fn replace_config(
             },
         )
         .collect();
-    for (name, _) in &stored {
-        if !wanted.contains(name.as_str()) {
-            // Its backends go with it (ON DELETE CASCADE).
-            sqlx::query("DELETE FROM upstreams WHERE name = $1")
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    let stored: HashMap<String, UpstreamColumns> = stored.into_iter().collect();
     let mut stored_backends: HashMap<String, Vec<StoredBackend>> = HashMap::new();
     let rows: Vec<(i64, String, String, i64)> =
         all_rows(conn, "backends", "id, upstream, url, weight", "id").await?;
@@ -212,6 +203,35 @@ async fn replace_config(
             .entry(upstream)
             .or_default()
             .push((id, url, weight));
+    }
+    let mut held: Vec<RouteRow> = all_rows(conn, "routes", ROUTE_COLUMNS, "name").await?;
+    let mut routes: Vec<RouteRow> = config
+        .routes
+        .iter()
+        .map(|route| match &route.target {
+            Some(RouteTarget::Upstream(name)) => route_row(route, Some(name), version),
+            None => route_row(route, None, version),
+            Some(RouteTarget::Inline { .. }) => {
+                unreachable!("a validated config document has no inline backends")
+            }
+        })
+        .collect();
+    let diff = RouteDiff::of(&mut held, &mut routes);
+    if diff.is_empty() && same_upstreams(&config, &stored, &stored_backends) {
+        return Ok(false);
+    }
+    let one_by_one = diff.removed.len() + diff.changed.len() <= ROUTE_EDITS;
+    if one_by_one {
+        for name in &diff.removed {
+            sqlx::query("DELETE FROM routes WHERE name = $1")
+                .bind(*name)
+                .execute(&mut *conn)
+                .await?;
+        }
+    } else {
+        sqlx::query("DELETE FROM routes")
+            .execute(&mut *conn)
+            .await?;
     }
     let mut new_upstreams = Vec::new();
     let mut new_backends = Vec::new();
@@ -235,25 +255,177 @@ async fn replace_config(
         let added = reconcile_backends(conn, &held, &up.backends, version).await?;
         new_backends.extend(added.into_iter().map(|b| (up.name.as_str(), b)));
     }
+    insert_upstreams(conn, &new_upstreams, version).await?;
+    insert_backends(conn, &new_backends, version).await?;
+    // Routes before the upstreams that go: a route moved off one (or
+    // removed) no longer holds it (ON DELETE RESTRICT), and a route moved
+    // onto a new one finds it.
+    if one_by_one {
+        for row in &diff.changed {
+            update_route_row(conn, row).await?;
+        }
+        insert_route_rows(conn, &diff.added).await?;
+        sqlx::query("UPDATE routes SET version = $1")
+            .bind(version as i64)
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        insert_route_rows(conn, &routes.iter().collect::<Vec<_>>()).await?;
+    }
+    let wanted: HashSet<&str> = config
+        .upstreams
+        .iter()
+        .map(|u| u.upstream.name.as_str())
+        .collect();
+    for name in stored.keys() {
+        if !wanted.contains(name.as_str()) {
+            // Its backends go with it (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM upstreams WHERE name = $1")
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
     // Every upstream left is one of the document's: all are written.
     sqlx::query("UPDATE upstreams SET version = $1")
         .bind(version as i64)
         .execute(&mut *conn)
         .await?;
-    insert_upstreams(conn, &new_upstreams, version).await?;
-    insert_backends(conn, &new_backends, version).await?;
-    let routes: Vec<(&Route, Option<&str>)> = config
-        .routes
-        .iter()
-        .map(|route| match &route.target {
-            Some(RouteTarget::Upstream(name)) => (route, Some(name.as_str())),
-            None => (route, None),
-            Some(RouteTarget::Inline { .. }) => {
-                unreachable!("a validated config document has no inline backends")
+    Ok(true)
+}
+
+/// How the stored routes differ from a document's (each list in name
+/// order), versions aside.
+struct RouteDiff<'a> {
+    /// Stored, not in the document.
+    removed: Vec<&'a str>,
+    /// In both, with some other column.
+    changed: Vec<&'a RouteRow>,
+    /// In the document only.
+    added: Vec<&'a RouteRow>,
+}
+
+impl<'a> RouteDiff<'a> {
+    /// Sorts both lists by name (bytewise, as Rust compares strings) and
+    /// walks them side by side.
+    fn of(held: &'a mut [RouteRow], wanted: &'a mut [RouteRow]) -> RouteDiff<'a> {
+        held.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        wanted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut diff = RouteDiff {
+            removed: Vec::new(),
+            changed: Vec::new(),
+            added: Vec::new(),
+        };
+        let (held, wanted): (&'a [RouteRow], &'a [RouteRow]) = (held, wanted);
+        let (mut i, mut j) = (0, 0);
+        while i < held.len() || j < wanted.len() {
+            match (held.get(i), wanted.get(j)) {
+                (Some(h), Some(w)) if h.name == w.name => {
+                    if route_columns(h) != route_columns(w) {
+                        diff.changed.push(w);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(h), Some(w)) if h.name < w.name => {
+                    diff.removed.push(&h.name);
+                    i += 1;
+                }
+                (Some(h), None) => {
+                    diff.removed.push(&h.name);
+                    i += 1;
+                }
+                (_, Some(w)) => {
+                    diff.added.push(w);
+                    j += 1;
+                }
+                (None, None) => unreachable!("one of the two lists has rows left"),
             }
-        })
+        }
+        diff
+    }
+
+    fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.changed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// Whether the document's upstreams are the stored ones (`stored`) with
+/// the same columns, each with backends of the same URLs and weights
+/// (`stored_backends`): writing them would change no row.
+fn same_upstreams(
+    config: &Config,
+    stored: &HashMap<String, UpstreamColumns>,
+    stored_backends: &HashMap<String, Vec<StoredBackend>>,
+) -> bool {
+    let names: HashSet<&str> = config
+        .upstreams
+        .iter()
+        .map(|u| u.upstream.name.as_str())
         .collect();
-    insert_routes(conn, &routes, version).await
+    names.len() == stored.len()
+        && config.upstreams.len() == stored.len()
+        && config.upstreams.iter().all(|u| {
+            let up = &u.upstream;
+            let held = stored_backends.get(&up.name).map_or(&[][..], Vec::as_slice);
+            stored.get(&up.name) == Some(&upstream_columns(up, u.owner_route.as_deref()))
+                && same_backends(held, &up.backends)
+        })
+}
+
+/// A route row's columns but its version (every field named, so a column
+/// added to [`RouteRow`] is compared too).
+#[allow(clippy::type_complexity)]
+fn route_columns(
+    row: &RouteRow,
+) -> (
+    &str,
+    &str,
+    &str,
+    &str,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<&str>,
+    &str,
+) {
+    let RouteRow {
+        name,
+        path,
+        methods,
+        hosts,
+        strip_prefix,
+        preserve_host,
+        max_body_bytes,
+        timeout_ms,
+        upstream,
+        policies,
+        version: _,
+    } = row;
+    (
+        name,
+        path,
+        methods,
+        hosts,
+        *strip_prefix,
+        *preserve_host,
+        *max_body_bytes,
+        *timeout_ms,
+        upstream.as_deref(),
+        policies,
+    )
+}
+
+/// Whether backends stored as `held` are `wanted`: the same URLs, each
+/// with the same weight ([`reconcile_backends`] would change nothing).
+fn same_backends(held: &[StoredBackend], wanted: &[NewBackend]) -> bool {
+    let held: HashMap<&str, i64> = held.iter().map(|(_, url, w)| (url.as_str(), *w)).collect();
+    let wanted: HashMap<&str, i64> = wanted
+        .iter()
+        .map(|b| (b.url.as_str(), b.weight as i64))
+        .collect();
+    held == wanted
 }
 
 /// An upstream's columns as [`insert_upstreams`] writes them, but its name
@@ -323,36 +495,62 @@ async fn insert_rows<T>(
     Ok(())
 }
 
-/// Insert routes, each with the upstream it uses (`None`: it redirects).
-async fn insert_routes(
-    conn: &mut AnyConnection,
-    routes: &[(&Route, Option<&str>)],
-    version: u64,
-) -> Result<(), StoreError> {
-    const COLUMNS: &str = "name, path, methods, hosts, strip_prefix, preserve_host, \
-        max_body_bytes, timeout_ms, upstream, policies, version";
-    insert_rows(conn, "routes", COLUMNS, routes, |q, (route, upstream)| {
-        bind_route_settings(q.bind(&route.name), route)
-            .bind(*upstream)
-            .bind(policies_json(route))
-            .bind(version as i64)
+/// The row [`insert_route_rows`] writes for `route`, using `upstream`
+/// (`None`: it redirects), at `version`.
+fn route_row(route: &Route, upstream: Option<&str>, version: u64) -> RouteRow {
+    RouteRow {
+        name: route.name.clone(),
+        path: route.path.clone(),
+        methods: json_list(&route.methods),
+        hosts: json_list(&route.hosts),
+        strip_prefix: route.strip_prefix as i64,
+        preserve_host: route.preserve_host as i64,
+        max_body_bytes: route.max_body_bytes.map(|n| n as i64),
+        timeout_ms: route.timeout_ms.map(|n| n as i64),
+        upstream: upstream.map(str::to_string),
+        policies: policies_json(route),
+        version: version as i64,
+    }
+}
+
+/// Insert route rows ([`route_row`]).
+async fn insert_route_rows(conn: &mut AnyConnection, rows: &[&RouteRow]) -> Result<(), StoreError> {
+    insert_rows(conn, "routes", ROUTE_COLUMNS, rows, |q, row| {
+        bind_route_settings(q.bind(&row.name), row)
     })
     .await
 }
 
-/// Bind a route's columns from `path` to `timeout_ms`, in the order of
-/// the table (`INSERT`) and of `UPDATE` in [`apply`].
+/// Write a stored route's row ([`route_row`]) over it.
+async fn update_route_row(conn: &mut AnyConnection, row: &RouteRow) -> Result<(), StoreError> {
+    let update = sqlx::query(
+        "UPDATE routes SET path = $1, methods = $2, hosts = $3, strip_prefix = $4, preserve_host = $5,
+         max_body_bytes = $6, timeout_ms = $7, upstream = $8, policies = $9, version = $10
+         WHERE name = $11",
+    );
+    bind_route_settings(update, row)
+        .bind(&row.name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Bind a route row's columns but its name, from `path` to `version`, in
+/// the order of the table (`INSERT`) and of `UPDATE` in [`apply`].
 fn bind_route_settings<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
-    route: &'q Route,
+    row: &'q RouteRow,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    q.bind(&route.path)
-        .bind(json_list(&route.methods))
-        .bind(json_list(&route.hosts))
-        .bind(route.strip_prefix as i64)
-        .bind(route.preserve_host as i64)
-        .bind(route.max_body_bytes.map(|n| n as i64))
-        .bind(route.timeout_ms.map(|n| n as i64))
+    q.bind(&row.path)
+        .bind(&row.methods)
+        .bind(&row.hosts)
+        .bind(row.strip_prefix)
+        .bind(row.preserve_host)
+        .bind(row.max_body_bytes)
+        .bind(row.timeout_ms)
+        .bind(&row.upstream)
+        .bind(&row.policies)
+        .bind(row.version)
 }
 
 /// Insert upstreams (not their backends), each with its owner route.
@@ -398,7 +596,7 @@ async fn insert_route(
     upstream: Option<&str>,
     version: u64,
 ) -> Result<(), StoreError> {
-    insert_routes(conn, &[(route, upstream)], version).await
+    insert_route_rows(conn, &[&route_row(route, upstream, version)]).await
 }
 
 /// The `policies` column: the JSON of the route's policies as the API
