@@ -1430,6 +1430,181 @@ mod tests {
         assert_eq!(plane.snapshot().config(), store.load().await.unwrap());
     }
 
+    /// The store itself finds a whole config written to be the stored one
+    /// (`Applied::Unchanged`: nothing written, no export read back) only
+    /// when every row is, in whatever order the document lists routes,
+    /// upstreams and backends. Any one column of any row changed alone, a
+    /// row added or removed, is written (`Applied::Config`); so is a route
+    /// moved onto a new upstream while its old one goes (the route is
+    /// written before that upstream is deleted, which it still held).
+    #[tokio::test]
+    async fn a_whole_config_is_unchanged_only_when_every_row_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, publisher) = started(&dir).await;
+        // r0..r5 over u0..u3 (r{j} on u{j % 4}); u3 owned by r3; an
+        // upstream no route uses; r5 only redirects.
+        let base = || {
+            let mut config = numbered_config(4, 6);
+            config.upstreams[3].owner_route = Some("r3".into());
+            let mut spare = config.upstreams[0].clone();
+            spare.upstream.name = "spare".into();
+            for (i, b) in spare.upstream.backends.iter_mut().enumerate() {
+                b.url = format!("http://10.8.0.{i}:80");
+            }
+            config.upstreams.push(spare);
+            config.routes[5].target = None;
+            config.routes[5].policies = serde_json::from_value(serde_json::json!(
+                {"redirect": {"status": 308, "location": "https://x.test{path}"}}
+            ))
+            .unwrap();
+            config
+        };
+        let meta = ChangeMeta::internal(revisions::Source::Import, "test");
+        publisher.apply(replace(base()), &meta).await.unwrap();
+        type Edit = fn(&mut crate::model::Config);
+        fn upstream(c: &mut crate::model::Config, name: &str) {
+            let mut u = c.upstreams[0].clone();
+            u.upstream.name = name.into();
+            u.upstream.backends[0].url = "http://10.7.0.1:80".into();
+            u.upstream.backends.truncate(1);
+            c.upstreams.push(u);
+        }
+        let cases: Vec<(&str, Edit, bool)> = vec![
+            ("as stored", |_| {}, false),
+            (
+                "reordered",
+                |c| {
+                    c.routes.reverse();
+                    c.upstreams.reverse();
+                    for u in &mut c.upstreams {
+                        u.upstream.backends.reverse();
+                    }
+                },
+                false,
+            ),
+            ("owner route", |c| c.upstreams[3].owner_route = None, true),
+            (
+                "a timeout",
+                |c| c.upstreams[1].upstream.policy.timeouts.connect_ms += 1,
+                true,
+            ),
+            (
+                "a policy",
+                |c| c.upstreams[1].upstream.policy.fail_open ^= true,
+                true,
+            ),
+            (
+                "a strategy",
+                |c| c.upstreams[1].upstream.strategy = Strategy::LeastConnections,
+                true,
+            ),
+            (
+                "a weight",
+                |c| c.upstreams[2].upstream.backends[1].weight += 1,
+                true,
+            ),
+            (
+                "a backend's URL",
+                |c| c.upstreams[2].upstream.backends[1].url = "http://10.9.9.9:80".into(),
+                true,
+            ),
+            (
+                "a backend removed",
+                |c| {
+                    c.upstreams[2].upstream.backends.pop();
+                },
+                true,
+            ),
+            (
+                "an unused upstream removed",
+                |c| {
+                    c.upstreams.pop();
+                },
+                true,
+            ),
+            ("an upstream added", |c| upstream(c, "extra"), true),
+            ("a path", |c| c.routes[0].path = "/elsewhere".into(), true),
+            (
+                "methods",
+                |c| c.routes[0].methods = vec!["DELETE".into()],
+                true,
+            ),
+            ("hosts", |c| c.routes[0].hosts = vec!["z.test".into()], true),
+            ("strip_prefix", |c| c.routes[1].strip_prefix ^= true, true),
+            ("preserve_host", |c| c.routes[1].preserve_host ^= true, true),
+            (
+                "max_body_bytes",
+                |c| c.routes[1].max_body_bytes = Some(10),
+                true,
+            ),
+            (
+                "timeout_ms",
+                |c| c.routes[1].timeout_ms = Some(c.routes[1].timeout_ms.unwrap_or(0) + 1),
+                true,
+            ),
+            (
+                "policies",
+                |c| {
+                    c.routes[0].policies = serde_json::from_value(serde_json::json!(
+                        {"rate_limit": {"key": "client_ip", "requests_per_second": 5, "burst": 3}}
+                    ))
+                    .unwrap()
+                },
+                true,
+            ),
+            (
+                "a redirect given an upstream",
+                |c| {
+                    c.routes[5].target = Some(RouteTarget::Upstream("u1".into()));
+                    c.routes[5].policies = Default::default();
+                },
+                true,
+            ),
+            (
+                "a route removed",
+                |c| {
+                    c.routes.remove(4);
+                },
+                true,
+            ),
+            (
+                "a route added",
+                |c| {
+                    let mut r = c.routes[0].clone();
+                    r.name = "r9".into();
+                    r.path = "/p9".into();
+                    c.routes.push(r);
+                },
+                true,
+            ),
+            (
+                "a route moved onto a new upstream, its old one gone",
+                |c| {
+                    upstream(c, "fresh");
+                    c.routes[2].target = Some(RouteTarget::Upstream("fresh".into()));
+                    c.upstreams.remove(2);
+                },
+                true,
+            ),
+        ];
+        for (what, edit, written) in cases {
+            let mut config = base();
+            edit(&mut config);
+            let mut tx = store.begin_write().await.unwrap();
+            let version = store::bump_version(&mut tx).await.unwrap();
+            let change = Change::ReplaceConfig {
+                config,
+                expect: None,
+            };
+            let applied = store::apply(&mut tx, change, version)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(matches!(applied, Applied::Config(_)), written, "{what}");
+            // Rolled back.
+            drop(tx);
+        }
+    }
+
     /// A checkpoint every 64 revisions for a small config; for a large one
     /// every eighth of its size in revisions, so that the deltas to replay
     /// stay a fraction of one checkpoint. The revision it falls due on

@@ -36,7 +36,9 @@ pub use postgres::PostgresUrl;
 pub use read::export as export_in;
 use read::{all_routes, all_upstreams, export, get_backend, get_route, get_upstream};
 pub use read::{load_config, load_route, load_upstream, resources};
-pub use write::{ROUTE_EDITS, apply};
+#[cfg(test)]
+pub(crate) use write::ROUTE_EDITS;
+pub use write::apply;
 
 /// Where the config lives: a `--database-url` read and checked.
 #[derive(Debug, Clone)]
@@ -235,8 +237,8 @@ impl Change {
     }
 }
 
-/// What a change produced: the resource as it now is, or nothing (delete).
-/// One is made per admin change and moved once, so its size (a route's
+/// What a change produced: the resource as it now is, nothing (delete),
+/// or, for a whole config, that it was the stored one already. One is made per admin change and moved once, so its size (a route's
 /// policies make `Route` the largest) does not matter.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)]

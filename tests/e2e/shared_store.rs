@@ -317,9 +317,15 @@ async fn a_large_config_written_again_keeps_backend_ids() {
         .await;
     assert_eq!(status, StatusCode::OK, "{same}");
     assert_eq!(same["version"], version);
-    // Two routes changed (a path; an upstream): written one by one.
+    // Three routes changed (a path; an upstream; one moved onto a new
+    // upstream while its old one goes): written one by one, each before
+    // the upstream it left is deleted.
     doc["routes"][9]["path"] = json!("/moved");
     doc["routes"][10]["upstream"] = json!("u11");
+    doc["routes"][12]["upstream"] = json!("fresh");
+    let upstreams = doc["upstreams"].as_array_mut().unwrap();
+    assert_eq!(upstreams.remove(12)["name"], "u12");
+    upstreams.push(json!({"name": "fresh", "backends": [{"url": "http://10.7.0.1:80"}]}));
     let (status, v) = a.admin_json(Method::PUT, "/admin/config", Some(doc)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["version"], version + 1);
@@ -337,6 +343,14 @@ async fn a_large_config_written_again_keeps_backend_ids() {
     };
     assert_eq!(route("r9")["path"], "/moved");
     assert_eq!(route("r10")["upstream"], "u11");
+    assert_eq!(route("r12")["upstream"], "fresh");
+    let names: Vec<&Value> = seen["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["name"])
+        .collect();
+    assert!(names.contains(&&json!("fresh")) && !names.contains(&&json!("u12")));
     for node in [a, b] {
         node.shutdown().await;
     }

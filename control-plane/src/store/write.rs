@@ -161,7 +161,7 @@ pub async fn apply(
 /// them to be written one statement each; past it, every route is deleted
 /// and inserted again in batches ([`insert_rows`]), which is fewer round
 /// trips.
-pub const ROUTE_EDITS: usize = 1024;
+pub(crate) const ROUTE_EDITS: usize = 1024;
 
 /// Make the stored config exactly `config`: routes, upstreams and
 /// backends as stored are read once, compared in memory with what the
@@ -536,7 +536,8 @@ async fn update_route_row(conn: &mut AnyConnection, row: &RouteRow) -> Result<()
 }
 
 /// Bind a route row's columns but its name, from `path` to `version`, in
-/// the order of the table (`INSERT`) and of `UPDATE` in [`apply`].
+/// the order of [`ROUTE_COLUMNS`] (after the name: [`insert_route_rows`])
+/// and of the `UPDATE` in [`update_route_row`].
 fn bind_route_settings<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     row: &'q RouteRow,
