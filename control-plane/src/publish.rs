@@ -444,20 +444,45 @@ impl Publisher {
             // the same, so nothing else needs comparing.
             return Ok(no_op(whole_before));
         }
-        let before = match scoped_before {
-            Some(before) => before,
-            None => Resources::of_export(whole_before.as_ref().expect("exported without a scope")),
+        let (applied, written) = match applied {
+            Applied::Replaced(view, written) => (Applied::Config(view), Some(written)),
+            other => (other, None),
+        };
+        let whole_state = |view: Option<&ConfigView>| {
+            Resources::of_export(view.expect("exported without a scope"))
         };
         // A whole config written comes back as its export, read in this
-        // transaction: the state after, not read again.
+        // transaction: the state after, not read again. Only the routes
+        // and upstreams whose rows the store wrote can differ, and only
+        // those are compared (not for a dry run: its patch is between the
+        // whole documents).
         let read_after;
-        let (whole_after, after) = match &applied {
-            Applied::Config(view) => (Some(view), Resources::of_export(view)),
-            Applied::Unchanged => (whole_before.as_ref(), before.clone()),
+        let (before, whole_after, after) = match (&applied, written) {
+            (Applied::Config(view), Some(written)) if !dry => (
+                Resources::of_export_named(
+                    whole_before.as_ref().expect("exported without a scope"),
+                    &written,
+                ),
+                Some(view),
+                Resources::of_export_named(view, &written),
+            ),
+            (Applied::Config(view), _) => (
+                scoped_before.unwrap_or_else(|| whole_state(whole_before.as_ref())),
+                Some(view),
+                Resources::of_export(view),
+            ),
+            (Applied::Unchanged, _) => {
+                let before = whole_state(whole_before.as_ref());
+                (before.clone(), whole_before.as_ref(), before)
+            }
             _ => {
                 let (whole, after) = state(&mut tx, scope.as_ref(), dry).await?;
                 read_after = whole;
-                (read_after.as_ref(), after.expect("a change's own scope"))
+                (
+                    scoped_before.expect("a change's own scope"),
+                    read_after.as_ref(),
+                    after.expect("a change's own scope"),
+                )
             }
         };
         let summary = revisions::summary(&before, &after);
@@ -517,13 +542,12 @@ impl Publisher {
                 traffic,
             })));
         };
-        let checkpoint = match scope {
-            None => Checkpoint::Required,
-            Some(_) => {
-                let size = self.plane.snapshot();
-                let resources = size.route_count() + size.upstream_count();
-                revisions::checkpoint(&mut tx, version, resources).await?
-            }
+        // A whole config written keeps a delta too (the entries of what it
+        // changed), like any change: at 100,000 routes a checkpoint is 17 MB.
+        let checkpoint = {
+            let size = self.plane.snapshot();
+            let resources = size.route_count() + size.upstream_count();
+            revisions::checkpoint(&mut tx, version, resources).await?
         };
         let data = if checkpoint == Checkpoint::Required {
             // Written as its text (not through a `Value`: at 100,000
@@ -1378,6 +1402,38 @@ mod tests {
         assert_eq!(r9.route.path, "/moved");
         // And it is what runs.
         assert_eq!(plane.snapshot().config(), store.load().await.unwrap());
+        // Its revision: what changed (the names the store wrote whose
+        // entries differ), kept as a delta, from which the config at v2 is
+        // rebuilt as it is.
+        let (revision, state) = store.revision(v2).await.unwrap();
+        let s = &revision.summary;
+        let last = format!("r{}", n_routes - 1);
+        assert_eq!(
+            (&s.routes.added, &s.routes.changed, &s.routes.removed),
+            (
+                &vec!["new".to_string()],
+                &vec!["r0".to_string(), "r9".to_string()],
+                &vec![last]
+            )
+        );
+        assert_eq!(
+            (
+                &s.upstreams.added,
+                &s.upstreams.changed,
+                &s.upstreams.removed
+            ),
+            (
+                &vec![],
+                &vec!["u1".to_string(), "u2".into(), "u3".into()],
+                &vec!["u0".to_string()]
+            )
+        );
+        let (checkpoint, delta) = store.revision_data_bytes(v2).await.unwrap();
+        assert!(
+            checkpoint == 0 && delta > 0 && delta < 10_000,
+            "{checkpoint} {delta}"
+        );
+        assert_eq!(state, Resources::of_export(&store.export().await.unwrap()));
 
         // The same document again, in another order (routes and backends
         // reversed): nothing is written, every version stays.
@@ -1462,6 +1518,8 @@ mod tests {
         let meta = ChangeMeta::internal(revisions::Source::Import, "test");
         publisher.apply(replace(base()), &meta).await.unwrap();
         type Edit = fn(&mut crate::model::Config);
+        // The routes and upstreams the store says it wrote.
+        type Written = (&'static [&'static str], &'static [&'static str]);
         fn upstream(c: &mut crate::model::Config, name: &str) {
             let mut u = c.upstreams[0].clone();
             u.upstream.name = name.into();
@@ -1469,8 +1527,8 @@ mod tests {
             u.upstream.backends.truncate(1);
             c.upstreams.push(u);
         }
-        let cases: Vec<(&str, Edit, bool)> = vec![
-            ("as stored", |_| {}, false),
+        let cases: Vec<(&str, Edit, Written)> = vec![
+            ("as stored", |_| {}, (&[], &[])),
             (
                 "reordered",
                 |c| {
@@ -1480,67 +1538,91 @@ mod tests {
                         u.upstream.backends.reverse();
                     }
                 },
-                false,
+                (&[], &[]),
             ),
-            ("owner route", |c| c.upstreams[3].owner_route = None, true),
+            (
+                "owner route",
+                |c| c.upstreams[3].owner_route = None,
+                (&[], &["u3"]),
+            ),
             (
                 "a timeout",
                 |c| c.upstreams[1].upstream.policy.timeouts.connect_ms += 1,
-                true,
+                (&[], &["u1"]),
             ),
             (
                 "a policy",
                 |c| c.upstreams[1].upstream.policy.fail_open ^= true,
-                true,
+                (&[], &["u1"]),
             ),
             (
                 "a strategy",
                 |c| c.upstreams[1].upstream.strategy = Strategy::LeastConnections,
-                true,
+                (&[], &["u1"]),
             ),
             (
                 "a weight",
                 |c| c.upstreams[2].upstream.backends[1].weight += 1,
-                true,
+                (&[], &["u2"]),
             ),
             (
                 "a backend's URL",
                 |c| c.upstreams[2].upstream.backends[1].url = "http://10.9.9.9:80".into(),
-                true,
+                (&[], &["u2"]),
             ),
             (
                 "a backend removed",
                 |c| {
                     c.upstreams[2].upstream.backends.pop();
                 },
-                true,
+                (&[], &["u2"]),
             ),
             (
                 "an unused upstream removed",
                 |c| {
                     c.upstreams.pop();
                 },
-                true,
+                (&[], &["spare"]),
             ),
-            ("an upstream added", |c| upstream(c, "extra"), true),
-            ("a path", |c| c.routes[0].path = "/elsewhere".into(), true),
+            (
+                "an upstream added",
+                |c| upstream(c, "extra"),
+                (&[], &["extra"]),
+            ),
+            (
+                "a path",
+                |c| c.routes[0].path = "/elsewhere".into(),
+                (&["r0"], &[]),
+            ),
             (
                 "methods",
                 |c| c.routes[0].methods = vec!["DELETE".into()],
-                true,
+                (&["r0"], &[]),
             ),
-            ("hosts", |c| c.routes[0].hosts = vec!["z.test".into()], true),
-            ("strip_prefix", |c| c.routes[1].strip_prefix ^= true, true),
-            ("preserve_host", |c| c.routes[1].preserve_host ^= true, true),
+            (
+                "hosts",
+                |c| c.routes[0].hosts = vec!["z.test".into()],
+                (&["r0"], &[]),
+            ),
+            (
+                "strip_prefix",
+                |c| c.routes[1].strip_prefix ^= true,
+                (&["r1"], &[]),
+            ),
+            (
+                "preserve_host",
+                |c| c.routes[1].preserve_host ^= true,
+                (&["r1"], &[]),
+            ),
             (
                 "max_body_bytes",
                 |c| c.routes[1].max_body_bytes = Some(10),
-                true,
+                (&["r1"], &[]),
             ),
             (
                 "timeout_ms",
                 |c| c.routes[1].timeout_ms = Some(c.routes[1].timeout_ms.unwrap_or(0) + 1),
-                true,
+                (&["r1"], &[]),
             ),
             (
                 "policies",
@@ -1550,7 +1632,7 @@ mod tests {
                     ))
                     .unwrap()
                 },
-                true,
+                (&["r0"], &[]),
             ),
             (
                 "a redirect given an upstream",
@@ -1558,14 +1640,14 @@ mod tests {
                     c.routes[5].target = Some(RouteTarget::Upstream("u1".into()));
                     c.routes[5].policies = Default::default();
                 },
-                true,
+                (&["r5"], &[]),
             ),
             (
                 "a route removed",
                 |c| {
                     c.routes.remove(4);
                 },
-                true,
+                (&["r4"], &[]),
             ),
             (
                 "a route added",
@@ -1575,7 +1657,7 @@ mod tests {
                     r.path = "/p9".into();
                     c.routes.push(r);
                 },
-                true,
+                (&["r9"], &[]),
             ),
             (
                 "a route moved onto a new upstream, its old one gone",
@@ -1584,10 +1666,10 @@ mod tests {
                     c.routes[2].target = Some(RouteTarget::Upstream("fresh".into()));
                     c.upstreams.remove(2);
                 },
-                true,
+                (&["r2"], &["fresh", "u2"]),
             ),
         ];
-        for (what, edit, written) in cases {
+        for (what, edit, (routes, upstreams)) in cases {
             let mut config = base();
             edit(&mut config);
             let mut tx = store.begin_write().await.unwrap();
@@ -1599,7 +1681,14 @@ mod tests {
             let applied = store::apply(&mut tx, change, version)
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_eq!(matches!(applied, Applied::Config(_)), written, "{what}");
+            match applied {
+                Applied::Replaced(_, written) => {
+                    assert_eq!(written.routes, routes, "{what}");
+                    assert_eq!(written.upstreams, upstreams, "{what}");
+                }
+                Applied::Unchanged => assert!(routes.is_empty() && upstreams.is_empty(), "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
             // Rolled back.
             drop(tx);
         }

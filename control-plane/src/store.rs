@@ -248,6 +248,9 @@ pub enum Applied {
     Backend(BackendView),
     Config(ConfigView),
     Deleted,
+    /// A whole config written: the config as it now is, and the routes and
+    /// upstreams whose rows were written (only theirs can have changed).
+    Replaced(ConfigView, Touched),
     /// A whole config written that is the stored one already, row for row:
     /// nothing was written (the transaction holds its version bump only).
     Unchanged,

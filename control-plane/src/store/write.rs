@@ -11,7 +11,7 @@ use sqlx::{Any, AnyConnection};
 use super::read::{
     ROUTE_COLUMNS, RouteRow, all_rows, export, get_backend, get_route, get_upstream, json_list,
 };
-use super::{Applied, Change, StoreError, is_sqlite};
+use super::{Applied, Change, StoreError, Touched, is_sqlite};
 use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
 
 fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
@@ -148,10 +148,9 @@ pub async fn apply(
         Change::ReplaceConfig { config, expect } => {
             // `version` was bumped in this transaction: the client saw the one before.
             check_expect(expect, version - 1)?;
-            if replace_config(conn, config, version).await? {
-                Ok(Applied::Config(export(conn).await?))
-            } else {
-                Ok(Applied::Unchanged)
+            match replace_config(conn, config, version).await? {
+                Some(written) => Ok(Applied::Replaced(export(conn).await?, written)),
+                None => Ok(Applied::Unchanged),
             }
         }
     }
@@ -173,17 +172,19 @@ pub(crate) const ROUTE_EDITS: usize = 1024;
 /// upstream gets `version`, changed or not (the version of a resource is
 /// that of the last change written over it).
 ///
-/// Returns `false`, having written nothing, when every row is as stored
-/// already (versions aside): the same document synced again. That is
-/// decided in the store's own terms, the columns as written, so no second
-/// rule of what "the same" means can drift from the writes; a difference
-/// of form only (a column written by an older release) reads as a change,
-/// and the caller then finds that the export did not change.
+/// Returns the routes and upstreams whose rows it wrote (added, changed or
+/// removed; an upstream's rows are its own and its backends'), or `None`,
+/// having written nothing, when every row is as stored already (versions
+/// aside): the same document synced again. That is decided in the store's
+/// own terms, the columns as written, so no second rule of what "the same"
+/// means can drift from the writes; a difference of form only (a column
+/// written by an older release) reads as a change, and the caller then
+/// finds that the export of those names did not change.
 async fn replace_config(
     conn: &mut AnyConnection,
     config: Config,
     version: u64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Touched>, StoreError> {
     let columns = "name, strategy, connect_timeout_ms, response_header_timeout_ms, \
         body_idle_timeout_ms, policy, owner_route";
     let stored: HashMap<String, UpstreamColumns> = all_rows(conn, "upstreams", columns, "name")
@@ -217,8 +218,12 @@ async fn replace_config(
         })
         .collect();
     let diff = RouteDiff::of(&mut held, &mut routes);
-    if diff.is_empty() && same_upstreams(&config, &stored, &stored_backends) {
-        return Ok(false);
+    let written = Touched {
+        routes: diff.names(),
+        upstreams: upstream_changes(&config, &stored, &stored_backends),
+    };
+    if written.routes.is_empty() && written.upstreams.is_empty() {
+        return Ok(None);
     }
     let one_by_one = diff.removed.len() + diff.changed.len() <= ROUTE_EDITS;
     if one_by_one {
@@ -291,7 +296,7 @@ async fn replace_config(
         .bind(version as i64)
         .execute(&mut *conn)
         .await?;
-    Ok(true)
+    Ok(Some(written))
 }
 
 /// How the stored routes differ from a document's (each list in name
@@ -345,32 +350,58 @@ impl<'a> RouteDiff<'a> {
         diff
     }
 
-    fn is_empty(&self) -> bool {
-        self.removed.is_empty() && self.changed.is_empty() && self.added.is_empty()
+    /// Every route name in the diff, each once, in name order.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .removed
+            .iter()
+            .map(|name| name.to_string())
+            .chain(
+                self.changed
+                    .iter()
+                    .chain(&self.added)
+                    .map(|row| row.name.clone()),
+            )
+            .collect();
+        names.sort_unstable();
+        names
     }
 }
 
-/// Whether the document's upstreams are the stored ones (`stored`) with
-/// the same columns, each with backends of the same URLs and weights
-/// (`stored_backends`): writing them would change no row.
-fn same_upstreams(
+/// The upstreams whose rows writing the document's would change, in name
+/// order: those not stored yet, those stored and no longer wanted, and
+/// those whose columns differ from `stored` or whose backends differ from
+/// `stored_backends` in URLs or weights.
+fn upstream_changes(
     config: &Config,
     stored: &HashMap<String, UpstreamColumns>,
     stored_backends: &HashMap<String, Vec<StoredBackend>>,
-) -> bool {
-    let names: HashSet<&str> = config
+) -> Vec<String> {
+    let wanted: HashSet<&str> = config
         .upstreams
         .iter()
         .map(|u| u.upstream.name.as_str())
         .collect();
-    names.len() == stored.len()
-        && config.upstreams.len() == stored.len()
-        && config.upstreams.iter().all(|u| {
+    let mut names: Vec<String> = config
+        .upstreams
+        .iter()
+        .filter(|u| {
             let up = &u.upstream;
             let held = stored_backends.get(&up.name).map_or(&[][..], Vec::as_slice);
-            stored.get(&up.name) == Some(&upstream_columns(up, u.owner_route.as_deref()))
-                && same_backends(held, &up.backends)
+            stored.get(&up.name) != Some(&upstream_columns(up, u.owner_route.as_deref()))
+                || !same_backends(held, &up.backends)
         })
+        .map(|u| u.upstream.name.clone())
+        .chain(
+            stored
+                .keys()
+                .filter(|name| !wanted.contains(name.as_str()))
+                .cloned(),
+        )
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// A route row's columns but its version (every field named, so a column
