@@ -4,12 +4,13 @@
 //!
 //! A revision is its metadata (`revisions`: time, source, endpoint, client,
 //! comment, summary) and the means to rebuild the config at its version
-//! (`revision_data`): the whole document (a *checkpoint*, written for
-//! whole-config changes and for the first revision of a database), or a
-//! *delta*: the new state of the routes and upstreams the change touched,
-//! in the export format. A change
-//! of one backend's weight stores one upstream, whatever the size of the
-//! config. The config at version `v` is the newest checkpoint at or before
+//! (`revision_data`): the whole document (a *checkpoint*, written for the
+//! first revision of a database or after a gap), or a *delta*: the new
+//! state of the routes and upstreams the change touched, in the export
+//! format. A change of one backend's weight stores one upstream, whatever
+//! the size of the config; a whole config written (`PUT`, a rollback)
+//! stores the routes and upstreams it changed (until `5bedfcc` it stored a
+//! checkpoint: 17 MB at 100,000 routes, on every such change). The config at version `v` is the newest checkpoint at or before
 //! `v` with the deltas after it applied in order. So that there are never
 //! many deltas to apply, a revision also gets a checkpoint every
 //! [`CHECKPOINT_EVERY`] revisions, or every [`CHECKPOINT_SHARE`]th of the
@@ -20,7 +21,7 @@
 //! kept revision needs them (the deltas between the oldest kept revision
 //! and the checkpoint before it remain, invisible).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -166,23 +167,26 @@ impl Resources {
         Resources::of_document(value)
     }
 
-    /// The routes and upstreams of an export named in `names` (`None`:
-    /// absent from it), as [`Resources::of_export`] has them; the rest are
-    /// not serialised.
+    /// The routes and upstreams of an export named in `names`, as
+    /// [`Resources::of_export`] has them; the rest are not serialised. A
+    /// name the export does not have is left out, which [`summary`] and
+    /// [`delta`] read as absent, as they do `None` (so the import of a
+    /// large config into an empty one builds no entry for "before").
     pub fn of_export_named(view: &ConfigView, names: &Touched) -> Resources {
         fn pick<T: Serialize>(
             items: &[T],
             name: impl Fn(&T) -> &str,
             wanted: &[String],
         ) -> BTreeMap<String, Option<Value>> {
-            let mut state: BTreeMap<String, Option<Value>> =
-                wanted.iter().map(|n| (n.clone(), None)).collect();
-            for item in items {
-                if let Some(slot) = state.get_mut(name(item)) {
-                    *slot = Some(serde_json::to_value(item).expect("a config item serialises"));
-                }
-            }
-            state
+            let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+            items
+                .iter()
+                .filter(|item| wanted.contains(name(item)))
+                .map(|item| {
+                    let value = serde_json::to_value(item).expect("a config item serialises");
+                    (name(item).to_string(), Some(value))
+                })
+                .collect()
         }
         Resources {
             routes: pick(&view.routes, |r| &r.name, &names.routes),
