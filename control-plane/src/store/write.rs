@@ -270,10 +270,13 @@ async fn replace_config(
             update_route_row(conn, row).await?;
         }
         insert_route_rows(conn, &diff.added).await?;
-        sqlx::query("UPDATE routes SET version = $1")
-            .bind(version as i64)
-            .execute(&mut *conn)
-            .await?;
+        // The routes kept as they were are written too (their version).
+        if diff.kept > 0 {
+            sqlx::query("UPDATE routes SET version = $1")
+                .bind(version as i64)
+                .execute(&mut *conn)
+                .await?;
+        }
     } else {
         insert_route_rows(conn, &routes.iter().collect::<Vec<_>>()).await?;
     }
@@ -308,6 +311,8 @@ struct RouteDiff<'a> {
     changed: Vec<&'a RouteRow>,
     /// In the document only.
     added: Vec<&'a RouteRow>,
+    /// How many are in both, the same.
+    kept: usize,
 }
 
 impl<'a> RouteDiff<'a> {
@@ -320,13 +325,16 @@ impl<'a> RouteDiff<'a> {
             removed: Vec::new(),
             changed: Vec::new(),
             added: Vec::new(),
+            kept: 0,
         };
         let (held, wanted): (&'a [RouteRow], &'a [RouteRow]) = (held, wanted);
         let (mut i, mut j) = (0, 0);
         while i < held.len() || j < wanted.len() {
             match (held.get(i), wanted.get(j)) {
                 (Some(h), Some(w)) if h.name == w.name => {
-                    if route_columns(h) != route_columns(w) {
+                    if route_columns(h) == route_columns(w) {
+                        diff.kept += 1;
+                    } else {
                         diff.changed.push(w);
                     }
                     i += 1;
