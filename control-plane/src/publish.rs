@@ -544,10 +544,13 @@ impl Publisher {
         };
         // A whole config written keeps a delta too (the entries of what it
         // changed), like any change: at 100,000 routes a checkpoint is 17 MB.
-        let checkpoint = {
-            let size = self.plane.snapshot();
-            let resources = size.route_count() + size.upstream_count();
-            revisions::checkpoint(&mut tx, version, resources).await?
+        // The config's size: the larger of before and after (a whole
+        // config written may grow it many times over).
+        let (checkpoint, weight) = {
+            let live = self.plane.snapshot();
+            let before = live.route_count() + live.upstream_count();
+            let after = whole_after.map_or(0, |v| v.routes.len() + v.upstreams.len());
+            revisions::checkpoint(&mut tx, version, before.max(after), summary.len()).await?
         };
         let data = if checkpoint == Checkpoint::Required {
             // Written as its text (not through a `Value`: at 100,000
@@ -560,7 +563,16 @@ impl Publisher {
         } else {
             RevisionData::Delta(revisions::delta(&after, &summary))
         };
-        revisions::record(&mut tx, version, meta, &summary, data, self.retention).await?;
+        revisions::record(
+            &mut tx,
+            version,
+            meta,
+            &summary,
+            data,
+            weight,
+            self.retention,
+        )
+        .await?;
         if self.store.engine() == Engine::Postgres {
             postgres::notify(&mut tx, version).await?;
         }
@@ -1483,6 +1495,10 @@ mod tests {
                 .iter()
                 .all(|r| r.version == v4 && r.route.path.ends_with("/v2"))
         );
+        // Its revision names every route, and rebuilds the config as it is.
+        let (revision, state) = store.revision(v4).await.unwrap();
+        assert_eq!(revision.summary.routes.changed.len(), n_routes);
+        assert_eq!(state, Resources::of_export(&store.export().await.unwrap()));
         assert_eq!(plane.snapshot().config(), store.load().await.unwrap());
     }
 
@@ -1490,7 +1506,8 @@ mod tests {
     /// (`Applied::Unchanged`: nothing written, no export read back) only
     /// when every row is, in whatever order the document lists routes,
     /// upstreams and backends. Any one column of any row changed alone, a
-    /// row added or removed, is written (`Applied::Config`); so is a route
+    /// row added or removed, is written and named as written
+    /// (`Applied::Replaced`); so is a route
     /// moved onto a new upstream while its old one goes (the route is
     /// written before that upstream is deleted, which it still held).
     #[tokio::test]
@@ -1749,6 +1766,60 @@ mod tests {
                     "{routes} routes: {deltas} bytes of deltas, checkpoint {size}"
                 );
             }
+        }
+    }
+
+    /// A whole config written keeps a delta of what it changed, and those
+    /// count towards the next checkpoint by their entries: at 2,001 routes
+    /// and upstreams one falls due after 250 of them. Three writes of 100
+    /// changed routes each bring it on the third; one of 300 stores the
+    /// whole config at once. Every version rebuilds as it was stored.
+    #[tokio::test]
+    async fn whole_configs_written_bring_checkpoints_forward_by_what_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, publisher) = started(&dir).await;
+        let meta = ChangeMeta::internal(revisions::Source::Import, "test");
+        let (v0, _) = publisher
+            .apply(replace(numbered_config(1, 2_000)), &meta)
+            .await
+            .unwrap();
+        assert!(
+            store.revision_data_bytes(v0).await.unwrap().0 > 0,
+            "the first"
+        );
+        let mut exports = vec![(v0, store.export().await.unwrap())];
+        // Round k moves `moved` routes' paths (each round other paths).
+        for (k, moved, due) in [
+            (1, 100, false),
+            (2, 100, false),
+            (3, 100, true),
+            (4, 300, true),
+        ] {
+            let mut config = numbered_config(1, 2_000);
+            for r in config.routes.iter_mut().take(moved) {
+                r.path = format!("{}/{k}", r.path);
+            }
+            let (v, _) = publisher.apply(replace(config), &meta).await.unwrap();
+            let (revision, _) = store.revision(v).await.unwrap();
+            assert_eq!(revision.summary.len(), moved, "round {k}");
+            let (mut checkpoint, delta) = store.revision_data_bytes(v).await.unwrap();
+            if k == 4 {
+                assert!(checkpoint > 0 && delta == 0, "round {k}: stored whole");
+            } else {
+                assert!(delta > 0, "round {k}: a delta");
+                // A checkpoint due is added after the change.
+                let deadline = Instant::now() + std::time::Duration::from_secs(10);
+                while due && checkpoint == 0 && Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    checkpoint = store.revision_data_bytes(v).await.unwrap().0;
+                }
+                assert_eq!(checkpoint > 0, due, "round {k}");
+            }
+            exports.push((v, store.export().await.unwrap()));
+        }
+        for (v, export) in exports {
+            let (_, state) = store.revision(v).await.unwrap();
+            assert_eq!(state, Resources::of_export(&export), "version {v}");
         }
     }
 

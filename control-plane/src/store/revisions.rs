@@ -9,13 +9,15 @@
 //! state of the routes and upstreams the change touched, in the export
 //! format. A change of one backend's weight stores one upstream, whatever
 //! the size of the config; a whole config written (`PUT`, a rollback)
-//! stores the routes and upstreams it changed (until `5bedfcc` it stored a
-//! checkpoint: 17 MB at 100,000 routes, on every such change). The config at version `v` is the newest checkpoint at or before
+//! stores the routes and upstreams it changed, or the whole config when
+//! that is as many as a checkpoint falls due after. The config at version `v` is the newest checkpoint at or before
 //! `v` with the deltas after it applied in order. So that there are never
 //! many deltas to apply, a revision also gets a checkpoint every
 //! [`CHECKPOINT_EVERY`] revisions, or every [`CHECKPOINT_SHARE`]th of the
-//! config's size in revisions if that is more ([`Checkpoint::Due`]); that
-//! one is added after its change, off the change's path.
+//! config's size in revisions if that is more, or once the deltas since
+//! the last one hold that many routes and upstreams (their `weight`)
+//! ([`Checkpoint::Due`]); that one is added after its change, off the
+//! change's path.
 //!
 //! Pruning keeps the newest `retention` revisions; data rows go once no
 //! kept revision needs them (the deltas between the oldest kept revision
@@ -34,11 +36,13 @@ use crate::view::ConfigView;
 /// A checkpoint at most this often (in revisions)...
 pub const CHECKPOINT_EVERY: u64 = 64;
 /// ...and, for a large config, only after 1/N of its routes and upstreams
-/// in revisions (a delta holds about one of them): rebuilding a version
-/// then reads about 1 + 1/N checkpoints' worth of JSON, while a large
-/// config is not written whole every 64 changes (at 100,000 routes a
-/// checkpoint is ~17 MB and costs the change that writes it about a
-/// second; a route change's delta is ~150 bytes).
+/// in revisions, or in the deltas' entries, whichever comes first (an API
+/// change's delta holds about one of them, a whole config written as many
+/// as it changed): rebuilding a version then reads about 1 + 1/N
+/// checkpoints' worth of JSON, while a large config is not written whole
+/// every 64 changes (at 100,000 routes a checkpoint is ~17 MB and costs
+/// the change that writes it about a second; a route change's delta is
+/// ~150 bytes).
 pub const CHECKPOINT_SHARE: u64 = 8;
 
 /// Default of `--revision-retention`.
@@ -119,6 +123,10 @@ pub struct Changes {
 }
 
 impl Changes {
+    fn len(&self) -> usize {
+        self.added.len() + self.changed.len() + self.removed.len()
+    }
+
     fn is_empty(&self) -> bool {
         self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
     }
@@ -137,6 +145,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// How many routes and upstreams it names.
+    pub fn len(&self) -> usize {
+        self.routes.len() + self.upstreams.len()
+    }
+
     /// Nothing changed: the change is a no-op.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.upstreams.is_empty()
@@ -362,32 +375,48 @@ pub enum Checkpoint {
     /// its path.
     Due,
     /// Nothing to rebuild it from otherwise: the first revision of the
-    /// database, or the first after a gap.
+    /// database, or the first after a gap; or its delta alone would hold
+    /// as many entries as a checkpoint falls due after (a whole config
+    /// written with that many changes), so the whole config is stored
+    /// instead.
     Required,
 }
 
-/// What the revision at `version` of a config of `resources` routes and
-/// upstreams must store (see [`Checkpoint`]).
+/// What the revision at `version`, whose delta holds `entries` routes and
+/// upstreams, of a config of `resources` of them must store (see
+/// [`Checkpoint`]), and its weight: the entries of the deltas since the
+/// last checkpoint, its own included (what [`record`] keeps with it).
 pub async fn checkpoint(
     conn: &mut AnyConnection,
     version: u64,
     resources: usize,
-) -> Result<Checkpoint, StoreError> {
+    entries: usize,
+) -> Result<(Checkpoint, u64), StoreError> {
     let last: Option<(i64,)> = sqlx::query_as(
         "SELECT version FROM revision_data WHERE checkpoint IS NOT NULL ORDER BY version DESC LIMIT 1",
     )
     .fetch_optional(&mut *conn)
     .await?;
-    let previous: Option<(i64,)> =
-        sqlx::query_as("SELECT version FROM revision_data WHERE version = $1")
-            .bind(version as i64 - 1)
-            .fetch_optional(&mut *conn)
-            .await?;
+    // The weight the revision before carries on (none after a checkpoint).
+    let previous: Option<(i64,)> = sqlx::query_as(
+        "SELECT CASE WHEN checkpoint IS NULL THEN weight ELSE 0 END FROM revision_data WHERE version = $1",
+    )
+    .bind(version as i64 - 1)
+    .fetch_optional(&mut *conn)
+    .await?;
     let every = CHECKPOINT_EVERY.max(resources as u64 / CHECKPOINT_SHARE);
+    let entries = entries as u64;
     Ok(match (last, previous) {
-        (Some((c,)), Some(_)) if version - c as u64 >= every => Checkpoint::Due,
-        (Some(_), Some(_)) => Checkpoint::No,
-        _ => Checkpoint::Required,
+        (Some(_), Some(_)) if entries >= every => (Checkpoint::Required, 0),
+        (Some((c,)), Some((carried,))) => {
+            let weight = carried.max(0) as u64 + entries;
+            if version - c as u64 >= every || weight >= every {
+                (Checkpoint::Due, weight)
+            } else {
+                (Checkpoint::No, weight)
+            }
+        }
+        _ => (Checkpoint::Required, 0),
     })
 }
 
@@ -409,13 +438,15 @@ pub async fn add_checkpoint(
     Ok(done.rows_affected() == 1)
 }
 
-/// Record the revision at `version`, and prune to the newest `retention`.
+/// Record the revision at `version` with its `weight` ([`checkpoint`]),
+/// and prune to the newest `retention`.
 pub async fn record(
     conn: &mut AnyConnection,
     version: u64,
     meta: &ChangeMeta,
     summary: &Summary,
     data: RevisionData,
+    weight: u64,
     retention: u64,
 ) -> Result<(), StoreError> {
     let at = SystemTime::now()
@@ -441,12 +472,15 @@ pub async fn record(
             Some(serde_json::to_string(&d).expect("a delta serialises")),
         ),
     };
-    sqlx::query("INSERT INTO revision_data (version, checkpoint, delta) VALUES ($1, $2, $3)")
-        .bind(version as i64)
-        .bind(checkpoint)
-        .bind(delta)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO revision_data (version, checkpoint, delta, weight) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(version as i64)
+    .bind(checkpoint)
+    .bind(delta)
+    .bind(weight as i64)
+    .execute(&mut *conn)
+    .await?;
     let keep_from = version.saturating_sub(retention.max(1) - 1) as i64;
     sqlx::query("DELETE FROM revisions WHERE version < $1")
         .bind(keep_from)
