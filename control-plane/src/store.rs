@@ -239,8 +239,9 @@ impl Change {
 
 /// What a change produced: the resource as it now is, nothing (delete),
 /// or, for a whole config, the config as it now is with what was written
-/// (`Replaced`) or that it was the stored one already. One is made per admin change and moved once, so its size (a route's
-/// policies make `Route` the largest) does not matter.
+/// (`Replaced`) or that it was the stored one already. One is made per
+/// admin change and moved once, so its size (a route's policies make
+/// `Route` the largest) does not matter.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)]
 pub enum Applied {

@@ -10,8 +10,9 @@
 //! format. A change of one backend's weight stores one upstream, whatever
 //! the size of the config; a whole config written (`PUT`, a rollback)
 //! stores the routes and upstreams it changed, or the whole config when
-//! that is as many as a checkpoint falls due after. The config at version `v` is the newest checkpoint at or before
-//! `v` with the deltas after it applied in order. So that there are never
+//! that is as many as a checkpoint falls due after. The config at version
+//! `v` is the newest checkpoint at or before `v` with the deltas after it
+//! applied in order. So that there are never
 //! many deltas to apply, a revision also gets a checkpoint every
 //! [`CHECKPOINT_EVERY`] revisions, or every [`CHECKPOINT_SHARE`]th of the
 //! config's size in revisions if that is more, or once the deltas since

@@ -12,7 +12,7 @@ use super::read::{
     ROUTE_COLUMNS, RouteRow, all_rows, export, get_backend, get_route, get_upstream, json_list,
 };
 use super::{Applied, Change, StoreError, Touched, is_sqlite};
-use crate::model::{Config, NewBackend, Route, RouteTarget, Upstream};
+use crate::model::{Config, ConfigUpstream, NewBackend, Route, RouteTarget, Upstream};
 
 fn check_expect(expect: Option<u64>, current: u64) -> Result<(), StoreError> {
     match expect {
@@ -218,9 +218,10 @@ async fn replace_config(
         })
         .collect();
     let diff = RouteDiff::of(&mut held, &mut routes);
+    let upstreams = UpstreamDiff::of(&config, &stored, &stored_backends);
     let written = Touched {
         routes: diff.names(),
-        upstreams: upstream_changes(&config, &stored, &stored_backends),
+        upstreams: upstreams.names(),
     };
     if written.routes.is_empty() && written.upstreams.is_empty() {
         return Ok(None);
@@ -240,7 +241,7 @@ async fn replace_config(
     }
     let mut new_upstreams = Vec::new();
     let mut new_backends = Vec::new();
-    for u in &config.upstreams {
+    for u in &upstreams.written {
         let up = &u.upstream;
         let owner = u.owner_route.as_deref();
         let Some(columns) = stored.get(&up.name) else {
@@ -280,19 +281,12 @@ async fn replace_config(
     } else {
         insert_route_rows(conn, &routes.iter().collect::<Vec<_>>()).await?;
     }
-    let wanted: HashSet<&str> = config
-        .upstreams
-        .iter()
-        .map(|u| u.upstream.name.as_str())
-        .collect();
-    for name in stored.keys() {
-        if !wanted.contains(name.as_str()) {
-            // Its backends go with it (ON DELETE CASCADE).
-            sqlx::query("DELETE FROM upstreams WHERE name = $1")
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-        }
+    for name in &upstreams.removed {
+        // Its backends go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM upstreams WHERE name = $1")
+            .bind(*name)
+            .execute(&mut *conn)
+            .await?;
     }
     // Every upstream left is one of the document's: all are written.
     sqlx::query("UPDATE upstreams SET version = $1")
@@ -376,40 +370,58 @@ impl<'a> RouteDiff<'a> {
     }
 }
 
-/// The upstreams whose rows writing the document's would change, in name
-/// order: those not stored yet, those stored and no longer wanted, and
-/// those whose columns differ from `stored` or whose backends differ from
-/// `stored_backends` in URLs or weights.
-fn upstream_changes(
-    config: &Config,
-    stored: &HashMap<String, UpstreamColumns>,
-    stored_backends: &HashMap<String, Vec<StoredBackend>>,
-) -> Vec<String> {
-    let wanted: HashSet<&str> = config
-        .upstreams
-        .iter()
-        .map(|u| u.upstream.name.as_str())
-        .collect();
-    let mut names: Vec<String> = config
-        .upstreams
-        .iter()
-        .filter(|u| {
-            let up = &u.upstream;
-            let held = stored_backends.get(&up.name).map_or(&[][..], Vec::as_slice);
-            stored.get(&up.name) != Some(&upstream_columns(up, u.owner_route.as_deref()))
-                || !same_backends(held, &up.backends)
-        })
-        .map(|u| u.upstream.name.clone())
-        .chain(
-            stored
+/// How the stored upstreams differ from a document's, backends included.
+struct UpstreamDiff<'a> {
+    /// The document's upstreams whose rows writing them would change:
+    /// not stored yet, or with columns other than `stored`, or with
+    /// backends other than `stored_backends` in URLs or weights.
+    written: Vec<&'a ConfigUpstream>,
+    /// Stored, not in the document.
+    removed: Vec<&'a str>,
+}
+
+impl<'a> UpstreamDiff<'a> {
+    fn of(
+        config: &'a Config,
+        stored: &'a HashMap<String, UpstreamColumns>,
+        stored_backends: &HashMap<String, Vec<StoredBackend>>,
+    ) -> UpstreamDiff<'a> {
+        let wanted: HashSet<&str> = config
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name.as_str())
+            .collect();
+        UpstreamDiff {
+            written: config
+                .upstreams
+                .iter()
+                .filter(|u| {
+                    let up = &u.upstream;
+                    let held = stored_backends.get(&up.name).map_or(&[][..], Vec::as_slice);
+                    stored.get(&up.name) != Some(&upstream_columns(up, u.owner_route.as_deref()))
+                        || !same_backends(held, &up.backends)
+                })
+                .collect(),
+            removed: stored
                 .keys()
-                .filter(|name| !wanted.contains(name.as_str()))
-                .cloned(),
-        )
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
+                .map(String::as_str)
+                .filter(|name| !wanted.contains(name))
+                .collect(),
+        }
+    }
+
+    /// Every upstream name in the diff, each once, in name order.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .written
+            .iter()
+            .map(|u| u.upstream.name.clone())
+            .chain(self.removed.iter().map(|name| name.to_string()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 /// A route row's columns but its version (every field named, so a column
