@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Uri;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -55,6 +56,12 @@ impl Drop for Task {
 pub struct HealthChecker {
     tasks: Mutex<HashMap<BackendKey, Task>>,
     permits: Arc<Semaphore>,
+    /// Where probes run: the runtime the checker was made on (the
+    /// proxy's), not the one that installs a snapshot. The control plane
+    /// installs from its own thread, which a large change keeps busy for
+    /// a second at 100,000 routes; a probe's timeout must not run out
+    /// there while its backend answers.
+    runtime: Option<Handle>,
 }
 
 impl Default for HealthChecker {
@@ -68,11 +75,14 @@ impl HealthChecker {
         HealthChecker {
             tasks: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            runtime: Handle::try_current().ok(),
         }
     }
 
-    /// Make the probe tasks match `snapshot`. Must run inside a tokio
-    /// runtime when the snapshot has health checks.
+    /// Make the probe tasks match `snapshot`. Probes run on the runtime
+    /// the checker was made on; a checker made outside one spawns them on
+    /// the caller's, which must then be inside a tokio runtime when the
+    /// snapshot has health checks.
     pub fn reconcile(&self, snapshot: &Snapshot) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted = HashMap::new();
@@ -120,7 +130,10 @@ impl HealthChecker {
                 prober: want.prober,
                 permits: Arc::clone(&self.permits),
             };
-            let handle = tokio::spawn(probe.run());
+            let handle = match &self.runtime {
+                Some(runtime) => runtime.spawn(probe.run()),
+                None => tokio::spawn(probe.run()),
+            };
             tasks.insert(
                 key,
                 Task {
