@@ -8,9 +8,15 @@
 //! leaves no database (nor access log file) behind that it created. `main.rs` adds the CLI and
 //! signals; the end-to-end tests call [`start`] directly with ephemeral
 //! ports.
+//!
+//! The proxy runs on the runtime [`start`] is called on; the control plane
+//! (store, publisher, admin API) on a thread of its own
+//! (`control_thread.rs`), so that a large change does not hold proxied
+//! requests.
 
 #![forbid(unsafe_code)]
 
+mod control_thread;
 pub mod demo;
 pub mod healthcheck;
 pub mod probe;
@@ -21,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control_plane::ControlPlane;
+use control_thread::ControlThread;
 use data_plane::DataPlane;
 pub use data_plane::access_log;
 pub use data_plane::proxy::ProxySettings;
@@ -80,6 +87,10 @@ pub enum StartError {
     Unreachable(control_plane::StartError),
     #[error("{0}")]
     AccessLog(data_plane::access_log::OpenError),
+    #[error(
+        "cannot start the control plane's thread: {0} (the process may be at its limit of threads: raise `ulimit -u`)"
+    )]
+    ControlThread(std::io::Error),
     #[error("bootstrap file {path}: {reason}")]
     Bootstrap { path: String, reason: String },
     #[error("cannot listen on {addr}: {}", bind_failure(error, flag))]
@@ -141,6 +152,8 @@ pub struct Gateway {
     admin: JoinHandle<()>,
     /// The metrics listener's stop and task.
     metrics: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Where the control plane and the admin API run.
+    control_thread: ControlThread,
 }
 
 /// The default `--node-name`: the host name as the kernel has it (a
@@ -279,14 +292,23 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
             let _ = std::fs::remove_file(path);
         }
     };
-    let control = match ControlPlane::start(
-        &database,
-        Arc::clone(&plane),
-        settings.revision_retention,
-        &settings.shared,
-    )
-    .await
-    {
+    // The control plane runs on its own thread (`control_thread`): from
+    // opening the store to the admin listener and the tasks they start.
+    let control_thread = match ControlThread::start() {
+        Ok(thread) => thread,
+        Err(e) => {
+            remove_created();
+            return Err(StartError::ControlThread(e));
+        }
+    };
+    let started = control_thread.run({
+        let database = database.clone();
+        let plane = Arc::clone(&plane);
+        let retention = settings.revision_retention;
+        let shared = settings.shared.clone();
+        async move { ControlPlane::start(&database, plane, retention, &shared).await }
+    });
+    let control = match started.await {
         Ok(control) => control,
         Err(e) => {
             remove_created();
@@ -296,8 +318,11 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     probe.publishing(Arc::clone(&control.publisher));
     let ready = async {
         if let Some((path, config)) = bootstrap {
-            let applied = control
-                .bootstrap(config)
+            let applied = control_thread
+                .run({
+                    let control = control.clone();
+                    async move { control.bootstrap(config).await }
+                })
                 .await
                 .map_err(|e| StartError::Bootstrap {
                     path: path.display().to_string(),
@@ -312,15 +337,18 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
                 }
             }
         }
-        Ok((
-            listen(admin_socket, "--admin-listen")?,
-            listen(proxy_socket, "--proxy-listen")?,
-        ))
+        // The admin listener is the control thread's: its connections
+        // are polled there.
+        let admin = {
+            let _on_control_thread = control_thread.handle().enter();
+            listen(admin_socket, "--admin-listen")?
+        };
+        Ok((admin, listen(proxy_socket, "--proxy-listen")?))
     };
     let (admin_listener, proxy_listener) = match ready.await {
         Ok(listeners) => listeners,
         Err(e) => {
-            control.close().await;
+            close_control(&control_thread, &control).await;
             remove_created();
             return Err(e);
         }
@@ -335,7 +363,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     let router = control.router(settings.admin_token.as_deref(), &settings.node_name);
     let events = Arc::clone(&control.events);
     let admin_stop = wait(stopped.clone());
-    let admin = tokio::spawn(async move {
+    let admin = control_thread.handle().spawn(async move {
         // With the client's address: revisions and audit lines record it.
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(admin_listener, app)
@@ -372,7 +400,15 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         proxy,
         admin,
         metrics: metrics.map(|task| (metrics_stop, task)),
+        control_thread,
     })
+}
+
+/// Close the control plane on its own thread (its store's connections
+/// are that thread's).
+async fn close_control(thread: &ControlThread, control: &ControlPlane) {
+    let control = control.clone();
+    thread.run(async move { control.close().await }).await;
 }
 
 impl Gateway {
@@ -388,7 +424,8 @@ impl Gateway {
             let _ = stop.send(true);
             let _ = task.await;
         }
-        self.control.close().await;
+        close_control(&self.control_thread, &self.control).await;
+        self.control_thread.stop().await;
         if let Some(log) = self.access_log {
             let _ = tokio::task::spawn_blocking(move || log.close()).await;
         }

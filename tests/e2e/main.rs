@@ -31,4 +31,5 @@ mod slow_readers;
 mod startup;
 mod streaming;
 mod strict;
+mod threads;
 mod tls;
