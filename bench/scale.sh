@@ -4,17 +4,20 @@
 # empty database, the same document again, then with two changes),
 # GET /admin/config,
 # start-up to ready, change live p99, failed requests across 1,000 changes
-# under wrk load, resident memory.
+# under wrk load, resident memory, and proxied latency at a steady rate
+# (bench/rate-load, 2,000/s) with the admin API idle and while whole
+# configs are written back to back.
 # The route lookup at this shape is criterion's `route_lookup_tenants`
 # (cargo bench -p data-plane --bench hot_path -- route_lookup_tenants).
 # Usage: bench/scale.sh [--smoke] [--hosts N] [--starts N] [--samples N]
 #                       [--changes N] [--out FILE] [--no-install] [--no-build]
-# --smoke: 1,000 hosts, 2 starts, 20 samples, 50 changes.
+# --smoke: 1,000 hosts, 2 starts, 20 samples, 50 changes, 2 s steady windows.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 HOSTS=10000
 STARTS=5
+STEADY_SECONDS=10
 SAMPLES=200
 CHANGES=1000
 OUT=
@@ -22,7 +25,7 @@ INSTALL=1
 BUILD=1
 while (($#)); do
   case $1 in
-    --smoke) HOSTS=1000 STARTS=2 SAMPLES=20 CHANGES=50 ;;
+    --smoke) HOSTS=1000 STARTS=2 SAMPLES=20 CHANGES=50 STEADY_SECONDS=2 ;;
     --hosts) HOSTS=$2; shift ;;
     --starts) STARTS=$2; shift ;;
     --samples) SAMPLES=$2; shift ;;
@@ -30,7 +33,7 @@ while (($#)); do
     --out) OUT=$2; shift ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -48,4 +51,5 @@ python3 "$BENCH_DIR/scale.py" --bin "$SWITCHYARD_BIN" --dir "$BENCH_TMP" \
   --proxy-port "$SY_PORT" --admin-port "$SY_ADMIN_PORT" --metrics-port "$SY_METRICS_PORT" \
   --backend-port "$BACKEND_PORT" --backend2-port "$BACKEND2_PORT" \
   --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --lua "$BENCH_DIR/wrk-report.lua" \
+  --rate-load "$RATE_LOAD_BIN" --steady-seconds "$STEADY_SECONDS" \
   --hosts "$HOSTS" --starts "$STARTS" --samples "$SAMPLES" --changes "$CHANGES" --out "$OUT"
