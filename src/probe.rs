@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use control_plane::Publisher;
 use http::StatusCode;
-use http::header::{self, HeaderValue};
+use http::header;
 
 /// Where the process stands, as `/readyz` tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +106,7 @@ async fn metrics(State(probe): State<Arc<Probe>>) -> Response {
     let Some(publisher) = probe.publisher.get() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
     };
-    let (content_type, body) = publisher.metrics().render();
-    let mut resp = body.into_response();
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    resp
+    control_plane::api::exposition(Arc::clone(publisher)).await
 }
 
 #[cfg(test)]

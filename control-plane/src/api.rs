@@ -139,12 +139,29 @@ async fn recover_panic(req: Request, next: Next) -> Response {
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let (content_type, body) = state.publisher.metrics().render();
-    let mut resp = body.into_response();
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    exposition(state.publisher).await
+}
+
+/// The Prometheus text exposition of `publisher`'s metrics, as a
+/// response (the admin listener's `/metrics` and the metrics listener's).
+/// Rendered on a blocking thread: with 10,000 upstreams it is tens of
+/// megabytes of text and up to half a second of CPU, which on the
+/// calling runtime (the proxy's, for the metrics listener) would hold its
+/// requests behind it at every scrape.
+pub async fn exposition(publisher: Arc<Publisher>) -> Response {
+    match tokio::task::spawn_blocking(move || publisher.metrics().render()).await {
+        Ok((content_type, body)) => {
+            let mut resp = body.into_response();
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+        // A panic there is a panic here (answered by `recovering`); the
+        // runtime shutting down meanwhile ends the answer.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
-    resp
 }
 
 /// Method label: a fixed set, never request data.
