@@ -10,13 +10,13 @@
 //! ports.
 //!
 //! The proxy runs on the runtime [`start`] is called on; the control plane
-//! (store, publisher, admin API) on a thread of its own
-//! (`control_thread.rs`), so that a large change does not hold proxied
+//! (store, publisher, admin API) on a runtime and threads of its own
+//! (`control_runtime.rs`), so that a large change does not hold proxied
 //! requests.
 
 #![forbid(unsafe_code)]
 
-mod control_thread;
+mod control_runtime;
 pub mod demo;
 pub mod healthcheck;
 pub mod probe;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control_plane::ControlPlane;
-use control_thread::ControlThread;
+use control_runtime::ControlRuntime;
 use data_plane::DataPlane;
 pub use data_plane::access_log;
 pub use data_plane::proxy::ProxySettings;
@@ -88,9 +88,9 @@ pub enum StartError {
     #[error("{0}")]
     AccessLog(data_plane::access_log::OpenError),
     #[error(
-        "cannot start the control plane's thread: {0} (the process may be at its limit of threads: raise `ulimit -u`)"
+        "cannot start the control plane's threads: {0} (the process may be at its limit of threads: raise `ulimit -u`)"
     )]
-    ControlThread(std::io::Error),
+    ControlRuntime(std::io::Error),
     #[error("bootstrap file {path}: {reason}")]
     Bootstrap { path: String, reason: String },
     #[error("cannot listen on {addr}: {}", bind_failure(error, flag))]
@@ -153,7 +153,7 @@ pub struct Gateway {
     /// The metrics listener's stop and task.
     metrics: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     /// Where the control plane and the admin API run.
-    control_thread: ControlThread,
+    control_runtime: ControlRuntime,
 }
 
 /// The default `--node-name`: the host name as the kernel has it (a
@@ -292,16 +292,16 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
             let _ = std::fs::remove_file(path);
         }
     };
-    // The control plane runs on its own thread (`control_thread`): from
+    // The control plane runs on its own runtime (`control_runtime`): from
     // opening the store to the admin listener and the tasks they start.
-    let control_thread = match ControlThread::start() {
-        Ok(thread) => thread,
+    let control_runtime = match ControlRuntime::start() {
+        Ok(runtime) => runtime,
         Err(e) => {
             remove_created();
-            return Err(StartError::ControlThread(e));
+            return Err(StartError::ControlRuntime(e));
         }
     };
-    let started = control_thread.run({
+    let started = control_runtime.run({
         let database = database.clone();
         let plane = Arc::clone(&plane);
         let retention = settings.revision_retention;
@@ -318,7 +318,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     probe.publishing(Arc::clone(&control.publisher));
     let ready = async {
         if let Some((path, config)) = bootstrap {
-            let applied = control_thread
+            let applied = control_runtime
                 .run({
                     let control = control.clone();
                     async move { control.bootstrap(config).await }
@@ -337,10 +337,10 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
                 }
             }
         }
-        // The admin listener is the control thread's: its connections
+        // The admin listener is the control runtime's: its connections
         // are polled there.
         let admin = {
-            let _on_control_thread = control_thread.handle().enter();
+            let _on_control = control_runtime.handle().enter();
             listen(admin_socket, "--admin-listen")?
         };
         Ok((admin, listen(proxy_socket, "--proxy-listen")?))
@@ -348,7 +348,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     let (admin_listener, proxy_listener) = match ready.await {
         Ok(listeners) => listeners,
         Err(e) => {
-            close_control(&control_thread, &control).await;
+            close_control(&control_runtime, &control).await;
             remove_created();
             return Err(e);
         }
@@ -363,7 +363,7 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
     let router = control.router(settings.admin_token.as_deref(), &settings.node_name);
     let events = Arc::clone(&control.events);
     let admin_stop = wait(stopped.clone());
-    let admin = control_thread.handle().spawn(async move {
+    let admin = control_runtime.handle().spawn(async move {
         // With the client's address: revisions and audit lines record it.
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(admin_listener, app)
@@ -400,15 +400,15 @@ pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         proxy,
         admin,
         metrics: metrics.map(|task| (metrics_stop, task)),
-        control_thread,
+        control_runtime,
     })
 }
 
-/// Close the control plane on its own thread (its store's connections
-/// are that thread's).
-async fn close_control(thread: &ControlThread, control: &ControlPlane) {
+/// Close the control plane on its own runtime (its store's connections
+/// are that runtime's).
+async fn close_control(runtime: &ControlRuntime, control: &ControlPlane) {
     let control = control.clone();
-    thread.run(async move { control.close().await }).await;
+    runtime.run(async move { control.close().await }).await;
 }
 
 impl Gateway {
@@ -424,8 +424,8 @@ impl Gateway {
             let _ = stop.send(true);
             let _ = task.await;
         }
-        close_control(&self.control_thread, &self.control).await;
-        self.control_thread.stop().await;
+        close_control(&self.control_runtime, &self.control).await;
+        self.control_runtime.stop().await;
         if let Some(log) = self.access_log {
             let _ = tokio::task::spawn_blocking(move || log.close()).await;
         }

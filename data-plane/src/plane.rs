@@ -79,8 +79,8 @@ impl DataPlane {
 
     /// Put `snapshot` in force, unless a newer version already is. Backends
     /// that left the config are then dropped from the registry, and health
-    /// checks are reconciled (call inside a tokio runtime when the config
-    /// has health checks).
+    /// checks are reconciled: probes run on the runtime the plane was made
+    /// on (a plane made outside one spawns them on the caller's runtime).
     pub fn install(&self, snapshot: Snapshot) -> Result<(), Stale> {
         let previous = self.swap(snapshot)?;
         let live = self.snapshot();

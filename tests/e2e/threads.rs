@@ -1,7 +1,9 @@
 //! Which thread does what: a change is applied on the control plane's own
-//! thread, and health probes run on the runtime the gateway was started
-//! on, with its proxied traffic (`src/control_thread.rs`). Seen through
-//! the thread each one's log event comes from.
+//! runtime and threads, and health probes run on the runtime the gateway
+//! was started on, with its proxied traffic (`src/control_runtime.rs`).
+//! Seen through the thread each one's log event comes from: the audit
+//! line is logged by the admin request's task once the change is applied
+//! and answered (the publisher compiles and installs in that task).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,7 +19,7 @@ use tracing_subscriber::prelude::*;
 use crate::common::backend::dead_url;
 use crate::common::{TestGateway, eventually};
 
-/// The control plane's thread, by name.
+/// The control plane's threads, by name.
 const CONTROL_THREAD: &str = "switchyard-control";
 
 /// Log targets recorded: the admin API's audit line of each change, and
@@ -78,10 +80,12 @@ fn recorded() -> Arc<Mutex<Vec<Seen>>> {
     static SEEN: OnceLock<Arc<Mutex<Vec<Seen>>>> = OnceLock::new();
     Arc::clone(SEEN.get_or_init(|| {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        tracing_subscriber::registry()
-            .with(Record(Arc::clone(&seen)))
-            .try_init()
-            .expect("no other global subscriber in the e2e tests");
+        // Not `try_init`: that would also route the `log` crate's records
+        // (rustls, sqlx) through tracing for the whole binary.
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(Record(Arc::clone(&seen))),
+        )
+        .expect("no other global subscriber in the e2e tests");
         seen
     }))
 }
