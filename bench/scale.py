@@ -130,46 +130,62 @@ def change_live(admin, proxy, hosts, samples):
             "proxied_requests_before_200": extra}
 
 
-def latency_while_writing(args, admin, doc):
-    """Proxied latency at a steady rate (bench/rate-load, pinned like wrk),
-    first with the admin API idle, then while whole configs are written
-    back to back: `doc` with one route and one weight changed, then `doc`
-    again, and so on until the window ends. A route without hosts
-    (`/steady`, on tenant 0's upstream) carries the load: rate-load sends
-    `Host: 127.0.0.1:PORT`."""
+def steady_latency(args, admin, doc):
+    """Proxied latency at a steady rate (bench/rate-load, pinned like wrk)
+    in three windows: the admin API idle; whole configs written back to
+    back (`doc` with one route and one weight changed, then `doc` again,
+    and so on until the window ends); and `/metrics` scraped back to back
+    on the metrics listener. A route without hosts (`/steady`, on tenant
+    0's upstream) carries the load: rate-load sends `Host: 127.0.0.1:PORT`."""
     doc = copy.deepcopy(doc)
     doc["routes"].append({"name": "steady", "path": "/steady", "upstream": "t0"})
+    # The changes are tenant 1's: the upstream under load stays as it is.
     other = copy.deepcopy(doc)
-    other["routes"][0]["path"] = "/p0-other"
-    other["upstreams"][0]["backends"][0]["weight"] = 3
+    other["routes"][args.paths]["path"] = "/p0-other"
+    other["upstreams"][1]["backends"][0]["weight"] = 3
     st, body = admin.request("PUT", "/admin/config", doc)
     expect(st, body, (200,), "PUT /admin/config (with /steady)")
 
-    def steady():
-        return subprocess.Popen(
+    def window(work=None):
+        """rate-load for one window; `work()` again and again meanwhile.
+        Returns its figures and the durations of each `work()`."""
+        load = subprocess.Popen(
             ["taskset", "-c", str(args.load_cpu), args.rate_load, "-q", str(args.steady_rate), "-c", "16",
              "-d", str(args.steady_seconds), f"http://127.0.0.1:{args.proxy_port}/steady"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def finish(proc):
-        out, err = proc.communicate(timeout=args.steady_seconds + 30)
-        if proc.returncode != 0:
+        took = []
+        try:
+            while work and load.poll() is None:
+                t0 = time.perf_counter()
+                work(len(took))
+                took.append(time.perf_counter() - t0)
+            out, err = load.communicate(timeout=args.steady_seconds + 30)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+        if load.returncode != 0:
             raise SystemExit(f"rate-load failed: {err.strip()}")
-        return json.loads(out)
+        return json.loads(out), took
 
-    quiet = finish(steady())
-    load = steady()
-    puts = []
-    try:
-        while load.poll() is None:
-            t0 = time.perf_counter()
-            st, body = admin.request("PUT", "/admin/config", other if len(puts) % 2 == 0 else doc)
-            puts.append(time.perf_counter() - t0)
-            expect(st, body, (200,), "PUT /admin/config (under steady load)")
-    finally:
-        busy = finish(load)
-    return {"rate": args.steady_rate, "seconds": args.steady_seconds, "quiet": quiet, "busy": busy,
-            "puts": dist_ms(puts)}
+    def write(k):
+        st, body = admin.request("PUT", "/admin/config", other if k % 2 == 0 else doc)
+        expect(st, body, (200,), "PUT /admin/config (under steady load)")
+
+    metrics = Client(args.metrics_port)
+    size = []
+
+    def scrape(_):
+        st, body = metrics.request("GET", "/metrics")
+        expect(st, body, (200,), "GET /metrics")
+        size.append(len(body))
+
+    quiet, _ = window()
+    writing, puts = window(write)
+    scraping, scrapes = window(scrape)
+    return {"rate": args.steady_rate, "seconds": args.steady_seconds, "quiet": quiet,
+            "writing": writing, "puts": dist_ms(puts),
+            "scraping": scraping, "scrapes": dist_ms(scrapes), "metrics_bytes": max(size)}
 
 
 def summary(res, args):
@@ -190,7 +206,7 @@ def summary(res, args):
         ("start-up to first proxied 200", f"median {pct(first, 50):.2f} s ({min(first):.2f}–{max(first):.2f})", ""),
         ("change live (POST → first proxied 200)", f"p50 {c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms, max {c['max_ms']:.2f} ms ({c['n']} changes)", "p99 ≤ 5 ms"),
         ("changes under load (wrk c64)", f"{u['changes']} changes in {u['seconds']:.1f} s, {u['requests']:,} requests, {u['failed_requests']} failed", "0 failed"),
-        *steady_rows(res["while_writing"]),
+        *steady_rows(res["steady"]),
         ("RSS", ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in m.items()), "reported"),
     ]
     print(f"\nConfig scale (one worker on CPU {args.proxy_cpu}; backends and wrk on CPU {args.load_cpu}):")
@@ -205,11 +221,14 @@ def steady_rows(w):
         failed = r["errors"] + r["non2xx"] + r["unsent"] + r["unfinished"]
         return (f"p50 {r['p50_us'] / 1e3:.2f} ms, p99 {r['p99_us'] / 1e3:.2f} ms, "
                 f"p99.9 {r['p999_us'] / 1e3:.2f} ms, max {r['max_us'] / 1e3:.2f} ms, {failed} failed")
+    rate = f"proxied at {w['rate']:,}/s"
     return [
-        (f"proxied at {w['rate']:,}/s, admin API idle ({w['seconds']} s)", cell(w["quiet"]), ""),
-        (f"proxied at {w['rate']:,}/s while whole configs are written "
-         f"({w['puts']['n']} PUTs back to back, median {w['puts']['p50_ms'] / 1e3:.2f} s)",
-         cell(w["busy"]), "reported"),
+        (f"{rate}, admin API idle ({w['seconds']} s)", cell(w["quiet"]), ""),
+        (f"{rate} while whole configs are written ({w['puts']['n']} PUTs back to back, "
+         f"median {w['puts']['p50_ms'] / 1e3:.2f} s)", cell(w["writing"]), "reported"),
+        (f"{rate} while /metrics is scraped ({w['scrapes']['n']} scrapes back to back of "
+         f"{w['metrics_bytes'] / 1e6:.1f} MB, median {w['scrapes']['p50_ms'] / 1e3:.2f} s)",
+         cell(w["scraping"]), "reported"),
     ]
 
 
@@ -288,8 +307,9 @@ def main():
         res["under_load"] = changes_under_load(args, admin, args.changes, path="/p3",
                                                host=tenant(mid), upstream=f"t{mid}")
         res["memory_kb"]["after_changes"] = rss_kb(gw.proc.pid)
-        log(f"scale: proxied latency at {args.steady_rate}/s, idle then while whole configs are written")
-        res["while_writing"] = latency_while_writing(args, admin, doc)
+        log(f"scale: proxied latency at {args.steady_rate}/s: idle, while whole configs are written, "
+            "while /metrics is scraped")
+        res["steady"] = steady_latency(args, admin, doc)
     finally:
         gw.stop()
     with open(args.out, "w") as f:
@@ -297,9 +317,9 @@ def main():
     summary(res, args)
     print(f"JSON: {args.out}")
     late = res["change_live"]["proxied_requests_before_200"]
-    w = res["while_writing"]
+    w = res["steady"]
     steady_failed = sum(r["errors"] + r["non2xx"] + r["unsent"] + r["unfinished"]
-                        for r in (w["quiet"], w["busy"]))
+                        for r in (w["quiet"], w["writing"], w["scraping"]))
     if res["under_load"]["failed_requests"] or late or steady_failed:
         print(f"FAILED: {res['under_load']['failed_requests']} failed requests under load, "
               f"{late} proxied requests not routed right after the admin 201, "

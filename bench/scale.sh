@@ -5,8 +5,8 @@
 # GET /admin/config,
 # start-up to ready, change live p99, failed requests across 1,000 changes
 # under wrk load, resident memory, and proxied latency at a steady rate
-# (bench/rate-load, 2,000/s) with the admin API idle and while whole
-# configs are written back to back.
+# (bench/rate-load, 2,000/s): the admin API idle, whole configs written
+# back to back, /metrics scraped back to back.
 # The route lookup at this shape is criterion's `route_lookup_tenants`
 # (cargo bench -p data-plane --bench hot_path -- route_lookup_tenants).
 # Usage: bench/scale.sh [--smoke] [--hosts N] [--starts N] [--samples N]
