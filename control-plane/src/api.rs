@@ -147,9 +147,22 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 /// Rendered on a blocking thread: with 10,000 upstreams it is tens of
 /// megabytes of text and up to half a second of CPU, which on the
 /// calling runtime (the proxy's, for the metrics listener) would hold its
-/// requests behind it at every scrape.
+/// requests behind it at every scrape. One render at a time: scrapers
+/// that come meanwhile (two Prometheus replicas, or anyone, as neither
+/// listener asks for a token) wait their turn rather than multiply the
+/// memory and the CPU taken from the proxy; one that leaves while it
+/// waits costs nothing.
 pub async fn exposition(publisher: Arc<Publisher>) -> Response {
-    match tokio::task::spawn_blocking(move || publisher.metrics().render()).await {
+    let turn = Arc::clone(publisher.metrics().renders())
+        .acquire_owned()
+        .await
+        .expect("the renders' semaphore is never closed");
+    let rendered = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        publisher.metrics().render()
+    })
+    .await;
+    match rendered {
         Ok((content_type, body)) => {
             let mut resp = body.into_response();
             if let Ok(v) = HeaderValue::from_str(&content_type) {
@@ -157,9 +170,13 @@ pub async fn exposition(publisher: Arc<Publisher>) -> Response {
             }
             resp
         }
-        // A panic there is a panic here (answered by `recovering`); the
-        // runtime shutting down meanwhile ends the answer.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The panic hook has logged and counted it on that thread.
+        Err(e) if e.is_panic() => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be rendered\n",
+        )
+            .into_response(),
+        // The runtime is shutting down.
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
@@ -420,5 +437,47 @@ mod recovery_tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+    }
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+    use data_plane::DataPlane;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+
+    /// Scrapes take turns: while a render holds the turn another scrape
+    /// waits, however long it is given, and it answers once the turn is
+    /// free.
+    #[tokio::test]
+    async fn metrics_are_rendered_one_scrape_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let store = crate::store::Store::open(&url).await.unwrap();
+        let plane = Arc::new(DataPlane::new());
+        let metrics = crate::metrics::Metrics::new(Arc::clone(&plane));
+        let publisher = Arc::new(Publisher::new(store, plane, metrics));
+
+        let held = Arc::clone(publisher.metrics().renders())
+            .acquire_owned()
+            .await
+            .unwrap();
+        let mut waiting = tokio::spawn(exposition(Arc::clone(&publisher)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut waiting)
+                .await
+                .is_err(),
+            "a scrape was answered while another render held the turn"
+        );
+        drop(held);
+        let resp = waiting.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.contains("switchyard_store_up"), "{text}");
+        // The turn is given back: the next scrape answers at once.
+        let again = exposition(publisher).await;
+        assert_eq!(again.status(), StatusCode::OK);
     }
 }

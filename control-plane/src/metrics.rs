@@ -11,11 +11,14 @@ use data_plane::exporter::LiveCollector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+use tokio::sync::Semaphore;
 
 /// Metrics of the control plane, plus the registry that exports them all.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// One render at a time ([`crate::api::exposition`]).
+    renders: Arc<Semaphore>,
     pub admin_requests: IntCounterVec,
     pub publish_seconds: Histogram,
     pub publish_total: IntCounterVec,
@@ -75,11 +78,18 @@ impl Metrics {
             .expect("process metrics register once");
         Metrics {
             registry,
+            renders: Arc::new(Semaphore::new(1)),
             admin_requests,
             publish_seconds,
             publish_total,
             store_up,
         }
+    }
+
+    /// The turns to [`Metrics::render`] for [`crate::api::exposition`]:
+    /// one at a time.
+    pub fn renders(&self) -> &Arc<Semaphore> {
+        &self.renders
     }
 
     /// The text exposition of every metric.
