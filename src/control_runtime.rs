@@ -7,7 +7,7 @@
 //! routes (reading a 17 MB document, comparing it with the stored rows,
 //! compiling the snapshot, exporting the answer, writing a checkpoint).
 //! On the proxy's runtime it held proxied requests behind it: at 2,000
-//! requests/s with `--workers 1`, p99 0.35-0.43 s while such configs were
+//! requests/s with `--workers 1`, p99 0.35-0.44 s while such configs were
 //! written (bench/scale.sh), and up to 54 ms with two workers. On threads
 //! of their own the kernel shares the cores between them, and a proxied
 //! request waits no longer than a time slice (p99 ~4 ms in the same
@@ -16,7 +16,9 @@
 //!
 //! Two workers: a change being compiled on one does not hold the admin
 //! API's reads (`/admin/status`, the dashboard's feed) on the other. Idle,
-//! they cost nothing but their stacks.
+//! they cost their stacks; what the control plane allocates on them comes
+//! from glibc arenas of their own, which made the import of 100,000
+//! routes ~10% slower and its peak RSS larger (BENCHMARKS.md).
 //!
 //! What the control plane makes for the data plane runs where the data
 //! plane lives: health probes go to the runtime the plane was made on
@@ -40,7 +42,7 @@ const WORKERS: usize = 2;
 const THREAD_NAME: &str = "switchyard-control";
 
 /// The runtime. Dropping this, or [`ControlRuntime::stop`], ends it,
-/// cancelling any task still there.
+/// cancelling its tasks (a blocking one still running runs to its end).
 #[derive(Debug)]
 pub(crate) struct ControlRuntime {
     /// Until `stop` or drop.

@@ -58,7 +58,7 @@ pub struct HealthChecker {
     permits: Arc<Semaphore>,
     /// Where probes run: the runtime the checker was made on (the
     /// proxy's), not the one that installs a snapshot. The control plane
-    /// installs from its own thread, which a large change keeps busy for
+    /// installs from its own threads, which a large change keeps busy for
     /// a second at 100,000 routes; a probe's timeout must not run out
     /// there while its backend answers.
     runtime: Option<Handle>,
