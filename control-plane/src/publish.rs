@@ -445,17 +445,21 @@ impl Publisher {
             return Ok(no_op(whole_before));
         }
         let (applied, written) = match applied {
-            Applied::Replaced(view, written) => (Applied::Config(view), Some(written)),
+            Applied::Replaced(written) => {
+                let before = whole_before.as_ref().expect("exported without a scope");
+                let view = store::export_after(&mut tx, before, &written).await?;
+                (Applied::Config(view), Some(written))
+            }
             other => (other, None),
         };
         let whole_state = |view: Option<&ConfigView>| {
             Resources::of_export(view.expect("exported without a scope"))
         };
-        // A whole config written comes back as its export, read in this
-        // transaction: the state after, not read again. Only the routes
-        // and upstreams whose rows the store wrote can differ, and only
-        // those are compared (not for a dry run: its patch is between the
-        // whole documents).
+        // A whole config written comes back as its export after (the
+        // export before with the entries the store wrote read again): the
+        // state after, not read again. Only the routes and upstreams whose
+        // rows the store wrote can differ, and only those are compared (not
+        // for a dry run: its patch is between the whole documents).
         let read_after;
         let (before, whole_after, after) = match (&applied, written) {
             (Applied::Config(view), Some(written)) if !dry => (
@@ -1691,6 +1695,7 @@ mod tests {
             edit(&mut config);
             let mut tx = store.begin_write().await.unwrap();
             let version = store::bump_version(&mut tx).await.unwrap();
+            let before = store::export_in(&mut tx).await.unwrap();
             let change = Change::ReplaceConfig {
                 config,
                 expect: None,
@@ -1699,9 +1704,16 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             match applied {
-                Applied::Replaced(_, written) => {
+                Applied::Replaced(written) => {
                     assert_eq!(written.routes, routes, "{what}");
                     assert_eq!(written.upstreams, upstreams, "{what}");
+                    // The export before with what was written read again
+                    // is the export after.
+                    let spliced = store::export_after(&mut tx, &before, &written)
+                        .await
+                        .unwrap();
+                    let exported = store::export_in(&mut tx).await.unwrap();
+                    assert_eq!(spliced, exported, "{what}");
                 }
                 Applied::Unchanged => assert!(routes.is_empty() && upstreams.is_empty(), "{what}"),
                 other => panic!("{what}: {other:?}"),

@@ -34,8 +34,8 @@ use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 pub use file::{DatabaseFile, OpenError};
 pub use postgres::PostgresUrl;
 pub use read::export as export_in;
+pub use read::{SPLICE_NAMES, export_after, load_config, load_route, load_upstream, resources};
 use read::{all_routes, all_upstreams, export, get_backend, get_route, get_upstream};
-pub use read::{load_config, load_route, load_upstream, resources};
 #[cfg(test)]
 pub(crate) use write::ROUTE_EDITS;
 pub use write::apply;
@@ -250,9 +250,10 @@ pub enum Applied {
     Backend(BackendView),
     Config(ConfigView),
     Deleted,
-    /// A whole config written: the config as it now is, and the routes and
-    /// upstreams whose rows were written (only theirs can have changed).
-    Replaced(ConfigView, Touched),
+    /// A whole config written: the routes and upstreams whose rows were
+    /// written (only theirs can have changed; [`export_after`] reads the
+    /// config as it now is from the export before and those).
+    Replaced(Touched),
     /// A whole config written that is the stored one already, row for row:
     /// nothing was written (the transaction holds its version bump only).
     Unchanged,

@@ -9,7 +9,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
 use super::read::{
-    ROUTE_COLUMNS, RouteRow, all_rows, export, get_backend, get_route, get_upstream, json_list,
+    ROUTE_COLUMNS, RouteRow, all_rows, get_backend, get_route, get_upstream, json_list,
 };
 use super::{Applied, Change, StoreError, Touched, is_sqlite};
 use crate::model::{Config, ConfigUpstream, NewBackend, Route, RouteTarget, Upstream};
@@ -149,7 +149,7 @@ pub async fn apply(
             // `version` was bumped in this transaction: the client saw the one before.
             check_expect(expect, version - 1)?;
             match replace_config(conn, config, version).await? {
-                Some(written) => Ok(Applied::Replaced(export(conn).await?, written)),
+                Some(written) => Ok(Applied::Replaced(written)),
                 None => Ok(Applied::Unchanged),
             }
         }
