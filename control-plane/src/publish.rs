@@ -1611,6 +1611,11 @@ mod tests {
                 (&[], &["extra"]),
             ),
             (
+                "an upstream added between two",
+                |c| upstream(c, "u15"),
+                (&[], &["u15"]),
+            ),
+            (
                 "a path",
                 |c| c.routes[0].path = "/elsewhere".into(),
                 (&["r0"], &[]),
@@ -1679,6 +1684,16 @@ mod tests {
                     c.routes.push(r);
                 },
                 (&["r9"], &[]),
+            ),
+            (
+                "a route added between two",
+                |c| {
+                    let mut r = c.routes[0].clone();
+                    r.name = "r35".into();
+                    r.path = "/p35".into();
+                    c.routes.push(r);
+                },
+                (&["r35"], &[]),
             ),
             (
                 "a route moved onto a new upstream, its old one gone",

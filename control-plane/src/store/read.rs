@@ -484,6 +484,10 @@ fn splice<T: Clone>(
     name: impl Fn(&T) -> &str,
     fresh: BTreeMap<String, Option<T>>,
 ) -> Vec<T> {
+    debug_assert!(
+        before.windows(2).all(|w| name(&w[0]) < name(&w[1])),
+        "an export is sorted by name, each name once"
+    );
     let mut out = Vec::with_capacity(before.len() + fresh.len());
     let mut fresh = fresh.into_iter().peekable();
     for item in before {
