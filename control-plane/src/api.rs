@@ -443,7 +443,6 @@ mod recovery_tests {
 #[cfg(test)]
 mod exposition_tests {
     use super::*;
-    use data_plane::DataPlane;
     use http_body_util::BodyExt;
     use std::time::Duration;
 
@@ -453,11 +452,8 @@ mod exposition_tests {
     #[tokio::test]
     async fn metrics_are_rendered_one_scrape_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("m.db").display());
-        let store = crate::store::Store::open(&url).await.unwrap();
-        let plane = Arc::new(DataPlane::new());
-        let metrics = crate::metrics::Metrics::new(Arc::clone(&plane));
-        let publisher = Arc::new(Publisher::new(store, plane, metrics));
+        let (_, _, publisher) = crate::publish::tests::started(&dir).await;
+        let publisher = Arc::new(publisher);
 
         let held = Arc::clone(publisher.metrics().renders())
             .acquire_owned()

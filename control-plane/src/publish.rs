@@ -823,7 +823,7 @@ pub fn split(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use data_plane::config::{Strategy, UpstreamPolicy};
     use data_plane::{Registry, Snapshot};
     use http::Method;
@@ -912,7 +912,7 @@ mod tests {
     }
 
     /// A publisher on a new database in `dir`, its (empty) config live.
-    async fn started(dir: &tempfile::TempDir) -> (Store, Arc<DataPlane>, Publisher) {
+    pub(crate) async fn started(dir: &tempfile::TempDir) -> (Store, Arc<DataPlane>, Publisher) {
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
         let store = Store::open(&url).await.unwrap();
         let plane = Arc::new(DataPlane::new());
@@ -1548,6 +1548,12 @@ mod tests {
             u.upstream.backends.truncate(1);
             c.upstreams.push(u);
         }
+        fn route(c: &mut crate::model::Config, name: &str, path: &str) {
+            let mut r = c.routes[0].clone();
+            r.name = name.into();
+            r.path = path.into();
+            c.routes.push(r);
+        }
         let cases: Vec<(&str, Edit, Written)> = vec![
             ("as stored", |_| {}, (&[], &[])),
             (
@@ -1675,24 +1681,10 @@ mod tests {
                 },
                 (&["r4"], &[]),
             ),
-            (
-                "a route added",
-                |c| {
-                    let mut r = c.routes[0].clone();
-                    r.name = "r9".into();
-                    r.path = "/p9".into();
-                    c.routes.push(r);
-                },
-                (&["r9"], &[]),
-            ),
+            ("a route added", |c| route(c, "r9", "/p9"), (&["r9"], &[])),
             (
                 "a route added between two",
-                |c| {
-                    let mut r = c.routes[0].clone();
-                    r.name = "r35".into();
-                    r.path = "/p35".into();
-                    c.routes.push(r);
-                },
+                |c| route(c, "r35", "/p35"),
                 (&["r35"], &[]),
             ),
             (

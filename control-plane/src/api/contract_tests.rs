@@ -5,14 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Body;
-use data_plane::DataPlane;
 use http::{Method, Request, StatusCode};
 use tower::ServiceExt;
 
 use super::config::OPENAPI_YAML;
 use super::{AdminState, app};
-use crate::publish::Publisher;
-use crate::store::Store;
 
 const METHODS: [&str; 5] = ["get", "put", "post", "patch", "delete"];
 
@@ -59,13 +56,9 @@ fn the_document_has_exactly_the_routed_paths() {
 #[tokio::test]
 async fn every_path_serves_exactly_the_documented_methods() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
-    let store = Store::open(&url).await.unwrap();
-    let plane = Arc::new(DataPlane::new());
-    let metrics = crate::metrics::Metrics::new(Arc::clone(&plane));
-    let publisher = Arc::new(Publisher::new(store, Arc::clone(&plane), metrics));
+    let (_, plane, publisher) = crate::publish::tests::started(&dir).await;
     let router = app(AdminState {
-        publisher,
+        publisher: Arc::new(publisher),
         token: None,
         events: super::events::Events::new(plane, 4),
         node: Arc::from("test"),
