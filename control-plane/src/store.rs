@@ -34,8 +34,8 @@ use crate::view::{BackendView, ConfigView, RouteView, UpstreamView};
 pub use file::{DatabaseFile, OpenError};
 pub use postgres::PostgresUrl;
 pub use read::export as export_in;
-pub use read::{SPLICE_NAMES, export_after, load_config, load_route, load_upstream, resources};
 use read::{all_routes, all_upstreams, export, get_backend, get_route, get_upstream};
+pub use read::{export_after, load_config, load_route, load_upstream, resources};
 #[cfg(test)]
 pub(crate) use write::ROUTE_EDITS;
 pub use write::apply;
@@ -238,8 +238,8 @@ impl Change {
 }
 
 /// What a change produced: the resource as it now is, nothing (delete),
-/// or, for a whole config, the config as it now is with what was written
-/// (`Replaced`) or that it was the stored one already. One is made per
+/// or, for a whole config, what was written (`Replaced`) or that it was
+/// the stored one already. One is made per
 /// admin change and moved once, so its size (a route's policies make
 /// `Route` the largest) does not matter.
 #[derive(Debug, Clone)]

@@ -450,7 +450,7 @@ pub async fn resources(
 
 /// Up to this many routes and upstreams written, [`export_after`] reads
 /// them alone; past it, the whole config.
-pub const SPLICE_NAMES: usize = 256;
+const SPLICE_NAMES: usize = 256;
 
 /// The export after a whole config was written, from `before` (the export
 /// this transaction read before writing) and the routes and upstreams the
